@@ -1,0 +1,195 @@
+"""Audio I/O and the named transforms every protocol is built from.
+
+Nothing here knows which metric asks. Each transform mirrors one function of a reference implementation,
+named in its docstring, so that a protocol is a sequence of these calls with constants from ``conf/``.
+
+Conventions: waveforms are ``torch.Tensor`` of shape ``[channels, samples]`` (or ``[batch, channels, samples]``
+where stated), float32, nominally in [-1, 1].
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
+
+
+class AudioError(ValueError):
+    """A clip that cannot be used; the message names the file (or id) and what is wrong."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading and writing
+# ----------------------------------------------------------------------------------------------------------------
+def load_audio(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
+    """Read a file with soundfile (not ``torchaudio.load``) -> (float32 ``[C, T]``, sample rate).
+
+    Raises :class:`AudioError` naming the file when it is missing, unreadable, empty or holds NaN/inf.
+    mp3 is read by libsndfile >= 1.1 (soundfile wheels ship it); other formats fall back to librosa/audioread.
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: no such audio file")
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError / TypeError
+        raise AudioError(f"{path}: not a readable audio file ({type(exc).__name__}: {exc})") from exc
+    if data.shape[0] == 0:
+        raise AudioError(f"{path}: the file holds no samples")
+    if not np.isfinite(data).all():
+        raise AudioError(f"{path}: the audio holds NaN or infinite samples")
+    return torch.from_numpy(np.ascontiguousarray(data.T)), int(sr)
+
+
+def save_audio(path: str | os.PathLike, wav: torch.Tensor, sample_rate: int, subtype: str = "PCM_16") -> Path:
+    """Write ``wav`` ``[C, T]`` atomically (temp file, fsync, rename). Format from the extension (flac, wav)."""
+    import soundfile as sf
+
+    from evalkit.io import atomic_path
+
+    path = Path(path)
+    data = wav.detach().cpu().float().clamp(-1, 1).numpy().T
+    fmt = path.suffix.lstrip(".").upper()
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), data, sample_rate, subtype=subtype, format=fmt)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Resampling, channels, length
+# ----------------------------------------------------------------------------------------------------------------
+def resample(wav: torch.Tensor, from_rate: int, to_rate: int) -> torch.Tensor:
+    """``julius.resample_frac`` over the last dimension: the resampler audiocraft uses everywhere
+    (``audiocraft/data/audio_utils.py: convert_audio``)."""
+    if int(from_rate) == int(to_rate):
+        return wav
+    import julius
+
+    return julius.resample_frac(wav, int(from_rate), int(to_rate))
+
+
+def to_channels(wav: torch.Tensor, channels: int) -> torch.Tensor:
+    """``audiocraft/data/audio_utils.py: convert_audio_channels``: mono = mean over channels; mono -> N by
+    repetition; N -> M (M < N) keeps the first M channels."""
+    src = wav.shape[-2]
+    if src == channels:
+        return wav
+    if channels == 1:
+        return wav.mean(dim=-2, keepdim=True)
+    if src == 1:
+        return wav.expand(*wav.shape[:-2], channels, wav.shape[-1])
+    if src > channels:
+        return wav[..., :channels, :]
+    raise AudioError(f"cannot convert {src} channels to {channels}")
+
+
+def convert_audio(wav: torch.Tensor, from_rate: int, to_rate: int, channels: int) -> torch.Tensor:
+    """audiocraft's ``convert_audio``: resample first, then convert channels (order matters at the last ulp)."""
+    return to_channels(resample(wav, from_rate, to_rate), channels)
+
+
+def crop_or_pad(wav: torch.Tensor, length: int) -> torch.Tensor:
+    """Keep the first ``length`` samples, zero-pad at the end if shorter."""
+    n = wav.shape[-1]
+    if n >= length:
+        return wav[..., :length]
+    return torch.nn.functional.pad(wav, (0, length - n))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Normalisations (audiocraft/data/audio_utils.py)
+# ----------------------------------------------------------------------------------------------------------------
+def peak_normalize(wav: torch.Tensor, headroom_db: float = 1.0) -> torch.Tensor:
+    """``normalize_audio(strategy='peak', peak_clip_headroom_db=headroom_db)``: scale so max|x| = 10**(-h/20).
+
+    Silent audio (max|x| == 0) cannot be peak-normalised: raises :class:`AudioError` instead of returning NaN."""
+    peak = wav.abs().max()
+    if not torch.isfinite(peak) or peak == 0:
+        raise AudioError("peak normalisation of silent or non-finite audio")
+    return wav * (10 ** (-headroom_db / 20) / peak)
+
+
+def i16_pcm(wav: torch.Tensor) -> torch.Tensor:
+    """audiocraft ``audio_utils.i16_pcm``: ``round(x * 2**15)``, or ``round(x * (2**15 - 1))`` when the first
+    would reach 2**15. Returns int16. Input must lie in [-1, 1]."""
+    if wav.abs().max() > 1:
+        raise AudioError("i16_pcm expects audio in [-1, 1]")
+    candidate = (wav * 2**15).round()
+    if candidate.max() >= 2**15:
+        candidate = (wav * (2**15 - 1)).round()
+    return candidate.to(torch.int16)
+
+
+def _biquad_kweight(sample_rate: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The two biquads of ``torchaudio.functional.loudness`` (BS.1770 K-weighting): ``treble_biquad(gain=4,
+    central_freq=1500, Q=1/sqrt(2))`` then ``highpass_biquad(cutoff=38, Q=0.5)``, coefficients as torchaudio
+    computes them (RBJ cookbook), normalised by a0."""
+    w0 = 2 * math.pi * 1500.0 / sample_rate
+    alpha = math.sin(w0) / 2 / (1 / math.sqrt(2))
+    A = math.exp(4.0 / 40 * math.log(10))
+    t1, t2, t3 = 2 * math.sqrt(A) * alpha, (A - 1) * math.cos(w0), (A + 1) * math.cos(w0)
+    shelf_b = [A * ((A + 1) + t2 + t1), -2 * A * ((A - 1) + t3), A * ((A + 1) + t2 - t1)]
+    shelf_a = [(A + 1) - t2 + t1, 2 * ((A - 1) - t3), (A + 1) - t2 - t1]
+    w0 = 2 * math.pi * 38.0 / sample_rate
+    alpha = math.sin(w0) / 2.0 / 0.5
+    hp_b = [(1 + math.cos(w0)) / 2, -1 - math.cos(w0), (1 + math.cos(w0)) / 2]
+    hp_a = [1 + alpha, -2 * math.cos(w0), 1 - alpha]
+    out = []
+    for b, a in ((shelf_b, shelf_a), (hp_b, hp_a)):
+        b, a = np.asarray(b, dtype=np.float64), np.asarray(a, dtype=np.float64)
+        out.append((b / a[0], a / a[0]))
+    return out
+
+
+def loudness_lufs(wav: torch.Tensor, sample_rate: int) -> float:
+    """Integrated loudness (BS.1770-4) exactly as ``torchaudio.functional.loudness`` computes it, which is what
+    audiocraft's ``normalize_loudness`` calls: K-weighting biquads (each output clamped to [-1, 1], torchaudio's
+    ``lfilter`` default), 400 ms blocks with 75 % overlap, channel weights (1, 1, 1, 1.41, 1.41), absolute gate
+    -70 LUFS, relative gate -10 LU, offset -0.691. Filtering runs in float64 here (torchaudio: float32), which
+    moves the result by < 1e-4 dB. ``wav``: ``[C, T]``."""
+    from scipy.signal import lfilter
+
+    x = wav.detach().cpu().double().numpy()
+    for b, a in _biquad_kweight(sample_rate):
+        x = np.clip(lfilter(b, a, x, axis=-1), -1.0, 1.0)
+    gate = int(round(0.4 * sample_rate))
+    step = int(round(gate * (1 - 0.75)))
+    if x.shape[-1] < gate:
+        raise AudioError(f"loudness needs at least {gate} samples (400 ms), got {x.shape[-1]}")
+    n_blocks = 1 + (x.shape[-1] - gate) // step
+    sq = x**2
+    csum = np.concatenate([np.zeros((sq.shape[0], 1)), np.cumsum(sq, axis=-1)], axis=-1)
+    starts = np.arange(n_blocks) * step
+    energy = (csum[:, starts + gate] - csum[:, starts]) / gate  # [C, blocks]
+    g = np.array([1.0, 1.0, 1.0, 1.41, 1.41])[: energy.shape[0], None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        block_loudness = -0.691 + 10 * np.log10((g * energy).sum(0))
+        gated = block_loudness > -70.0
+        e_abs = (energy * gated).sum(-1) / np.count_nonzero(gated)
+        gamma_rel = -0.691 + 10 * np.log10((g[:, 0] * e_abs).sum()) - 10
+        gated = gated & (block_loudness > gamma_rel)
+        e_rel = (energy * gated).sum(-1) / np.count_nonzero(gated)
+        return float(-0.691 + 10 * np.log10((g[:, 0] * e_rel).sum()))
+
+
+def loudness_normalize(
+    wav: torch.Tensor, sample_rate: int, headroom_db: float = 14.0, energy_floor: float = 2e-3, clamp: bool = True
+) -> torch.Tensor:
+    """audiocraft ``normalize_audio(strategy='loudness')``: ``normalize_loudness`` (gain to -headroom LUFS,
+    skipped when RMS < energy_floor) followed by ``_clip_wav`` (clamp to [-1, 1])."""
+    energy = float(wav.double().pow(2).mean().sqrt())
+    if energy >= energy_floor:
+        gain = 10.0 ** ((-headroom_db - loudness_lufs(wav, sample_rate)) / 20.0)
+        wav = wav * gain
+    return wav.clamp(-1, 1) if clamp else wav
+
+
+def check_finite(wav: torch.Tensor, what: str) -> None:
+    if not torch.isfinite(wav).all():
+        raise AudioError(f"{what}: the audio holds NaN or infinite samples")

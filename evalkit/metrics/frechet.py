@@ -1,0 +1,104 @@
+"""The Fréchet distance between two Gaussians, once, for every Fréchet metric (FAD today).
+
+Sufficient statistics: ``n``, ``Σx`` and ``Σxxᵀ`` in float64 (google-research ``frechet_audio_distance/
+create_embeddings_beam.py: ComputeMeanAndCovariance``), which merge by addition across batches and processes.
+Covariance uses n−1: ``Σ = Σxxᵀ/(n−1) − μμᵀ·n/(n−1)``.
+
+Distance (``frechet_audio_distance/fad_utils.py: frechet_distance``):
+``|μ₁−μ₂|² + tr Σ₁ + tr Σ₂ − 2 tr sqrtm(Σ₁Σ₂)``. ``tr sqrtm(Σ₁Σ₂)`` equals ``Σᵢ sqrt(λᵢ)`` for the eigenvalues λ
+of the symmetric PSD matrix ``sqrt(Σ₁)·Σ₂·sqrt(Σ₁)`` (similar to Σ₁Σ₂), which we compute with ``eigh`` and clip at
+0: no complex parts, no ``scipy.linalg.sqrtm`` instability on rank-deficient covariances. Google's fallback is kept:
+if the result is not finite, retry with ``eps`` added to both diagonals.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: google-research frechet_audio_distance/fad_utils.py: offset added to the diagonals when sqrtm is not finite.
+GOOGLE_FALLBACK_EPS = 1e-7
+
+
+class FrechetError(ValueError):
+    pass
+
+
+def _sym_sqrt(a: np.ndarray) -> np.ndarray:
+    w, v = np.linalg.eigh((a + a.T) / 2)
+    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+
+def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
+    """``tr sqrtm(sigma1 @ sigma2)`` for symmetric PSD inputs, in float64."""
+    s1 = _sym_sqrt(np.asarray(sigma1, dtype=np.float64))
+    m = s1 @ np.asarray(sigma2, dtype=np.float64) @ s1
+    ev = np.linalg.eigvalsh((m + m.T) / 2)
+    return float(np.sqrt(np.clip(ev, 0, None)).sum())
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = GOOGLE_FALLBACK_EPS) -> float:
+    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2), float64."""
+    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
+    sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != (mu1.size, mu1.size):
+        raise FrechetError(f"shape mismatch: mu {mu1.shape} vs {mu2.shape}, sigma {sigma1.shape} vs {sigma2.shape}")
+    for name, arr in (("mu1", mu1), ("sigma1", sigma1), ("mu2", mu2), ("sigma2", sigma2)):
+        if not np.isfinite(arr).all():
+            raise FrechetError(f"{name} holds NaN or inf: the embeddings behind it are not finite")
+    diff = mu1 - mu2
+    tr = trace_sqrt_product(sigma1, sigma2)
+    if not np.isfinite(tr):
+        off = np.eye(sigma1.shape[0]) * eps
+        tr = trace_sqrt_product(sigma1 + off, sigma2 + off)
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr)
+
+
+@dataclass
+class GaussianStats:
+    """Streaming float64 sufficient statistics of a set of embeddings (one side of a Fréchet distance)."""
+
+    dim: int
+    n: int = 0
+    sum: np.ndarray = field(default=None)  # type: ignore[assignment]
+    sum_outer: np.ndarray = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.sum is None:
+            self.sum = np.zeros(self.dim, np.float64)
+        if self.sum_outer is None:
+            self.sum_outer = np.zeros((self.dim, self.dim), np.float64)
+
+    def update(self, x) -> None:
+        x = np.asarray(x, dtype=np.float64).reshape(-1, self.dim)
+        if not np.isfinite(x).all():
+            raise FrechetError("embeddings hold NaN or inf")
+        self.n += x.shape[0]
+        self.sum += x.sum(0)
+        self.sum_outer += x.T @ x
+
+    def merge(self, other: "GaussianStats") -> "GaussianStats":
+        if other.dim != self.dim:
+            raise FrechetError(f"cannot merge statistics of dimension {other.dim} into {self.dim}")
+        self.n += other.n
+        self.sum += other.sum
+        self.sum_outer += other.sum_outer
+        return self
+
+    def mean_cov(self, what: str = "embeddings") -> tuple[np.ndarray, np.ndarray]:
+        if self.n < self.dim:
+            raise FrechetError(
+                f"{what}: {self.n} embeddings for dimension {self.dim}; the covariance needs at least {self.dim} "
+                f"(it would be singular and the distance meaningless). Score more clips or longer audio."
+            )
+        mu = self.sum / self.n
+        sigma = self.sum_outer / (self.n - 1) - np.outer(mu, mu) * (self.n / (self.n - 1))
+        return mu, sigma
+
+    def state(self, prefix: str) -> dict[str, np.ndarray]:
+        return {f"{prefix}n": np.asarray(self.n, np.int64), f"{prefix}sum": self.sum, f"{prefix}sum_outer": self.sum_outer}
+
+    @classmethod
+    def from_state(cls, state: dict[str, np.ndarray], prefix: str) -> "GaussianStats":
+        s = np.asarray(state[f"{prefix}sum"], np.float64)
+        return cls(dim=s.shape[0], n=int(state[f"{prefix}n"]), sum=s.copy(), sum_outer=np.asarray(state[f"{prefix}sum_outer"], np.float64).copy())
