@@ -1,0 +1,28 @@
+"""``python -m evalkit [overrides]``: one run, one folder. With no overrides: the offline demo (tiny random-weight
+stereo MusicGen, shipped prompts, synthesised references, random-weight backbones, all labelled as such)."""
+from __future__ import annotations
+
+import sys
+
+
+def main() -> None:
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+
+    @hydra.main(config_path="../conf", config_name="config", version_base=None)
+    def _main(cfg) -> None:
+        from evalkit.run import format_summary, run
+
+        summary = run(cfg, HydraConfig.get().runtime.output_dir)
+        print(format_summary(summary))
+        try:
+            from evalkit.report.table import print_card_table  # type: ignore[attr-defined]
+        except Exception:
+            return
+        print_card_table([summary])
+
+    _main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""Prompt sets: MusicCaps (through ``datasets``, from the hub or a local csv), plain prompt files, the demo prompts.
+
+A :class:`Prompt` is an id, a caption and the id of its reference clip (for MusicCaps, the YouTube id). Selection is
+deterministic: ``limit=N`` keeps the N prompts whose ``sha1(id)`` sort first — the same N on every machine and run,
+an unbiased spread over the set, and stable when rows are added or reordered.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+#: google/MusicCaps on the Hugging Face hub: musiccaps-public.csv, 5,521 rows (CC BY-SA 4.0).
+MUSICCAPS_HUB_ID = "google/MusicCaps"
+#: MusicCaps subsets by their boolean column (2,858 and 1,000 rows); `all` keeps every row.
+MUSICCAPS_SUBSETS = {"all": None, "audioset_eval": "is_audioset_eval", "balanced": "is_balanced_subset"}
+DEMO_PROMPTS = Path(__file__).with_name("demo_prompts.csv")
+
+
+class PromptError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Prompt:
+    id: str
+    caption: str
+    reference_id: str | None = None
+
+    @property
+    def ref_key(self) -> str:
+        return self.reference_id or self.id
+
+
+def _order_key(pid: str) -> str:
+    return hashlib.sha1(pid.encode("utf-8")).hexdigest()
+
+
+def select(prompts: Sequence[Prompt], limit: int | None) -> list[Prompt]:
+    """Deterministic selection of ``limit`` prompts (sha1 order of the id); returned in sha1 order."""
+    ordered = sorted(prompts, key=lambda p: _order_key(p.id))
+    if limit is None:
+        return ordered
+    if int(limit) < 1:
+        raise PromptError(f"dataset.limit={limit}: must be a positive number of prompts (or null for all)")
+    return ordered[: int(limit)]
+
+
+def validate(prompts: Iterable[Prompt], source: str) -> list[Prompt]:
+    out, seen = [], {}
+    for i, p in enumerate(prompts):
+        if not p.id or not str(p.id).strip():
+            raise PromptError(f"{source}: row {i + 1} has an empty id")
+        if p.caption is None or not str(p.caption).strip():
+            raise PromptError(f"{source}: prompt {p.id!r} (row {i + 1}) has an empty caption; fix or drop the row")
+        if p.id in seen:
+            raise PromptError(f"{source}: duplicate id {p.id!r} (rows {seen[p.id] + 1} and {i + 1}); ids must be unique")
+        seen[p.id] = i
+        out.append(p)
+    if not out:
+        raise PromptError(f"{source}: no prompts")
+    return out
+
+
+def _read_text(path: Path) -> str:
+    if not path.is_file():
+        raise PromptError(f"{path}: no such prompt file")
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise PromptError(f"{path}: not UTF-8 text (byte {exc.start}: {raw[exc.start:exc.start + 1]!r}); re-save it as UTF-8") from exc
+
+
+def load_prompt_file(path: str | Path) -> list[Prompt]:
+    """A plain prompts file: ``.txt`` (one caption a line; ids ``prompt-0001``...), ``.csv`` or ``.jsonl`` with
+    ``id`` and ``caption`` (and optional ``reference_id``)."""
+    path = Path(path)
+    text = _read_text(path)
+    src = str(path)
+    if path.suffix == ".jsonl":
+        rows = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise PromptError(f"{src}: line {n} is not JSON ({exc.msg})") from exc
+        prompts = [_row_prompt(r, src, i) for i, r in enumerate(rows)]
+    elif path.suffix == ".csv":
+        rows = list(csv.DictReader(io.StringIO(text)))
+        prompts = [_row_prompt(r, src, i) for i, r in enumerate(rows)]
+    else:
+        lines = [ln.strip() for ln in text.splitlines()]
+        prompts = [Prompt(f"prompt-{i:04d}", ln) for i, ln in enumerate((ln for ln in lines if ln), 1)]
+    return validate(prompts, src)
+
+
+def _row_prompt(row: dict, src: str, i: int) -> Prompt:
+    if not isinstance(row, dict) or "caption" not in row:
+        raise PromptError(f"{src}: row {i + 1} has no 'caption' field (need id and caption)")
+    pid = row.get("id") or row.get("ytid")
+    if pid is None:
+        raise PromptError(f"{src}: row {i + 1} has no 'id' field")
+    ref = row.get("reference_id") or None
+    return Prompt(str(pid).strip(), str(row["caption"] or "").strip(), str(ref) if ref else None)
+
+
+def load_musiccaps(path: str | None = None, subset: str = "all", split: str = "train") -> list[Prompt]:
+    """MusicCaps through ``datasets``: the hub dataset, or a local copy of ``musiccaps-public.csv`` via
+    ``load_dataset("csv", data_files=path)`` (the same parsing path)."""
+    import datasets
+
+    if subset not in MUSICCAPS_SUBSETS:
+        raise PromptError(f"dataset.subset={subset!r}: expected one of {sorted(MUSICCAPS_SUBSETS)}")
+    if path is not None:
+        if not Path(path).is_file():
+            raise PromptError(f"dataset.path={path}: no such file")
+        ds = datasets.load_dataset("csv", data_files=str(path), split="train")
+        src = str(path)
+    else:
+        try:
+            ds = datasets.load_dataset(MUSICCAPS_HUB_ID, split=split)
+        except Exception as exc:
+            raise PromptError(
+                f"could not load {MUSICCAPS_HUB_ID} from the hub ({type(exc).__name__}: {exc}). Offline, download "
+                f"musiccaps-public.csv once and pass dataset.path=FILE.csv"
+            ) from exc
+        src = MUSICCAPS_HUB_ID
+    missing = {"ytid", "caption"} - set(ds.column_names)
+    if missing:
+        raise PromptError(f"{src}: not a MusicCaps table (missing columns {sorted(missing)})")
+    col = MUSICCAPS_SUBSETS[subset]
+    if col is not None:
+        if col not in ds.column_names:
+            raise PromptError(f"{src}: dataset.subset={subset} needs the column {col!r}")
+        ds = ds.filter(lambda r: _truthy(r[col]))
+    prompts = [Prompt(str(r["ytid"]), str(r["caption"] or "").strip(), str(r["ytid"])) for r in ds]
+    return validate(prompts, src)
+
+
+def _truthy(v) -> bool:
+    if isinstance(v, str):
+        return v.strip().lower() in ("true", "1", "yes")
+    return bool(v)
+
+
+def load_prompts(cfg) -> list[Prompt]:
+    """From the ``dataset`` config node: ``name`` musiccaps | prompts | demo; ``path``; ``subset``; ``limit``."""
+    name = cfg.get("name")
+    if name == "musiccaps":
+        prompts = load_musiccaps(cfg.get("path"), cfg.get("subset", "all"), cfg.get("split", "train"))
+    elif name == "prompts":
+        if not cfg.get("path"):
+            raise PromptError("dataset=prompts needs dataset.path=FILE (.txt, .csv or .jsonl)")
+        prompts = load_prompt_file(cfg["path"])
+    elif name == "demo":
+        prompts = load_prompt_file(cfg.get("path") or DEMO_PROMPTS)
+    else:
+        raise PromptError(f"dataset={name!r}: expected musiccaps, prompts or demo")
+    return select(prompts, cfg.get("limit"))

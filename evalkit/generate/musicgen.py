@@ -1,0 +1,233 @@
+"""MusicGen generation with transformers: all ten released variants, text and melody conditioning.
+
+The generation protocol (``conf/generation/audiocraft.yaml``) is audiocraft's MusicCaps evaluation: sampling,
+top_k 250, top_p 0 (= off), temperature 1, classifier-free guidance 3, fp32, 10 s. Length: with the delay pattern
+transformers keeps ``max_new_tokens - max_delay`` frames (max_delay 3 for mono's 4 codebooks and stereo's 2 x 4), so
+``max_new_tokens = duration * frame_rate + max_delay``: 503 tokens -> 500 frames -> exactly 320,000 samples at 32 kHz.
+
+Batches: prompts sorted by token length (then id), cut into ``batch_size`` groups; each batch gets a seed derived
+from the run seed and its ids (recorded per clip), so a resumed run regenerates a batch bit for bit.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from evalkit.audio import convert_audio
+from evalkit.data.prompts import Prompt
+from evalkit.generate.base import GeneratedClip
+from evalkit.registry import register_generator
+
+#: evalkit model name -> Hugging Face hub id of the released checkpoint.
+VARIANTS = {
+    "small": "facebook/musicgen-small",
+    "medium": "facebook/musicgen-medium",
+    "large": "facebook/musicgen-large",
+    "melody": "facebook/musicgen-melody",
+    "melody-large": "facebook/musicgen-melody-large",
+    "stereo-small": "facebook/musicgen-stereo-small",
+    "stereo-medium": "facebook/musicgen-stereo-medium",
+    "stereo-large": "facebook/musicgen-stereo-large",
+    "stereo-melody": "facebook/musicgen-stereo-melody",
+    "stereo-melody-large": "facebook/musicgen-stereo-melody-large",
+}
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+TOKENIZER_PROBE = "an upbeat jazz tune with a walking bass and a bright piano melody"
+
+
+class ModelLoadError(RuntimeError):
+    pass
+
+
+class TokenizerError(RuntimeError):
+    pass
+
+
+def check_text_tokenizer(tokenizer, setting: str, what: str = "download the model's tokenizer files") -> None:
+    """Refuse a tokenizer that encodes a real caption into special/unknown tokens only.
+
+    Offline, ``T5Tokenizer.from_pretrained``/``AutoTokenizer`` can return an *empty* tokenizer without raising;
+    generating from its ``<unk>`` prompts would give unconditional audio and a silently wrong evaluation."""
+    ids = tokenizer(TOKENIZER_PROBE)["input_ids"]
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    if getattr(tokenizer, "unk_token_id", None) is not None:
+        special.add(tokenizer.unk_token_id)
+    real = [i for i in ids if i not in special]
+    vocab = len(tokenizer) if hasattr(tokenizer, "__len__") else None
+    if not real or (vocab is not None and vocab < 100):
+        raise TokenizerError(
+            f"{setting}: the tokenizer is unusable (vocabulary of {vocab}; {TOKENIZER_PROBE!r} encodes to {ids}, no "
+            f"token but special/unknown ones). It was probably built offline from an empty cache: {what} "
+            f"(e.g. `huggingface-cli download <model>` while online) and try again."
+        )
+
+
+def derive_seed(run_seed: int, key: str) -> int:
+    return int(hashlib.sha256(f"{run_seed}:{key}".encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
+
+
+def resolve_device(device: str) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclass
+class Batch:
+    index: int
+    seed: int
+    prompts: list[Prompt]
+
+
+@register_generator("musicgen")
+class MusicGenGenerator:
+    """``model.generator=musicgen`` (text) and ``musicgen-melody`` (text + melody chroma)."""
+
+    name = "musicgen"
+
+    def __init__(self, model_cfg, gen_cfg, *, device: str = "auto", precision: str = "fp32", seed: int = 0,
+                 batch_size: int = 16) -> None:
+        self.model_cfg, self.gen_cfg = dict(model_cfg), dict(gen_cfg)
+        self.melody = bool(self.model_cfg.get("melody", False))
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision={precision!r}: expected one of {sorted(PRECISIONS)}")
+        if float(self.gen_cfg["duration"]) <= 0:
+            raise ValueError(f"generation.duration={self.gen_cfg['duration']}: must be > 0 seconds")
+        if float(self.gen_cfg["guidance_scale"]) < 1 and float(self.gen_cfg["guidance_scale"]) != 0:
+            raise ValueError(f"generation.guidance_scale={self.gen_cfg['guidance_scale']}: must be >= 1 (1 = no guidance)")
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size={batch_size}: must be >= 1")
+        self.device = resolve_device(device)
+        self.dtype = PRECISIONS[precision]
+        self.precision, self.seed, self.batch_size = precision, int(seed), int(batch_size)
+        self.model, self.tokenizer, self.feature_extractor, self.source = self._load()
+        check_text_tokenizer(self.tokenizer, f"model={self.model_cfg.get('name')}")
+        self.model.to(self.device, dtype=self.dtype if self.dtype != torch.float32 else None).eval()
+        self.random_weights = bool(self.model_cfg.get("tiny"))
+        acfg = self.model.config.audio_encoder
+        self.sample_rate = int(acfg.sampling_rate)
+        self.frame_rate = int(getattr(acfg, "frame_rate", None) or round(self.sample_rate / math.prod(acfg.upsampling_ratios)))
+        dcfg = self.model.config.decoder
+        self.channels = int(getattr(dcfg, "audio_channels", 1))
+        per_channel = dcfg.num_codebooks // self.channels
+        self.max_delay = per_channel - 1
+
+    # -- loading -----------------------------------------------------------------------------------------------------
+    def _load(self):
+        cfg = self.model_cfg
+        if cfg.get("tiny"):
+            from evalkit.generate.tiny import tiny_musicgen
+
+            model, tok, fe = tiny_musicgen(cfg["tiny"], seed=int(cfg.get("init_seed", 0)))
+            return model, tok, fe, f"random:{cfg['tiny']}"
+        from transformers import AutoProcessor
+
+        from evalkit.backbones.weights import offline
+
+        if self.melody:
+            from transformers import MusicgenMelodyForConditionalGeneration as cls
+        else:
+            from transformers import MusicgenForConditionalGeneration as cls
+        src = cfg.get("path") or cfg.get("hub_id")
+        if not src:
+            raise ModelLoadError(f"model={cfg.get('name')}: set model.hub_id or model.path")
+        local_only = offline() or bool(cfg.get("path"))
+        kw = dict(local_files_only=local_only, revision=cfg.get("revision"))
+        try:
+            processor = AutoProcessor.from_pretrained(src, **kw)
+            model = cls.from_pretrained(src, **kw)
+        except (OSError, ValueError) as exc:
+            hint = ("the folder must hold the released files (config.json, model weights, tokenizer, "
+                    "preprocessor_config.json)" if cfg.get("path") else
+                    f"downloads are off (HF_HUB_OFFLINE=1): run `huggingface-cli download {cfg.get('hub_id')}` "
+                    f"while online, or pass model.path=DIR" if local_only else "check the hub id and your network")
+            raise ModelLoadError(f"cannot load {src} for model={cfg.get('name')}: {exc}. {hint}") from exc
+        return model, processor.tokenizer, getattr(processor, "feature_extractor", None) if self.melody else None, src
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.model_cfg.get("name"), "hub_id": self.model_cfg.get("hub_id"), "source": self.source,
+                "random_weights": self.random_weights, "sample_rate": self.sample_rate, "channels": self.channels,
+                "frame_rate": self.frame_rate, "max_new_tokens": self.max_new_tokens, "precision": self.precision,
+                "device": str(self.device), "melody": self.melody}
+
+    # -- planning ----------------------------------------------------------------------------------------------------
+    @property
+    def max_new_tokens(self) -> int:
+        return int(round(float(self.gen_cfg["duration"]) * self.frame_rate)) + self.max_delay
+
+    @property
+    def num_samples(self) -> int:
+        return int(round(float(self.gen_cfg["duration"]) * self.frame_rate)) * (self.sample_rate // self.frame_rate)
+
+    def plan(self, prompts: Sequence[Prompt]) -> list[Batch]:
+        prompts = list(prompts)
+        if self.gen_cfg.get("sort_by_length", True):
+            lengths = {p.id: len(self.tokenizer(p.caption)["input_ids"]) for p in prompts}
+            prompts.sort(key=lambda p: (lengths[p.id], p.id))
+        batches = []
+        for i in range(0, len(prompts), self.batch_size):
+            chunk = prompts[i:i + self.batch_size]
+            batches.append(Batch(len(batches), derive_seed(self.seed, "|".join(p.id for p in chunk)), chunk))
+        return batches
+
+    # -- generation --------------------------------------------------------------------------------------------------
+    def _sampling_kwargs(self) -> dict[str, Any]:
+        g = self.gen_cfg
+        kw: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "guidance_scale": float(g["guidance_scale"]) or None}
+        if g.get("use_sampling", True):
+            kw.update(do_sample=True, temperature=float(g["temperature"]), top_k=int(g["top_k"]) or None)
+            # audiocraft: top_p > 0 -> nucleus sampling, else top-k. transformers would treat top_p=0 as "keep 1 token".
+            kw["top_p"] = float(g["top_p"]) if float(g.get("top_p") or 0) > 0 else 1.0
+        else:
+            kw.update(do_sample=False)
+        return kw
+
+    @torch.no_grad()
+    def generate_batch(self, batch: Batch, melodies: Sequence[tuple[torch.Tensor, int]] | None = None) -> list[GeneratedClip]:
+        captions = [p.caption for p in batch.prompts]
+        inputs = self.tokenizer(captions, padding=True, return_tensors="pt")
+        inputs = {k: v.to(self.device) for k, v in inputs.items() if k in ("input_ids", "attention_mask")}
+        if self.melody:
+            if melodies is None:
+                raise ValueError("a melody model needs melody audio per prompt (or melody.source=none for text only)")
+            if any(m is not None for m in melodies):
+                inputs["input_features"] = self.melody_features(melodies).to(self.device, self.dtype)
+        torch.manual_seed(batch.seed)
+        if self.device.type == "cuda":
+            torch.cuda.manual_seed_all(batch.seed)
+        audio = self.model.generate(**inputs, **self._sampling_kwargs())
+        audio = audio.float().cpu()
+        n = self.num_samples
+        if audio.shape[-1] < n:
+            raise RuntimeError(f"generation produced {audio.shape[-1]} samples, expected {n} ({self.max_new_tokens} tokens)")
+        return [GeneratedClip(p.id, audio[i, :, :n].contiguous(), self.sample_rate, batch.seed,
+                              {"batch": batch.index, "max_new_tokens": self.max_new_tokens})
+                for i, p in enumerate(batch.prompts)]
+
+    def melody_features(self, melodies: Sequence[tuple[torch.Tensor, int] | None]) -> torch.Tensor:
+        """Chroma conditioning through the model's own feature extractor (MusicgenMelodyFeatureExtractor), from each
+        prompt's melody audio converted to the model's rate, mono. A missing melody gets a silent clip."""
+        fe = self.feature_extractor
+        sr = int(getattr(fe, "sampling_rate", self.sample_rate))
+        arrays = []
+        for m in melodies:
+            if m is None:
+                arrays.append(np.zeros(sr, np.float32))
+            else:
+                wav, wsr = m
+                arrays.append(convert_audio(wav.float(), wsr, sr, 1)[0].numpy())
+        feats = fe(arrays, sampling_rate=sr, padding=True, return_tensors="pt")
+        return feats["input_features"]
+
+    def generate(self, prompts: Sequence[Prompt], melodies: dict[str, tuple[torch.Tensor, int]] | None = None) -> Iterator[GeneratedClip]:
+        for batch in self.plan(prompts):
+            mel = [melodies.get(p.id) for p in batch.prompts] if (self.melody and melodies is not None) else None
+            yield from self.generate_batch(batch, mel)
+
+
+register_generator("musicgen-melody")(MusicGenGenerator)

@@ -1,0 +1,432 @@
+"""One run: prompts -> generation -> post-processing -> metrics -> run folder. Hydra-free (``run(cfg, out_dir)``).
+
+Never loses work:
+- every file is written atomically (temp name, fsync, rename), so a file that exists is whole;
+- generation goes batch by batch; a batch whose clips all exist is skipped on restart, a partial one is
+  regenerated with its recorded seed (bit for bit the same audio);
+- scoring goes in fixed batches of ``metric_batch_size`` clips in prompt order; after each batch the per-clip rows,
+  the embeddings and then every metric's sufficient statistics are saved, so a restart reloads the statistics and
+  continues with the next batch: the same sums in the same order -> the same numbers, bit for bit;
+- the output folder's ``config.yaml`` is the run's identity: restarting with another config in the same folder is
+  refused (``overwrite=true`` starts afresh).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from evalkit import io as eio
+from evalkit.audio import AudioError, crop_or_pad, load_audio, loudness_normalize
+from evalkit.data.prompts import Prompt, load_prompts
+from evalkit.data.references import ReferenceSet, synthesize_references
+from evalkit.metrics.base import Clip, Metric, resolve_recipe
+from evalkit.registry import get_generator, get_metric
+
+log = logging.getLogger("evalkit")
+
+#: config keys that do not change any number (may differ between a run and its resumption)
+VOLATILE_KEYS = ("progress", "num_workers", "overwrite", "device")
+
+RANDOM_WEIGHTS_NOTE = (
+    "RANDOM WEIGHTS: the model and/or the metric backbones of this run have random weights. These numbers exercise "
+    "the pipeline and say nothing about any released model."
+)
+
+
+class RunError(RuntimeError):
+    pass
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------------------------
+def _tqdm(it, enabled: bool, **kw):
+    if not enabled:
+        return it
+    from tqdm.auto import tqdm
+
+    return tqdm(it, **kw)
+
+
+def git_sha() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
+                             text=True, timeout=5)
+        sha = out.stdout.strip()
+        if out.returncode == 0 and sha:
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=Path(__file__).resolve().parent,
+                                   capture_output=True, text=True, timeout=5).stdout.strip()
+            return sha + ("-dirty" if dirty else "")
+    except Exception:
+        pass
+    return "unknown"
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("evalkit", "torch", "torchaudio", "transformers", "numpy", "scipy", "pandas", "datasets", "hydra-core",
+                "julius", "soundfile", "frechet-audio-distance", "laion-clap", "hear21passt", "librosa"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def device_info(device: torch.device) -> dict[str, Any]:
+    info = {"device": str(device), "cpu": platform.processor() or platform.machine(), "hostname": platform.node()}
+    if device.type == "cuda" and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _config_identity(cfg: dict) -> dict:
+    return {k: v for k, v in cfg.items() if k not in VOLATILE_KEYS}
+
+
+def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b), key=str):
+            out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the run
+# ----------------------------------------------------------------------------------------------------------------
+class Run:
+    def __init__(self, cfg: DictConfig, out_dir: str | Path) -> None:
+        self.cfg = cfg
+        self.out = Path(out_dir)
+        self.progress = bool(cfg.get("progress", True))
+        self.container = OmegaConf.to_container(cfg, resolve=True)
+        self.container.pop("hydra", None)
+
+    # -- identity ------------------------------------------------------------------------------------------------------
+    def claim_folder(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        cfg_path = self.out / "config.yaml"
+        if cfg_path.exists():
+            old = OmegaConf.to_container(OmegaConf.load(cfg_path), resolve=True)
+            if self.cfg.get("overwrite"):
+                for sub in ("audio", "generation", "scores", "embeddings", "stats", "references"):
+                    d = self.out / sub
+                    if d.is_dir():
+                        import shutil
+
+                        shutil.rmtree(d)
+            else:
+                diff = _diff_keys(_config_identity(old), _config_identity(self.container))
+                if diff:
+                    raise RunError(
+                        f"{self.out} holds a run of another config (differs in: {', '.join(diff[:8])}). Resuming would "
+                        f"mix two runs. Use a new folder (hydra.run.dir=...) or overwrite=true to start afresh."
+                    )
+                log.info("resuming the run in %s", self.out)
+        eio.write_text(cfg_path, OmegaConf.to_yaml(OmegaConf.create(self.container)))
+
+    # -- inputs --------------------------------------------------------------------------------------------------------
+    def load_inputs(self) -> None:
+        self.prompts: list[Prompt] = load_prompts(self.cfg.dataset)
+        rcfg = self.cfg.reference
+        if rcfg.get("dir"):
+            self.refs = ReferenceSet.from_dir(rcfg.dir)
+        elif rcfg.get("synthesize"):
+            self.refs = synthesize_references([p.ref_key for p in self.prompts], self.out / "references",
+                                              duration=float(self.cfg.generation.duration))
+        else:
+            self.refs = ReferenceSet.empty()
+        keys = [p.ref_key for p in self.prompts]
+        self.missing_refs = [p.id for p in self.prompts if self.refs.get(p.ref_key) is None]
+        self.extra_refs = self.refs.extra(keys) if self.refs.root is not None else []
+        if self.refs.root is not None and len(self.missing_refs) == len(self.prompts):
+            raise RunError(f"reference.dir={rcfg.get('dir')}: none of the {len(self.prompts)} prompt ids has a reference "
+                           f"file (expected names like {keys[0]}.wav)")
+
+    # -- generation ------------------------------------------------------------------------------------------------------
+    def build_generator(self):
+        mcfg = OmegaConf.to_container(self.cfg.model, resolve=True)
+        gen_cls = get_generator(mcfg.get("generator", "musicgen"))
+        if mcfg.get("generator") == "folder":
+            return gen_cls(mcfg)
+        return gen_cls(mcfg, OmegaConf.to_container(self.cfg.generation, resolve=True), device=self.cfg.device,
+                       precision=self.cfg.precision, seed=int(self.cfg.seed), batch_size=int(self.cfg.batch_size))
+
+    def melody_source(self) -> str:
+        return str(self.cfg.get("melody", {}).get("source", "none")) if self.cfg.model.get("melody") else "none"
+
+    def generate(self) -> dict[str, dict[str, Any]]:
+        """-> {id: {audio_path, seed, ...}}. Skips finished batches."""
+        gen = self.generator
+        rows: dict[str, dict[str, Any]] = {}
+        if getattr(gen, "name", "") == "folder":
+            for p in self.prompts:
+                path = gen.path(p.id)
+                rows[p.id] = {"audio_path": str(path) if path else None, "seed": None,
+                              "generation_skipped": None if path else f"no file {p.id}.<ext> in model.dir"}
+            return rows
+        melody = self.melody_source()
+        if self.cfg.model.get("melody") and melody == "reference" and self.refs.root is None:
+            raise RunError("a melody model conditions each prompt on its reference clip: give reference.dir=DIR, or set "
+                           "melody.source=none for text-only generation (the chroma metric is then skipped)")
+        audio_dir, meta_dir = self.out / "audio", self.out / "generation"
+        batches = gen.plan(self.prompts)
+        expected = gen.num_samples
+        for batch in _tqdm(batches, self.progress, desc="generate", unit="batch"):
+            paths = {p.id: audio_dir / f"{p.id}.flac" for p in batch.prompts}
+            meta_path = meta_dir / f"batch-{batch.index:05d}.json"
+            done = meta_path.exists() and all(self._audio_ok(paths[i], expected) for i in paths)
+            if not done:
+                melodies = None
+                if gen.melody and melody == "reference":
+                    melodies = []
+                    for p in batch.prompts:
+                        rp = self.refs.get(p.ref_key)
+                        melodies.append(load_audio(rp) if rp else None)
+                clips = gen.generate_batch(batch, melodies)
+                for c in clips:
+                    if not self._audio_ok(paths[c.id], expected):
+                        from evalkit.audio import save_audio
+
+                        save_audio(paths[c.id], c.audio, c.sample_rate)
+                eio.write_json(meta_path, {"batch": batch.index, "seed": batch.seed, "ids": [p.id for p in batch.prompts],
+                                           "max_new_tokens": gen.max_new_tokens, "melody": melody if gen.melody else None})
+            for p in batch.prompts:
+                rows[p.id] = {"audio_path": str(paths[p.id]), "seed": batch.seed, "generation_batch": batch.index,
+                              "generation_skipped": None}
+        return rows
+
+    @staticmethod
+    def _audio_ok(path: Path, expected_samples: int) -> bool:
+        if not path.exists():
+            return False
+        try:
+            import soundfile as sf
+
+            return sf.info(str(path)).frames == expected_samples
+        except Exception:
+            return False
+
+    # -- scoring --------------------------------------------------------------------------------------------------------
+    def build_metrics(self) -> dict[str, Metric]:
+        from evalkit.generate.musicgen import resolve_device
+
+        device = resolve_device(self.cfg.device)
+        metrics: dict[str, Metric] = {}
+        mnode = self.cfg.get("metrics") or {}
+        for name in mnode:
+            recipe = resolve_recipe(OmegaConf.to_container(mnode[name], resolve=True))
+            recipe.setdefault("backbone_weights", self.cfg.backbone_weights)
+            if recipe.get("backbone_weights") is None:
+                recipe["backbone_weights"] = self.cfg.backbone_weights
+            if name == "fad":
+                recipe["reference_stats"] = self.cfg.reference.get("stats")
+            if name == "chroma" and self.cfg.model.get("melody") and self.melody_source() == "none":
+                log.warning("melody.source=none: the chroma metric is skipped")
+                self.skipped_metrics["chroma"] = "melody.source=none (text-only generation)"
+                continue
+            metrics[name] = get_metric(name)(recipe, device=device)
+        return metrics
+
+    def _load_clip(self, p: Prompt, gen_row: dict[str, Any]) -> tuple[Clip | None, str | None]:
+        path = gen_row.get("audio_path")
+        if not path:
+            return None, gen_row.get("generation_skipped") or "no generated audio"
+        try:
+            wav, sr = load_audio(path)
+        except AudioError as exc:
+            return None, f"generated audio unusable: {exc}"
+        ref, rsr = None, None
+        rpath = self.refs.get(p.ref_key)
+        if rpath is not None:
+            try:
+                ref, rsr = load_audio(rpath)
+            except AudioError as exc:
+                ref, rsr = None, None
+                gen_row["reference_error"] = str(exc)
+        pp = self.cfg.postprocess
+        if pp.get("enabled"):
+            if pp.get("crop_to_reference") and ref is not None:
+                ref_len = int(round(ref.shape[-1] * sr / rsr))
+                wav = wav[..., :ref_len]
+            if pp.get("strategy") == "loudness":
+                wav = loudness_normalize(wav, sr, float(pp.loudness_headroom_db), float(pp.energy_floor), bool(pp.clamp))
+        return Clip(p.id, p.caption, wav, sr, ref, rsr), None
+
+    def score(self, gen_rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        bs = int(self.cfg.metric_batch_size)
+        if bs < 1:
+            raise RunError(f"metric_batch_size={bs}: must be >= 1")
+        scores_dir, emb_dir = self.out / "scores", self.out / "embeddings"
+        state_path = scores_dir / "state.npz"
+        done = 0
+        if state_path.exists():
+            state = eio.read_npz(state_path)
+            done = int(state["__done_batches__"])
+            for name, m in self.metrics.items():
+                m.load_state_dict({k.split("/", 1)[1]: v for k, v in state.items() if k.startswith(name + "/")})
+        rows: dict[str, dict[str, Any]] = {}
+        batches = [self.prompts[i:i + bs] for i in range(0, len(self.prompts), bs)]
+        import pandas as pd
+
+        for b, chunk in enumerate(_tqdm(batches, self.progress, desc="score", unit="batch")):
+            rows_path = scores_dir / f"rows-{b:05d}.parquet"
+            if b < done:
+                for r in pd.read_parquet(rows_path).to_dict("records"):
+                    rows[r["id"]] = r
+                continue
+            clips, brows = [], {}
+            for p in chunk:
+                row = {"id": p.id, "skip_reason": None}
+                clip, why = self._load_clip(p, gen_rows[p.id])
+                if clip is None:
+                    row["skip_reason"] = why
+                else:
+                    clips.append(clip)
+                brows[p.id] = row
+            arrays: dict[str, np.ndarray] = {}
+            for name, m in self.metrics.items():
+                use_ref = m.needs_reference and getattr(m, "uses_reference_audio", True)
+                mclips = [c for c in clips if not use_ref or c.reference is not None]
+                for c in clips:
+                    if use_ref and c.reference is None:
+                        brows[c.id][f"{name}_skipped"] = "no reference clip"
+                if not mclips:
+                    continue
+                for cid, vals in m.update(mclips).items():
+                    for k, v in vals.items():
+                        if k.startswith("_"):
+                            arrays[f"{cid}/{k}"] = np.asarray(v)
+                        else:
+                            brows[cid][k] = v
+            if arrays:
+                eio.write_npz(emb_dir / f"batch-{b:05d}.npz", **arrays)
+            eio.write_parquet(rows_path, pd.DataFrame(list(brows.values())))
+            state = {"__done_batches__": np.asarray(b + 1)}
+            for name, m in self.metrics.items():
+                state.update({f"{name}/{k}": v for k, v in m.state_dict().items()})
+            eio.write_npz(state_path, **state)
+            rows.update(brows)
+        return rows
+
+    # -- outputs --------------------------------------------------------------------------------------------------------
+    def write_outputs(self, gen_rows, score_rows) -> dict[str, Any]:
+        import pandas as pd
+
+        table = []
+        for p in self.prompts:
+            rpath = self.refs.get(p.ref_key)
+            row = {"id": p.id, "caption": p.caption, "reference_path": str(rpath) if rpath else None}
+            row.update({k: v for k, v in gen_rows.get(p.id, {}).items()})
+            row.update({k: v for k, v in score_rows.get(p.id, {}).items() if k != "id"})
+            table.append(row)
+        df = pd.DataFrame(table)
+        eio.write_parquet(self.out / "clips.parquet", df)
+        gdesc = self.generator.describe()
+        metrics_out: dict[str, Any] = {}
+        any_random = bool(gdesc.get("random_weights"))
+        for name, m in self.metrics.items():
+            values = m.compute()
+            desc = m.describe()
+            any_random |= bool(desc.get("random_weights"))
+            n_skipped = int(round(float(m.state.get("n_skipped", 0))))
+            col = f"{name}_skipped"
+            n_scored = int(len(df) - df["skip_reason"].notna().sum() - (df[col].notna().sum() if col in df else 0))
+            metrics_out[name] = {"value": values.get(m.primary), "primary": m.primary, "protocol": desc.get("protocol"),
+                                 "higher_is_better": m.higher_is_better, "card_column": m.card_column,
+                                 "n_clips": n_scored, "n_skipped": n_skipped + (int(df[col].notna().sum()) if col in df else 0),
+                                 **{k: v for k, v in desc.items() if k != "protocol"}, "values": values}
+        for name, why in self.skipped_metrics.items():
+            metrics_out[name] = {"value": None, "skipped": why}
+        if self.refs.synthetic:
+            any_random = True
+        summary = {
+            "evalkit_version": versions().get("evalkit"),
+            "run_dir": str(self.out),
+            "model": {k: gdesc.get(k) for k in ("name", "hub_id", "source", "random_weights")},
+            "random_weights": any_random,
+            "note": RANDOM_WEIGHTS_NOTE if any_random else None,
+            "synthetic_references": bool(self.refs.synthetic),
+            "dataset": OmegaConf.to_container(self.cfg.dataset, resolve=True),
+            "n_clips": len(self.prompts),
+            "n_generated": int(df["audio_path"].notna().sum()) if "audio_path" in df else 0,
+            "n_missing_reference": len(self.missing_refs),
+            "missing_reference_ids": self.missing_refs,
+            "extra_reference_ids": self.extra_refs[:100],
+            "n_skipped": int(df["skip_reason"].notna().sum()),
+            "metrics": metrics_out,
+        }
+        eio.write_json(self.out / "summary.json", summary)
+        if self.cfg.reference.get("write_stats", True):
+            for name, m in self.metrics.items():
+                if hasattr(m, "export_reference_stats") and getattr(m, "uses_reference_audio", True):
+                    try:
+                        m.export_reference_stats(self.out / "stats" / f"{name}_reference.npz")
+                    except Exception as exc:  # too few clips for statistics: not a reason to lose the run
+                        log.warning("could not write %s reference statistics: %s", name, exc)
+        return summary
+
+    def manifest(self, start: float, end: float | None, status: str) -> None:
+        from evalkit.generate.musicgen import resolve_device
+
+        eio.write_json(self.out / "manifest.json", {
+            "status": status, "argv": sys.argv, "cwd": os.getcwd(),
+            "start": _dt.datetime.fromtimestamp(start, _dt.timezone.utc).isoformat(),
+            "end": _dt.datetime.fromtimestamp(end, _dt.timezone.utc).isoformat() if end else None,
+            "seconds": round(end - start, 3) if end else None,
+            "git_sha": git_sha(), "versions": versions(), **device_info(resolve_device(self.cfg.device)),
+            "seed": int(self.cfg.seed), "config": self.container,
+        })
+
+    # -- all of it -----------------------------------------------------------------------------------------------------
+    def __call__(self) -> dict[str, Any]:
+        start = time.time()
+        self.claim_folder()
+        self.manifest(start, None, "running")
+        self.skipped_metrics: dict[str, str] = {}
+        self.load_inputs()
+        self.generator = self.build_generator()
+        gen_rows = self.generate()
+        self.metrics = self.build_metrics()
+        score_rows = self.score(gen_rows)
+        summary = self.write_outputs(gen_rows, score_rows)
+        self.manifest(start, time.time(), "finished")
+        return summary
+
+
+def run(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
+    return Run(cfg, out_dir)()
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A plain-text results table for the terminal (the report package writes the paper tables)."""
+    lines = []
+    if summary.get("random_weights"):
+        lines += ["", "!! " + RANDOM_WEIGHTS_NOTE, ""]
+    m = summary["model"]
+    lines.append(f"model: {m.get('name')} ({m.get('hub_id') or m.get('source')})   clips: {summary['n_clips']}   "
+                 f"missing references: {summary['n_missing_reference']}   skipped: {summary['n_skipped']}")
+    lines.append(f"{'metric':<26}{'value':>12}  {'protocol':<24}{'clips':>7}")
+    for name, v in summary["metrics"].items():
+        if v.get("value") is None:
+            lines.append(f"{v.get('card_column') or name:<26}{'–':>12}  {v.get('skipped', '')}")
+            continue
+        lines.append(f"{v.get('card_column') or name:<26}{v['value']:>12.4f}  {str(v.get('protocol')):<24}{v.get('n_clips', 0):>7}")
+    lines.append(f"run folder: {summary['run_dir']}")
+    return "\n".join(lines)
