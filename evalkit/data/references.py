@@ -90,13 +90,14 @@ def synth_clip(key: str, sample_rate: int = 32000, duration: float = 10.0, chann
         x = 0.05 * np.convolve(rng.standard_normal(n), np.ones(8) / 8, mode="same")
         x += 0.2 * np.sin(2 * math.pi * 55.0 * t)
     else:
-        prog = PROGRESSIONS[seed % len(PROGRESSIONS)]
+        prog = PROGRESSIONS[(seed // 12) % len(PROGRESSIONS)]
+        shift = seed % 12 - 5  # transpose by -5..+6 semitones: distinct keys give distinct clips
         x = np.zeros(n)
         seg = n // len(prog)
         env = np.minimum(1.0, np.minimum(np.arange(seg) / 400, (seg - np.arange(seg)) / 400))
         for i, chord in enumerate(prog):
             tt = t[:seg]
-            s = sum(sum((0.5**h) * np.sin(2 * math.pi * _hz(_midi(nm)) * (h + 1) * tt) for h in range(4)) for nm in chord)
+            s = sum(sum((0.5**h) * np.sin(2 * math.pi * _hz(_midi(nm) + shift) * (h + 1) * tt) for h in range(4)) for nm in chord)
             x[i * seg:(i + 1) * seg] = env * s
         x = 0.3 * x / np.abs(x).max()
     wav = torch.from_numpy(x.astype(np.float32))[None]
