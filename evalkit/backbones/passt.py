@@ -1,0 +1,174 @@
+"""PaSST (``hear21passt``) as the KLD metric uses it: the package's network class, an eval-mode copy of its mel
+front end, and offline loading of the released state dict.
+
+Why not ``hear21passt.base20sec.get_basic_model()``: it builds the network with ``pretrained=True``, which downloads
+the checkpoint from a GitHub release page through timm (no checksum, fails offline). Here the network comes from
+``hear21passt.models.passt.get_model(..., pretrained=False)`` (the same class and constructor arguments), and the
+weights are loaded from a file that :mod:`evalkit.backbones.weights` resolved (cache with sha256, local path, or
+random). The loading steps mirror ``hear21passt/models/helpers/vit_helpers.py: load_pretrained``: unwrap a
+``"model"`` key, ``checkpoint_filter_fn``, ``adapt_input_conv(1, patch_embed.proj.weight)``, strict load.
+
+The front end (:class:`PasstMel`) is ``hear21passt/models/preprocess.py: AugmentMelSTFT`` in eval mode (no fmin/fmax
+jitter, no SpecAugment masking): pre-emphasis ``[-0.97, 1]``, ``torch.stft(n_fft, hop, win, periodic=False Hann,
+center=True, reflect)``, power, Kaldi mel banks (``torchaudio.compliance.kaldi.get_mel_banks``, padded by one zero
+column), ``log(mel + 1e-5)``, ``(x + 4.5) / 5``. Two differences that do not change a value: the mel bank is built
+once instead of at every call, and the STFT is taken with ``return_complex=True`` + ``view_as_real`` (the
+package's ``return_complex=False`` is deprecated in torch and is the same computation). ``tests/test_kld_passt.py``
+checks both against the package's own modules.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from evalkit.backbones.weights import Checkpoint, CheckpointError
+
+
+@dataclass(frozen=True)
+class MelConfig:
+    """Constants of ``AugmentMelSTFT`` as ``hear21passt.base*.get_basic_model`` builds it (eval mode)."""
+
+    sample_rate: int = 32000
+    n_fft: int = 1024
+    win_length: int = 800
+    hop_length: int = 320
+    n_mels: int = 128
+    fmin: float = 0.0
+    fmax: float = 15000.0  # fmax=None -> sr // 2 - fmax_aug_range // 2 = 16000 - 2000 // 2
+    preemphasis: float = 0.97
+    log_offset: float = 1e-5
+    norm_shift: float = 4.5
+    norm_scale: float = 5.0
+
+    @classmethod
+    def from_recipe(cls, recipe: Mapping[str, Any]) -> "MelConfig":
+        return cls(**{k: recipe[k] for k in cls.__dataclass_fields__ if k in recipe})
+
+
+class PasstMel(nn.Module):
+    """``AugmentMelSTFT.forward`` in eval mode: ``[B, T]`` waveform at 32 kHz -> ``[B, n_mels, frames]``."""
+
+    def __init__(self, cfg: MelConfig = MelConfig()) -> None:
+        super().__init__()
+        import torchaudio
+
+        self.cfg = cfg
+        self.register_buffer("window", torch.hann_window(cfg.win_length, periodic=False), persistent=False)
+        self.register_buffer(
+            "preemphasis_kernel", torch.tensor([[[-cfg.preemphasis, 1.0]]], dtype=torch.float32), persistent=False
+        )
+        banks, _ = torchaudio.compliance.kaldi.get_mel_banks(
+            cfg.n_mels, cfg.n_fft, float(cfg.sample_rate), cfg.fmin, cfg.fmax,
+            vtln_low=100.0, vtln_high=-500.0, vtln_warp_factor=1.0,
+        )
+        self.register_buffer("mel_basis", nn.functional.pad(banks, (0, 1), value=0.0), persistent=False)
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        c = self.cfg
+        x = nn.functional.conv1d(wav.unsqueeze(1), self.preemphasis_kernel).squeeze(1)
+        spec = torch.stft(x, c.n_fft, hop_length=c.hop_length, win_length=c.win_length, window=self.window,
+                          center=True, normalized=False, return_complex=True)
+        power = torch.view_as_real(spec).pow(2).sum(dim=-1)
+        mel = torch.matmul(self.mel_basis, power.float())
+        return ((mel + c.log_offset).log() + c.norm_shift) / c.norm_scale
+
+
+def min_input_samples(cfg: MelConfig = MelConfig(), patch: int = 16) -> int:
+    """The shortest waveform PaSST accepts: the STFT must give ``patch`` frames (16) for one time patch.
+    frames = 1 + (T - 1) // hop (pre-emphasis drops one sample, ``center=True``) -> T >= (patch - 1) * hop + 1 =
+    4,801 at hop 320; audiocraft keeps chunks of more than ``int(0.15 * 32000)`` = 4,800 samples, the same bound."""
+    return (patch - 1) * cfg.hop_length + 1
+
+
+class PasstClassifier(nn.Module):
+    """Mel front end + PaSST network: ``[B, T]`` (mono, 32 kHz) -> logits ``[B, n_classes]`` (the wrapper's
+    ``mode="logits"``: ``head((cls + dist) / 2)``)."""
+
+    def __init__(self, mel: PasstMel, net: nn.Module) -> None:
+        super().__init__()
+        self.mel = mel
+        self.net = net
+        self.eval()
+
+    @torch.inference_mode()
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        specs = self.mel(wav).unsqueeze(1)
+        logits, _features = self.net(specs)
+        return logits
+
+
+def _quiet():
+    """hear21passt prints the whole model on construction and tensor shapes on its first forward pass."""
+    import hear21passt.models.passt as passt_mod
+
+    passt_mod.first_RUN = False
+    return contextlib.redirect_stdout(io.StringIO())
+
+
+def build_passt_net(
+    arch: str, input_tdim: int, n_classes: int = 527, *, tiny: Mapping[str, int] | None = None, seed: int = 0
+) -> nn.Module:
+    """The PaSST network with random weights (seeded; the global RNG is left untouched).
+
+    ``tiny=None``: exactly ``hear21passt.models.passt.get_model(arch, pretrained=False, n_classes, in_channels=1,
+    fstride=10, tstride=10, input_fdim=128, input_tdim)`` (what ``get_basic_model`` builds, minus the download).
+    ``tiny={"embed_dim": 64, "depth": 1, "num_heads": 4}``: the same ``PaSST`` class and patch grid (16x16 patches,
+    stride 10, ``input_tdim`` time positions, distillation token) with a smaller transformer, for tests and demos."""
+    from hear21passt.models.passt import PaSST, get_model
+
+    with torch.random.fork_rng(devices=[]), _quiet():
+        torch.manual_seed(seed)
+        if tiny is None:
+            net = get_model(arch=arch, pretrained=False, n_classes=n_classes, in_channels=1, fstride=10, tstride=10,
+                            input_fdim=128, input_tdim=input_tdim)
+        else:
+            net = PaSST(img_size=(128, input_tdim), patch_size=16, stride=(10, 10), in_chans=1,
+                        num_classes=n_classes, distilled=True, embed_dim=int(tiny["embed_dim"]),
+                        depth=int(tiny["depth"]), num_heads=int(tiny["num_heads"]))
+    return net.eval()
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a PaSST checkpoint (the released ``.pt`` is a plain state dict) without unpickling arbitrary objects."""
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle errors, truncated files
+        raise CheckpointError(f"{path}: not a readable PaSST state dict ({type(exc).__name__}: {exc})") from exc
+    if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
+        state = state["model"]  # deit-style checkpoints (vit_helpers.checkpoint_filter_fn does the same)
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{path}: expected a state dict, found {type(state).__name__}")
+    return dict(state)
+
+
+def load_weights(net: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
+    """``vit_helpers.load_pretrained`` minus the download: ``checkpoint_filter_fn``, ``adapt_input_conv`` for the
+    one-channel patch embedding, then a strict ``load_state_dict`` (a mismatch names the keys)."""
+    from hear21passt.models.passt import adapt_input_conv, checkpoint_filter_fn
+
+    state = checkpoint_filter_fn(dict(state), net)
+    key = "patch_embed.proj.weight"
+    if key in state:
+        state[key] = adapt_input_conv(1, state[key])
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{what}: the state dict does not fit this PaSST ({exc})") from exc
+
+
+def load_passt(
+    *, arch: str, input_tdim: int, n_classes: int, mel: MelConfig, checkpoint: Checkpoint,
+    tiny: Mapping[str, int] | None = None, seed: int = 0, device: str | torch.device = "cpu",
+) -> PasstClassifier:
+    """The classifier the KLD recipe runs: built offline, weights from ``checkpoint`` (random if it says so)."""
+    net = build_passt_net(arch, input_tdim, n_classes, tiny=tiny, seed=seed)
+    if not checkpoint.random:
+        assert checkpoint.path is not None
+        load_weights(net, load_state_dict_file(checkpoint.path), str(checkpoint.path))
+    return PasstClassifier(PasstMel(mel), net).to(device).eval()

@@ -1,0 +1,331 @@
+"""KLD: KL divergence between PaSST's AudioSet label distributions of generated and reference audio.
+
+The whole recipe, per protocol (constants in ``conf/metrics/kld/<protocol>.yaml``, each naming its source):
+
+``audiocraft`` (MusicGen model card; ``audiocraft/metrics/kld.py`` after commit 2454f80 / PR 213)
+  1. Both clips -> ``convert_audio(wav, sr, 32000, 1)`` (julius, then channel mean); the generated clip is cropped to
+     the reference length (``sizes``). Should the generated clip be the shorter one, both are cropped to it.
+  2. ``torch.split`` into chunks of 640,000 samples (20 s) without padding; chunks of <= 4,800 samples (0.15 s)
+     are dropped. A 10 s clip is one chunk; a 25 s clip two rows (20 s + 5 s).
+  3. 20 s PaSST (``hear21passt.base20sec``) logits per chunk, ``softmax`` over the 527 classes: one row per chunk.
+  4. Per row ``kl_pq = sum p_ref (log p_ref - log(p_gen + 1e-6))`` (``F.kl_div((q + eps).log(), p)``) and
+     ``kl_qp`` the other way. ``kld = kld_pq`` = mean over all rows of all clips, ``kld_qp`` likewise,
+     ``kld_both = kld_pq + kld_qp``.
+  ``pad_chunks=true`` restores the code before 2454f80: every kept chunk zero-padded to 640,000 samples and the
+  softmax outputs averaged over a clip's chunks (one row per clip). The card's KLD moved 1.28 -> 1.42 (small) when
+  padding was removed.
+
+``stable-audio-metrics`` (``Stability-AI/stable-audio-metrics: src/passt_kld.py``)
+  1. Each clip on its own (no cropping): mean over channels, then ``librosa.resample(res_type="soxr_hq")`` to 32 kHz
+     (``librosa.load(sr=32000, mono=True)``), then peak normalisation to -1 dBFS.
+  2. 10 s windows, 5 s hop, starts ``range(0, max(step, n - step), step)``; a short window is zero-padded to 10 s
+     when longer than 15 % of it (48,000 samples); otherwise (only a whole clip under 1.5 s) it goes in unpadded.
+  3. 10 s PaSST (``hear21passt.base``) logits per window, averaged over windows, then softmax: one row per clip.
+  4. ``kld = kld_qp = KL(generated ‖ reference) = sum p_gen (log p_gen - log(p_ref + 1e-6))``, mean over clips.
+
+The eps makes KL(p ‖ p) slightly negative, not 0: ``-sum_i p_i log(1 + eps / p_i)``, which lies in
+``(-527 eps, 0)``; for the uniform distribution it is ``-log(1 + 527e-6) = -5.2686e-4``.
+
+Numerics: probabilities are float32 as in both references; each row's KL is summed in float64 (audiocraft: float32;
+the two differ by ~1e-7 relative). State: float64 sums (``kld_pq_sum``, ``kld_qp_sum``, ``n_rows``, ``n_clips``), so
+sharded or resumed runs merge by addition. Inputs of equal length are batched across clips for the forward pass
+(batching changes nothing but float rounding: the network treats every input on its own).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from evalkit.audio import AudioError, check_finite, convert_audio, peak_normalize, to_channels
+from evalkit.backbones.passt import MelConfig, PasstClassifier, load_passt, min_input_samples
+from evalkit.backbones.weights import Checkpoint, CheckpointError, resolve_checkpoint
+from evalkit.metrics.base import Clip, Metric
+from evalkit.registry import register_metric
+
+DIRECTIONS = {
+    "reference_generated": "KL(reference ‖ generated): per row sum p_ref·(log p_ref − log(p_gen + eps))",
+    "generated_reference": "KL(generated ‖ reference): per row sum p_gen·(log p_gen − log(p_ref + eps))",
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The math, on its own (closed-form tests live in tests/test_kld_math.py)
+# ---------------------------------------------------------------------------------------------------------------
+def kl_rows(p: torch.Tensor | np.ndarray, q: torch.Tensor | np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """``sum_k p_k (log p_k - log(q_k + eps))`` per row, in float64: audiocraft's ``kl_divergence(q, p)``
+    (``F.kl_div((q + eps).log(), p, reduction="none").sum(-1)``; terms with ``p_k = 0`` count 0)."""
+    p = torch.as_tensor(p).double()
+    q = torch.as_tensor(q).double()
+    if p.shape != q.shape:
+        raise ValueError(f"kl_rows: shapes differ: {tuple(p.shape)} vs {tuple(q.shape)}")
+    return (torch.xlogy(p, p) - p * torch.log(q + eps)).sum(-1).numpy()
+
+
+def split_chunks(wav: torch.Tensor, chunk: int, min_keep: int, pad: bool) -> list[torch.Tensor]:
+    """audiocraft ``_process_audio``: ``torch.split(wav, chunk)``, keep chunks longer than ``min_keep`` samples;
+    ``pad=True`` (before 2454f80) zero-pads each kept chunk to ``chunk`` samples. ``wav``: ``[T]``."""
+    out = []
+    for s in torch.split(wav, chunk, dim=-1):
+        if s.shape[-1] > min_keep:
+            out.append(torch.nn.functional.pad(s, (0, chunk - s.shape[-1])) if pad else s)
+    return out
+
+
+def sliding_windows(wav: torch.Tensor, window: int, hop: int, pad_min_fraction: float) -> list[torch.Tensor]:
+    """stable-audio-metrics ``return_probabilities``: starts ``range(0, max(hop, n - hop), hop)``; a window shorter
+    than ``window`` is zero-padded to it when longer than ``int(window * pad_min_fraction)`` samples, else kept as
+    it is. ``wav``: ``[T]``."""
+    n = wav.shape[-1]
+    min_pad = int(window * pad_min_fraction)
+    out = []
+    for start in range(0, max(hop, n - hop), hop):
+        w = wav[..., start:start + window]
+        if w.shape[-1] < window and w.shape[-1] > min_pad:
+            w = torch.nn.functional.pad(w, (0, window - w.shape[-1]))
+        out.append(w)
+    return out
+
+
+def collect_rows(logits: torch.Tensor, collect: str) -> torch.Tensor:
+    """A clip's segment logits ``[S, C]`` -> probability rows: ``rows`` (softmax per segment, audiocraft),
+    ``mean_probs`` (softmax then mean over segments, audiocraft before 2454f80), ``mean_logits`` (mean of logits
+    then softmax, stable-audio-metrics)."""
+    if collect == "rows":
+        return torch.softmax(logits, dim=-1)
+    if collect == "mean_probs":
+        return torch.softmax(logits, dim=-1).mean(dim=0, keepdim=True)
+    if collect == "mean_logits":
+        return torch.softmax(logits.mean(dim=0, keepdim=True), dim=-1)
+    raise ValueError(f"metrics.kld.collect={collect!r}: expected rows, mean_probs or mean_logits")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The metric
+# ---------------------------------------------------------------------------------------------------------------
+@register_metric("kld")
+class KLD(Metric):
+    name = "kld"
+    primary = "kld"
+    higher_is_better = False
+    needs_reference = True
+    card_column = "KLD"
+
+    def __init__(self, recipe: Mapping[str, Any], device: str | torch.device = "cpu") -> None:
+        super().__init__(recipe, device)
+        r = self.recipe
+        self.sample_rate = int(r["sample_rate"])
+        self.eps = float(r["kl_eps"])
+        self.direction = r["direction"]
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"metrics.kld.direction={self.direction!r}: expected one of {sorted(DIRECTIONS)}")
+        self.segmenting = r["segmenting"]
+        self.collect = r["collect"]
+        if self.segmenting == "split":
+            self.pad_chunks = bool(r.get("pad_chunks") or False)
+            if self.pad_chunks:
+                self.collect = "mean_probs"  # the pre-2454f80 code averaged the padded chunks' probabilities
+        elif self.segmenting == "sliding":
+            if r.get("pad_chunks") is not None:
+                raise ValueError(f"metrics.kld.pad_chunks applies to the split-chunk protocol (audiocraft), not to "
+                                 f"{r.get('protocol')!r}")
+            self.pad_chunks = False
+        else:
+            raise ValueError(f"metrics.kld.segmenting={self.segmenting!r}: expected split or sliding")
+        if r.get("resampler") not in ("julius", "soxr_hq"):
+            raise ValueError(f"metrics.kld.resampler={r.get('resampler')!r}: expected julius or soxr_hq")
+        self.model_size = r.get("model_size", "full") or "full"
+        if self.model_size not in ("full", "tiny"):
+            raise ValueError(f"metrics.kld.model_size={self.model_size!r}: expected full or tiny")
+        self.batch_size = max(1, int(r.get("batch_size") or 16))
+        self.mel_cfg = MelConfig.from_recipe(r)
+        self.min_model_samples = min_input_samples(self.mel_cfg)
+        self._checkpoint: Checkpoint | None = None
+        self._model: PasstClassifier | None = None
+        for key in ("kld_pq_sum", "kld_qp_sum", "n_rows", "n_clips"):
+            self.add_state(key, ())
+
+    # -- backbone ----------------------------------------------------------------------------------------------------
+    @property
+    def checkpoint(self) -> Checkpoint:
+        if self._checkpoint is None:
+            r = self.recipe
+            spec = r.get("checkpoint")
+            policy = r.get("backbone_weights") or "released"
+            if self.model_size == "tiny" and spec is None and policy != "random":
+                raise CheckpointError(
+                    "metrics.kld.model_size=tiny has no released weights: set metrics.kld.checkpoint=random "
+                    "(or backbone_weights=random), or pass a state dict saved from a tiny PaSST")
+            self._checkpoint = resolve_checkpoint(
+                spec, setting="metrics.kld.checkpoint", filename=r["checkpoint_file"], url=r["checkpoint_url"],
+                expected_sha256=r.get("checkpoint_sha256"), policy=policy)
+        return self._checkpoint
+
+    @property
+    def model(self) -> PasstClassifier:
+        if self._model is None:
+            r = self.recipe
+            self._model = load_passt(
+                arch=r["arch"], input_tdim=int(r["input_tdim"]), n_classes=int(r["n_classes"]), mel=self.mel_cfg,
+                checkpoint=self.checkpoint, tiny=r.get("tiny") if self.model_size == "tiny" else None,
+                seed=int(r.get("random_seed") or 0), device=self.device)
+        return self._model
+
+    # -- audio -> model inputs -----------------------------------------------------------------------------------------
+    def _to_model_rate(self, wav: torch.Tensor, sr: int, what: str) -> torch.Tensor:
+        """``[C, T]`` at ``sr`` -> mono ``[T]`` float32 at 32 kHz, the protocol's way."""
+        check_finite(wav, what)
+        wav = wav.float()
+        if self.recipe["resampler"] == "julius":
+            out = convert_audio(wav, sr, self.sample_rate, 1)[0]
+        else:  # librosa.load(sr=32000, mono=True): mono first, then soxr_hq
+            mono = to_channels(wav, 1)[0]
+            if int(sr) != self.sample_rate:
+                import librosa
+
+                mono = torch.from_numpy(np.ascontiguousarray(librosa.resample(
+                    mono.cpu().numpy(), orig_sr=int(sr), target_sr=self.sample_rate, res_type="soxr_hq")))
+            out = mono
+        db = self.recipe.get("peak_normalize_db")
+        if db is not None:
+            try:
+                out = peak_normalize(out, headroom_db=-float(db))
+            except AudioError as exc:
+                raise AudioError(f"{what}: silent, cannot be peak-normalised") from exc
+        return out
+
+    def _segments(self, wav: torch.Tensor, what: str) -> list[torch.Tensor]:
+        r = self.recipe
+        if self.segmenting == "split":
+            segs = split_chunks(wav, int(r["chunk_samples"]), int(r["min_chunk_samples"]), self.pad_chunks)
+            if not segs:
+                raise AudioError(
+                    f"{what}: {wav.shape[-1]} samples at {self.sample_rate} Hz, shorter than one kept chunk "
+                    f"(more than {int(r['min_chunk_samples'])} samples)")
+        else:
+            segs = sliding_windows(wav, int(r["window_samples"]), int(r["hop_samples"]),
+                                   float(r["pad_min_fraction"]))
+        short = [s.shape[-1] for s in segs if s.shape[-1] < self.min_model_samples]
+        if short:
+            raise AudioError(f"{what}: a {short[0]}-sample window is shorter than PaSST's smallest input "
+                             f"({self.min_model_samples} samples at {self.sample_rate} Hz)")
+        return segs
+
+    def prepare(self, clip: Clip) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Model inputs for one pair: (generated segments, reference segments), each a list of ``[T]`` tensors.
+        Raises :class:`AudioError` with the reason when the clip cannot be scored."""
+        if clip.reference is None or clip.reference_sr is None:
+            raise AudioError("no reference audio")
+        gen = self._to_model_rate(clip.audio, clip.sample_rate, "generated audio")
+        ref = self._to_model_rate(clip.reference, clip.reference_sr, "reference audio")
+        if self.recipe.get("crop_to_reference"):
+            n = min(ref.shape[-1], gen.shape[-1])
+            gen, ref = gen[..., :n], ref[..., :n]
+        return self._segments(gen, "generated audio"), self._segments(ref, "reference audio")
+
+    # -- forward pass, batched across clips ----------------------------------------------------------------------------
+    def logits(self, segments: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """PaSST logits (float32, CPU) for each ``[T]`` segment; segments of equal length share a forward pass,
+        at most ``batch_size`` at a time."""
+        out: list[torch.Tensor | None] = [None] * len(segments)
+        by_len: dict[int, list[int]] = defaultdict(list)
+        for i, s in enumerate(segments):
+            by_len[int(s.shape[-1])].append(i)
+        model = self.model
+        for _, idx in sorted(by_len.items()):
+            for k in range(0, len(idx), self.batch_size):
+                part = idx[k:k + self.batch_size]
+                batch = torch.stack([segments[i] for i in part]).to(self.device, torch.float32)
+                res = model(batch).float().cpu()
+                for j, i in enumerate(part):
+                    out[i] = res[j]
+        return out  # type: ignore[return-value]
+
+    def probabilities(self, clips_segments: Sequence[list[torch.Tensor]]) -> list[torch.Tensor]:
+        """Probability rows ``[rows, 527]`` for each clip's list of segments (one batched pass for all)."""
+        flat = [s for segs in clips_segments for s in segs]
+        lg = self.logits(flat)
+        out, pos = [], 0
+        for segs in clips_segments:
+            out.append(collect_rows(torch.stack(lg[pos:pos + len(segs)]), self.collect))
+            pos += len(segs)
+        return out
+
+    # -- Metric interface -------------------------------------------------------------------------------------------
+    def update(self, clips: Sequence[Clip]) -> dict[str, dict[str, Any]]:
+        results: dict[str, dict[str, Any]] = {}
+        ready: list[tuple[Clip, list[torch.Tensor], list[torch.Tensor]]] = []
+        for clip in clips:
+            try:
+                gen, ref = self.prepare(clip)
+            except AudioError as exc:
+                results[clip.id] = self.skip(clip.id, str(exc))
+                continue
+            ready.append((clip, gen, ref))
+        if not ready:
+            return results
+        probs = self.probabilities([segs for _, g, r in ready for segs in (g, r)])
+        for k, (clip, _, _) in enumerate(ready):
+            p_gen, p_ref = probs[2 * k], probs[2 * k + 1]
+            if p_gen.shape != p_ref.shape:  # cannot happen with cropping; stable-audio-metrics has one row each
+                results[clip.id] = self.skip(clip.id, f"row counts differ: {p_gen.shape[0]} vs {p_ref.shape[0]}")
+                continue
+            if not (torch.isfinite(p_gen).all() and torch.isfinite(p_ref).all()):
+                results[clip.id] = self.skip(clip.id, "PaSST gave non-finite probabilities")
+                continue
+            pq = kl_rows(p_ref, p_gen, self.eps)  # KL(reference ‖ generated)
+            qp = kl_rows(p_gen, p_ref, self.eps)  # KL(generated ‖ reference)
+            rows = pq.shape[0]
+            self.state["kld_pq_sum"] = self.state["kld_pq_sum"] + pq.sum()
+            self.state["kld_qp_sum"] = self.state["kld_qp_sum"] + qp.sum()
+            self.state["n_rows"] = self.state["n_rows"] + rows
+            self.state["n_clips"] = self.state["n_clips"] + 1
+            v_pq, v_qp = float(pq.mean()), float(qp.mean())
+            row = {
+                "kld": v_pq if self.direction == "reference_generated" else v_qp,
+                "kld_pq": v_pq,
+                "kld_qp": v_qp,
+                "kld_both": v_pq + v_qp,
+                "kld_rows": int(rows),
+            }
+            if self.recipe.get("save_probs"):
+                row["_kld_gen_probs"] = p_gen.numpy().astype(np.float32)
+                row["_kld_ref_probs"] = p_ref.numpy().astype(np.float32)
+            results[clip.id] = row
+        return results
+
+    def compute(self) -> dict[str, float]:
+        """Means over rows (chunks; one per clip for 10 s clips and for stable-audio-metrics). NaN when nothing was
+        scored (``n_rows`` = 0; the skip reasons are in clips.parquet)."""
+        n = float(self.state["n_rows"])
+        pq = float(self.state["kld_pq_sum"]) / n if n > 0 else float("nan")
+        qp = float(self.state["kld_qp_sum"]) / n if n > 0 else float("nan")
+        return {
+            "kld": pq if self.direction == "reference_generated" else qp,
+            "kld_pq": pq,
+            "kld_qp": qp,
+            "kld_both": pq + qp,
+            "n_rows": n,
+            "n_clips": float(self.state["n_clips"]),
+        }
+
+    def describe(self) -> dict[str, Any]:
+        r = self.recipe
+        out = {
+            "protocol": r.get("protocol", ""),
+            "backbone": f"{r['backbone']} ({r['arch']}, input_tdim={r['input_tdim']})",
+            "model_size": self.model_size,
+            "direction": DIRECTIONS[self.direction] + f", eps={self.eps:g}",
+            "rows": {
+                "split": f"{'zero-padded ' if self.pad_chunks else ''}chunks of {r.get('chunk_samples')} samples "
+                         f"(> {r.get('min_chunk_samples')} kept), " + (
+                             "probabilities averaged per clip" if self.collect == "mean_probs" else "one row each"),
+                "sliding": f"windows of {r.get('window_samples')} samples, hop {r.get('hop_samples')}, "
+                           f"logits averaged per clip",
+            }[self.segmenting],
+            "pad_chunks": self.pad_chunks,
+        }
+        out.update(self.checkpoint.describe())
+        return out
