@@ -1,0 +1,364 @@
+"""Uncertainty of a run's numbers: bootstrap confidence intervals over clips, and FAD∞.
+
+Bootstrap (percentile method, seeded). The unit resampled is always the **clip** - the thing the eval set samples:
+
+- per-clip metrics (``kld``, ``clap``, ``chroma``; columns of ``clips.parquet``): each draw resamples the clips with
+  replacement and takes the mean of their values. A metric whose score is a mean over frames or chunks rather than
+  over clips (chroma: Σ per-frame cosine / total frames) is weighted: if ``clips.parquet`` has ``<metric>_frames``
+  (or ``<metric>_chunks`` / ``<metric>_weight``), a draw's value is ``Σ wᵢ·vᵢ / Σ wᵢ`` over the drawn clips, which
+  is exactly what the metric would compute on that set of clips.
+- FAD: each draw resamples the clips (all of a clip's VGGish windows go together - windows of one clip are not
+  independent), rebuilds the generated side's :class:`GaussianStats` from per-clip sums (``Σx``, ``Σxxᵀ``, count)
+  weighted by how often each clip was drawn, and measures the Fréchet distance to the fixed reference statistics.
+  FAD is biased upwards at finite n (``tr Σ̂`` terms; the reason FAD∞ exists), and a resample - which repeats clips -
+  is biased more: the bootstrap draws sit about one bias *above* the measured FAD, so a plain percentile interval
+  may not even contain the measured value. evalkit reports the *basic* (pivot) interval
+  ``[F − (q_hi − F̄*), F + (F̄* − q_lo)]`` (F the measured FAD, F̄* the draws' mean, q their percentiles): the
+  sampling spread of FAD at this eval-set size, centred on the measured value. Its estimand is the FAD this protocol
+  would give, on average, for another eval set of the same size - the quantity a published FAD is a sample of.
+  ``Interval.bias`` holds ``F̄* − F``. For the large-n limit use FAD∞.
+
+FAD∞ (:func:`fad_inf`) follows fadtk (``microsoft/fadtk: fadtk/fad.py, FrechetAudioDistance.score_inf``):
+``steps=25`` subset sizes ``n = int(linspace(min_n=500, N, 25))`` where N is the number of embedding frames; for each
+n ONE draw of n frames with replacement, mean and covariance (n−1), FAD against the reference; then a least-squares
+line ``FAD = slope/n + intercept`` (``np.polyfit(1/n, fad, 1)``); FAD∞ is the intercept and
+``R² = 1 − SS_res/SS_tot``. evalkit seeds the draws (fadtk uses the unseeded global RNG) and can also draw whole
+clips (``unit="clips"``, n counts clips, x = 1/frames drawn) instead of frames.
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from evalkit.report._frechet import GaussianStats, frechet_distance
+
+#: Defaults: 1000 draws, 95 % two-sided percentile interval, seed 0.
+N_BOOT = 1000
+LEVEL = 0.95
+SEED = 0
+#: fadtk ``score_inf`` defaults.
+FAD_INF_STEPS = 25
+FAD_INF_MIN_N = 500
+#: Columns of clips.parquet that weight a per-clip metric (first one present wins).
+WEIGHT_SUFFIXES = ("_frames", "_chunks", "_weight")
+#: Memory for one block of FAD bootstrap draws' Σxxᵀ (bytes).
+_BLOCK_BYTES = 256 << 20
+
+
+@dataclass
+class Interval:
+    """A bootstrap interval. ``value`` is the statistic on all clips (recomputed from the per-clip data)."""
+
+    metric: str
+    value: float
+    low: float
+    high: float
+    std: float
+    level: float
+    n_boot: int
+    n_clips: int
+    seed: int
+    weighted: bool = False
+    #: mean of the bootstrap draws minus ``value`` (FAD: the resamples' extra finite-sample bias; see module doc)
+    bias: float = 0.0
+    method: str = "percentile bootstrap over clips"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class FadInf:
+    """FAD∞ (fadtk): intercept of FAD vs 1/n, its slope, R², and the (n, FAD) points it was fitted on."""
+
+    score: float
+    slope: float
+    r2: float
+    points: list[tuple[int, float]] = field(default_factory=list)
+    unit: str = "frames"
+    seed: int = SEED
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _rng(seed: int, metric: str) -> np.random.Generator:
+    """One independent, reproducible stream per (seed, metric)."""
+    return np.random.default_rng([int(seed), zlib.crc32(metric.encode())])
+
+
+def _percentile(samples: np.ndarray, level: float) -> tuple[float, float]:
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    a = (1 - level) / 2
+    lo, hi = np.quantile(samples, [a, 1 - a])
+    return float(lo), float(hi)
+
+
+def _counts(rng: np.random.Generator, n: int, draws: int) -> np.ndarray:
+    """[draws, n] multiplicities of each clip in ``draws`` resamples of size n with replacement."""
+    idx = rng.integers(0, n, size=(draws, n)) + (np.arange(draws) * n)[:, None]
+    return np.bincount(idx.ravel(), minlength=draws * n).reshape(draws, n).astype(np.float64)
+
+
+def bootstrap_mean(
+    values,
+    weights=None,
+    *,
+    metric: str = "",
+    n_boot: int = N_BOOT,
+    level: float = LEVEL,
+    seed: int = SEED,
+) -> Interval:
+    """Percentile interval of the (weighted) mean of per-clip ``values``; NaNs (skipped clips) are dropped."""
+    v = np.asarray(values, np.float64).ravel()
+    w = np.ones_like(v) if weights is None else np.asarray(weights, np.float64).ravel()
+    if w.shape != v.shape:
+        raise ValueError(f"{metric}: {w.size} weights for {v.size} values")
+    keep = np.isfinite(v) & np.isfinite(w)
+    v, w = v[keep], w[keep]
+    if v.size == 0:
+        raise ValueError(f"{metric}: no finite per-clip values to bootstrap")
+    if (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"{metric}: weights must be non-negative with a positive sum")
+    rng = _rng(seed, metric)
+    n = v.size
+    block = max(1, min(n_boot, (64 << 20) // (8 * n)))
+    stats = np.empty(n_boot, np.float64)
+    for start in range(0, n_boot, block):
+        stop = min(n_boot, start + block)
+        idx = rng.integers(0, n, size=(stop - start, n))
+        ws = w[idx]
+        stats[start:stop] = (ws * v[idx]).sum(1) / ws.sum(1)
+    lo, hi = _percentile(stats, level)
+    return Interval(
+        metric=metric,
+        value=float((w * v).sum() / w.sum()),
+        low=lo,
+        high=hi,
+        std=float(stats.std(ddof=1)) if n_boot > 1 else 0.0,
+        level=level,
+        n_boot=n_boot,
+        n_clips=n,
+        seed=seed,
+        weighted=weights is not None,
+    )
+
+
+# -- FAD ------------------------------------------------------------------------------------------------------------
+def _as_reference(reference) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(reference, GaussianStats) or hasattr(reference, "mean_cov"):
+        return reference.mean_cov("reference embeddings")
+    mu, sigma = reference
+    return np.asarray(mu, np.float64), np.asarray(sigma, np.float64)
+
+
+def _clip_list(gen) -> list[np.ndarray]:
+    if isinstance(gen, Mapping):
+        arrays = [gen[k] for k in sorted(gen)]
+    else:
+        arrays = list(gen)
+    if not arrays:
+        raise ValueError("fad: no per-clip generated embeddings")
+    dim = np.asarray(arrays[0]).shape[-1]
+    out = []
+    for a in arrays:
+        a = np.asarray(a, np.float64)
+        if a.shape[-1] != dim:
+            raise ValueError(f"fad: embeddings of dimension {a.shape[-1]} and {dim} mixed")
+        out.append(a.reshape(-1, dim))
+    return out
+
+
+def fad_bootstrap(
+    gen,
+    reference,
+    *,
+    n_boot: int = N_BOOT,
+    level: float = LEVEL,
+    seed: int = SEED,
+    metric: str = "fad",
+) -> Interval:
+    """Percentile interval of FAD, resampling clips.
+
+    ``gen``: per-clip generated embeddings (``{clip id: [windows, dim]}`` or a sequence of arrays);
+    ``reference``: :class:`GaussianStats` or ``(mu, sigma)`` of the reference side, held fixed.
+    """
+    clips = _clip_list(gen)
+    dim = clips[0].shape[1]
+    mu_r, sigma_r = _as_reference(reference)
+    if mu_r.shape != (dim,):
+        raise ValueError(f"fad: reference statistics have dimension {mu_r.shape}, embeddings {dim}")
+    n = len(clips)
+    k = np.array([c.shape[0] for c in clips], np.float64)
+    sums = np.stack([c.sum(0) for c in clips])  # [n, dim]
+
+    full = GaussianStats(dim)
+    for c in clips:
+        full.update(c)
+    mu_g, sigma_g = full.mean_cov("generated embeddings")
+    value = frechet_distance(mu_g, sigma_g, mu_r, sigma_r)
+
+    rng = _rng(seed, metric)
+    counts = _counts(rng, n, n_boot)  # [n_boot, n]
+    block = max(1, min(n_boot, _BLOCK_BYTES // (8 * dim * dim)))
+    clip_chunk = max(1, (_BLOCK_BYTES // 2) // (8 * dim * dim))
+    stats = np.empty(n_boot, np.float64)
+    for b0 in range(0, n_boot, block):
+        b1 = min(n_boot, b0 + block)
+        c = counts[b0:b1]
+        outer = np.zeros((b1 - b0, dim * dim), np.float64)
+        for s0 in range(0, n, clip_chunk):
+            s1 = min(n, s0 + clip_chunk)
+            per_clip = np.stack([(x.T @ x).ravel() for x in clips[s0:s1]])  # [chunk, dim²]
+            outer += c[:, s0:s1] @ per_clip
+        ns = c @ k
+        ss = c @ sums
+        for j in range(b1 - b0):
+            g = GaussianStats(dim, n=int(round(ns[j])), sum=ss[j].copy(), sum_outer=outer[j].reshape(dim, dim))
+            mu, sigma = g.mean_cov("generated embeddings (one bootstrap draw)")
+            stats[b0 + j] = frechet_distance(mu, sigma, mu_r, sigma_r)
+    q_lo, q_hi = _percentile(stats, level)
+    mean_star = float(stats.mean())
+    return Interval(
+        metric=metric,
+        value=value,
+        low=value - (q_hi - mean_star),
+        high=value + (mean_star - q_lo),
+        std=float(stats.std(ddof=1)) if n_boot > 1 else 0.0,
+        level=level,
+        n_boot=n_boot,
+        n_clips=n,
+        seed=seed,
+        bias=mean_star - value,
+        method="basic bootstrap over clips, centred on the measured FAD (generated side resampled, reference fixed)",
+    )
+
+
+def fad_inf(
+    gen,
+    reference,
+    *,
+    steps: int = FAD_INF_STEPS,
+    min_n: int = FAD_INF_MIN_N,
+    seed: int = SEED,
+    unit: str = "frames",
+) -> FadInf:
+    """FAD∞ by fadtk's recipe (see the module doc). ``gen``: per-clip embeddings or one ``[frames, dim]`` array."""
+    if isinstance(gen, np.ndarray) and gen.ndim == 2:
+        clips = [np.asarray(gen, np.float64)]
+        if unit == "clips":
+            raise ValueError("fad_inf(unit='clips') needs per-clip embeddings, not one stacked array")
+    else:
+        clips = _clip_list(gen)
+    dim = clips[0].shape[1]
+    mu_r, sigma_r = _as_reference(reference)
+    if unit == "frames":
+        pool = np.concatenate(clips, 0)
+        max_n = pool.shape[0]
+    elif unit == "clips":
+        max_n = len(clips)
+    else:
+        raise ValueError(f"unit must be 'frames' or 'clips', got {unit!r}")
+    if max_n <= min_n:
+        raise ValueError(
+            f"FAD∞ needs more than min_n={min_n} {unit}; this run has {max_n}. Lower min_n (it must stay above the "
+            f"embedding dimension {dim}) or score more clips."
+        )
+    if steps < 2:
+        raise ValueError("FAD∞ needs at least 2 subset sizes")
+    rng = _rng(seed, "fad_inf")
+    ns = [int(x) for x in np.linspace(min_n, max_n, steps)]
+    xs, ys = [], []
+    for n in ns:
+        g = GaussianStats(dim)
+        if unit == "frames":
+            g.update(pool[rng.integers(0, max_n, size=n)])
+        else:
+            for i in rng.integers(0, max_n, size=n):
+                g.update(clips[i])
+        mu, sigma = g.mean_cov(f"FAD∞ subset of {n} {unit}")
+        ys.append(frechet_distance(mu, sigma, mu_r, sigma_r))
+        xs.append(1.0 / (n if unit == "frames" else g.n))
+    x, y = np.asarray(xs), np.asarray(ys)
+    slope, intercept = np.polyfit(x, y, 1)
+    ss_res = float(np.sum((y - (slope * x + intercept)) ** 2))
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0
+    return FadInf(
+        score=float(intercept),
+        slope=float(slope),
+        r2=float(r2),
+        points=[(int(n), float(v)) for n, v in zip(ns, ys)],
+        unit=unit,
+        seed=seed,
+    )
+
+
+# -- from a run folder ----------------------------------------------------------------------------------------------
+PER_CLIP_METRICS = ("kld", "clap", "chroma")
+
+
+def _weights(clips, metric: str):
+    for suffix in WEIGHT_SUFFIXES:
+        if metric + suffix in clips.columns:
+            return clips[metric + suffix].to_numpy(np.float64)
+    return None
+
+
+def fad_inputs(run) -> tuple[dict[str, np.ndarray], Any]:
+    """Per-clip generated FAD embeddings and the reference statistics of a run (raises if either is missing).
+
+    Reference side: the per-clip ``_fad_ref_emb`` arrays when the run stored them (all of them, accumulated into
+    one :class:`GaussianStats`), else the statistics in ``stats/*.npz``.
+    """
+    gen = run.clip_arrays("_fad_gen_emb")
+    if not gen:
+        raise ValueError(f"{run.path}: no per-clip FAD embeddings (_fad_gen_emb) under embeddings/")
+    dim = np.asarray(next(iter(gen.values()))).shape[-1]
+    ref_arrays = run.clip_arrays("_fad_ref_emb")
+    if ref_arrays:
+        ref = GaussianStats(dim)
+        for key in sorted(ref_arrays):
+            ref.update(ref_arrays[key])
+    else:
+        ref = run.reference_stats(dim=dim)
+        if ref is None:
+            raise ValueError(f"{run.path}: no reference side for FAD (no _fad_ref_emb arrays, no stats/*.npz)")
+    return gen, ref
+
+
+def run_intervals(
+    run,
+    metrics: Sequence[str] | None = None,
+    *,
+    n_boot: int = N_BOOT,
+    level: float = LEVEL,
+    seed: int = SEED,
+) -> tuple[dict[str, Interval], dict[str, str]]:
+    """Bootstrap intervals for a run's metrics. Returns ``({metric: Interval}, {metric: why none})``."""
+    names = list(metrics) if metrics is not None else list(run.metrics)
+    out: dict[str, Interval] = {}
+    why: dict[str, str] = {}
+    clips = run.clips
+    for m in names:
+        try:
+            if m == "fad":
+                gen, ref = fad_inputs(run)
+                out[m] = fad_bootstrap(gen, ref, n_boot=n_boot, level=level, seed=seed, metric=m)
+            elif m in clips.columns:
+                vals = clips[m].to_numpy(np.float64)
+                out[m] = bootstrap_mean(vals, _weights(clips, m), metric=m, n_boot=n_boot, level=level, seed=seed)
+            else:
+                why[m] = f"no per-clip '{m}' column in clips.parquet"
+        except ValueError as exc:  # FrechetError is a ValueError
+            why[m] = str(exc)
+    return out, why
+
+
+def run_fad_inf(run, **kw) -> FadInf:
+    gen, ref = fad_inputs(run)
+    return fad_inf(gen, ref, **kw)
