@@ -1,0 +1,176 @@
+"""CLAP text consistency: cosine similarity of LAION-CLAP audio and text embeddings, averaged over (clip, caption)
+pairs. The MusicGen model card's "Text Consistency" column.
+
+Protocol ``audiocraft`` (``audiocraft/metrics/clap_consistency.py: CLAPTextConsistencyMetric``, constants in
+``conf/metrics/clap/audiocraft.yaml``): ``convert_audio(..., 48000, 1)`` (julius resample, then channel mean), no
+int16 quantisation, HTSAT-base non-fusion CLAP with ``music_audioset_epoch_15_esc_90.14.pt``, RoBERTa tokens
+padded/truncated to 77, ``cosine_similarity(eps=1e-8)`` per pair, mean over pairs.
+
+Where evalkit is deliberately different from running audiocraft's code:
+- audio longer than 480,000 samples (10 s at 48 kHz) is cropped at a fixed place (``crop: start`` by default),
+  where laion_clap picks a random offset, so the same input always gives the same score. MusicCaps clips are 10 s,
+  i.e. exactly 480,000 samples, where laion_clap has no randomness and both agree.
+- each clip is scored at its own length; audiocraft zero-pads a batch to its longest item (``sizes`` unused), so
+  a shorter clip's score there depends on its batch neighbours. Identical when all clips have the same length.
+- every clip is paired with its own ``Clip.caption`` (by id), never by file order (frechet-audio-distance's
+  ``CLAPScore`` pairs ``os.listdir`` order with the caption list).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from evalkit.audio import AudioError, convert_audio
+from evalkit.backbones.clap import (CROPS, FILLS, ClapEmbedder, ClapError, build_clap, fit_to_length,
+                                    load_clap_weights, quantize_int16)
+from evalkit.backbones.tokenizers import (CHECK_CAPTION, ROBERTA_DOWNLOAD_HINT, TokenizerError, check_tokenizer,
+                                          load_hf_tokenizer, tiny_roberta_tokenizer)
+from evalkit.backbones.weights import resolve_checkpoint
+from evalkit.metrics.base import Clip, Metric
+from evalkit.registry import register_metric
+
+SETTING = "metrics.clap"
+
+
+def _resolve_tokenizer(recipe: dict, random_weights: bool, model_size: str) -> tuple[Any, str]:
+    """``tokenizer: null`` -> the protocol's hub tokenizer (roberta-base, from the local HF cache when offline)
+    for released weights, the in-memory byte-level one for random weights; ``tiny``; a hub name; or a folder."""
+    spec = recipe.get("tokenizer")
+    if spec is None:
+        spec = "tiny" if random_weights else recipe.get("tokenizer_name", "roberta-base")
+    spec = str(spec)
+    if spec == "tiny":
+        if not random_weights and model_size == "full":
+            raise TokenizerError(
+                f"{SETTING}.tokenizer=tiny is the in-memory test tokenizer; released CLAP weights need the real "
+                f"roberta-base tokenizer (leave {SETTING}.tokenizer unset, or pass a folder).")
+        tok = tiny_roberta_tokenizer()
+        source = "evalkit:tiny-byte-roberta (in-memory; random-weight mode)"
+        check_tokenizer(tok, CHECK_CAPTION, f"{SETTING}.tokenizer", source=source)
+        return tok, source
+    return load_hf_tokenizer(spec, cls_name="RobertaTokenizer", setting=f"{SETTING}.tokenizer",
+                             download_hint=ROBERTA_DOWNLOAD_HINT)
+
+
+@register_metric("clap")
+class ClapScore(Metric):
+    name = "clap"
+    primary = "clap"
+    higher_is_better = True
+    needs_reference = False
+    card_column = "Text Consistency"
+
+    def __init__(self, recipe, device: str | torch.device = "cpu") -> None:
+        super().__init__(recipe, device)
+        self.add_state("cosine_sum", ())
+        self.add_state("count", ())
+        r = self.recipe
+        self.crop = str(r.get("crop") or "start")
+        self.fill = str(r.get("fill") or "repeatpad")
+        if self.crop not in CROPS:
+            raise ValueError(f"{SETTING}.crop={self.crop!r}: expected one of {CROPS}")
+        if self.fill not in FILLS:
+            raise ValueError(f"{SETTING}.fill={self.fill!r}: expected one of {FILLS}")
+        self.model_size = str(r.get("model_size") or "full")
+        if bool(r.get("enable_fusion", False)):
+            raise ClapError(f"{SETTING}: fusion CLAP models are not implemented (protocol {r.get('protocol')!r})")
+        self.sample_rate = int(r["sample_rate"])
+        self.max_samples = int(r["max_samples"])
+        self.quantize = bool(r.get("quantize_int16", False))
+        self.eps = float(r["cosine_eps"])
+        self.batch_size = max(1, int(r.get("batch_size") or 8))
+
+        self.checkpoint = resolve_checkpoint(
+            r.get("checkpoint"), setting=f"{SETTING}.checkpoint", filename=r["checkpoint_file"],
+            url=r["checkpoint_url"], expected_sha256=r.get("checkpoint_sha256"),
+            policy=r.get("backbone_weights", "released"))
+        if self.model_size != "full" and not self.checkpoint.random and r.get("checkpoint") is None:
+            raise ClapError(f"{SETTING}.model_size={self.model_size} is a shrunken test model; the released "
+                            f"checkpoint needs model_size=full")
+        # the tokenizer first: a broken one must stop the run before minutes of model building
+        self.tokenizer, self.tokenizer_source = _resolve_tokenizer(r, self.checkpoint.random, self.model_size)
+        vocab = len(self.tokenizer) if self.model_size == "tiny" else None
+        model, model_cfg = build_clap(self.model_size, str(r.get("amodel", "HTSAT-base")), vocab_size=vocab,
+                                      seed=int(r.get("seed") or 0))
+        if int(model_cfg["audio_cfg"]["sample_rate"]) != self.sample_rate or \
+                int(model_cfg["audio_cfg"]["clip_samples"]) != self.max_samples:
+            raise ClapError(f"{SETTING}: the recipe's sample_rate/max_samples ({self.sample_rate}/{self.max_samples})"
+                            f" differ from laion_clap's {r.get('amodel')} config ({model_cfg['audio_cfg']})")
+        if self.checkpoint.path is not None:
+            load_clap_weights(model, self.checkpoint.path, tuple(r.get("drop_state_keys") or ()),
+                              setting=f"{SETTING}.checkpoint")
+        self.embedder = ClapEmbedder(model, model_cfg, self.tokenizer, device=self.device,
+                                     text_max_length=int(r["text_max_length"]),
+                                     text_padding=str(r.get("text_padding", "max_length")),
+                                     text_truncation=bool(r.get("text_truncation", True)))
+
+    # -- per clip ------------------------------------------------------------------------------------------------------
+    def prepare(self, clip: Clip) -> tuple[torch.Tensor, bool]:
+        """The clip's audio as the model sees it: 48 kHz mono (resample, then channel mean), cut or filled to
+        ``max_samples``, quantised only if the protocol says so. Raises :class:`AudioError` for unusable audio."""
+        audio = clip.audio
+        if audio is None or audio.numel() == 0:
+            raise AudioError("empty audio")
+        if audio.dim() == 1:
+            audio = audio[None]
+        audio = audio.to(torch.float32)
+        if not bool(torch.isfinite(audio).all()):
+            raise AudioError("audio holds NaN or infinite samples")
+        wav = convert_audio(audio, int(clip.sample_rate), self.sample_rate, 1)[0]
+        wav, longer = fit_to_length(wav, self.max_samples, crop=self.crop, fill=self.fill)
+        if self.quantize:
+            wav = quantize_int16(wav)
+        return wav, longer
+
+    def cosine(self, audio_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.cosine_similarity(audio_emb, text_emb, dim=1, eps=self.eps)
+
+    def update(self, clips: Sequence[Clip]) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        ready: list[tuple[str, str, torch.Tensor, bool]] = []
+        seen: set[str] = set()
+        for clip in clips:
+            if clip.id in seen:
+                raise ValueError(f"clip id {clip.id!r} appears twice in one batch")
+            seen.add(clip.id)
+            if not isinstance(clip.caption, str) or not clip.caption.strip():
+                out[clip.id] = self.skip(clip.id, "empty caption")
+                continue
+            try:
+                wav, longer = self.prepare(clip)
+            except AudioError as exc:
+                out[clip.id] = self.skip(clip.id, str(exc))
+                continue
+            ready.append((clip.id, clip.caption, wav, longer))
+        for start in range(0, len(ready), self.batch_size):
+            chunk = ready[start:start + self.batch_size]
+            a = self.embedder.embed_audio([c[2].to(self.device) for c in chunk], [c[3] for c in chunk])
+            t = self.embedder.embed_text([c[1] for c in chunk])
+            cos = self.cosine(a, t).detach().cpu()
+            self.state["cosine_sum"] = self.state["cosine_sum"] + cos.double().sum().numpy()
+            self.state["count"] = self.state["count"] + float(len(chunk))
+            for (clip_id, *_), value in zip(chunk, cos.tolist()):
+                out[clip_id] = {"clap": float(value)}
+        return out
+
+    def compute(self) -> dict[str, float]:
+        n = float(self.state["count"])
+        if n <= 0:
+            raise ValueError("clap: no clip was scored (all skipped?), so there is no mean cosine similarity")
+        return {"clap": float(np.float64(self.state["cosine_sum"]) / n)}
+
+    def describe(self) -> dict[str, Any]:
+        r = self.recipe
+        return {
+            "protocol": r.get("protocol", ""),
+            **self.checkpoint.describe(),
+            "tokenizer": self.tokenizer_source,
+            "model": (f"laion_clap CLAP {r.get('amodel', 'HTSAT-base')} + roberta-base, enable_fusion=False"
+                      if self.model_size == "full" else "laion_clap CLAP, shrunken HTSAT + 1-layer RoBERTa (tiny)"),
+            "model_size": self.model_size,
+            "crop": self.crop,
+            "fill": self.fill,
+            "quantize_int16": self.quantize,
+        }
