@@ -12,9 +12,11 @@ run can reasonably write, in any number of npz files (shards, resumed chunks):
 - the column with or without its leading ``_`` (``fad_gen_emb`` matches ``_fad_gen_emb``).
 A clip id seen twice with different arrays is an error (two runs mixed in one folder); identical repeats are fine.
 
-Reference statistics (``stats/*.npz``): :func:`load_reference_stats` reads :class:`GaussianStats` states
-(``<prefix>n``, ``<prefix>sum``, ``<prefix>sum_outer``, as ``GaussianStats.state(prefix)`` writes them) or a
-``mu``/``sigma`` (or ``cov``) pair.
+Reference statistics (``stats/*.npz``, e.g. ``stats/fad_reference.npz`` with ``ref_n``/``ref_sum``/``ref_sum_outer``
+and ``mu``/``sigma``; or, when the run was scored against a statistics file, the file ``config.yaml`` names as
+``reference.stats``): :func:`load_reference_stats` reads :class:`GaussianStats` states (``<prefix>n``,
+``<prefix>sum``, ``<prefix>sum_outer``, as ``GaussianStats.state(prefix)`` writes them; prefixes naming the
+generated side are ignored) or a ``mu``/``sigma`` (or ``cov``) pair.
 """
 from __future__ import annotations
 
@@ -128,8 +130,26 @@ class Run:
     def clip_arrays(self, column: str) -> dict[str, np.ndarray]:
         return load_clip_arrays(self.path / "embeddings", column)
 
+    @cached_property
+    def config(self) -> dict[str, Any]:
+        """``config.yaml`` as plain data ({} when absent)."""
+        p = self.path / "config.yaml"
+        if not p.is_file():
+            return {}
+        import yaml
+
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+
     def reference_stats(self, dim: int | None = None):
-        return load_reference_stats(self.path / "stats", dim=dim)
+        """FAD reference statistics: ``stats/*.npz`` of the run, else the file ``config.yaml`` names as
+        ``reference.stats`` (a run scored against precomputed statistics exports none of its own)."""
+        found = load_reference_stats(self.path / "stats", dim=dim)
+        if found is None:
+            named = (self.config.get("reference") or {}).get("stats")
+            if named and Path(str(named)).expanduser().is_file():
+                found = load_reference_stats(Path(str(named)).expanduser(), dim=dim)
+        return found
 
 
 def load_run(path: str | os.PathLike) -> Run:
@@ -204,7 +224,8 @@ def load_clip_arrays(folder: str | os.PathLike, column: str) -> dict[str, np.nda
 
 
 def load_reference_stats(folder: str | os.PathLike, dim: int | None = None):
-    """The reference side's :class:`GaussianStats` (or a ``(mu, sigma)`` pair) from ``folder/*.npz``; None if absent.
+    """The reference side's :class:`GaussianStats` (or a ``(mu, sigma)`` pair) from ``folder/*.npz`` (or one npz
+    file); None if absent.
 
     Looks for ``<prefix>n``/``<prefix>sum``/``<prefix>sum_outer`` (preferring prefixes that mention ``ref`` or
     ``background``), then ``mu`` + ``sigma``/``cov``. ``dim`` (if given) must match.
@@ -212,10 +233,14 @@ def load_reference_stats(folder: str | os.PathLike, dim: int | None = None):
     from evalkit.report._frechet import GaussianStats
 
     folder = Path(folder)
-    if not folder.is_dir():
+    if folder.is_file():
+        files = [folder]
+    elif folder.is_dir():
+        files = sorted(folder.rglob("*.npz"))
+    else:
         return None
     candidates: list[tuple[int, Any]] = []
-    for f in sorted(folder.rglob("*.npz")):
+    for f in files:
         if f.name.startswith("."):
             continue
         with np.load(f, allow_pickle=False) as z:

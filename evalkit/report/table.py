@@ -142,6 +142,8 @@ def _random_note(run: Run) -> str:
         parts.append("the generating model")
     if run.random_metrics:
         parts.append("the metric backbones (" + ", ".join(run.random_metrics) + ")")
+    if run.summary.get("synthetic_references"):
+        parts.append("synthesised stand-in reference audio")
     if not parts and run.random_weights:
         parts.append("some of the weights")
     return " and ".join(parts)
@@ -206,7 +208,7 @@ def card_table(collected: pd.DataFrame) -> pd.DataFrame:
             note = collected.loc[collected["label"] == lab, "random_note"].iloc[0]
             which.append(f"{lab}: {note or 'random weights'}")
         notes.append(
-            "† random weights, so these numbers only show that the pipeline runs; they say nothing about MusicGen "
+            "† random weights (or synthesised references), so these numbers only show that the pipeline runs; they say nothing about MusicGen "
             "and are not comparable with the published values (" + "; ".join(which) + ")."
         )
     notes.append(

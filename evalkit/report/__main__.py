@@ -1,0 +1,110 @@
+"""``python -m evalkit.report RUN_DIR [RUN_DIR ...]``: the model card's table for runs, with intervals and plots.
+
+Each RUN_DIR is a run folder, its summary.json, or a folder searched recursively for runs (``outputs/``).
+Writes into ``--out`` (default: ``outputs/report`` under the current directory - beside Hydra's default run folders
+``outputs/<model>/<time>``, ignored by git, and never inside a run folder, which stays the untouched record of its run):
+
+- ``card_table.md``, ``card_table.tex`` (booktabs), ``card_table.csv`` - the card's layout, a row per run;
+- ``results.csv`` - the tidy frame behind it (one row per run × metric, intervals, protocol, published value);
+- ``per_clip.png``, ``measured_vs_published.png`` (unless ``--no-plots``);
+- ``fad_inf.csv`` and ``fad_inf.json`` with ``--fad-inf`` (fadtk's FAD∞: intercept, slope, R², points).
+The markdown table is also printed. Exit status 0, or 2 when no run could be read.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from evalkit.report import bootstrap as bs
+from evalkit.report.rundir import RunFolderError, find_runs, load_run
+from evalkit.report.table import card_table, collect_runs, load_published, per_clip_values, to_markdown, write_tables
+
+DEFAULT_OUT = Path("outputs") / "report"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m evalkit.report",
+        description="Collect evalkit runs into the MusicGen model card's table (markdown, LaTeX, CSV) with bootstrap "
+        "intervals over clips, and plot them.",
+    )
+    p.add_argument("runs", nargs="+", help="run folders, summary.json files, or folders holding runs")
+    p.add_argument("--out", default=str(DEFAULT_OUT), help=f"output folder (default: ./{DEFAULT_OUT})")
+    p.add_argument("--published", default=None, help="published numbers CSV (default: results/published/musicgen_model_card.csv)")
+    p.add_argument("--no-ci", action="store_true", help="skip the bootstrap intervals")
+    p.add_argument("--n-boot", type=int, default=bs.N_BOOT, help=f"bootstrap draws (default {bs.N_BOOT})")
+    p.add_argument("--level", type=float, default=bs.LEVEL, help=f"interval level (default {bs.LEVEL})")
+    p.add_argument("--seed", type=int, default=bs.SEED, help=f"bootstrap seed (default {bs.SEED})")
+    p.add_argument("--fad-inf", action="store_true", help="also compute FAD-inf (fadtk's extrapolation in 1/n)")
+    p.add_argument("--fad-inf-steps", type=int, default=bs.FAD_INF_STEPS, help=f"subset sizes (default {bs.FAD_INF_STEPS})")
+    p.add_argument("--fad-inf-min-n", type=int, default=bs.FAD_INF_MIN_N, help=f"smallest subset (default {bs.FAD_INF_MIN_N})")
+    p.add_argument("--fad-inf-unit", choices=("frames", "clips"), default="frames",
+                   help="draw embedding frames (fadtk, default) or whole clips")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        paths = find_runs(args.runs)
+        runs = [load_run(p) for p in paths]
+        published = load_published(args.published) if args.published else "default"
+    except (RunFolderError, OSError, ValueError) as exc:
+        print(f"evalkit.report: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    collected = collect_runs(runs, ci=not args.no_ci, n_boot=args.n_boot, level=args.level, seed=args.seed,
+                             published=published)
+    table = card_table(collected)
+    written = list(write_tables(table, out).values())
+    from evalkit.io import write_text
+
+    write_text(out / "results.csv", collected.to_csv(index=False, float_format="%.6g"))
+    written.append(out / "results.csv")
+    md = to_markdown(table)
+
+    if args.fad_inf:
+        import pandas as pd
+
+        rows, points = [], {}
+        labels = collected.attrs["labels"]
+        for run, label in zip(runs, labels):
+            try:
+                r = bs.run_fad_inf(run, steps=args.fad_inf_steps, min_n=args.fad_inf_min_n, seed=args.seed,
+                                   unit=args.fad_inf_unit)
+                rows.append({"Model": label, "FAD": run.value("fad"), "FAD∞": r.score, "slope": r.slope, "R²": r.r2,
+                             "unit": r.unit, "steps": len(r.points), "note": ""})
+                points[label] = r.as_dict()
+            except ValueError as exc:
+                rows.append({"Model": label, "FAD": run.value("fad"), "FAD∞": float("nan"), "slope": float("nan"),
+                             "R²": float("nan"), "unit": args.fad_inf_unit, "steps": 0, "note": str(exc)})
+        fi = pd.DataFrame(rows)
+        write_text(out / "fad_inf.csv", fi.to_csv(index=False, float_format="%.6g"))
+        write_text(out / "fad_inf.json", json.dumps(points, indent=2) + "\n")
+        written += [out / "fad_inf.csv", out / "fad_inf.json"]
+        md += "\n### FAD∞ (fadtk: FAD at " + f"{args.fad_inf_steps} subset sizes, linear fit in 1/n)\n\n"
+        md += "| Model | FAD | FAD∞ | slope | R² |\n|---|---:|---:|---:|---:|\n"
+        for r in rows:
+            if r["note"]:
+                md += f"| {r['Model']} | {r['FAD']:.3f} | – | – | – |\n"
+            else:
+                md += f"| {r['Model']} | {r['FAD']:.3f} | {r['FAD∞']:.3f} | {r['slope']:.4g} | {r['R²']:.3f} |\n"
+        notes = [f"- {r['Model']}: no FAD∞ ({r['note']})" for r in rows if r["note"]]
+        md += ("\n" + "\n".join(notes) + "\n") if notes else ""
+
+    if not args.no_plots:
+        from evalkit.report.plots import write_plots
+
+        written += write_plots(table, per_clip_values(runs), out)
+
+    print(md, end="")
+    print("\nwrote: " + ", ".join(str(p) for p in written), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,360 @@
+"""Regression check between two runs, for CI: ``python -m evalkit.compare BASELINE CURRENT``.
+
+BASELINE and CURRENT are run folders or ``summary.json`` files. For every metric of the baseline the headline value
+(``metrics.<name>.value``) is compared with the current one:
+
+- ``delta = current − baseline``; the *bad* direction comes from the summary's ``higher_is_better`` (defaults for the
+  card metrics: fad, kld lower is better; clap, chroma higher is better);
+- a tolerance is absolute (``0.05``) or relative to ``|baseline|`` (``"2%"``). Verdicts:
+  ``ok`` (within tolerance), ``improved`` (beyond tolerance in the good direction - consider updating the baseline),
+  ``regressed`` (beyond tolerance in the bad direction), ``missing`` (the baseline has the metric, the current run
+  has no finite value for it), ``new`` (only the current run has it; not checked);
+- the exit status is 0 when nothing regressed or went missing, 1 otherwise;
+- runs that are not comparable are refused with exit status 2 and the reasons: a different protocol, backbone
+  checkpoint (``checkpoint_sha256``) or random-weights flag for a shared metric, a different random-weights flag for
+  the run or its model, a different ``higher_is_better``, or a baseline marked ``"placeholder": true``.
+  A different model name or clip count is reported, not refused.
+
+Default tolerances (:data:`DEFAULT_TOLERANCES`), chosen to pass run-to-run noise of a full MusicCaps run and catch a
+protocol or pipeline change: fad 5 % (bootstrap spread of FAD on ~5.5k clips is a few %), kld 2 %, clap 2 %,
+chroma 2 %, any other metric 2 %. Override per metric with ``--tol fad=0.1 --tol clap=1%`` (``default=`` sets the
+fallback) or a YAML/JSON file (``--config``): ``{fad: 5%, kld: 0.03}`` or ``{tolerances: {fad: 5%}}``; flags win
+over the file.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from evalkit.report.rundir import HIGHER_IS_BETTER, RunFolderError, load_run
+
+DEFAULT_TOLERANCES: dict[str, str] = {"fad": "5%", "kld": "2%", "clap": "2%", "chroma": "2%"}
+DEFAULT_TOLERANCE = "2%"
+EXIT_OK, EXIT_REGRESSION, EXIT_REFUSED = 0, 1, 2
+#: float slack so that a move of exactly the tolerance is not a regression through rounding
+_SLACK = 1e-12
+
+
+class IncompatibleRuns(ValueError):
+    """The two runs measure different things; comparing their numbers would mislead."""
+
+    def __init__(self, reasons: Sequence[str]):
+        self.reasons = list(reasons)
+        super().__init__("refusing to compare: " + "; ".join(self.reasons))
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    value: float
+    relative: bool
+
+    @classmethod
+    def parse(cls, spec: "Tolerance | str | float | int") -> "Tolerance":
+        if isinstance(spec, Tolerance):
+            return spec
+        if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+            tol = cls(float(spec), False)
+        else:
+            s = str(spec).strip()
+            try:
+                tol = cls(float(s[:-1]) / 100.0, True) if s.endswith("%") else cls(float(s), False)
+            except ValueError:
+                raise ValueError(f"tolerance {spec!r}: expected a number (absolute) or a percentage like '2%'") from None
+        if not math.isfinite(tol.value) or tol.value < 0:
+            raise ValueError(f"tolerance {spec!r} must be a finite, non-negative number")
+        return tol
+
+    def allowed(self, baseline: float) -> float:
+        return self.value * abs(baseline) if self.relative else self.value
+
+    def __str__(self) -> str:
+        return f"{self.value * 100:g}%" if self.relative else f"{self.value:g}"
+
+
+@dataclass
+class Row:
+    metric: str
+    baseline: float
+    current: float
+    higher_is_better: bool | None
+    tolerance: Tolerance | None
+    verdict: str
+
+    @property
+    def delta(self) -> float:
+        return self.current - self.baseline
+
+    @property
+    def allowed(self) -> float:
+        return self.tolerance.allowed(self.baseline) if self.tolerance else float("nan")
+
+
+@dataclass
+class Comparison:
+    baseline: str
+    current: str
+    rows: list[Row]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[Row]:
+        return [r for r in self.rows if r.verdict in ("regressed", "missing")]
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_REGRESSION if self.failed else EXIT_OK
+
+
+# -- tolerances -----------------------------------------------------------------------------------------------------
+def load_tolerances(path: str | os.PathLike) -> dict[str, Tolerance]:
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    if isinstance(data, dict) and "tolerances" in data:
+        data = data["tolerances"]
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping metric -> tolerance (e.g. 'fad: 5%')")
+    return {str(k): Tolerance.parse(v) for k, v in data.items()}
+
+
+def parse_tol_flags(flags: Sequence[str]) -> dict[str, Tolerance]:
+    out = {}
+    for f in flags:
+        if "=" not in f:
+            raise ValueError(f"--tol {f!r}: expected METRIC=VALUE, e.g. fad=0.05 or clap=2%")
+        k, v = f.split("=", 1)
+        out[k.strip()] = Tolerance.parse(v)
+    return out
+
+
+def resolve_tolerances(*layers: Mapping[str, Any] | None) -> dict[str, Tolerance]:
+    """Defaults, then each layer in order (later wins). The key ``default`` is the fallback for other metrics."""
+    tol = {k: Tolerance.parse(v) for k, v in DEFAULT_TOLERANCES.items()}
+    tol["default"] = Tolerance.parse(DEFAULT_TOLERANCE)
+    for layer in layers:
+        for k, v in (layer or {}).items():
+            tol[k] = Tolerance.parse(v)
+    return tol
+
+
+# -- the check ------------------------------------------------------------------------------------------------------
+def _flag(d: Mapping[str, Any] | None, key: str) -> bool:
+    return bool((d or {}).get(key))
+
+
+def check_compatible(baseline: dict, current: dict) -> list[str]:
+    """Reasons the two summaries must not be compared (empty when they may be)."""
+    reasons = []
+    if baseline.get("placeholder"):
+        reasons.append(
+            "the baseline is a placeholder, not a real run - regenerate it from a run made the way CI makes the "
+            "current one and commit that summary.json"
+        )
+    if _flag(baseline, "random_weights") != _flag(current, "random_weights"):
+        reasons.append(
+            f"random_weights differs (baseline {_flag(baseline, 'random_weights')}, current "
+            f"{_flag(current, 'random_weights')}): numbers from random and released weights are not comparable"
+        )
+    bm, cm = baseline.get("model") or {}, current.get("model") or {}
+    if isinstance(bm, dict) and isinstance(cm, dict) and _flag(bm, "random_weights") != _flag(cm, "random_weights"):
+        reasons.append("the model's random_weights differs")
+    bmet, cmet = baseline.get("metrics") or {}, current.get("metrics") or {}
+    for name in [m for m in bmet if m in cmet]:
+        b, c = bmet[name] or {}, cmet[name] or {}
+        for key, what in (("protocol", "protocol"), ("checkpoint_sha256", "backbone checkpoint (checkpoint_sha256)"),
+                          ("random_weights", "backbone random_weights"), ("higher_is_better", "higher_is_better")):
+            if key in b and key in c and b[key] != c[key]:
+                reasons.append(f"{name}: {what} differs (baseline {b[key]!r}, current {c[key]!r})")
+    return reasons
+
+
+def _value(entry: Any) -> float:
+    if not isinstance(entry, dict):
+        return float("nan")
+    v = entry.get("value")
+    if v is None:
+        v = (entry.get("values") or {}).get(entry.get("primary"))
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _direction(name: str, *entries: Any) -> bool | None:
+    for e in entries:
+        if isinstance(e, dict) and "higher_is_better" in e:
+            return bool(e["higher_is_better"])
+    return HIGHER_IS_BETTER.get(name)
+
+
+def verdict(baseline: float, current: float, higher_is_better: bool | None, tol: Tolerance) -> str:
+    if not math.isfinite(current):
+        return "missing"
+    if not math.isfinite(baseline):
+        return "new"
+    if higher_is_better is None:
+        raise ValueError("a metric without a direction (higher_is_better) cannot be judged")
+    delta = current - baseline
+    bad = -delta if higher_is_better else delta
+    allowed = tol.allowed(baseline) + _SLACK * max(1.0, abs(baseline), abs(current))
+    if bad > allowed:
+        return "regressed"
+    if -bad > allowed:
+        return "improved"
+    return "ok"
+
+
+def compare_summaries(
+    baseline: dict,
+    current: dict,
+    tolerances: Mapping[str, Any] | None = None,
+    *,
+    baseline_name: str = "baseline",
+    current_name: str = "current",
+) -> Comparison:
+    """Compare two summary dicts. Raises :class:`IncompatibleRuns` when they must not be compared."""
+    reasons = check_compatible(baseline, current)
+    if reasons:
+        raise IncompatibleRuns(reasons)
+    tol = resolve_tolerances(tolerances)
+    bmet, cmet = baseline.get("metrics") or {}, current.get("metrics") or {}
+    rows = []
+    for name in list(bmet) + [m for m in cmet if m not in bmet]:
+        b, c = bmet.get(name), cmet.get(name)
+        hib = _direction(name, c, b)
+        t = tol.get(name, tol["default"])
+        bv, cv = _value(b), _value(c)
+        if name not in bmet or not math.isfinite(bv):
+            v = "new" if math.isfinite(cv) else "ok"
+            if not math.isfinite(bv) and not math.isfinite(cv):
+                v = "skipped"
+        else:
+            v = verdict(bv, cv, hib, t)
+        rows.append(Row(name, bv, cv, hib, t, v))
+    notes = []
+    bmod, cmod = baseline.get("model") or {}, current.get("model") or {}
+    bname = bmod.get("name") if isinstance(bmod, dict) else bmod
+    cname = cmod.get("name") if isinstance(cmod, dict) else cmod
+    if bname != cname:
+        notes.append(f"different models: baseline {bname!r}, current {cname!r}")
+    if baseline.get("n_clips") != current.get("n_clips"):
+        notes.append(f"different clip counts: baseline {baseline.get('n_clips')}, current {current.get('n_clips')}")
+    if current.get("random_weights"):
+        notes.append("random weights: these numbers check the pipeline, not a model's quality")
+    return Comparison(baseline_name, current_name, rows, notes)
+
+
+def compare_paths(baseline, current, tolerances: Mapping[str, Any] | None = None) -> Comparison:
+    b, c = load_run(baseline), load_run(current)
+    return compare_summaries(b.summary, c.summary, tolerances, baseline_name=str(b.summary_file),
+                             current_name=str(c.summary_file))
+
+
+# -- the report -----------------------------------------------------------------------------------------------------
+_ICON = {"ok": "✅ ok", "improved": "✅ improved", "regressed": "❌ regressed", "missing": "❌ missing",
+         "new": "🆕 new", "skipped": "– skipped"}
+
+
+def _num(x: float, fmt: str = ".5g") -> str:
+    return "–" if not math.isfinite(x) else format(x, fmt)
+
+
+def to_markdown(cmp: Comparison) -> str:
+    status = "❌ regression" if cmp.failed else "✅ no regression"
+    lines = [
+        f"## evalkit regression check: {status}",
+        "",
+        f"Baseline: `{cmp.baseline}`  ",
+        f"Current: `{cmp.current}`",
+        "",
+        "| metric | baseline | current | delta | tolerance | verdict |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for r in cmp.rows:
+        arrow = {True: " ↑", False: " ↓"}.get(r.higher_is_better, "")
+        if math.isfinite(r.baseline) and math.isfinite(r.current):
+            d = _num(r.delta, "+.4g")
+            if r.baseline != 0:
+                d += f" ({r.delta / abs(r.baseline):+.2%})"
+        else:
+            d = "–"
+        tol = "–" if r.tolerance is None else f"±{r.tolerance}"
+        if r.tolerance is not None and r.tolerance.relative and math.isfinite(r.baseline):
+            tol += f" (±{_num(r.allowed, '.3g')})"
+        lines.append(f"| {r.metric}{arrow} | {_num(r.baseline)} | {_num(r.current)} | {d} | {tol} | {_ICON[r.verdict]} |")
+    lines.append("")
+    lines.append("↑ higher is better, ↓ lower is better. Fails (exit 1) on `regressed` or `missing`.")
+    for n in cmp.notes:
+        lines.append(f"- note: {n}")
+    return "\n".join(lines) + "\n"
+
+
+def refusal_markdown(baseline: str, current: str, reasons: Sequence[str]) -> str:
+    return "\n".join(
+        ["## evalkit regression check: ⛔ refused", "", f"Baseline: `{baseline}`  ", f"Current: `{current}`", "",
+         "These runs are not comparable:"] + [f"- {r}" for r in reasons]
+    ) + "\n"
+
+
+# -- command line ---------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m evalkit.compare",
+        description="Compare a run with a baseline run; exit 1 on a regression beyond tolerance, 2 if not comparable.",
+        epilog="Default tolerances: " + ", ".join(f"{k}={v}" for k, v in DEFAULT_TOLERANCES.items())
+        + f", other metrics {DEFAULT_TOLERANCE}. Relative tolerances are fractions of |baseline|.",
+    )
+    p.add_argument("baseline", help="baseline run folder or summary.json")
+    p.add_argument("current", help="current run folder or summary.json")
+    p.add_argument("--tol", action="append", default=[], metavar="METRIC=VALUE",
+                   help="tolerance for one metric: absolute (fad=0.05) or relative (clap=2%%); default=... sets the fallback")
+    p.add_argument("--config", help="YAML/JSON file of tolerances ({fad: 5%%, kld: 0.03} or {tolerances: {...}})")
+    p.add_argument("--out", help="also write the markdown report to this file")
+    p.add_argument("--json", dest="json_out", help="also write the rows as JSON to this file")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        file_tol = load_tolerances(args.config) if args.config else {}
+        flag_tol = parse_tol_flags(args.tol)
+        b, c = load_run(args.baseline), load_run(args.current)
+    except (ValueError, OSError, RunFolderError) as exc:
+        print(f"evalkit.compare: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    try:
+        cmp = compare_summaries(b.summary, c.summary, {**file_tol, **flag_tol},
+                                baseline_name=str(b.summary_file), current_name=str(c.summary_file))
+    except IncompatibleRuns as exc:
+        text = refusal_markdown(str(b.summary_file), str(c.summary_file), exc.reasons)
+        print(text, end="")
+        print(f"evalkit.compare: {exc}", file=sys.stderr)
+        if args.out:
+            _write(args.out, text)
+        return EXIT_REFUSED
+    text = to_markdown(cmp)
+    print(text, end="")
+    if args.out:
+        _write(args.out, text)
+    if args.json_out:
+        def f(x: float) -> float | None:
+            return x if math.isfinite(x) else None
+
+        rows = [{"metric": r.metric, "baseline": f(r.baseline), "current": f(r.current), "delta": f(r.delta),
+                 "tolerance": str(r.tolerance), "allowed": f(r.allowed), "higher_is_better": r.higher_is_better,
+                 "verdict": r.verdict} for r in cmp.rows]
+        _write(args.json_out, json.dumps({"exit_code": cmp.exit_code, "rows": rows, "notes": cmp.notes}, indent=2) + "\n")
+    return cmp.exit_code
+
+
+def _write(path: str, text: str) -> None:
+    from evalkit.io import write_text
+
+    write_text(path, text)
