@@ -13,25 +13,21 @@ TINY_MODELS = {
     "tiny-melody": (1, 4, True),
     "tiny-stereo-melody": (2, 8, True),
 }
-TINY_VOCAB = 300  # 3 specials + 256 byte symbols, rounded up
+#: init std of the tiny decoders. The released default (0.02) gives near-uniform logits that the conditioning barely
+#: moves, so one random stream samples the same tokens for any prompt; 0.5 makes text and melody matter.
+TINY_INIT = 0.5
+TINY_VOCAB = 300  # 4 pieces + 94 ASCII + 64 Latin-1 characters, rounded up
 
 
 def tiny_tokenizer():
-    """A byte-level tokenizer built in memory (T5 specials: <pad>=0, </s>=1, <unk>=2; one token per UTF-8 byte;
-    ``</s>`` appended). Any caption encodes to real tokens, never to ``<unk>`` only."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
+    """A T5 (Unigram) tokenizer built in memory: T5's specials (<pad>=0, </s>=1, <unk>=2), the word-start marker
+    and one piece per printable character, so any caption encodes to real tokens, never to ``<unk>`` only. It saves
+    and reloads like a released T5 tokenizer (``save_pretrained`` / ``AutoProcessor.from_pretrained``)."""
+    from transformers import T5TokenizerFast
 
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
-    for ch in sorted(alphabet):
-        vocab[ch] = len(vocab)
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
-                                   model_max_length=512)
+    chars = [chr(c) for c in range(33, 127)] + [chr(c) for c in range(0xC0, 0x100)]
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)] + [(c, -3.0) for c in chars]
+    return T5TokenizerFast(vocab=vocab, extra_ids=0, model_max_length=512)
 
 
 def tiny_musicgen(name: str, seed: int = 0):
@@ -52,7 +48,8 @@ def tiny_musicgen(name: str, seed: int = 0):
                                   MusicgenMelodyForConditionalGeneration)
 
         dec = MusicgenMelodyDecoderConfig(vocab_size=2048, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                          ffn_dim=32, num_codebooks=n_cb, audio_channels=channels, max_position_embeddings=1024)
+                                          ffn_dim=32, num_codebooks=n_cb, audio_channels=channels, max_position_embeddings=1024,
+                                          initializer_factor=TINY_INIT)
         cfg = MusicgenMelodyConfig(text_encoder=t5.to_dict(), audio_encoder=enc.to_dict(), decoder=dec.to_dict(), num_chroma=12, chroma_length=235)
         model = MusicgenMelodyForConditionalGeneration(cfg)
         fe = MusicgenMelodyFeatureExtractor()
@@ -60,10 +57,17 @@ def tiny_musicgen(name: str, seed: int = 0):
         from transformers import MusicgenConfig, MusicgenDecoderConfig, MusicgenForConditionalGeneration
 
         dec = MusicgenDecoderConfig(vocab_size=2048, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                    ffn_dim=32, num_codebooks=n_cb, audio_channels=channels, max_position_embeddings=1024)
+                                    ffn_dim=32, num_codebooks=n_cb, audio_channels=channels, max_position_embeddings=1024,
+                                    initializer_factor=TINY_INIT)
         cfg = MusicgenConfig(text_encoder=t5, audio_encoder=enc, decoder=dec)
         model = MusicgenForConditionalGeneration(cfg)
         fe = None
+    # transformers leaves EnCodec's codebooks (buffers) at zero until trained: every code would decode to the same
+    # audio and no test could tell two generations apart. Give them random vectors (from the same seed).
+    g = torch.Generator().manual_seed(seed)
+    for name, buf in model.audio_encoder.named_buffers():
+        if name.endswith("codebook.embed"):
+            buf.copy_(torch.randn(buf.shape, generator=g))
     gc = model.generation_config
     gc.decoder_start_token_id = gc.pad_token_id = gc.bos_token_id = 2048  # as in the released generation_config.json
     return model.eval(), tiny_tokenizer(), fe
