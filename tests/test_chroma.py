@@ -174,7 +174,7 @@ def test_metric_matches_audiocraft_transcription():
             parts.append(_tones([k * DF for k in ks], rng.uniform(0.1, 0.5, 3), seconds=0.5, sr=48000)[0])
         return torch.cat(parts)[:n]
 
-    n = 48000 * 6
+    n = 48000 * 3
     gens = torch.stack([torch.stack([chord_seq(s, n), chord_seq(s + 10, n)]) for s in range(3)])
     refs = torch.stack([chord_seq(s + 20, n)[None] for s in range(3)]) + 0.01 * torch.randn(3, 1, n, generator=g)
     # audiocraft's update needs equal shapes: give it the references duplicated to 2 channels (mean = itself)

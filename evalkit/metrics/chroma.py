@@ -178,7 +178,10 @@ class ChromaCosineSimilarity(Metric):
         self.front = ChromaFrontEnd(self.recipe, self.device)
         self.sample_rate = int(self.recipe["sample_rate"])
         self.channels = int(self.recipe["channels"])
-        self.batch_size = int(self.recipe.get("batch_size") or 16)
+        # Pairs per batched STFT. On CPU the STFT is memory-bound and batching is slower than one pair at a time
+        # (benchmarks/bench_chroma.py: 0.4-0.8x), so the default there is 1; on CUDA 16.
+        bs = self.recipe.get("batch_size")
+        self.batch_size = int(bs) if bs else (16 if self.device.type == "cuda" else 1)
         self.add_state("cosine_sum", ())
         self.add_state("n_frames", ())
         self.add_state("n_clips", ())
