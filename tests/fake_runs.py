@@ -97,7 +97,11 @@ def make_run(
         arrays.update({f"{i}/_fad_ref_emb": ref[i] for i in ref})
         (folder / "embeddings").mkdir(exist_ok=True)
         np.savez(folder / "embeddings" / "fad.npz", **arrays)
-        values.setdefault("fad", fad_of(gen, ref))
+        if "fad" not in values:
+            try:
+                values["fad"] = fad_of(gen, ref)
+            except ValueError:  # fewer windows than dimensions: the run could not compute FAD either
+                values["fad"] = None
     for m in ("kld", "clap"):
         if m in clips:
             values.setdefault(m, float(clips[m].mean()))

@@ -173,42 +173,26 @@ def _clip_list(gen) -> list[np.ndarray]:
     return out
 
 
-def fad_bootstrap(
-    gen,
-    reference,
-    *,
-    n_boot: int = N_BOOT,
-    level: float = LEVEL,
-    seed: int = SEED,
-    metric: str = "fad",
-) -> Interval:
-    """Percentile interval of FAD, resampling clips.
+def fad_from_counts(gen, reference, counts) -> np.ndarray:
+    """FAD of each weighted resample: row ``j`` of ``counts`` ([draws, clips]) says how often each clip is drawn.
 
-    ``gen``: per-clip generated embeddings (``{clip id: [windows, dim]}`` or a sequence of arrays);
-    ``reference``: :class:`GaussianStats` or ``(mu, sigma)`` of the reference side, held fixed.
+    The generated side of draw j is the :class:`GaussianStats` of the drawn clips' windows, built from per-clip sums
+    (``Σ_c count·n_c``, ``Σ_c count·Σx``, ``Σ_c count·Σxxᵀ``) - identical to stacking the drawn clips' windows.
     """
     clips = _clip_list(gen)
     dim = clips[0].shape[1]
     mu_r, sigma_r = _as_reference(reference)
-    if mu_r.shape != (dim,):
-        raise ValueError(f"fad: reference statistics have dimension {mu_r.shape}, embeddings {dim}")
-    n = len(clips)
+    counts = np.atleast_2d(np.asarray(counts, np.float64))
+    n_draws, n = counts.shape
+    if n != len(clips):
+        raise ValueError(f"counts for {n} clips, {len(clips)} clips given")
     k = np.array([c.shape[0] for c in clips], np.float64)
     sums = np.stack([c.sum(0) for c in clips])  # [n, dim]
-
-    full = GaussianStats(dim)
-    for c in clips:
-        full.update(c)
-    mu_g, sigma_g = full.mean_cov("generated embeddings")
-    value = frechet_distance(mu_g, sigma_g, mu_r, sigma_r)
-
-    rng = _rng(seed, metric)
-    counts = _counts(rng, n, n_boot)  # [n_boot, n]
-    block = max(1, min(n_boot, _BLOCK_BYTES // (8 * dim * dim)))
+    block = max(1, min(n_draws, _BLOCK_BYTES // (8 * dim * dim)))
     clip_chunk = max(1, (_BLOCK_BYTES // 2) // (8 * dim * dim))
-    stats = np.empty(n_boot, np.float64)
-    for b0 in range(0, n_boot, block):
-        b1 = min(n_boot, b0 + block)
+    out = np.empty(n_draws, np.float64)
+    for b0 in range(0, n_draws, block):
+        b1 = min(n_draws, b0 + block)
         c = counts[b0:b1]
         outer = np.zeros((b1 - b0, dim * dim), np.float64)
         for s0 in range(0, n, clip_chunk):
@@ -220,7 +204,36 @@ def fad_bootstrap(
         for j in range(b1 - b0):
             g = GaussianStats(dim, n=int(round(ns[j])), sum=ss[j].copy(), sum_outer=outer[j].reshape(dim, dim))
             mu, sigma = g.mean_cov("generated embeddings (one bootstrap draw)")
-            stats[b0 + j] = frechet_distance(mu, sigma, mu_r, sigma_r)
+            out[b0 + j] = frechet_distance(mu, sigma, mu_r, sigma_r)
+    return out
+
+
+def fad_bootstrap(
+    gen,
+    reference,
+    *,
+    n_boot: int = N_BOOT,
+    level: float = LEVEL,
+    seed: int = SEED,
+    metric: str = "fad",
+) -> Interval:
+    """Bootstrap interval of FAD resampling clips (basic interval centred on the measured FAD; see the module doc).
+
+    ``gen``: per-clip generated embeddings (``{clip id: [windows, dim]}`` or a sequence of arrays);
+    ``reference``: :class:`GaussianStats` or ``(mu, sigma)`` of the reference side, held fixed.
+    """
+    clips = _clip_list(gen)
+    dim = clips[0].shape[1]
+    mu_r, sigma_r = _as_reference(reference)
+    if mu_r.shape != (dim,):
+        raise ValueError(f"fad: reference statistics have dimension {mu_r.shape}, embeddings {dim}")
+    full = GaussianStats(dim)
+    for c in clips:
+        full.update(c)
+    mu_g, sigma_g = full.mean_cov("generated embeddings")
+    value = frechet_distance(mu_g, sigma_g, mu_r, sigma_r)
+    n = len(clips)
+    stats = fad_from_counts(clips, (mu_r, sigma_r), _counts(_rng(seed, metric), n, n_boot))
     q_lo, q_hi = _percentile(stats, level)
     mean_star = float(stats.mean())
     return Interval(
