@@ -1,0 +1,117 @@
+"""CLAP text consistency throughput: evalkit's batched update vs per-clip calls, in one run on one device.
+
+Per-clip baselines (same model, same weights, same audio):
+  * laion_clap's ``CLAP_Module.get_audio_embedding_from_data`` + ``get_text_embedding`` called once per clip
+    (the loop stable-audio-metrics and most scripts run);
+  * evalkit's ``ClapScore.update`` called with one clip at a time.
+Clips are 10 s stereo at 32 kHz (MusicGen output), so every path includes the 32 -> 48 kHz resampling.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_clap.py                   # tiny random model, CPU
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_clap.py --size full --device cuda --clips 64 --batch 16
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+from evalkit.audio import convert_audio  # noqa: E402
+from evalkit.metrics.base import Clip, resolve_recipe  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def recipe(size: str, batch: int) -> dict:
+    node = yaml.safe_load((REPO / "conf/metrics/clap.yaml").read_text())
+    node.pop("defaults")
+    node["protocols"] = {"audiocraft": yaml.safe_load((REPO / "conf/metrics/clap/audiocraft.yaml").read_text())}
+    node.update(model_size=size, checkpoint="random", batch_size=batch)
+    r = resolve_recipe(node)
+    r["backbone_weights"] = "random"
+    return r
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", default="tiny", choices=["tiny", "full"])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--clips", type=int, default=16)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from evalkit.metrics.clap import ClapScore
+
+    t0 = time.perf_counter()
+    metric = ClapScore(recipe(args.size, args.batch), device=args.device)
+    build_s = time.perf_counter() - t0
+    g = torch.Generator().manual_seed(0)
+    clips = [Clip(id=f"c{i:04d}", caption=f"clip {i}: a mellow jazz trio with brushed drums and upright bass",
+                  audio=0.1 * torch.randn(2, 320000, generator=g), sample_rate=32000) for i in range(args.clips)]
+
+    from laion_clap import CLAP_Module
+
+    laion = CLAP_Module.__new__(CLAP_Module)
+    torch.nn.Module.__init__(laion)
+    laion.enable_fusion = False
+    laion.model = metric.embedder.model
+    laion.model_cfg = metric.embedder.model_cfg
+    laion.tokenize = metric.tokenizer
+
+    def laion_per_clip():
+        for c in clips:
+            wav = convert_audio(c.audio, c.sample_rate, 48000, 1)[:, 0].to(args.device)  # [1, T]
+            with torch.no_grad():
+                a = laion.get_audio_embedding_from_data(wav, use_tensor=True)
+                t = laion.get_text_embedding([c.caption], use_tensor=True)
+            torch.nn.functional.cosine_similarity(a, t, dim=1, eps=1e-8).cpu()
+
+    def evalkit_per_clip():
+        metric.reset()
+        for c in clips:
+            metric.update([c])
+
+    def evalkit_batched():
+        metric.reset()
+        for i in range(0, len(clips), args.batch):
+            metric.update(clips[i:i + args.batch])
+
+    # warm-up (allocator, oneDNN/cuDNN kernels)
+    metric.update(clips[:min(args.batch, len(clips))])
+    metric.reset()
+    results = {}
+    for name, fn in [("laion_clap per-clip", laion_per_clip), ("evalkit per-clip", evalkit_per_clip),
+                     ("evalkit batched", evalkit_batched)]:
+        sync(args.device)
+        t = time.perf_counter()
+        fn()
+        sync(args.device)
+        results[name] = len(clips) / (time.perf_counter() - t)
+
+    dev = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu x{torch.get_num_threads()} threads"
+    print(f"CLAP bench: model_size={args.size}, device={args.device} ({dev}), {len(clips)} clips of 10 s stereo "
+          f"32 kHz, batch={args.batch}, build {build_s:.1f} s")
+    for name, v in results.items():
+        print(f"  {name:22s} {v:8.2f} clips/s")
+    base = results["laion_clap per-clip"]
+    print(f"  ratio batched / laion_clap per-clip: {results['evalkit batched'] / base:.2f}x; "
+          f"batched / evalkit per-clip: {results['evalkit batched'] / results['evalkit per-clip']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

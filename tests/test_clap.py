@@ -1,0 +1,281 @@
+"""CLAP text consistency: parity with laion_clap's own CLAP_Module methods on the same (shrunken, random) weights,
+the deterministic crop, laion_clap's repeat-pad rule, pairing by id, silent audio, checkpoint loading, state."""
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from evalkit.metrics.base import Clip, resolve_recipe
+from tests.conftest import REPO, chord, noise, sine
+
+SR = 48000
+N = 480000
+
+
+def clap_recipe(**over) -> dict:
+    """conf/metrics/clap.yaml + its audiocraft protocol file, resolved as the run does, shrunken random model."""
+    node = yaml.safe_load((REPO / "conf/metrics/clap.yaml").read_text())
+    node.pop("defaults")
+    node["protocols"] = {"audiocraft": yaml.safe_load((REPO / "conf/metrics/clap/audiocraft.yaml").read_text())}
+    node.update(model_size="tiny", checkpoint="random")
+    node.update(over)
+    recipe = resolve_recipe(node)
+    recipe["backbone_weights"] = "random" if node["checkpoint"] == "random" else "released"
+    return recipe
+
+
+@pytest.fixture(scope="module")
+def metric():
+    from evalkit.metrics.clap import ClapScore
+
+    return ClapScore(clap_recipe())
+
+
+@pytest.fixture(scope="module")
+def laion(metric):
+    """laion_clap's CLAP_Module around the *same* model and tokenizer (its __init__ would fetch roberta-base)."""
+    from laion_clap import CLAP_Module
+
+    mod = CLAP_Module.__new__(CLAP_Module)
+    torch.nn.Module.__init__(mod)
+    mod.enable_fusion = False
+    mod.model = metric.embedder.model
+    mod.model_cfg = metric.embedder.model_cfg
+    mod.tokenize = metric.tokenizer
+    return mod
+
+
+def ours(metric, waves_48k):
+    prepared = [metric.prepare(Clip(id=str(i), caption="x", audio=w[None], sample_rate=SR))
+                for i, w in enumerate(waves_48k)]
+    return metric.embedder.embed_audio([p[0] for p in prepared], [p[1] for p in prepared])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def test_recipe_is_audiocrafts(metric):
+    from evalkit.backbones.clap import ROBERTA_BASE, laion_model_config
+    from evalkit.registry import get_metric
+
+    r = clap_recipe(model_size="full", checkpoint=None)
+    assert (r["protocol"], r["amodel"], r["enable_fusion"], r["sample_rate"], r["max_samples"]) == \
+        ("audiocraft", "HTSAT-base", False, 48000, 480000)
+    assert (r["fill"], r["crop"], r["quantize_int16"], r["cosine_eps"]) == ("repeatpad", "start", False, 1e-8)
+    assert (r["tokenizer_name"], r["text_max_length"], r["text_padding"], r["text_truncation"]) == \
+        ("roberta-base", 77, "max_length", True)
+    assert r["checkpoint_file"] == "music_audioset_epoch_15_esc_90.14.pt"
+    assert r["checkpoint_url"] == ("https://huggingface.co/lukewys/laion_clap/resolve/main/"
+                                   "music_audioset_epoch_15_esc_90.14.pt")
+    assert r["drop_state_keys"] == ["text_branch.embeddings.position_ids"]
+    assert clap_recipe(crop="center")["crop"] == "center"  # a user override wins over the protocol
+    audio_cfg = laion_model_config("HTSAT-base")["audio_cfg"]
+    assert (audio_cfg["sample_rate"], audio_cfg["clip_samples"], audio_cfg["model_name"]) == (48000, 480000, "base")
+    # roberta-base config.json, not transformers' RobertaConfig() defaults (512 positions, 2 types, eps 1e-12)
+    assert (ROBERTA_BASE["max_position_embeddings"], ROBERTA_BASE["type_vocab_size"], ROBERTA_BASE["layer_norm_eps"],
+            ROBERTA_BASE["pad_token_id"], ROBERTA_BASE["vocab_size"]) == (514, 1, 1e-5, 1, 50265)
+    text_cfg = metric.embedder.model.text_branch.config
+    assert (text_cfg.layer_norm_eps, text_cfg.pad_token_id, text_cfg.type_vocab_size) == (1e-5, 1, 1)
+    cls = get_metric("clap")
+    assert cls is type(metric)
+    assert (cls.name, cls.primary, cls.higher_is_better, cls.needs_reference, cls.card_column) == \
+        ("clap", "clap", True, False, "Text Consistency")
+
+
+def test_audio_parity_with_laion_clap_exact_length_and_repeatpad(metric, laion):
+    waves = [noise(SR, 10.0, 0.1, seed=1)[0], chord([220, 277, 330], SR, 150001 / SR)[0], sine(880, SR, 7000 / SR)[0]]
+    assert [w.shape[0] for w in waves] == [480000, 150001, 7000]
+    ref = laion.get_audio_embedding_from_data(waves, use_tensor=True).detach()
+    got = ours(metric, waves)
+    assert got.shape == (3, 512)
+    assert torch.allclose(got, ref, rtol=0, atol=1e-5), (got - ref).abs().max()
+    assert torch.allclose(got.norm(dim=1), torch.ones(3), atol=1e-5)
+    # the three clips do not collapse onto one embedding (the comparison above is not vacuous)
+    assert (got[0] - got[1]).abs().max() > 1e-3 and (got[1] - got[2]).abs().max() > 1e-3
+
+
+def test_repeatpad_rule_is_laion_claps():
+    from evalkit.backbones.clap import fit_to_length
+
+    x = torch.arange(1, 150002, dtype=torch.float32)  # 150001 samples: int(480000 / 150001) = 3 copies
+    y, longer = fit_to_length(x, N)
+    assert not longer and y.shape == (N,)
+    assert torch.equal(y[:150001], x) and torch.equal(y[150001:300002], x) and torch.equal(y[300002:450003], x)
+    assert torch.count_nonzero(y[450003:]) == 0
+    y, _ = fit_to_length(x[:7], 20, fill="repeat")
+    assert y.tolist() == [1, 2, 3, 4, 5, 6, 7] * 2 + [1, 2, 3, 4, 5, 6]
+    y, _ = fit_to_length(x[:7], 20, fill="pad")
+    assert y.tolist() == [1, 2, 3, 4, 5, 6, 7] + [0] * 13
+    exact = torch.arange(N, dtype=torch.float32)
+    y, longer = fit_to_length(exact, N)
+    assert not longer and torch.equal(y, exact)
+
+
+def test_text_parity_with_laion_clap(metric, laion):
+    captions = ["A calm piano melody with soft strings.", "Heavy metal: distorted guitars, double-kick drums ♪",
+                "lo-fi " * 40]  # the last one is truncated to 77 tokens
+    ref = laion.get_text_embedding(captions, use_tensor=True).detach()
+    got = metric.embedder.embed_text(captions)
+    assert torch.allclose(got, ref, rtol=0, atol=1e-5), (got - ref).abs().max()
+    assert (got[0] - got[1]).abs().max() > 1e-3
+
+
+def test_long_audio_crop_is_deterministic_unlike_laion_clap(metric, laion):
+    from evalkit.backbones.clap import fit_to_length
+    from evalkit.metrics.clap import ClapScore
+
+    long = noise(SR, 12.5, 0.1, seed=3)[0]  # 600,000 samples
+    clip = Clip(id="long", caption="noise burst", audio=long[None], sample_rate=SR)
+    first = metric.update([clip])["long"]["clap"]
+    second_run = ClapScore(clap_recipe()).update([clip])["long"]["clap"]
+    assert first == second_run  # bit for bit, a fresh model from the same seed
+    # crop=start keeps the first 480,000 samples: laion_clap's embedding of exactly those (no randomness there)
+    start = laion.get_audio_embedding_from_data(long[None, :N], use_tensor=True).detach()
+    assert torch.allclose(ours(metric, [long]), start, atol=1e-5)
+    centre, longer = fit_to_length(long, N, crop="center")
+    assert longer and torch.equal(centre, long[60000:540000])
+    assert torch.equal(fit_to_length(long, N, crop="end")[0], long[-N:])
+    ref_c = laion.get_audio_embedding_from_data(long[None, 60000:540000], use_tensor=True).detach()
+    assert torch.allclose(metric.embedder.embed_audio([centre], [True]), ref_c, atol=1e-5)
+    # laion_clap itself picks a random offset (np.random): two draws, two embeddings (LAION-AI/CLAP issue 166)
+    state = np.random.get_state()
+    try:
+        np.random.seed(0)
+        a = laion.get_audio_embedding_from_data(long[None], use_tensor=True).detach()
+        np.random.seed(1)
+        b = laion.get_audio_embedding_from_data(long[None], use_tensor=True).detach()
+    finally:
+        np.random.set_state(state)
+    assert (a - b).abs().max() > 1e-6
+
+
+def test_score_is_cosine_and_pairs_by_id_not_by_order(metric):
+    captions = {"yt_a": "a slow sad violin solo", "yt_b": "fast techno beat with synth bass",
+                "yt_c": "children's choir singing", "yt_d": "white noise"}
+    audio = {"yt_a": sine(440, 32000, 10.0)[None, 0], "yt_b": chord([110, 165], 32000, 10.0),
+             "yt_c": sine(660, 32000, 4.0, channels=2), "yt_d": noise(32000, 10.0, seed=9)}
+    clips = [Clip(id=k, caption=captions[k], audio=audio[k], sample_rate=32000) for k in captions]
+    metric.reset()
+    by_order = metric.update(clips)
+    mean_1 = metric.compute()["clap"]
+    metric.reset()
+    shuffled = clips[:]
+    random.Random(4).shuffle(shuffled)
+    assert [c.id for c in shuffled] != [c.id for c in clips]
+    metric.batch_size = 2  # other batch boundaries too
+    try:
+        by_shuffle = metric.update(shuffled)
+    finally:
+        metric.batch_size = 8
+    mean_2 = metric.compute()["clap"]
+    assert set(by_order) == set(by_shuffle) == set(captions)
+    for k in captions:
+        assert by_order[k]["clap"] == pytest.approx(by_shuffle[k]["clap"], abs=1e-6)
+    assert mean_1 == pytest.approx(mean_2, abs=1e-7)
+    # independently: cosine(audio_i, text_i) (the diagonal), and not any other caption's cosine
+    ids = list(captions)
+    a = ours_from_clips(metric, clips)
+    t = metric.embedder.embed_text([captions[k] for k in ids])
+    cross = torch.nn.functional.cosine_similarity(a[:, None, :], t[None, :, :], dim=-1)
+    for i, k in enumerate(ids):
+        assert by_order[k]["clap"] == pytest.approx(cross[i, i].item(), abs=1e-6)
+        others = [abs(by_order[k]["clap"] - cross[i, j].item()) for j in range(len(ids)) if j != i]
+        assert min(others) > 1e-5
+    assert mean_1 == pytest.approx(float(np.mean([cross[i, i].item() for i in range(len(ids))])), abs=1e-6)
+    assert metric.state["count"] == 4 and metric.state["n_skipped"] == 0
+
+
+def ours_from_clips(metric, clips):
+    prepared = [metric.prepare(c) for c in clips]
+    return metric.embedder.embed_audio([p[0] for p in prepared], [p[1] for p in prepared])
+
+
+def test_prepare_resamples_then_downmixes_like_audiocraft(metric):
+    import julius
+
+    x = torch.cat([sine(440, 32000, 10.0), noise(32000, 10.0, seed=2)], dim=0)  # stereo, 10 s at 32 kHz
+    wav, longer = metric.prepare(Clip(id="s", caption="c", audio=x, sample_rate=32000))
+    expect = julius.resample_frac(x, 32000, 48000).mean(dim=0)
+    assert wav.shape == (N,) and not longer  # 10 s at 32 kHz = exactly 480,000 samples at 48 kHz
+    assert torch.equal(wav, expect)
+
+
+def test_silent_audio_gives_a_finite_score_and_eps_guards_zero_vectors(metric):
+    metric.reset()
+    out = metric.update([Clip(id="quiet", caption="silence", audio=torch.zeros(1, 320000), sample_rate=32000)])
+    value = out["quiet"]["clap"]
+    assert math.isfinite(value) and -1.0 <= value <= 1.0
+    assert metric.compute()["clap"] == pytest.approx(value, abs=1e-7)
+    zero = metric.cosine(torch.zeros(1, 512), torch.randn(1, 512))
+    assert torch.isfinite(zero).all() and zero.item() == 0.0
+
+
+def test_unusable_clips_are_skipped_and_counted(metric):
+    metric.reset()
+    out = metric.update([
+        Clip(id="empty", caption="x", audio=torch.zeros(1, 0), sample_rate=32000),
+        Clip(id="nan", caption="x", audio=torch.full((1, 1000), float("nan")), sample_rate=32000),
+        Clip(id="nocap", caption="  ", audio=sine(440, 32000, 1.0), sample_rate=32000),
+    ])
+    assert out == {"empty": {"clap_skipped": "empty audio"},
+                   "nan": {"clap_skipped": "audio holds NaN or infinite samples"},
+                   "nocap": {"clap_skipped": "empty caption"}}
+    assert metric.state["n_skipped"] == 3 and metric.state["count"] == 0
+    with pytest.raises(ValueError, match="no clip was scored"):
+        metric.compute()
+    with pytest.raises(ValueError, match="twice"):
+        metric.update([Clip(id="d", caption="x", audio=sine(440, 32000, 1.0), sample_rate=32000)] * 2)
+
+
+def test_states_merge_by_addition(metric):
+    from evalkit.metrics.clap import ClapScore
+
+    clips = [Clip(id=f"m{i}", caption=f"tone number {i}", audio=sine(220 * (i + 1), 48000, 1.0), sample_rate=48000)
+             for i in range(2)]
+    metric.reset()
+    metric.update(clips)
+    whole = metric.compute()["clap"]
+    saved_all = metric.state_dict()
+    metric.reset()
+    metric.update(clips[:1])
+    part_a = metric.state_dict()
+    metric.reset()
+    metric.update(clips[1:])
+    other = object.__new__(ClapScore)
+    other.state = metric.state_dict()
+    metric.load_state_dict(part_a)
+    metric.merge(other)
+    assert metric.state["count"] == 2 == saved_all["count"]
+    assert metric.compute()["clap"] == pytest.approx(whole, abs=1e-7)
+
+
+def test_checkpoint_file_is_loaded_and_described(tmp_path):
+    from evalkit.backbones.clap import ClapError, build_clap
+    from evalkit.io import sha256_file
+    from evalkit.metrics.clap import ClapScore
+
+    source, _ = build_clap("tiny", vocab_size=261, seed=1)
+    sd = {f"module.{k}": v for k, v in source.state_dict().items()}
+    sd["module.text_branch.embeddings.position_ids"] = torch.arange(80)[None]  # as in the released files
+    path = tmp_path / "tiny_clap.pt"
+    torch.save({"epoch": 15, "state_dict": sd}, path)
+    m = ClapScore(clap_recipe(checkpoint=str(path), tokenizer="tiny"))
+    d = m.describe()
+    assert (d["checkpoint"], d["checkpoint_sha256"], d["random_weights"]) == ("tiny_clap.pt", sha256_file(path), False)
+    assert d["protocol"] == "audiocraft" and d["tokenizer"].startswith("evalkit:tiny") and d["model_size"] == "tiny"
+    for (k, v), (k2, v2) in zip(m.embedder.model.state_dict().items(), source.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2), k
+    bad = {k: v for k, v in sd.items() if "logit_scale_a" not in k}
+    torch.save({"state_dict": bad}, tmp_path / "bad.pt")
+    with pytest.raises(ClapError, match="logit_scale_a"):
+        ClapScore(clap_recipe(checkpoint=str(tmp_path / "bad.pt"), tokenizer="tiny"))
+
+
+def test_describe_random_mode(metric):
+    d = metric.describe()
+    assert d["random_weights"] is True and d["checkpoint"] == "random:music_audioset_epoch_15_esc_90.14.pt"
+    assert d["checkpoint_sha256"] is None and d["crop"] == "start" and d["fill"] == "repeatpad"
+    assert d["quantize_int16"] is False
