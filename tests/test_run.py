@@ -1,0 +1,109 @@
+"""A whole run through the real config: Hydra composition, the run folder's contents, folder mode, missing
+references, and the run identity that makes resuming safe."""
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import soundfile as sf
+from hydra import compose, initialize_config_dir
+
+from evalkit.audio import save_audio
+from evalkit.data.references import synth_clip
+from evalkit.run import RunError, run
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+FAST = ["generation.duration=1.0", "progress=false", "batch_size=2", "metric_batch_size=2"]
+
+
+def cfg(*overrides):
+    with initialize_config_dir(config_dir=CONF, version_base=None):
+        return compose("config", overrides=list(overrides))
+
+
+def test_default_config_is_the_offline_demo_and_real_models_are_real():
+    demo = cfg()
+    assert demo.model.name == "tiny-stereo" and demo.dataset.name == "demo"
+    assert demo.backbone_weights == "random" and demo.reference.synthesize is True
+    assert sorted(demo.metrics) == ["clap", "fad", "kld"]
+    real = cfg("model=stereo-medium")
+    assert real.model.hub_id == "facebook/musicgen-stereo-medium" and real.dataset.name == "musiccaps"
+    assert real.backbone_weights == "released" and real.reference.synthesize is False
+    assert real.generation.top_k == 250 and real.generation.guidance_scale == 3.0 and real.precision == "fp32"
+    mel = cfg("model=melody")
+    assert sorted(mel.metrics) == ["chroma", "clap", "fad", "kld"]
+    assert cfg("metrics=[]").get("metrics") is None
+    assert cfg("model=tiny-mono", "dataset=musiccaps").dataset.name == "musiccaps"
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    c = cfg(*FAST, "metrics=[chroma]", "dataset.limit=3")
+    return out, run(c, out), c
+
+
+def test_run_folder_contents(demo_run):
+    out, summary, c = demo_run
+    for f in ("config.yaml", "manifest.json", "summary.json", "clips.parquet"):
+        assert (out / f).is_file(), f
+    assert summary == json.loads((out / "summary.json").read_text())
+    assert summary["random_weights"] is True and "RANDOM WEIGHTS" in summary["note"]
+    assert summary["model"]["name"] == "tiny-stereo" and summary["n_clips"] == 3 and summary["n_missing_reference"] == 0
+    ch = summary["metrics"]["chroma"]
+    assert ch["card_column"] == "Chroma Cosine Similarity" and ch["n_clips"] == 3 and 0.0 <= ch["value"] <= 1.0
+    df = pd.read_parquet(out / "clips.parquet")
+    assert len(df) == 3 and {"id", "caption", "audio_path", "reference_path", "seed", "chroma"} <= set(df.columns)
+    for _, r in df.iterrows():
+        info = sf.info(r.audio_path)
+        assert (info.samplerate, info.channels, info.frames, info.format) == (32000, 2, 32000, "FLAC")
+        assert Path(r.audio_path).stem == r.id
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "finished" and manifest["seed"] == 0 and manifest["git_sha"]
+    assert manifest["versions"]["torch"] and manifest["device"] == "cpu"
+    # the batch seeds recorded in clips.parquet are the ones in generation/
+    meta = [json.loads(p.read_text()) for p in sorted((out / "generation").glob("batch-*.json"))]
+    seeds = {i: m["seed"] for m in meta for i in m["ids"]}
+    assert dict(zip(df.id, df.seed)) == seeds
+
+
+def test_rerun_same_config_resumes_without_regenerating(demo_run):
+    out, summary, c = demo_run
+    mtimes = {p: p.stat().st_mtime_ns for p in (out / "audio").iterdir()}
+    again = run(c, out)
+    assert again["metrics"] == summary["metrics"]
+    assert {p: p.stat().st_mtime_ns for p in (out / "audio").iterdir()} == mtimes
+
+
+def test_another_config_in_the_same_folder_is_refused(demo_run):
+    out, _, _ = demo_run
+    with pytest.raises(RunError, match="differs in: seed"):
+        run(cfg(*FAST, "metrics=[chroma]", "dataset.limit=3", "seed=7"), out)
+
+
+def test_folder_mode_with_a_missing_reference(tmp_path):
+    gen, ref = tmp_path / "gen", tmp_path / "ref"
+    prompts = tmp_path / "p.csv"
+    prompts.write_text("id,caption\nc1,organ chorale\nc2,string chords\nc3,lofi noise\n", encoding="utf-8")
+    for k in ("c1", "c2", "c3"):
+        save_audio(gen / f"{k}.wav", synth_clip(k, 32000, 1.0), 32000)
+    for k in ("c1", "c2"):
+        save_audio(ref / f"{k}.flac", synth_clip(k, 32000, 1.0), 32000)
+    save_audio(ref / "zz.flac", synth_clip("zz", 32000, 1.0), 32000)  # not in the prompt set
+    c = cfg("model=folder", f"model.dir={gen}", "dataset=prompts", f"dataset.path={prompts}", f"reference.dir={ref}",
+            "metrics=[chroma]", "progress=false")
+    s = run(c, tmp_path / "out")
+    assert s["random_weights"] is False and s["n_missing_reference"] == 1 and s["missing_reference_ids"] == ["c3"]
+    assert s["extra_reference_ids"] == ["zz"]
+    assert s["metrics"]["chroma"]["n_clips"] == 2
+    # identical audio on both sides: chroma agrees on every frame
+    assert s["metrics"]["chroma"]["value"] == pytest.approx(1.0)
+    df = pd.read_parquet(tmp_path / "out" / "clips.parquet").set_index("id")
+    assert df.loc["c3", "chroma_skipped"] == "no reference clip" and pd.isna(df.loc["c3", "chroma"])
+    assert df.loc["c1", "audio_path"] == str(gen / "c1.wav")
+
+
+def test_melody_model_without_references_is_a_clear_error(tmp_path):
+    c = cfg("model=tiny-melody", *FAST, "reference.synthesize=false", "metrics=[]")
+    with pytest.raises(RunError, match="melody.source=none"):
+        run(c, tmp_path)
