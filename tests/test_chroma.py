@@ -326,6 +326,19 @@ def test_batched_equals_per_clip_and_merge_adds():
     assert whole.state["n_skipped"] == 1
 
 
+def test_non_finite_audio_is_skipped_with_reason():
+    bad = torch.zeros(1, SR)
+    bad[0, 5] = float("nan")
+    good = _tones(TRIAD, [0.3, 0.24, 0.24], seconds=1.0)
+    m = ChromaCosineSimilarity(RECIPE)
+    out = m.update([Clip("g", "", bad, SR, good, SR), Clip("r", "", good, SR, bad, SR),
+                    Clip("e", "", good, SR, torch.zeros(1, 0), SR), Clip("ok", "", good, SR, good, SR)])
+    assert out["g"] == {"chroma_skipped": "generated audio: the audio holds NaN or infinite samples"}
+    assert out["r"] == {"chroma_skipped": "reference audio: the audio holds NaN or infinite samples"}
+    assert out["e"] == {"chroma_skipped": "empty reference audio"}
+    assert m.state["n_skipped"] == 3 and m.compute() == {"chroma": 1.0, "n_frames": 8.0, "n_clips": 1.0}
+
+
 def test_compute_without_frames_raises():
     m = ChromaCosineSimilarity(RECIPE)
     m.update([Clip("x", "", torch.zeros(1, SR), SR)])

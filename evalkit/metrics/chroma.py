@@ -42,7 +42,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from evalkit.audio import check_finite, convert_audio, crop_or_pad
+from evalkit.audio import AudioError, check_finite, convert_audio, crop_or_pad
 from evalkit.metrics.base import Clip, Metric
 from evalkit.registry import register_metric
 
@@ -189,8 +189,11 @@ class ChromaCosineSimilarity(Metric):
     def _prepare(self, clip: Clip) -> tuple[torch.Tensor, torch.Tensor] | str:
         if clip.reference is None or clip.reference_sr is None:
             return "no reference audio"
-        check_finite(clip.audio, f"{clip.id} (generated)")
-        check_finite(clip.reference, f"{clip.id} (reference)")
+        for wav, what in ((clip.audio, "generated"), (clip.reference, "reference")):
+            try:
+                check_finite(wav, f"{what} audio")
+            except AudioError as exc:
+                return str(exc)
         ref = convert_audio(clip.reference.float(), clip.reference_sr, self.sample_rate, self.channels)[0]
         if ref.shape[-1] == 0:
             return "empty reference audio"
