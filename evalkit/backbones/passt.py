@@ -11,15 +11,17 @@ random). The loading steps mirror ``hear21passt/models/helpers/vit_helpers.py: l
 The front end (:class:`PasstMel`) is ``hear21passt/models/preprocess.py: AugmentMelSTFT`` in eval mode (no fmin/fmax
 jitter, no SpecAugment masking): pre-emphasis ``[-0.97, 1]``, ``torch.stft(n_fft, hop, win, periodic=False Hann,
 center=True, reflect)``, power, Kaldi mel banks (``torchaudio.compliance.kaldi.get_mel_banks``, padded by one zero
-column), ``log(mel + 1e-5)``, ``(x + 4.5) / 5``. Two differences that do not change a value: the mel bank is built
-once instead of at every call, and the STFT is taken with ``return_complex=True`` + ``view_as_real`` (the
-package's ``return_complex=False`` is deprecated in torch and is the same computation). ``tests/test_kld_passt.py``
-checks both against the package's own modules.
+column), ``log(mel + 1e-5)``, ``(x + 4.5) / 5``. Three differences that do not change a value (the output is
+bit-identical here): the mel bank is built once instead of at every call; the pre-emphasis is ``x[1:] - 0.97 x[:-1]``
+instead of a 2-tap ``conv1d`` (ten times faster on 20 s inputs); the STFT is taken with ``return_complex=True`` +
+``view_as_real`` (the package's ``return_complex=False`` is deprecated in torch and is the same computation).
+``tests/test_kld_passt.py`` checks the front end and the whole forward pass against the package's own modules.
 """
 from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -60,9 +62,6 @@ class PasstMel(nn.Module):
 
         self.cfg = cfg
         self.register_buffer("window", torch.hann_window(cfg.win_length, periodic=False), persistent=False)
-        self.register_buffer(
-            "preemphasis_kernel", torch.tensor([[[-cfg.preemphasis, 1.0]]], dtype=torch.float32), persistent=False
-        )
         banks, _ = torchaudio.compliance.kaldi.get_mel_banks(
             cfg.n_mels, cfg.n_fft, float(cfg.sample_rate), cfg.fmin, cfg.fmax,
             vtln_low=100.0, vtln_high=-500.0, vtln_warp_factor=1.0,
@@ -71,7 +70,8 @@ class PasstMel(nn.Module):
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         c = self.cfg
-        x = nn.functional.conv1d(wav.unsqueeze(1), self.preemphasis_kernel).squeeze(1)
+        # = conv1d(wav, [[[-p, 1]]]) bit for bit (checked in the tests), ten times faster on long inputs
+        x = wav[..., 1:] + (-c.preemphasis) * wav[..., :-1]
         spec = torch.stft(x, c.n_fft, hop_length=c.hop_length, win_length=c.win_length, window=self.window,
                           center=True, normalized=False, return_complex=True)
         power = torch.view_as_real(spec).pow(2).sum(dim=-1)
@@ -99,7 +99,10 @@ class PasstClassifier(nn.Module):
     @torch.inference_mode()
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         specs = self.mel(wav).unsqueeze(1)
-        logits, _features = self.net(specs)
+        with warnings.catch_warnings():
+            # PatchEmbed warns whenever the input is not the full input_tdim (10 s into the 20 s model: always)
+            warnings.filterwarnings("ignore", message="Input image size")
+            logits, _features = self.net(specs)
         return logits
 
 
@@ -152,13 +155,13 @@ def load_weights(net: nn.Module, state: Mapping[str, torch.Tensor], what: str) -
     one-channel patch embedding, then a strict ``load_state_dict`` (a mismatch names the keys)."""
     from hear21passt.models.passt import adapt_input_conv, checkpoint_filter_fn
 
-    state = checkpoint_filter_fn(dict(state), net)
-    key = "patch_embed.proj.weight"
-    if key in state:
-        state[key] = adapt_input_conv(1, state[key])
     try:
+        state = checkpoint_filter_fn(dict(state), net)
+        key = "patch_embed.proj.weight"
+        if key in state:
+            state[key] = adapt_input_conv(1, state[key])
         net.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
+    except (KeyError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{what}: the state dict does not fit this PaSST ({exc})") from exc
 
 
