@@ -4,9 +4,10 @@ Bootstrap (percentile method, seeded). The unit resampled is always the **clip**
 
 - per-clip metrics (``kld``, ``clap``, ``chroma``; columns of ``clips.parquet``): each draw resamples the clips with
   replacement and takes the mean of their values. A metric whose score is a mean over frames or chunks rather than
-  over clips (chroma: Σ per-frame cosine / total frames) is weighted: if ``clips.parquet`` has ``<metric>_frames``
-  (or ``<metric>_chunks`` / ``<metric>_weight``), a draw's value is ``Σ wᵢ·vᵢ / Σ wᵢ`` over the drawn clips, which
-  is exactly what the metric would compute on that set of clips.
+  over clips is weighted - chroma: Σ per-frame cosine / total frames (``chroma_frames``); KLD: mean over PaSST rows
+  (chunks; ``kld_rows``, one per 10 s clip) - if ``clips.parquet`` has ``<metric>_frames``, ``<metric>_rows``,
+  ``<metric>_chunks`` or ``<metric>_weight`` (first found), a draw's value is ``Σ wᵢ·vᵢ / Σ wᵢ`` over the drawn
+  clips, which is exactly what the metric computes on that set of clips.
 - FAD: each draw resamples the clips (all of a clip's VGGish windows go together - windows of one clip are not
   independent), rebuilds the generated side's :class:`GaussianStats` from per-clip sums (``Σx``, ``Σxxᵀ``, count)
   weighted by how often each clip was drawn, and measures the Fréchet distance to the fixed reference statistics.
@@ -43,7 +44,7 @@ SEED = 0
 FAD_INF_STEPS = 25
 FAD_INF_MIN_N = 500
 #: Columns of clips.parquet that weight a per-clip metric (first one present wins).
-WEIGHT_SUFFIXES = ("_frames", "_chunks", "_weight")
+WEIGHT_SUFFIXES = ("_frames", "_rows", "_chunks", "_weight")
 #: Memory for one block of FAD bootstrap draws' Σxxᵀ (bytes).
 _BLOCK_BYTES = 256 << 20
 

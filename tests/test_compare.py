@@ -1,0 +1,194 @@
+"""Regression verdicts, tolerances, refusals and exit codes of `python -m evalkit.compare` (evalkit/report/compare.py)."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from evalkit.report.compare import (
+    DEFAULT_TOLERANCES,
+    IncompatibleRuns,
+    Tolerance,
+    compare_summaries,
+    main,
+    resolve_tolerances,
+    verdict,
+)
+from tests.conftest import REPO
+from tests.fake_runs import make_run
+
+BASE = {"fad": 4.9, "kld": 1.4, "clap": 0.27, "chroma": 0.44}
+
+
+def run(tmp_path, name, values=None, **kw):
+    return make_run(tmp_path / name, "small", embeddings=False, values={**BASE, **(values or {})}, **kw)
+
+
+def summary(path):
+    return json.loads((path / "summary.json").read_text())
+
+
+# -- tolerances -------------------------------------------------------------------------------------------------------
+def test_tolerance_parsing():
+    assert Tolerance.parse("2%") == Tolerance(0.02, True)
+    assert Tolerance.parse(" 0.5% ") == Tolerance(0.005, True)
+    assert Tolerance.parse(0.05) == Tolerance(0.05, False) and Tolerance.parse("0.05") == Tolerance(0.05, False)
+    assert Tolerance.parse("2%").allowed(-0.5) == pytest.approx(0.01)
+    assert str(Tolerance.parse("2%")) == "2%" and str(Tolerance.parse(0.05)) == "0.05"
+    for bad in ("abc", "-1", "nan%", "1e999"):
+        with pytest.raises(ValueError):
+            Tolerance.parse(bad)
+
+
+def test_default_tolerances_and_layers():
+    tol = resolve_tolerances({"fad": "0.1"}, {"clap": 0.01, "default": "1%"})
+    assert tol["fad"] == Tolerance(0.1, False) and tol["clap"] == Tolerance(0.01, False)
+    assert tol["kld"] == Tolerance.parse(DEFAULT_TOLERANCES["kld"]) == Tolerance(0.02, True)
+    assert tol["default"] == Tolerance(0.01, True)
+
+
+@pytest.mark.parametrize(
+    "base, cur, hib, tol, want",
+    [
+        (4.9, 5.0, False, "0.05", "regressed"),   # FAD up by 0.1 > 0.05
+        (4.9, 4.95, False, "0.05", "ok"),         # exactly at the tolerance: not beyond it
+        (4.9, 4.8, False, "0.05", "improved"),
+        (1.0, 1.05, False, "5%", "ok"),
+        (1.0, 1.0501, False, "5%", "regressed"),
+        (0.27, 0.264, True, "2%", "regressed"),   # allowed 0.0054, dropped 0.006
+        (0.27, 0.265, True, "2%", "ok"),
+        (0.27, 0.28, True, "2%", "improved"),
+        (0.27, 0.20, True, "100%", "ok"),
+        (0.27, math.nan, True, "2%", "missing"),
+        (math.nan, 0.3, True, "2%", "new"),
+    ],
+)
+def test_verdicts(base, cur, hib, tol, want):
+    assert verdict(base, cur, hib, Tolerance.parse(tol)) == want
+
+
+# -- whole comparisons ------------------------------------------------------------------------------------------------
+def test_identical_runs_pass(tmp_path, capsys):
+    a, b = run(tmp_path, "a"), run(tmp_path, "b")
+    assert main([str(a), str(b / "summary.json")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("## evalkit regression check: ✅ no regression")
+    assert "| fad ↓ | 4.9 | 4.9 | +0 (+0.00%) | ±5% (±0.245) | ✅ ok |" in out
+    assert "| clap ↑ | 0.27 | 0.27 | +0 (+0.00%) | ±2% (±0.0054) | ✅ ok |" in out
+
+
+def test_regression_fails_with_exit_1_and_report_file(tmp_path, capsys):
+    a = run(tmp_path, "a")
+    b = run(tmp_path, "b", {"fad": 5.3, "clap": 0.30, "kld": 1.41})
+    report = tmp_path / "ci" / "report.md"
+    assert main([str(a), str(b), "--out", str(report), "--json", str(tmp_path / "r.json")]) == 1
+    out = capsys.readouterr().out
+    assert report.read_text(encoding="utf-8") == out
+    assert out.startswith("## evalkit regression check: ❌ regression")
+    assert "| fad ↓ | 4.9 | 5.3 | +0.4 (+8.16%) | ±5% (±0.245) | ❌ regressed |" in out
+    assert "| kld ↓ | 1.4 | 1.41 | +0.01 (+0.71%) | ±2% (±0.028) | ✅ ok |" in out
+    assert "| clap ↑ | 0.27 | 0.3 | +0.03 (+11.11%) | ±2% (±0.0054) | ✅ improved |" in out
+    rows = {r["metric"]: r for r in json.loads((tmp_path / "r.json").read_text())["rows"]}
+    assert rows["fad"]["verdict"] == "regressed" and rows["fad"]["delta"] == pytest.approx(0.4)
+    # the same move passes under a looser FAD tolerance given as a flag
+    assert main([str(a), str(b), "--tol", "fad=0.5"]) == 0
+
+
+def test_tolerance_file_and_flags(tmp_path, capsys):
+    a = run(tmp_path, "a")
+    b = run(tmp_path, "b", {"kld": 1.45})  # +0.05: beyond the default 2 % (0.028)
+    cfg = tmp_path / "tol.yaml"
+    cfg.write_text(yaml.safe_dump({"tolerances": {"kld": 0.06}}))
+    assert main([str(a), str(b)]) == 1
+    assert main([str(a), str(b), "--config", str(cfg)]) == 0
+    assert main([str(a), str(b), "--config", str(cfg), "--tol", "kld=1%"]) == 1  # flags win over the file
+    capsys.readouterr()
+    assert main([str(a), str(b), "--tol", "kld"]) == 2
+    assert "expected METRIC=VALUE" in capsys.readouterr().err
+
+
+def test_missing_and_new_metrics(tmp_path):
+    a = make_run(tmp_path / "a", "small", embeddings=False, values=BASE, metrics=("fad", "kld", "clap"))
+    b = make_run(tmp_path / "b", "small", embeddings=False, values=BASE, metrics=("fad", "kld", "chroma"))
+    cmp = compare_summaries(summary(a), summary(b))
+    assert {r.metric: r.verdict for r in cmp.rows} == {"fad": "ok", "kld": "ok", "clap": "missing", "chroma": "new"}
+    assert cmp.exit_code == 1
+    c = make_run(tmp_path / "c", "small", embeddings=False, values={**BASE, "kld": None})  # metric present, value null
+    assert {r.metric: r.verdict for r in compare_summaries(summary(a), summary(c)).rows}["kld"] == "missing"
+
+
+@pytest.mark.parametrize(
+    "kw, reason",
+    [
+        ({"protocol": {"fad": "frechet-audio-distance", "kld": "audiocraft", "clap": "audiocraft", "chroma": "audiocraft"}},
+         "fad: protocol differs (baseline 'audiocraft', current 'frechet-audio-distance')"),
+        ({"checkpoint_sha256": {"fad": "0" * 64, "kld": "f" * 64, "clap": "0" * 64, "chroma": "0" * 64}},
+         "kld: backbone checkpoint (checkpoint_sha256) differs"),
+        ({"random_weights": True}, "random_weights differs (baseline False, current True)"),
+        ({"extra_summary": {"placeholder": True}}, None),
+    ],
+)
+def test_incomparable_runs_are_refused_with_exit_2(tmp_path, capsys, kw, reason):
+    a = run(tmp_path, "a")
+    b = run(tmp_path, "b", **kw)
+    if reason is None:  # a placeholder baseline
+        a, b = b, a
+        reason = "the baseline is a placeholder"
+    with pytest.raises(IncompatibleRuns) as exc:
+        compare_summaries(summary(a), summary(b))
+    assert any(reason in r for r in exc.value.reasons)
+    out_file = tmp_path / "refused.md"
+    assert main([str(a), str(b), "--out", str(out_file)]) == 2
+    out = capsys.readouterr()
+    assert out.out.startswith("## evalkit regression check: ⛔ refused") and reason in out.out
+    assert reason in out_file.read_text(encoding="utf-8") and "refusing to compare" in out.err
+
+
+def test_different_model_and_clip_count_are_noted_not_refused(tmp_path):
+    a = run(tmp_path, "a")
+    b = make_run(tmp_path / "b", "medium", embeddings=False, values=BASE, n_clips=30)
+    cmp = compare_summaries(summary(a), summary(b))
+    assert cmp.exit_code == 0
+    assert cmp.notes == ["different models: baseline 'small', current 'medium'", "different clip counts: baseline 40, current 30"]
+
+
+def test_unreadable_input_exit_2(tmp_path, capsys):
+    a = run(tmp_path, "a")
+    assert main([str(a), str(tmp_path / "nope")]) == 2
+    (tmp_path / "bad.json").write_text("{not json")
+    assert main([str(a), str(tmp_path / "bad.json")]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_module_entry_point_and_exit_codes(tmp_path):
+    a = run(tmp_path, "a")
+    b = run(tmp_path, "b", {"fad": 6.0})
+    cmd = [sys.executable, "-m", "evalkit.compare", str(a), str(b)]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and "❌ regressed" in p.stdout
+    p = subprocess.run(cmd + ["--tol", "fad=30%"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+# -- the CI example ---------------------------------------------------------------------------------------------------
+def test_ci_example_and_placeholder_baseline(tmp_path, capsys):
+    ci = yaml.safe_load((REPO / "examples" / "github-ci.yml").read_text())
+    steps = [s.get("run", "") for job in ci["jobs"].values() for s in job["steps"]]
+    joined = "\n".join(steps)
+    assert "python -m evalkit hydra.run.dir=" in joined
+    assert "python -m evalkit.compare examples/baseline/summary.json" in joined
+    assert "--config examples/tolerances.yaml" in joined
+    tol = yaml.safe_load((REPO / "examples" / "tolerances.yaml").read_text())
+    assert set(resolve_tolerances(tol.get("tolerances", tol))) >= {"fad", "kld", "clap", "default"}
+    baseline = json.loads((REPO / "examples" / "baseline" / "summary.json").read_text())
+    assert set(baseline["metrics"]) == {"fad", "kld", "clap"} and baseline["random_weights"] is True
+    # until the lead regenerates it from a real demo run, the committed baseline is marked and refused
+    if baseline.get("placeholder"):
+        cur = make_run(tmp_path / "demo", "tiny-stereo", random_weights=True, embeddings=False,
+                       metrics=("fad", "kld", "clap"))
+        assert main([str(REPO / "examples" / "baseline" / "summary.json"), str(cur)]) == 2
+        assert "placeholder" in capsys.readouterr().out
