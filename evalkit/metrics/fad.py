@@ -1,0 +1,365 @@
+"""Fréchet Audio Distance on VGGish embeddings.
+
+Two protocols (``conf/metrics/fad/*.yaml`` holds every constant with its source):
+
+``audiocraft`` (the MusicGen model card): ``audiocraft/metrics/fad.py`` writes each pair as a 16 kHz mono int16 wav
+(crop to the reference length, ``convert_audio``, peak normalisation to -1 dBFS, ``i16_pcm``) and runs Google's TF
+FAD, whose reader keeps the raw int16 values and divides by ``max(0.1, max(x))`` (signed maximum), cuts 16,000-sample
+windows every 8,000 samples (full windows only), turns each into one 96x64 log-mel example and embeds it with VGGish
+(pre-activation). Statistics pool every window of every clip (float64, covariance n-1).
+
+``frechet-audio-distance`` (PyPI 0.3.4): float32 audio, channel mean, ``resampy`` to 16 kHz, non-overlapping 0.96 s
+examples over the whole clip, no normalisation, pre-activation embeddings, ``np.mean``/``np.cov`` statistics.
+
+Both sides are embedded in one batched VGGish forward per :meth:`update`. The reference side can instead come from a
+statistics file written by :meth:`export_reference_stats` (``recipe["reference_stats"]``), which is refused when its
+protocol, checkpoint or front-end constants differ from this recipe's.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from evalkit.audio import AudioError, convert_audio, i16_pcm, peak_normalize, resample, to_channels
+from evalkit.backbones.vggish import EMBEDDING_DIM, LogMel, VGGishError, build_vggish
+from evalkit.backbones.weights import resolve_checkpoint
+from evalkit.metrics.base import Clip, Metric
+from evalkit.metrics.frechet import FrechetError, GaussianStats, frechet_distance
+from evalkit.registry import register_metric
+
+#: Recipe keys that decide what a reference embedding is: a statistics file must agree on all of them.
+EMBEDDING_KEYS = (
+    "solver_sample_rate", "sample_rate", "resampler", "peak_normalize_db", "quantize_int16", "input_scale",
+    "max_normalize_min_ratio", "window_samples", "window_step", "stft_window", "stft_hop", "fft_length", "mel_bins",
+    "mel_min_hz", "mel_max_hz", "log_offset", "example_frames", "example_hop_frames", "use_activation", "use_pca",
+    "model_size",
+)
+STATS_KIND = "evalkit.fad.reference_stats/1"
+
+
+class FADError(ValueError):
+    pass
+
+
+def _resampy(x: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    import resampy
+
+    return resampy.resample(x, int(from_rate), int(to_rate))
+
+
+@register_metric("fad")
+class FAD(Metric):
+    name = "fad"
+    primary = "fad"
+    higher_is_better = False
+    needs_reference = True
+    card_column = "Frechet Audio Distance"
+
+    def __init__(self, recipe: Mapping[str, Any], device: str | torch.device = "cpu") -> None:
+        super().__init__(recipe, device)
+        r = self.recipe
+        if r.get("use_pca"):
+            raise FADError(
+                "metrics.fad.use_pca=true: the PCA/whitening postprocessor (torchvggish vggish_pca_params-970ea276.pth)"
+                " is not implemented; neither FAD protocol uses it"
+            )
+        if r.get("resampler", "julius") not in ("julius", "resampy"):
+            raise FADError(f"metrics.fad.resampler={r.get('resampler')!r}: expected julius or resampy")
+        self.sample_rate = int(r["sample_rate"])
+        self.model_size = str(r.get("model_size") or "full")
+        self.seed = int(r.get("random_seed") or 0)
+        self.batch_size = int(r.get("batch_size") or 128)
+        self.save_embeddings = bool(r.get("save_embeddings", True))
+        self.checkpoint = resolve_checkpoint(
+            r.get("checkpoint"),
+            setting="metrics.fad.checkpoint",
+            filename=r["checkpoint_file"],
+            url=r["checkpoint_url"],
+            expected_sha256=r.get("checkpoint_sha256"),
+            policy=r.get("backbone_weights") or "released",
+        )
+        try:
+            self.model = build_vggish(
+                self.checkpoint.path, model_size=self.model_size, seed=self.seed,
+                activation=bool(r.get("use_activation")), device=self.device,
+            )
+        except VGGishError as exc:
+            raise FADError(f"metrics.fad.checkpoint: {exc}") from exc
+        self.dim = self.model.embedding_dim
+        self.front = LogMel(
+            sample_rate=self.sample_rate, window_length=int(r["stft_window"]), hop_length=int(r["stft_hop"]),
+            fft_length=int(r["fft_length"]), num_mel_bins=int(r["mel_bins"]), lower_edge_hertz=float(r["mel_min_hz"]),
+            upper_edge_hertz=float(r["mel_max_hz"]), log_offset=float(r["log_offset"]),
+            example_frames=int(r["example_frames"]), example_hop_frames=int(r["example_hop_frames"]),
+        )
+        self.window = int(r["window_samples"]) if r.get("window_samples") else None
+        self.step = int(r["window_step"]) if r.get("window_step") else None
+        if self.window is not None:
+            if not self.step:
+                raise FADError("metrics.fad.window_step must be set when window_samples is")
+            if self.front.n_examples(self.window) < 1:
+                raise FADError(f"window_samples={self.window} is too short for one {r['example_frames']}-frame example")
+        # the minimum number of 16 kHz samples that yields one embedding
+        self.min_samples = self.window if self.window else _min_samples(self.front)
+        # the front end runs in float64 (Google and torchvggish compute it in float64 numpy), on the GPU if any
+        self._fe_device = self.device if self.device.type == "cuda" else torch.device("cpu")
+
+        for side in ("gen", "ref"):
+            self.add_state(f"{side}_n", ())
+            self.add_state(f"{side}_sum", (self.dim,))
+            self.add_state(f"{side}_sum_outer", (self.dim, self.dim))
+            self.add_state(f"n_{side}_skipped", ())
+
+        self.reference_stats_path: str | None = None
+        self._ref_file: tuple[np.ndarray, np.ndarray, int] | None = None
+        if r.get("reference_stats"):
+            self.reference_stats_path = str(r["reference_stats"])
+            self._ref_file = self._load_reference_stats(self.reference_stats_path)
+        #: False when the reference side comes from a statistics file: the run need not load reference audio
+        self.uses_reference_audio = self._ref_file is None
+        self.needs_reference = self.uses_reference_audio  # type: ignore[misc]  (instance override of the ClassVar)
+
+    # -- audio -> 16 kHz samples as the protocol's reader sees them --------------------------------------------------
+    def _samples(self, wav: torch.Tensor, sr: int, crop: int | None) -> torch.Tensor:
+        """``[C, T]`` -> 1-D float64 samples at 16 kHz, ready to window. Raises :class:`AudioError`."""
+        r = self.recipe
+        if not torch.isfinite(wav).all():
+            raise AudioError("the audio holds NaN or infinite samples")
+        wav = wav.detach().cpu().float()
+        solver_sr = r.get("solver_sample_rate")
+        if solver_sr and int(sr) != int(solver_sr):
+            wav, sr = resample(wav, sr, int(solver_sr)), int(solver_sr)
+        if crop is not None:
+            wav = wav[..., :crop]
+        if r.get("resampler", "julius") == "julius":
+            x = convert_audio(wav, sr, self.sample_rate, 1)[0]
+        else:  # frechet-audio-distance: np.mean over channels in float32, then resampy
+            x = to_channels(wav, 1)[0]
+            if int(sr) != self.sample_rate:
+                x = torch.from_numpy(np.ascontiguousarray(_resampy(x.numpy(), sr, self.sample_rate)))
+        if r.get("peak_normalize_db") is not None:
+            x = peak_normalize(x, float(r["peak_normalize_db"]))  # silent -> AudioError
+        if r.get("quantize_int16"):
+            x = i16_pcm(x)
+        x = x.to(torch.float64) * float(r.get("input_scale", 1.0))
+        if r.get("max_normalize_min_ratio") is not None:
+            x = x / max(float(r["max_normalize_min_ratio"]), float(x.max()))
+        return x
+
+    def _examples(self, x: torch.Tensor) -> torch.Tensor:
+        """1-D samples -> ``[E, 96, 64]`` float64 examples (Google: one per 1 s window; package: per 0.96 s)."""
+        x = x.to(self._fe_device)
+        if self.window is not None:
+            x = x.unfold(-1, self.window, self.step)  # [W, window]: range(0, n - window + 1, step)
+        ex = self.front.examples(x)
+        return ex.reshape(-1, ex.shape[-2], ex.shape[-1])
+
+    def _prepare(self, wav: torch.Tensor, sr: int, crop: int | None, what: str) -> tuple[torch.Tensor | None, str | None]:
+        try:
+            x = self._samples(wav, sr, crop)
+        except AudioError as exc:
+            if "silent" in str(exc):
+                return None, f"{what} audio is silent: peak normalisation (audio_write strategy=peak) is impossible"
+            return None, f"{what} audio unusable: {exc}"
+        if x.shape[-1] < self.min_samples:
+            return None, (
+                f"{what} audio too short for one VGGish window: {x.shape[-1]} samples at {self.sample_rate} Hz, "
+                f"needs {self.min_samples}"
+            )
+        return self._examples(x), None
+
+    # -- the metric --------------------------------------------------------------------------------------------------
+    def update(self, clips: Sequence[Clip]) -> dict[str, dict[str, Any]]:
+        solver_sr = self.recipe.get("solver_sample_rate")
+        crop_on = bool(self.recipe.get("crop_to_reference"))
+        jobs: list[tuple[str, str, torch.Tensor]] = []  # (clip id, side, examples)
+        rows: dict[str, dict[str, Any]] = {}
+        for clip in clips:
+            row: dict[str, Any] = {"fad_windows": 0}
+            reasons = []
+            crop = None
+            if crop_on and clip.reference is not None:
+                rsr = int(clip.reference_sr or clip.sample_rate)
+                crop = clip.reference.shape[-1]
+                if solver_sr and rsr != int(solver_sr):  # the reference's length at the rate both sides are cut at
+                    crop = _resampled_length(crop, rsr, int(solver_sr))
+                elif not solver_sr and rsr != clip.sample_rate:
+                    crop = int(round(crop * clip.sample_rate / rsr))
+            ex, why = self._prepare(clip.audio, clip.sample_rate, crop, "generated")
+            if ex is None:
+                reasons.append(why)
+                self.state["n_gen_skipped"] += 1
+            else:
+                jobs.append((clip.id, "gen", ex))
+            if self.uses_reference_audio:
+                row["fad_ref_windows"] = 0
+                if clip.reference is None:
+                    reasons.append("no reference audio")
+                    self.state["n_ref_skipped"] += 1
+                else:
+                    ex, why = self._prepare(clip.reference, int(clip.reference_sr or clip.sample_rate), crop, "reference")
+                    if ex is None:
+                        reasons.append(why)
+                        self.state["n_ref_skipped"] += 1
+                    else:
+                        jobs.append((clip.id, "ref", ex))
+            if reasons:
+                # audiocraft writes each side's wav independently: a failure on one side drops only that side
+                row.update(self.skip(clip.id, "; ".join(reasons)))
+            rows[clip.id] = row
+        if not jobs:
+            return rows
+        emb = self.model.embed(torch.cat([e for _, _, e in jobs]), self.batch_size).cpu()
+        emb = emb.numpy()
+        if not np.isfinite(emb).all():
+            raise FrechetError("VGGish produced NaN or infinite embeddings")
+        start = 0
+        for cid, side, ex in jobs:
+            e = emb[start : start + ex.shape[0]]
+            start += ex.shape[0]
+            self._accumulate(side, e)
+            rows[cid]["fad_windows" if side == "gen" else "fad_ref_windows"] = int(e.shape[0])
+            if self.save_embeddings:
+                rows[cid][f"_fad_{side}_emb"] = np.array(e, dtype=np.float32)
+        return rows
+
+    def _accumulate(self, side: str, e: np.ndarray) -> None:
+        x = np.asarray(e, np.float64)
+        self.state[f"{side}_n"] = self.state[f"{side}_n"] + x.shape[0]
+        self.state[f"{side}_sum"] = self.state[f"{side}_sum"] + x.sum(0)
+        self.state[f"{side}_sum_outer"] = self.state[f"{side}_sum_outer"] + x.T @ x
+
+    def _stats(self, side: str) -> GaussianStats:
+        return GaussianStats(
+            dim=self.dim,
+            n=int(round(float(self.state[f"{side}_n"]))),
+            sum=self.state[f"{side}_sum"].copy(),
+            sum_outer=self.state[f"{side}_sum_outer"].copy(),
+        )
+
+    def reference_mean_cov(self) -> tuple[np.ndarray, np.ndarray, int]:
+        if self._ref_file is not None:
+            return self._ref_file
+        st = self._stats("ref")
+        mu, sigma = st.mean_cov("reference windows (VGGish embeddings)")
+        return mu, sigma, st.n
+
+    def compute(self) -> dict[str, float]:
+        gen = self._stats("gen")
+        mu_g, sigma_g = gen.mean_cov("generated windows (VGGish embeddings)")
+        mu_r, sigma_r, n_ref = self.reference_mean_cov()
+        fad = frechet_distance(mu_g, sigma_g, mu_r, sigma_r, eps=float(self.recipe.get("fd_eps", 1e-7)))
+        return {
+            "fad": float(fad),
+            "n_gen_windows": int(gen.n),
+            "n_ref_windows": int(n_ref),
+            "n_gen_skipped": int(round(float(self.state["n_gen_skipped"]))),
+            "n_ref_skipped": int(round(float(self.state["n_ref_skipped"]))),
+        }
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "protocol": self.recipe.get("protocol", ""),
+            **self.checkpoint.describe(),
+            "model_size": self.model_size,
+            "reference_stats": self.reference_stats_path,
+        }
+
+    # -- reference statistics files ----------------------------------------------------------------------------------
+    def _identity(self) -> dict[str, Any]:
+        return {
+            "protocol": str(self.recipe.get("protocol", "")),
+            "checkpoint": self.checkpoint.name,
+            "checkpoint_sha256": self.checkpoint.sha256 or "",
+            "random_weights": bool(self.checkpoint.random),
+            "random_seed": self.seed if self.checkpoint.random else -1,
+            "embedding": {k: self.recipe.get(k) for k in EMBEDDING_KEYS},
+        }
+
+    def export_reference_stats(self, path) -> Path:
+        """Write the reference side's statistics (mu, sigma, n and the sums) with what identifies them."""
+        if self._ref_file is not None:
+            raise FADError(f"the reference statistics came from {self.reference_stats_path}; nothing new to export")
+        st = self._stats("ref")
+        mu, sigma = st.mean_cov("reference windows (VGGish embeddings)")
+        ident = self._identity()
+        from evalkit.io import write_npz
+
+        return write_npz(
+            path,
+            kind=np.asarray(STATS_KIND),
+            mu=mu, sigma=sigma, n=np.asarray(st.n, np.int64),
+            ref_n=np.asarray(st.n, np.int64), ref_sum=st.sum, ref_sum_outer=st.sum_outer,
+            protocol=np.asarray(ident["protocol"]),
+            checkpoint=np.asarray(ident["checkpoint"]),
+            checkpoint_sha256=np.asarray(ident["checkpoint_sha256"]),
+            random_weights=np.asarray(ident["random_weights"]),
+            random_seed=np.asarray(ident["random_seed"], np.int64),
+            embedding_json=np.asarray(json.dumps(ident["embedding"], sort_keys=True)),
+        )
+
+    def _load_reference_stats(self, path: str) -> tuple[np.ndarray, np.ndarray, int]:
+        from evalkit.io import read_npz
+
+        p = Path(path).expanduser()
+        setting = f"reference.stats={path}"
+        if not p.is_file():
+            raise FADError(f"{setting}: no such file")
+        try:
+            z = read_npz(p)
+        except Exception as exc:
+            raise FADError(f"{setting}: not a readable .npz ({type(exc).__name__}: {exc})") from exc
+        if str(z.get("kind", "")) != STATS_KIND:
+            raise FADError(f"{setting}: not an evalkit FAD reference statistics file (kind {z.get('kind')!r})")
+        mine = self._identity()
+        theirs = {
+            "protocol": str(z["protocol"]), "checkpoint": str(z["checkpoint"]),
+            "checkpoint_sha256": str(z["checkpoint_sha256"]), "random_weights": bool(z["random_weights"]),
+            "random_seed": int(z["random_seed"]), "embedding": json.loads(str(z["embedding_json"])),
+        }
+        if theirs["protocol"] != mine["protocol"]:
+            raise FADError(f"{setting}: written for protocol {theirs['protocol']!r}, this run uses {mine['protocol']!r}")
+        if theirs["random_weights"] != mine["random_weights"] or (
+            mine["random_weights"] and theirs["random_seed"] != mine["random_seed"]
+        ):
+            raise FADError(
+                f"{setting}: written with {'random' if theirs['random_weights'] else 'released'} VGGish weights "
+                f"(seed {theirs['random_seed']}), this run uses {'random' if mine['random_weights'] else 'released'} "
+                f"(seed {mine['random_seed']})"
+            )
+        if not mine["random_weights"] and theirs["checkpoint_sha256"] != mine["checkpoint_sha256"]:
+            raise FADError(
+                f"{setting}: written with checkpoint {theirs['checkpoint']} (sha256 {theirs['checkpoint_sha256']}), "
+                f"this run uses {mine['checkpoint']} (sha256 {mine['checkpoint_sha256']})"
+            )
+        diff = {k: (theirs["embedding"].get(k), v) for k, v in mine["embedding"].items() if theirs["embedding"].get(k) != v}
+        if diff:
+            raise FADError(
+                f"{setting}: its embeddings were made with other settings (file vs this run): "
+                + ", ".join(f"{k}: {a!r} vs {b!r}" for k, (a, b) in sorted(diff.items()))
+            )
+        mu, sigma, n = np.asarray(z["mu"], np.float64), np.asarray(z["sigma"], np.float64), int(z["n"])
+        if mu.shape != (self.dim,) or sigma.shape != (self.dim, self.dim):
+            raise FADError(f"{setting}: mu {mu.shape} / sigma {sigma.shape} do not fit dimension {self.dim}")
+        return mu, sigma, n
+
+
+def _min_samples(front: LogMel) -> int:
+    """Fewest samples that give one example: ``window + (example_frames - 1) * hop``."""
+    return front.window_length + (front.example_frames - 1) * front.hop_length
+
+
+def _resampled_length(n: int, from_rate: int, to_rate: int) -> int:
+    """Length of ``julius.resample_frac(x[n], from, to)`` (its default ``output_length``): ``floor(n * to / from)``
+    after reducing the ratio by the gcd."""
+    import math
+
+    g = math.gcd(from_rate, to_rate)
+    return (n * (to_rate // g)) // (from_rate // g)
+
+
+__all__ = ["FAD", "FADError", "EMBEDDING_DIM"]
