@@ -219,3 +219,13 @@ def test_report_module_entry_point(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "evalkit.report", str(tmp_path / "missing")], cwd=tmp_path,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "no such run folder" in bad.stderr
+
+
+def test_reports_stay_light():
+    """Report and compare never import the run pipeline, torch or a metric backbone (CI runs them anywhere)."""
+    code = ("import sys, evalkit.report.__main__, evalkit.report.plots, evalkit.compare; "
+            "print(sorted(m for m in ('torch', 'evalkit.run', 'evalkit.metrics', 'laion_clap', 'hear21passt', 'hydra') "
+            "if m in sys.modules))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "[]"

@@ -2,7 +2,7 @@
 
 Figures are built with the object API on an Agg canvas (``matplotlib.figure.Figure`` + ``FigureCanvasAgg``): no
 pyplot, no global backend switch, so the same functions work headless in CI and inside a notebook (where
-``IPython.display.display(fig)`` shows them).
+``IPython.display.Image(png_bytes(fig))`` shows them).
 """
 from __future__ import annotations
 
@@ -120,6 +120,15 @@ def published_figure(table: pd.DataFrame) -> Figure:
     fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize="small", frameon=False)
     fig.suptitle("evalkit vs the MusicGen model card")
     return fig
+
+
+def png_bytes(fig: Figure) -> bytes:
+    """The figure as PNG bytes (``IPython.display.Image(png_bytes(fig))`` shows it in any notebook frontend)."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
 
 
 def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
