@@ -11,9 +11,16 @@ def main() -> None:
 
     @hydra.main(config_path="../conf", config_name="config", version_base=None)
     def _main(cfg) -> None:
+        from evalkit import distributed
         from evalkit.run import format_summary, run
 
-        summary = run(cfg, HydraConfig.get().runtime.output_dir)
+        dist = distributed.init()
+        # under torchrun every rank resolves ${now:...} on its own: rank 0's folder is the run's
+        out = dist.broadcast(HydraConfig.get().runtime.output_dir)
+        summary = run(cfg, out)
+        dist.close()
+        if not summary:
+            return
         print(format_summary(summary))
         try:
             from evalkit.report.table import print_card_table  # type: ignore[attr-defined]

@@ -49,6 +49,23 @@ class RunError(RuntimeError):
     pass
 
 
+_FAULTS: dict[str, int] = {}
+
+
+def fault_point(point: str) -> None:
+    """Crash testing: ``EVALKIT_KILL_AT=<point>:<n>`` SIGKILLs this process the n-th time it reaches ``point``
+    (``generate:clip`` right after a clip file is written; ``score:rows`` after a batch's rows are written and
+    before its statistics are saved - the worst moments to die). No effect when the variable is unset."""
+    spec = os.environ.get("EVALKIT_KILL_AT")
+    if not spec or not spec.startswith(point + ":"):
+        return
+    _FAULTS[point] = _FAULTS.get(point, 0) + 1
+    if _FAULTS[point] == int(spec.rsplit(":", 1)[1]):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------------------------
@@ -117,10 +134,15 @@ class Run:
         self.progress = bool(cfg.get("progress", True))
         self.container = OmegaConf.to_container(cfg, resolve=True)
         self.container.pop("hydra", None)
+        from evalkit import distributed
+
+        self.dist = distributed.init()
 
     # -- identity ------------------------------------------------------------------------------------------------------
     def claim_folder(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
+        if self.dist.rank != 0:
+            return
         cfg_path = self.out / "config.yaml"
         if cfg_path.exists():
             old = OmegaConf.to_container(OmegaConf.load(cfg_path), resolve=True)
@@ -165,8 +187,15 @@ class Run:
         gen_cls = get_generator(mcfg.get("generator", "musicgen"))
         if mcfg.get("generator") == "folder":
             return gen_cls(mcfg)
-        return gen_cls(mcfg, OmegaConf.to_container(self.cfg.generation, resolve=True), device=self.cfg.device,
+        return gen_cls(mcfg, OmegaConf.to_container(self.cfg.generation, resolve=True), device=self.device(),
                        precision=self.cfg.precision, seed=int(self.cfg.seed), batch_size=int(self.cfg.batch_size))
+
+    def device(self) -> str:
+        """``device`` from the config; under torchrun on GPUs each rank takes ``cuda:LOCAL_RANK``."""
+        dev = str(self.cfg.device)
+        if self.dist.world > 1 and dev in ("auto", "cuda") and torch.cuda.is_available():
+            return f"cuda:{self.dist.local_rank}"
+        return dev
 
     def melody_source(self) -> str:
         return str(self.cfg.get("melody", {}).get("source", "none")) if self.cfg.model.get("melody") else "none"
@@ -188,10 +217,11 @@ class Run:
         audio_dir, meta_dir = self.out / "audio", self.out / "generation"
         batches = gen.plan(self.prompts)
         expected = gen.num_samples
-        for batch in _tqdm(batches, self.progress, desc="generate", unit="batch"):
+        rank, world = self.dist.rank, self.dist.world
+        for batch in _tqdm(batches, self.progress and rank == 0, desc="generate", unit="batch"):
             paths = {p.id: audio_dir / f"{p.id}.flac" for p in batch.prompts}
             meta_path = meta_dir / f"batch-{batch.index:05d}.json"
-            done = meta_path.exists() and all(self._audio_ok(paths[i], expected) for i in paths)
+            done = batch.index % world != rank or (meta_path.exists() and all(self._audio_ok(paths[i], expected) for i in paths))
             if not done:
                 melodies = None
                 if gen.melody and melody == "reference":
@@ -205,11 +235,13 @@ class Run:
                         from evalkit.audio import save_audio
 
                         save_audio(paths[c.id], c.audio, c.sample_rate)
+                        fault_point("generate:clip")
                 eio.write_json(meta_path, {"batch": batch.index, "seed": batch.seed, "ids": [p.id for p in batch.prompts],
                                            "max_new_tokens": gen.max_new_tokens, "melody": melody if gen.melody else None})
             for p in batch.prompts:
                 rows[p.id] = {"audio_path": str(paths[p.id]), "seed": batch.seed, "generation_batch": batch.index,
                               "generation_skipped": None}
+        self.dist.barrier()  # every rank's clips are on disk before anyone scores
         return rows
 
     @staticmethod
@@ -227,7 +259,7 @@ class Run:
     def build_metrics(self) -> dict[str, Metric]:
         from evalkit.generate.musicgen import resolve_device
 
-        device = resolve_device(self.cfg.device)
+        device = resolve_device(self.device())
         metrics: dict[str, Metric] = {}
         mnode = self.cfg.get("metrics") or {}
         for name in mnode:
@@ -270,60 +302,95 @@ class Run:
         return Clip(p.id, p.caption, wav, sr, ref, rsr), None
 
     def score(self, gen_rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Score in fixed batches (prompt order). Rank r of N takes batches b with b % N == r and keeps its own
+        state file; after every batch: rows, embeddings, then the state (with the set of finished batches).
+        Rank 0 then merges every rank's sums (addition, so N processes give the one-process number)."""
+        import pandas as pd
+
         bs = int(self.cfg.metric_batch_size)
         if bs < 1:
             raise RunError(f"metric_batch_size={bs}: must be >= 1")
+        rank, world = self.dist.rank, self.dist.world
         scores_dir, emb_dir = self.out / "scores", self.out / "embeddings"
-        state_path = scores_dir / "state.npz"
-        done = 0
-        if state_path.exists():
-            state = eio.read_npz(state_path)
-            done = int(state["__done_batches__"])
-            for name, m in self.metrics.items():
-                m.load_state_dict({k.split("/", 1)[1]: v for k, v in state.items() if k.startswith(name + "/")})
-        rows: dict[str, dict[str, Any]] = {}
+        state_path = scores_dir / f"state-{rank:03d}-of-{world:03d}.npz"
         batches = [self.prompts[i:i + bs] for i in range(0, len(self.prompts), bs)]
-        import pandas as pd
-
-        for b, chunk in enumerate(_tqdm(batches, self.progress, desc="score", unit="batch")):
+        done = self._load_state(state_path, self.metrics, len(batches))
+        mine = [b for b in range(len(batches)) if b % world == rank]
+        for b in _tqdm(mine, self.progress and rank == 0, desc="score", unit="batch"):
             rows_path = scores_dir / f"rows-{b:05d}.parquet"
-            if b < done:
-                for r in pd.read_parquet(rows_path).to_dict("records"):
-                    rows[r["id"]] = r
+            if b in done and rows_path.exists():
                 continue
-            clips, brows = [], {}
-            for p in chunk:
-                row = {"id": p.id, "skip_reason": None}
-                clip, why = self._load_clip(p, gen_rows[p.id])
-                if clip is None:
-                    row["skip_reason"] = why
-                else:
-                    clips.append(clip)
-                brows[p.id] = row
-            arrays: dict[str, np.ndarray] = {}
-            for name, m in self.metrics.items():
-                use_ref = m.needs_reference and getattr(m, "uses_reference_audio", True)
-                mclips = [c for c in clips if not use_ref or c.reference is not None]
-                for c in clips:
-                    if use_ref and c.reference is None:
-                        brows[c.id][f"{name}_skipped"] = "no reference clip"
-                if not mclips:
-                    continue
-                for cid, vals in m.update(mclips).items():
-                    for k, v in vals.items():
-                        if k.startswith("_"):
-                            arrays[f"{cid}/{k}"] = np.asarray(v)
-                        else:
-                            brows[cid][k] = v
+            brows, arrays = self._score_batch(batches[b], gen_rows)
             if arrays:
                 eio.write_npz(emb_dir / f"batch-{b:05d}.npz", **arrays)
             eio.write_parquet(rows_path, pd.DataFrame(list(brows.values())))
-            state = {"__done_batches__": np.asarray(b + 1)}
+            fault_point("score:rows")
+            done.add(b)
+            state = {"__done__": np.asarray(sorted(done), np.int64), "__n_batches__": np.asarray(len(batches))}
             for name, m in self.metrics.items():
                 state.update({f"{name}/{k}": v for k, v in m.state_dict().items()})
             eio.write_npz(state_path, **state)
-            rows.update(brows)
+        self.dist.barrier()
+        if world > 1:  # rank 0: the merged statistics of every rank
+            for name, m in self.metrics.items():
+                m.reset()
+            for r in range(world):
+                st = eio.read_npz(scores_dir / f"state-{r:03d}-of-{world:03d}.npz")
+                for name, m in self.metrics.items():
+                    part = {k.split("/", 1)[1]: v for k, v in st.items() if k.startswith(name + "/")}
+                    for k in m.state:
+                        m.state[k] = m.state[k] + np.asarray(part[k], np.float64)
+        rows: dict[str, dict[str, Any]] = {}
+        for b in range(len(batches)):
+            for r in pd.read_parquet(scores_dir / f"rows-{b:05d}.parquet").to_dict("records"):
+                rows[r["id"]] = r
         return rows
+
+    @staticmethod
+    def _load_state(path: Path, metrics: dict[str, Metric], n_batches: int) -> set[int]:
+        """The finished batches of an earlier attempt, with their statistics loaded into ``metrics``. A state file
+        that fails its checks is not trusted: scoring starts again from the first batch."""
+        if not path.exists():
+            return set()
+        try:
+            state = eio.read_npz(path)
+            if int(state["__n_batches__"]) != n_batches:
+                raise ValueError("the batch layout changed")
+            for name, m in metrics.items():
+                m.load_state_dict({k.split("/", 1)[1]: v for k, v in state.items() if k.startswith(name + "/")})
+            return {int(b) for b in state["__done__"]}
+        except Exception as exc:
+            log.warning("%s: unusable saved state (%s); scoring from the start", path, exc)
+            for m in metrics.values():
+                m.reset()
+            return set()
+
+    def _score_batch(self, chunk: list[Prompt], gen_rows) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
+        clips, brows = [], {}
+        for p in chunk:
+            row = {"id": p.id, "skip_reason": None}
+            clip, why = self._load_clip(p, gen_rows[p.id])
+            if clip is None:
+                row["skip_reason"] = why
+            else:
+                clips.append(clip)
+            brows[p.id] = row
+        arrays: dict[str, np.ndarray] = {}
+        for name, m in self.metrics.items():
+            use_ref = m.needs_reference and getattr(m, "uses_reference_audio", True)
+            mclips = [c for c in clips if not use_ref or c.reference is not None]
+            for c in clips:
+                if use_ref and c.reference is None:
+                    brows[c.id][f"{name}_skipped"] = "no reference clip"
+            if not mclips:
+                continue
+            for cid, vals in m.update(mclips).items():
+                for k, v in vals.items():
+                    if k.startswith("_"):
+                        arrays[f"{cid}/{k}"] = np.asarray(v)
+                    else:
+                        brows[cid][k] = v
+        return brows, arrays
 
     # -- outputs --------------------------------------------------------------------------------------------------------
     def write_outputs(self, gen_rows, score_rows) -> dict[str, Any]:
@@ -391,20 +458,24 @@ class Run:
             "end": _dt.datetime.fromtimestamp(end, _dt.timezone.utc).isoformat() if end else None,
             "seconds": round(end - start, 3) if end else None,
             "git_sha": git_sha(), "versions": versions(), **device_info(resolve_device(self.cfg.device)),
-            "seed": int(self.cfg.seed), "config": self.container,
+            "seed": int(self.cfg.seed), "world_size": self.dist.world, "config": self.container,
         })
 
     # -- all of it -----------------------------------------------------------------------------------------------------
     def __call__(self) -> dict[str, Any]:
         start = time.time()
         self.claim_folder()
-        self.manifest(start, None, "running")
+        self.dist.barrier()
+        if self.dist.rank == 0:
+            self.manifest(start, None, "running")
         self.skipped_metrics: dict[str, str] = {}
         self.load_inputs()
         self.generator = self.build_generator()
         gen_rows = self.generate()
         self.metrics = self.build_metrics()
         score_rows = self.score(gen_rows)
+        if self.dist.rank != 0:
+            return {}
         summary = self.write_outputs(gen_rows, score_rows)
         self.manifest(start, time.time(), "finished")
         return summary
