@@ -146,6 +146,23 @@ def test_fad_inf_recovers_the_population_fad(shift):
         assert r.points[0][1] > r.score  # FAD at n=500 is biased upwards
 
 
+def test_fad_inf_with_replacement_keeps_the_pools_own_bias():
+    """fadtk draws with replacement: the intercept is the FAD of the pool's empirical distribution (≈ the full-pool
+    FAD, biased by ≈ slope/N). Drawing without replacement (Chong & Forsyth's FID∞) extrapolates to the truth, 0."""
+    d, ref = 16, (np.zeros(16), np.eye(16))
+    full, with_r, without_r = [], [], []
+    for seed in range(6):
+        x = np.random.default_rng(100 + seed).normal(0, 1, (4000, d))
+        full.append(frechet_distance(x.mean(0), np.cov(x, rowvar=False), *ref))
+        with_r.append(bs.fad_inf(x, ref, seed=seed, min_n=300).score)
+        r = bs.fad_inf(x, ref, seed=seed, min_n=300, replace=False)
+        assert r.points[-1][1] == pytest.approx(full[-1], rel=1e-9)  # n = N without replacement: the whole pool
+        without_r.append(r.score)
+    assert np.mean(full) > 0.015  # the finite-sample bias at N = 4000 frames, d = 16
+    assert abs(np.mean(with_r) - np.mean(full)) < 0.006
+    assert abs(np.mean(without_r)) < 0.004
+
+
 def test_fad_inf_by_clips_and_errors():
     rng = np.random.default_rng(5)
     clips = [rng.normal(0.5, 1.0, (10, 4)) for _ in range(1500)]

@@ -114,7 +114,7 @@ def test_intervals_in_the_table(tmp_path):
     fad = table.loc["small"]
     assert row.startswith(f"| small | {fad.iloc[0]:.2f} [{fad['Frechet Audio Distance CI low']:.2f}, "
                           f"{fad['Frechet Audio Distance CI high']:.2f}] | 4.88 |")
-    assert "95% bootstrap interval over clips (200 draws, seed 3)" in to_markdown(table)
+    assert "95% bootstrap interval over clips (200 draws, seed 3; FAD: basic interval" in to_markdown(table)
     # seeded: the same numbers again
     again = card_table(collect_runs([tmp_path / "r"], n_boot=200, seed=3))
     pd.testing.assert_frame_equal(table, again)
@@ -229,3 +229,10 @@ def test_reports_stay_light():
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "[]"
+
+
+def test_summary_disagreeing_with_its_per_clip_data_is_footnoted(tmp_path):
+    make_run(tmp_path / "r", "small", n_clips=20, dim=4, values={"kld": 9.0})  # clips.parquet says ~1.4
+    md = to_markdown(card_table(collect_runs([tmp_path / "r"], n_boot=50)))
+    assert "small: KLD recomputed from the per-clip data is" in md and "the summary says 9" in md
+    assert "Frechet Audio Distance recomputed" not in md

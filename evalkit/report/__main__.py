@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fad-inf-min-n", type=int, default=bs.FAD_INF_MIN_N, help=f"smallest subset (default {bs.FAD_INF_MIN_N})")
     p.add_argument("--fad-inf-unit", choices=("frames", "clips"), default="frames",
                    help="draw embedding frames (fadtk, default) or whole clips")
+    p.add_argument("--fad-inf-without-replacement", action="store_true",
+                   help="draw subsets without replacement (Chong & Forsyth's FID-inf) instead of fadtk's with-replacement "
+                   "draws, which keep the pool's own finite-sample bias in the intercept")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     return p
 
@@ -75,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for run, label in zip(runs, labels):
             try:
                 r = bs.run_fad_inf(run, steps=args.fad_inf_steps, min_n=args.fad_inf_min_n, seed=args.seed,
-                                   unit=args.fad_inf_unit)
+                                   unit=args.fad_inf_unit, replace=not args.fad_inf_without_replacement)
                 rows.append({"Model": label, "FAD": run.value("fad"), "FAD∞": r.score, "slope": r.slope, "R²": r.r2,
                              "unit": r.unit, "steps": len(r.points), "note": ""})
                 points[label] = r.as_dict()
@@ -86,13 +89,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_text(out / "fad_inf.csv", fi.to_csv(index=False, float_format="%.6g"))
         write_text(out / "fad_inf.json", json.dumps(points, indent=2) + "\n")
         written += [out / "fad_inf.csv", out / "fad_inf.json"]
-        md += "\n### FAD∞ (fadtk: FAD at " + f"{args.fad_inf_steps} subset sizes, linear fit in 1/n)\n\n"
+        how = "without" if args.fad_inf_without_replacement else "with"
+        md += f"\n### FAD∞ (fadtk: FAD at {args.fad_inf_steps} subset sizes drawn {how} replacement, linear fit in 1/n)\n\n"
         md += "| Model | FAD | FAD∞ | slope | R² |\n|---|---:|---:|---:|---:|\n"
+        def f(x: float, spec: str) -> str:
+            return "–" if x != x else format(x, spec)
+
         for r in rows:
-            if r["note"]:
-                md += f"| {r['Model']} | {r['FAD']:.3f} | – | – | – |\n"
-            else:
-                md += f"| {r['Model']} | {r['FAD']:.3f} | {r['FAD∞']:.3f} | {r['slope']:.4g} | {r['R²']:.3f} |\n"
+            md += (f"| {r['Model']} | {f(r['FAD'], '.3f')} | {f(r['FAD∞'], '.3f')} | {f(r['slope'], '.4g')} | "
+                   f"{f(r['R²'], '.3f')} |\n")
         notes = [f"- {r['Model']}: no FAD∞ ({r['note']})" for r in rows if r["note"]]
         md += ("\n" + "\n".join(notes) + "\n") if notes else ""
 

@@ -25,6 +25,11 @@ n ONE draw of n frames with replacement, mean and covariance (n−1), FAD agains
 line ``FAD = slope/n + intercept`` (``np.polyfit(1/n, fad, 1)``); FAD∞ is the intercept and
 ``R² = 1 − SS_res/SS_tot``. evalkit seeds the draws (fadtk uses the unseeded global RNG) and can also draw whole
 clips (``unit="clips"``, n counts clips, x = 1/frames drawn) instead of frames.
+Caveat, measured (tests/test_report_bootstrap.py): drawing *with* replacement from a finite pool of N frames, FAD(n)
+extrapolates to the FAD of the pool's empirical distribution, i.e. the intercept keeps about the pool's own
+finite-sample bias (≈ slope/N). Chong & Forsyth's original FID∞ (``mchong6/FID_IS_infinity: score_infinity.py``)
+shuffles and takes the first n - *without* replacement - and its intercept removes that bias too.
+``replace=False`` (``--fad-inf-without-replacement``) selects it; the default stays fadtk's.
 """
 from __future__ import annotations
 
@@ -81,6 +86,7 @@ class FadInf:
     points: list[tuple[int, float]] = field(default_factory=list)
     unit: str = "frames"
     seed: int = SEED
+    replace: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -260,8 +266,13 @@ def fad_inf(
     min_n: int = FAD_INF_MIN_N,
     seed: int = SEED,
     unit: str = "frames",
+    replace: bool = True,
 ) -> FadInf:
-    """FAD∞ by fadtk's recipe (see the module doc). ``gen``: per-clip embeddings or one ``[frames, dim]`` array."""
+    """FAD∞ by fadtk's recipe (see the module doc). ``gen``: per-clip embeddings or one ``[frames, dim]`` array.
+
+    ``replace=True`` is fadtk's draw (with replacement); ``replace=False`` is Chong & Forsyth's original FID∞
+    (``mchong6/FID_IS_infinity: score_infinity.py`` shuffles and takes the first n, i.e. without replacement).
+    """
     if isinstance(gen, np.ndarray) and gen.ndim == 2:
         clips = [np.asarray(gen, np.float64)]
         if unit == "clips":
@@ -289,10 +300,11 @@ def fad_inf(
     xs, ys = [], []
     for n in ns:
         g = GaussianStats(dim)
+        idx = rng.integers(0, max_n, size=n) if replace else rng.permutation(max_n)[:n]
         if unit == "frames":
-            g.update(pool[rng.integers(0, max_n, size=n)])
+            g.update(pool[idx])
         else:
-            for i in rng.integers(0, max_n, size=n):
+            for i in idx:
                 g.update(clips[i])
         mu, sigma = g.mean_cov(f"FAD∞ subset of {n} {unit}")
         ys.append(frechet_distance(mu, sigma, mu_r, sigma_r))
@@ -309,6 +321,7 @@ def fad_inf(
         points=[(int(n), float(v)) for n, v in zip(ns, ys)],
         unit=unit,
         seed=seed,
+        replace=replace,
     )
 
 

@@ -187,6 +187,10 @@ def card_table(collected: pd.DataFrame) -> pd.DataFrame:
                 protocol_notes.append(f"{label}: {c} measured with protocol '{r['protocol']}' (the card's is '{CARD_PROTOCOL}').")
             if r.get("ci_note"):
                 no_ci.append(f"{label}: no interval for {c} ({r['ci_note']}).")
+            v, rv = r["value"], r.get("ci_value", float("nan"))
+            if pd.notna(v) and pd.notna(rv) and abs(rv - v) > 1e-4 * max(1.0, abs(v)):
+                no_ci.append(f"{label}: {c} recomputed from the per-clip data is {rv:.6g}, the summary says {v:.6g} "
+                             "(the interval is around the recomputed value; check the run folder).")
         if first is not None:
             published = rows.drop_duplicates("card_column").set_index("card_column")["published"]
             for c in cards:
@@ -213,7 +217,8 @@ def card_table(collected: pd.DataFrame) -> pd.DataFrame:
         )
     notes.append(
         "Measured: evalkit on the run's clips"
-        + (f"; brackets: {ci['level']:.0%} bootstrap interval over clips ({ci['n_boot']} draws, seed {ci['seed']})" if ci else "")
+        + (f"; brackets: {ci['level']:.0%} bootstrap interval over clips ({ci['n_boot']} draws, seed {ci['seed']}; "
+           "FAD: basic interval centred on the measured value, evalkit/report/bootstrap.py)" if ci else "")
         + ". Published: MusicGen model card, MusicCaps (results/published/musicgen_model_card.csv). "
         + f"{MISSING}: not measured or not published."
     )
