@@ -62,7 +62,7 @@ def ckpt(tmp_path_factory):
     return out
 
 
-def package_wrapper(module: str, path: Path, protocol: str, monkeypatch=None):
+def package_wrapper(module: str, path: Path, protocol: str):
     """hear21passt.<module>.get_basic_model(mode="logits") with get_model_passt swapped for our tiny net carrying the
     saved weights (loaded with plain load_state_dict, independent of evalkit's loader). Returns (wrapper, kwargs the
     package passed to get_model_passt)."""
