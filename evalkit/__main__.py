@@ -22,11 +22,10 @@ def main() -> None:
         if not summary:
             return
         print(format_summary(summary))
-        try:
-            from evalkit.report.table import print_card_table  # type: ignore[attr-defined]
-        except Exception:
-            return
-        print_card_table([summary])
+        from evalkit.report.table import card_table, collect_runs, to_markdown
+
+        print("\nIn the layout of the MusicGen model card (published values beside; report: python -m evalkit.report RUN_DIR):")
+        print(to_markdown(card_table(collect_runs([out], ci=False))))
 
     _main()
 

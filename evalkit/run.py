@@ -409,8 +409,15 @@ class Run:
         metrics_out: dict[str, Any] = {}
         any_random = bool(gdesc.get("random_weights"))
         for name, m in self.metrics.items():
-            values = m.compute()
             desc = m.describe()
+            try:
+                values = m.compute()
+            except Exception as exc:  # e.g. FAD with fewer windows than dimensions: report it, keep the others
+                log.error("%s could not be computed: %s", name, exc)
+                metrics_out[name] = {"value": None, "error": f"{type(exc).__name__}: {exc}", "card_column": m.card_column,
+                                     "protocol": desc.get("protocol"), "higher_is_better": m.higher_is_better}
+                any_random |= bool(desc.get("random_weights"))
+                continue
             any_random |= bool(desc.get("random_weights"))
             n_skipped = int(round(float(m.state.get("n_skipped", 0))))
             col = f"{name}_skipped"
@@ -496,7 +503,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines.append(f"{'metric':<26}{'value':>12}  {'protocol':<24}{'clips':>7}")
     for name, v in summary["metrics"].items():
         if v.get("value") is None:
-            lines.append(f"{v.get('card_column') or name:<26}{'–':>12}  {v.get('skipped', '')}")
+            lines.append(f"{v.get('card_column') or name:<26}{'–':>12}  {v.get('skipped') or v.get('error', '')}")
             continue
         lines.append(f"{v.get('card_column') or name:<26}{v['value']:>12.4f}  {str(v.get('protocol')):<24}{v.get('n_clips', 0):>7}")
     lines.append(f"run folder: {summary['run_dir']}")

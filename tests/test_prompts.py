@@ -34,7 +34,7 @@ def test_load_prompts_from_config(musiccaps_csv):
     ps = load_prompts({"name": "musiccaps", "path": str(musiccaps_csv), "subset": "balanced", "limit": 3})
     assert len(ps) == 3
     demo = load_prompts({"name": "demo", "path": None, "limit": None})
-    assert len(demo) == 4 and all(p.caption for p in demo)
+    assert len(demo) == 8 and all(p.caption for p in demo)  # 8 x 19 VGGish windows >= 128 dims for FAD
     with pytest.raises(PromptError, match="subset"):
         load_musiccaps(str(musiccaps_csv), "nope")
 
