@@ -14,6 +14,12 @@ Where evalkit is deliberately different from running audiocraft's code:
   a shorter clip's score there depends on its batch neighbours. Identical when all clips have the same length.
 - every clip is paired with its own ``Clip.caption`` (by id), never by file order (frechet-audio-distance's
   ``CLAPScore`` pairs ``os.listdir`` order with the caption list).
+
+Note for the run (``audiocraft/solvers/musicgen.py: evaluate_audio_generation``): audiocraft generates every clip
+of a batch for the batch's longest reference, crops to that batch length (not to each clip's ``sizes``),
+loudness-normalises, and hands that to all metrics; FAD/KLD/chroma then crop to ``sizes`` themselves, CLAP does
+not. So for a reference shorter than its batch's longest (rare in MusicCaps: nearly all clips are 10 s) audiocraft's
+CLAP saw the longer generation. This metric scores whatever audio the run gives it.
 """
 from __future__ import annotations
 
