@@ -139,6 +139,25 @@ class Run:
         self.dist = distributed.init()
 
     # -- identity ------------------------------------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Out-of-range settings stop the run before any work, naming the setting."""
+        g = self.cfg.generation
+        checks = [
+            (float(g.duration) > 0, f"generation.duration={g.duration}: must be > 0 seconds"),
+            (float(g.guidance_scale) >= 1 or float(g.guidance_scale) == 0,
+             f"generation.guidance_scale={g.guidance_scale}: must be >= 1 (1 or 0 = no guidance)"),
+            (int(g.top_k) >= 0, f"generation.top_k={g.top_k}: must be >= 0"),
+            (0 <= float(g.top_p) <= 1, f"generation.top_p={g.top_p}: must be in [0, 1] (0 = off, audiocraft)"),
+            (float(g.temperature) > 0, f"generation.temperature={g.temperature}: must be > 0"),
+            (int(self.cfg.batch_size) >= 1, f"batch_size={self.cfg.batch_size}: must be >= 1"),
+            (int(self.cfg.metric_batch_size) >= 1, f"metric_batch_size={self.cfg.metric_batch_size}: must be >= 1"),
+            (str(self.cfg.precision) in ("fp32", "fp16", "bf16"), f"precision={self.cfg.precision}: fp32, fp16 or bf16"),
+            (str(self.cfg.backbone_weights) in ("released", "random"), f"backbone_weights={self.cfg.backbone_weights}: released or random"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(msg)
+
     def claim_folder(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         if self.dist.rank != 0:
@@ -298,7 +317,12 @@ class Run:
                 ref_len = int(round(ref.shape[-1] * sr / rsr))
                 wav = wav[..., :ref_len]
             if pp.get("strategy") == "loudness":
-                wav = loudness_normalize(wav, sr, float(pp.loudness_headroom_db), float(pp.energy_floor), bool(pp.clamp))
+                try:
+                    wav = loudness_normalize(wav, sr, float(pp.loudness_headroom_db), float(pp.energy_floor), bool(pp.clamp))
+                except AudioError as exc:
+                    return None, f"post-processing (loudness) failed: {exc}"
+                if not torch.isfinite(wav).all():
+                    return None, "post-processing (loudness) produced non-finite samples"
         return Clip(p.id, p.caption, wav, sr, ref, rsr), None
 
     def score(self, gen_rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -419,12 +443,11 @@ class Run:
                 any_random |= bool(desc.get("random_weights"))
                 continue
             any_random |= bool(desc.get("random_weights"))
-            n_skipped = int(round(float(m.state.get("n_skipped", 0))))
-            col = f"{name}_skipped"
+            col = f"{name}_skipped"  # the metric's own skips and the run's (no reference) - counted once, per clip
             n_scored = int(len(df) - df["skip_reason"].notna().sum() - (df[col].notna().sum() if col in df else 0))
             metrics_out[name] = {"value": values.get(m.primary), "primary": m.primary, "protocol": desc.get("protocol"),
                                  "higher_is_better": m.higher_is_better, "card_column": m.card_column,
-                                 "n_clips": n_scored, "n_skipped": n_skipped + (int(df[col].notna().sum()) if col in df else 0),
+                                 "n_clips": n_scored, "n_skipped": int(df[col].notna().sum()) if col in df else 0,
                                  **{k: v for k, v in desc.items() if k != "protocol"}, "values": values}
         for name, why in self.skipped_metrics.items():
             metrics_out[name] = {"value": None, "skipped": why}
@@ -471,6 +494,7 @@ class Run:
     # -- all of it -----------------------------------------------------------------------------------------------------
     def __call__(self) -> dict[str, Any]:
         start = time.time()
+        self.validate()
         self.claim_folder()
         self.dist.barrier()
         if self.dist.rank == 0:

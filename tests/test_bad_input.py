@@ -1,0 +1,182 @@
+"""Bad input gets a named error or a counted, listed skip - never a silent wrong number (issue: reliability)."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from evalkit.audio import AudioError, load_audio, save_audio
+from evalkit.backbones.weights import CheckpointError, resolve_checkpoint
+from evalkit.data.prompts import PromptError, load_prompt_file
+from evalkit.data.references import synth_clip
+from evalkit.run import run
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def cfg(*overrides):
+    with initialize_config_dir(config_dir=CONF, version_base=None):
+        return compose("config", overrides=list(overrides))
+
+
+@pytest.fixture(scope="module")
+def bad_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad")
+    gen, ref = root / "gen", root / "ref"
+    gen.mkdir()
+    ref.mkdir()
+    ids = []
+    rng = np.random.default_rng(0)
+
+    def add(i, write, with_ref=True):
+        ids.append(i)
+        write(gen)
+        if with_ref:
+            save_audio(ref / f"{i}.flac", synth_clip(i, 32000, 10.0), 32000)
+
+    for k in range(8):  # 8 x 19 windows: enough for FAD's 128-d covariance
+        add(f"ok{k}", lambda g, k=k: save_audio(g / f"ok{k}.flac", synth_clip(f"ok{k}", 32000, 10.0) * 0.9, 32000))
+    add("corrupt", lambda g: (g / "corrupt.wav").write_bytes(b"RIFF\x00\x00garbage"))
+    add("empty", lambda g: (g / "empty.wav").write_bytes(b""))
+    add("textfile", lambda g: (g / "textfile.mp3").write_text("not audio at all"))
+    add("truncated", lambda g: (g / "truncated.flac").write_bytes((g / "ok0.flac").read_bytes()[:3000]))
+    add("nan", lambda g: sf.write(str(g / "nan.wav"), np.full((32000, 1), np.nan, np.float32), 32000, subtype="FLOAT"))
+    add("silent", lambda g: sf.write(str(g / "silent.wav"), np.zeros((320000, 1), np.float32), 32000))
+    add("short", lambda g: sf.write(str(g / "short.wav"), 0.3 * rng.standard_normal((3000, 1)).astype(np.float32), 32000))
+    add("sixch", lambda g: sf.write(str(g / "sixch.wav"), 0.1 * rng.standard_normal((441000, 6)).astype(np.float32), 44100))
+    add("long16k", lambda g: save_audio(g / "long16k.flac", synth_clip("long", 16000, 25.0), 16000))
+    add("noref", lambda g: save_audio(g / "noref.flac", synth_clip("noref", 32000, 10.0), 32000), with_ref=False)
+    (root / "p.csv").write_text("id,caption\n" + "".join(f"{i},a caption for {i}\n" for i in ids), encoding="utf-8")
+    save_audio(ref / "stranger.flac", synth_clip("stranger", 32000, 1.0), 32000)  # an id not in the prompt set
+    c = cfg("model=folder", f"model.dir={gen}", "dataset=prompts", f"dataset.path={root / 'p.csv'}", f"reference.dir={ref}",
+            "metrics=[fad,kld,clap,chroma]", "backbone_weights=random", "backbone_size=tiny", "progress=false")
+    s = run(c, root / "out")
+    return s, pd.read_parquet(root / "out" / "clips.parquet").set_index("id")
+
+
+REASONS = {
+    "corrupt": "corrupt.wav: not a readable audio file",
+    "empty": "empty.wav: not a readable audio file",
+    "textfile": "textfile.mp3: not a readable audio file",
+    "truncated": "truncated.flac: not a readable audio file",
+    "nan": "nan.wav: the audio holds NaN or infinite samples",
+    "short": "loudness needs at least 12800 samples",
+    "sixch": "at most 5 channels",
+}
+
+
+def test_unusable_clips_are_skipped_with_the_file_named(bad_run):
+    s, df = bad_run
+    for cid, reason in REASONS.items():
+        assert reason in df.loc[cid, "skip_reason"], cid
+    assert s["n_skipped"] == len(REASONS) and s["n_clips"] == 18  # 8 good + 10 odd
+    for name in ("fad", "kld", "clap", "chroma"):
+        assert all(pd.isna(df.loc[cid, name]) for cid in REASONS if name in df.columns), name
+
+
+def test_missing_and_extra_references_are_listed(bad_run):
+    s, df = bad_run
+    assert s["missing_reference_ids"] == ["noref"] and s["extra_reference_ids"] == ["stranger"]
+    for name in ("fad", "kld", "chroma"):
+        assert df.loc["noref", f"{name}_skipped"] == "no reference clip"
+    assert np.isfinite(df.loc["noref", "clap"])  # CLAP needs no reference
+
+
+def test_usable_odd_clips_are_scored_and_counted(bad_run):
+    s, df = bad_run
+    # silence cannot be peak-normalised for FAD (named skip); the other metrics stay finite
+    assert "silent" in df.loc["silent", "fad_skipped"]
+    for name in ("kld", "clap", "chroma"):
+        assert np.isfinite(df.loc["silent", name]), name
+    # 25 s at 16 kHz: resampled and cropped to the 10 s reference -> 19 FAD windows, like every 10 s clip
+    assert df.loc["long16k", "fad_windows"] == 19 and np.isfinite(df.loc["long16k", "kld"])
+    m = s["metrics"]
+    # 18 clips - 7 unusable = 11 scored by CLAP; KLD and chroma also lose `noref`; FAD also loses `silent`
+    assert m["clap"]["n_clips"] == 11
+    assert m["chroma"]["n_clips"] == 10 and m["kld"]["n_clips"] == 10
+    assert m["fad"]["n_clips"] == 9 and m["fad"]["n_skipped"] == 1 + 1  # silent, noref
+    for v in m.values():
+        assert v["value"] is not None and np.isfinite(v["value"])
+
+
+def test_too_few_clips_for_fad_is_reported_not_a_lost_run(tmp_path):
+    gen = tmp_path / "gen"
+    save_audio(gen / "a.wav", synth_clip("a", 32000, 10.0), 32000)
+    save_audio(tmp_path / "ref" / "a.wav", synth_clip("b", 32000, 10.0), 32000)
+    (tmp_path / "p.csv").write_text("id,caption\na,organ\n", encoding="utf-8")
+    s = run(cfg("model=folder", f"model.dir={gen}", "dataset=prompts", f"dataset.path={tmp_path / 'p.csv'}",
+                f"reference.dir={tmp_path / 'ref'}", "metrics=[fad,chroma]", "backbone_weights=random", "backbone_size=tiny",
+                "progress=false"), tmp_path / "out")
+    assert s["metrics"]["fad"]["value"] is None and "19 embeddings for dimension 128" in s["metrics"]["fad"]["error"]
+    assert s["metrics"]["chroma"]["value"] is not None  # the other metrics survive
+
+
+def test_config_errors_name_the_setting(tmp_path):
+    with pytest.raises((ConfigCompositionException, MissingConfigException), match="model"):
+        cfg("model=musicgen-huge")
+    with pytest.raises(ValueError, match="generation.duration=-1"):
+        run(cfg("generation.duration=-1", "metrics=[]", "progress=false"), tmp_path / "a")
+    with pytest.raises(ValueError, match="guidance_scale"):
+        run(cfg("generation.guidance_scale=0.5", "metrics=[]", "progress=false"), tmp_path / "b")
+    with pytest.raises(PromptError, match="dataset.limit"):
+        run(cfg("dataset.limit=-3", "metrics=[]", "progress=false"), tmp_path / "c")
+
+
+def test_checkpoint_checks(tmp_path):
+    f = tmp_path / "w.pt"
+    torch.save({"x": torch.zeros(2)}, f)
+    with pytest.raises(CheckpointError, match="does not match the expected"):
+        resolve_checkpoint(str(f), setting="metrics.fad.checkpoint", filename="vggish-10086976.pth", url="u",
+                           expected_sha256="10086976")
+    with pytest.raises(CheckpointError, match="metrics.fad.checkpoint=.*no such file"):
+        resolve_checkpoint(str(tmp_path / "nope.pt"), setting="metrics.fad.checkpoint", filename="x", url="u", expected_sha256=None)
+    with pytest.raises(CheckpointError, match="downloads are off"):
+        resolve_checkpoint(None, setting="metrics.fad.checkpoint", filename="never-downloaded.pth", url="https://example/x",
+                           expected_sha256=None)
+
+
+def test_a_checkpoint_of_another_backbone_is_refused(tmp_path):
+    from evalkit.metrics.fad import FAD  # noqa: F401
+    from evalkit.registry import get_metric
+    from evalkit.metrics.base import resolve_recipe
+    from omegaconf import OmegaConf
+
+    f = tmp_path / "passt.pt"
+    torch.save({"patch_embed.proj.weight": torch.zeros(4, 1, 16, 16)}, f)  # a PaSST-like state dict
+    recipe = resolve_recipe(OmegaConf.to_container(cfg("metrics=[fad]").metrics.fad, resolve=True))
+    recipe.update(checkpoint=str(f), backbone_weights="released", reference_stats=None, checkpoint_sha256=None)
+    with pytest.raises(Exception, match="passt.pt"):
+        get_metric("fad")(recipe, device="cpu")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=2048), st.sampled_from([".wav", ".flac", ".mp3", ".ogg"]))
+def test_fuzz_audio_loader(tmp_path, data, ext):
+    f = tmp_path / f"fuzz{ext}"
+    f.write_bytes(data)
+    try:
+        wav, sr = load_audio(f)
+    except AudioError as exc:
+        assert str(f) in str(exc)
+    else:
+        assert wav.ndim == 2 and wav.shape[1] > 0 and sr > 0 and torch.isfinite(wav).all()
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=512), st.sampled_from([".txt", ".csv", ".jsonl"]))
+def test_fuzz_prompt_parser(tmp_path, data, ext):
+    f = tmp_path / f"p{ext}"
+    f.write_bytes(data)
+    try:
+        prompts = load_prompt_file(f)
+    except PromptError as exc:
+        assert str(f) in str(exc)
+    else:
+        assert prompts and len({p.id for p in prompts}) == len(prompts) and all(p.caption.strip() for p in prompts)
