@@ -78,7 +78,9 @@ class VGGish(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 3:
             x = x.unsqueeze(1)
-        x = self.features(x)  # [N, C, 6, 4]
+        # channels-last (NHWC) convolutions: ~30 % faster with oneDNN on CPU, the layout cuDNN prefers; the sums are
+        # reordered, which moves embeddings by ~1e-6 relative (float32 rounding)
+        x = self.features(x.contiguous(memory_format=torch.channels_last))  # [N, C, 6, 4]
         x = x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)  # NHWC flatten, as TF (torchvggish's two transposes)
         x = self.embeddings(x)
         return torch.relu(x) if self.activation else x
@@ -139,7 +141,7 @@ def build_vggish(
                 f"{path}: not a VGGish state dict in torchvggish's layout (missing {sorted(missing)[:6]}, "
                 f"unexpected {sorted(unexpected)[:6]})"
             )
-    return model.eval().to(device)
+    return model.eval().to(device=device, memory_format=torch.channels_last)
 
 
 # ----------------------------------------------------------------------------------------------------------------
