@@ -58,7 +58,16 @@ def check_tokenizer(tok: Any, caption: str = CHECK_CAPTION, setting: str = "toke
     unk = getattr(tok, "unk_token_id", None)
     if unk is not None:
         special.add(int(unk))
-    if not any(i not in special for i in ids):
+    # a real token carries letters or digits: an empty T5 (Unigram) tokenizer still emits its word marker "▁"
+    # between <unk>s, which is neither special nor unknown but says nothing about the caption
+    def _wordy(i: int) -> bool:
+        try:
+            piece = tok.convert_ids_to_tokens(int(i))
+        except Exception:
+            return True
+        return piece is None or any(ch.isalnum() for ch in str(piece))
+
+    if not any(i not in special and _wordy(i) for i in ids):
         try:
             size = len(tok)
         except TypeError:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from evalkit.audio import convert_audio
+from evalkit.backbones.tokenizers import TokenizerError, check_tokenizer  # noqa: F401 (TokenizerError re-exported)
 from evalkit.data.prompts import Prompt
 from evalkit.generate.base import GeneratedClip
 from evalkit.registry import register_generator
@@ -44,27 +45,13 @@ class ModelLoadError(RuntimeError):
     pass
 
 
-class TokenizerError(RuntimeError):
-    pass
-
-
-def check_text_tokenizer(tokenizer, setting: str, what: str = "download the model's tokenizer files") -> None:
-    """Refuse a tokenizer that encodes a real caption into special/unknown tokens only.
-
-    Offline, ``T5Tokenizer.from_pretrained``/``AutoTokenizer`` can return an *empty* tokenizer without raising;
-    generating from its ``<unk>`` prompts would give unconditional audio and a silently wrong evaluation."""
-    ids = tokenizer(TOKENIZER_PROBE)["input_ids"]
-    special = set(getattr(tokenizer, "all_special_ids", []) or [])
-    if getattr(tokenizer, "unk_token_id", None) is not None:
-        special.add(tokenizer.unk_token_id)
-    real = [i for i in ids if i not in special]
-    vocab = len(tokenizer) if hasattr(tokenizer, "__len__") else None
-    if not real or (vocab is not None and vocab < 100):
-        raise TokenizerError(
-            f"{setting}: the tokenizer is unusable (vocabulary of {vocab}; {TOKENIZER_PROBE!r} encodes to {ids}, no "
-            f"token but special/unknown ones). It was probably built offline from an empty cache: {what} "
-            f"(e.g. `huggingface-cli download <model>` while online) and try again."
-        )
+def check_text_tokenizer(tokenizer, setting: str) -> None:
+    """Refuse a tokenizer that encodes a real caption into special/unknown tokens only: offline,
+    ``T5Tokenizer.from_pretrained``/``AutoTokenizer`` can return an *empty* tokenizer without raising, and generating
+    from its ``<unk>`` prompts would give unconditional audio and a silently wrong evaluation."""
+    check_tokenizer(tokenizer, TOKENIZER_PROBE, setting,
+                    download_hint="Download the model's files while online (`huggingface-cli download <hub id>`) or "
+                                  "pass model.path=DIR with a complete local copy.")
 
 
 def derive_seed(run_seed: int, key: str) -> int:
