@@ -180,3 +180,17 @@ def test_fuzz_prompt_parser(tmp_path, data, ext):
         assert str(f) in str(exc)
     else:
         assert prompts and len({p.id for p in prompts}) == len(prompts) and all(p.caption.strip() for p in prompts)
+
+
+class _NotATensor:  # anything a weights_only load refuses
+    pass
+
+
+def test_unsafe_checkpoint_is_not_unpickled_unless_trusted(tmp_path):
+    from evalkit.backbones.clap import ClapError, read_clap_state_dict
+
+    f = tmp_path / "clap.pt"
+    torch.save({"state_dict": {"w": torch.ones(2)}, "extra": _NotATensor()}, f)
+    with pytest.raises(ClapError, match="trust_checkpoint=true"):
+        read_clap_state_dict(f)
+    assert torch.equal(read_clap_state_dict(f, trust=True)["w"], torch.ones(2))

@@ -163,26 +163,30 @@ def build_clap(size: str = "full", amodel: str = "HTSAT-base", *, vocab_size: in
 # ----------------------------------------------------------------------------------------------------------------
 # Checkpoints
 # ----------------------------------------------------------------------------------------------------------------
-def _torch_load(path: Path) -> Any:
+def _torch_load(path: Path, trust: bool = False) -> Any:
+    """``torch.load(weights_only=True)``; full unpickling (which can run code from the file) only when the user
+    says the file is trusted (``metrics.clap.trust_checkpoint=true``)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # not a zip-format file: no mmap
         try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # not a zip-format file: no mmap
             return torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            pass
-    except pickle.UnpicklingError:
-        pass
-    # laion_clap itself loads with weights_only=False; the released .pt files hold more than tensors
-    log.warning("%s: not loadable with weights_only=True; unpickling it fully (only load files you trust)", path)
+    except pickle.UnpicklingError as exc:
+        if not trust:
+            raise ClapError(
+                f"{path}: holds objects other than tensors and plain containers, so it cannot be loaded safely "
+                f"(weights_only=True: {str(exc).splitlines()[0]}). If you trust the file, set "
+                f"metrics.clap.trust_checkpoint=true; better, save its state_dict as safetensors/.pt and pass that."
+            ) from exc
+    log.warning("%s: unpickling fully because metrics.clap.trust_checkpoint=true", path)
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def read_clap_state_dict(path: str | os.PathLike, drop_keys: Sequence[str] = DROP_KEYS) -> dict[str, torch.Tensor]:
+def read_clap_state_dict(path: str | os.PathLike, drop_keys: Sequence[str] = DROP_KEYS, trust: bool = False) -> dict[str, torch.Tensor]:
     """The model state dict of a LAION-CLAP checkpoint, as ``clap_module.factory.load_state_dict`` +
     audiocraft's ``load_clap_state_dict`` read it: ``ckpt["state_dict"]`` if present, the DataParallel ``module.``
     prefix removed, ``drop_keys`` removed when present."""
-    ckpt = _torch_load(Path(path))
+    ckpt = _torch_load(Path(path), trust)
     sd = ckpt["state_dict"] if isinstance(ckpt, dict) and "state_dict" in ckpt else ckpt
     if not isinstance(sd, dict) or not sd:
         raise ClapError(f"{path}: holds no state dict")
@@ -196,9 +200,9 @@ def read_clap_state_dict(path: str | os.PathLike, drop_keys: Sequence[str] = DRO
 
 
 def load_clap_weights(model: torch.nn.Module, path: str | os.PathLike, drop_keys: Sequence[str] = DROP_KEYS,
-                      setting: str = "checkpoint") -> None:
+                      setting: str = "checkpoint", trust: bool = False) -> None:
     """Load a checkpoint strictly (as audiocraft does); a mismatch names the first differing keys."""
-    sd = read_clap_state_dict(path, drop_keys)
+    sd = read_clap_state_dict(path, drop_keys, trust)
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]

@@ -106,7 +106,7 @@ class ClapScore(Metric):
                             f" differ from laion_clap's {r.get('amodel')} config ({model_cfg['audio_cfg']})")
         if self.checkpoint.path is not None:
             load_clap_weights(model, self.checkpoint.path, tuple(r.get("drop_state_keys") or ()),
-                              setting=f"{SETTING}.checkpoint")
+                              setting=f"{SETTING}.checkpoint", trust=bool(r.get("trust_checkpoint", False)))
         self.embedder = ClapEmbedder(model, model_cfg, self.tokenizer, device=self.device,
                                      text_max_length=int(r["text_max_length"]),
                                      text_padding=str(r.get("text_padding", "max_length")),
