@@ -149,7 +149,7 @@ class Run:
             (int(g.top_k) >= 0, f"generation.top_k={g.top_k}: must be >= 0"),
             (0 <= float(g.top_p) <= 1, f"generation.top_p={g.top_p}: must be in [0, 1] (0 = off, audiocraft)"),
             (float(g.temperature) > 0, f"generation.temperature={g.temperature}: must be > 0"),
-            (int(self.cfg.batch_size) >= 1, f"batch_size={self.cfg.batch_size}: must be >= 1"),
+            (str(self.cfg.batch_size) == "auto" or int(self.cfg.batch_size) >= 1, f"batch_size={self.cfg.batch_size}: must be >= 1 or auto"),
             (int(self.cfg.metric_batch_size) >= 1, f"metric_batch_size={self.cfg.metric_batch_size}: must be >= 1"),
             (str(self.cfg.precision) in ("fp32", "fp16", "bf16"), f"precision={self.cfg.precision}: fp32, fp16 or bf16"),
             (str(self.cfg.backbone_weights) in ("released", "random"), f"backbone_weights={self.cfg.backbone_weights}: released or random"),
@@ -207,7 +207,8 @@ class Run:
         if mcfg.get("generator") == "folder":
             return gen_cls(mcfg)
         return gen_cls(mcfg, OmegaConf.to_container(self.cfg.generation, resolve=True), device=self.device(),
-                       precision=self.cfg.precision, seed=int(self.cfg.seed), batch_size=int(self.cfg.batch_size))
+                       precision=self.cfg.precision, seed=int(self.cfg.seed),
+                       batch_size="auto" if str(self.cfg.batch_size) == "auto" else int(self.cfg.batch_size))
 
     def device(self) -> str:
         """``device`` from the config; under torchrun on GPUs each rank takes ``cuda:LOCAL_RANK``."""
@@ -234,6 +235,16 @@ class Run:
             raise RunError("a melody model conditions each prompt on its reference clip: give reference.dir=DIR, or set "
                            "melody.source=none for text-only generation (the chroma metric is then skipped)")
         audio_dir, meta_dir = self.out / "audio", self.out / "generation"
+        if gen.batch_size == "auto":
+            plan_path = meta_dir / "plan.json"
+            if plan_path.exists():  # a resumed run keeps the batches it started with
+                gen.batch_size = int(eio.read_json(plan_path)["batch_size"])
+            else:
+                n = gen.find_batch_size(self.prompts) if self.dist.rank == 0 else 0
+                gen.batch_size = int(self.dist.broadcast(n))
+                if self.dist.rank == 0:
+                    eio.write_json(plan_path, {"batch_size": gen.batch_size, "found_by": "auto (largest power of two that fits)"})
+            log.info("batch_size=auto -> %d", gen.batch_size)
         batches = gen.plan(self.prompts)
         expected = gen.num_samples
         rank, world = self.dist.rank, self.dist.world

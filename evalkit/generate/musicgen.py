@@ -87,14 +87,19 @@ class MusicGenGenerator:
             raise ValueError(f"generation.duration={self.gen_cfg['duration']}: must be > 0 seconds")
         if float(self.gen_cfg["guidance_scale"]) < 1 and float(self.gen_cfg["guidance_scale"]) != 0:
             raise ValueError(f"generation.guidance_scale={self.gen_cfg['guidance_scale']}: must be >= 1 (1 = no guidance)")
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size={batch_size}: must be >= 1")
+        if batch_size != "auto" and int(batch_size) < 1:
+            raise ValueError(f"batch_size={batch_size}: must be >= 1 or auto")
         self.device = resolve_device(device)
         self.dtype = PRECISIONS[precision]
-        self.precision, self.seed, self.batch_size = precision, int(seed), int(batch_size)
+        self.precision, self.seed = precision, int(seed)
+        self.batch_size = batch_size if batch_size == "auto" else int(batch_size)
         self.model, self.tokenizer, self.feature_extractor, self.source = self._load()
         check_text_tokenizer(self.tokenizer, f"model={self.model_cfg.get('name')}")
         self.model.to(self.device, dtype=self.dtype if self.dtype != torch.float32 else None).eval()
+        if self.gen_cfg.get("compile"):
+            # the decode step dominates: compile the decoder (CUDA graphs with mode=reduce-overhead; pair with
+            # cache_implementation=static so shapes stay fixed)
+            self.model.decoder.forward = torch.compile(self.model.decoder.forward, mode=str(self.gen_cfg.get("compile_mode") or "reduce-overhead"))
         self.random_weights = bool(self.model_cfg.get("tiny"))
         acfg = self.model.config.audio_encoder
         self.sample_rate = int(acfg.sampling_rate)
@@ -127,7 +132,7 @@ class MusicGenGenerator:
         kw = dict(local_files_only=local_only, revision=cfg.get("revision"))
         try:
             processor = AutoProcessor.from_pretrained(src, **kw)
-            model = cls.from_pretrained(src, **kw)
+            model = cls.from_pretrained(src, attn_implementation=self.gen_cfg.get("attn_implementation") or None, **kw)
         except (OSError, ValueError) as exc:
             hint = ("the folder must hold the released files (config.json, model weights, tokenizer, "
                     "preprocessor_config.json)" if cfg.get("path") else
@@ -152,6 +157,8 @@ class MusicGenGenerator:
         return int(round(float(self.gen_cfg["duration"]) * self.frame_rate)) * (self.sample_rate // self.frame_rate)
 
     def plan(self, prompts: Sequence[Prompt]) -> list[Batch]:
+        if self.batch_size == "auto":
+            raise ValueError("batch_size=auto: call find_batch_size(prompts) first")
         prompts = list(prompts)
         if self.gen_cfg.get("sort_by_length", True):
             lengths = {p.id: len(self.tokenizer(p.caption)["input_ids"]) for p in prompts}
@@ -166,6 +173,8 @@ class MusicGenGenerator:
     def _sampling_kwargs(self) -> dict[str, Any]:
         g = self.gen_cfg
         kw: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "guidance_scale": float(g["guidance_scale"]) or None}
+        if g.get("cache_implementation"):
+            kw["cache_implementation"] = g["cache_implementation"]
         if g.get("use_sampling", True):
             kw.update(do_sample=True, temperature=float(g["temperature"]), top_k=int(g["top_k"]) or None)
             # audiocraft: top_p > 0 -> nucleus sampling, else top-k. transformers would treat top_p=0 as "keep 1 token".
@@ -175,7 +184,8 @@ class MusicGenGenerator:
         return kw
 
     @torch.no_grad()
-    def generate_batch(self, batch: Batch, melodies: Sequence[tuple[torch.Tensor, int]] | None = None) -> list[GeneratedClip]:
+    def generate_batch(self, batch: Batch, melodies: Sequence[tuple[torch.Tensor, int]] | None = None,
+                       max_new_tokens: int | None = None) -> list[GeneratedClip]:
         captions = [p.caption for p in batch.prompts]
         inputs = self.tokenizer(captions, padding=True, return_tensors="pt")
         inputs = {k: v.to(self.device) for k, v in inputs.items() if k in ("input_ids", "attention_mask")}
@@ -187,7 +197,12 @@ class MusicGenGenerator:
         torch.manual_seed(batch.seed)
         if self.device.type == "cuda":
             torch.cuda.manual_seed_all(batch.seed)
-        audio = self.model.generate(**inputs, **self._sampling_kwargs())
+        kw = self._sampling_kwargs()
+        if max_new_tokens is not None:  # probing memory (find_batch_size): no clips are returned
+            kw["max_new_tokens"] = max_new_tokens
+            self.model.generate(**inputs, **kw)
+            return []
+        audio = self.model.generate(**inputs, **kw)
         audio = audio.float().cpu()
         n = self.num_samples
         if audio.shape[-1] < n:
@@ -195,6 +210,31 @@ class MusicGenGenerator:
         return [GeneratedClip(p.id, audio[i, :, :n].contiguous(), self.sample_rate, batch.seed,
                               {"batch": batch.index, "max_new_tokens": self.max_new_tokens})
                 for i, p in enumerate(batch.prompts)]
+
+    def find_batch_size(self, prompts: Sequence[Prompt], start: int = 256) -> int:
+        """The largest batch (a power of two <= ``start``) whose generation of the longest prompts fits in memory,
+        halving on out-of-memory. Probing generates a few frames only. Sets and returns ``self.batch_size``."""
+        longest = sorted(prompts, key=lambda p: len(self.tokenizer(p.caption)["input_ids"]))[-1:]
+        n = max(1, min(int(start), len(prompts)))
+        n = 1 << (n.bit_length() - 1)
+        full = self.max_new_tokens
+        while True:
+            try:
+                probe = Batch(-1, 0, list(longest) * n)
+                mel = [None] * n if self.melody else None
+                # a static cache allocates its full length up front: a few steps show whether it fits; the dynamic
+                # cache grows, so its probe must run to the full length
+                steps = 8 if self.gen_cfg.get("cache_implementation") == "static" else full
+                self.generate_batch(probe, mel, max_new_tokens=steps)
+                break
+            except torch.cuda.OutOfMemoryError:
+                if n == 1:
+                    raise
+                n //= 2
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+        self.batch_size = n
+        return n
 
     def melody_features(self, melodies: Sequence[tuple[torch.Tensor, int] | None]) -> torch.Tensor:
         """Chroma conditioning through the model's own feature extractor (MusicgenMelodyFeatureExtractor), from each
