@@ -37,7 +37,7 @@ from evalkit.registry import get_generator, get_metric
 log = logging.getLogger("evalkit")
 
 #: config keys that do not change any number (may differ between a run and its resumption)
-VOLATILE_KEYS = ("progress", "num_workers", "overwrite", "device")
+VOLATILE_KEYS = ("progress", "num_workers", "overwrite", "device", "cache")
 
 RANDOM_WEIGHTS_NOTE = (
     "RANDOM WEIGHTS: the model and/or the metric backbones of this run have random weights. These numbers exercise "
@@ -109,6 +109,19 @@ def device_info(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda" and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Hard link (same file system) or atomic copy."""
+    import shutil
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
 
 
 def _config_identity(cfg: dict) -> dict:
@@ -252,6 +265,12 @@ class Run:
             paths = {p.id: audio_dir / f"{p.id}.flac" for p in batch.prompts}
             meta_path = meta_dir / f"batch-{batch.index:05d}.json"
             done = batch.index % world != rank or (meta_path.exists() and all(self._audio_ok(paths[i], expected) for i in paths))
+            key = self._cache_key(batch, melody) if self.gen_cache else None
+            if not done and key and self._from_cache(key, paths, expected):
+                eio.write_json(meta_path, {"batch": batch.index, "seed": batch.seed, "ids": [p.id for p in batch.prompts],
+                                           "max_new_tokens": gen.max_new_tokens, "melody": melody if gen.melody else None,
+                                           "cache_key": key, "from_cache": True})
+                done = True
             if not done:
                 melodies = None
                 if gen.melody and melody == "reference":
@@ -266,13 +285,57 @@ class Run:
 
                         save_audio(paths[c.id], c.audio, c.sample_rate)
                         fault_point("generate:clip")
+                if key:
+                    self._to_cache(key, paths)
                 eio.write_json(meta_path, {"batch": batch.index, "seed": batch.seed, "ids": [p.id for p in batch.prompts],
-                                           "max_new_tokens": gen.max_new_tokens, "melody": melody if gen.melody else None})
+                                           "max_new_tokens": gen.max_new_tokens, "melody": melody if gen.melody else None,
+                                           "cache_key": key, "from_cache": False})
             for p in batch.prompts:
                 rows[p.id] = {"audio_path": str(paths[p.id]), "seed": batch.seed, "generation_batch": batch.index,
                               "generation_skipped": None}
         self.dist.barrier()  # every rank's clips are on disk before anyone scores
         return rows
+
+    # -- generation cache: audio reused across runs whose generation inputs are the same ---------------------------
+    @property
+    def gen_cache(self) -> Path | None:
+        c = self.cfg.get("cache") or {}
+        if not c.get("generations", False):
+            return None
+        from evalkit.backbones.weights import cache_dir
+
+        return Path(c.get("dir") or cache_dir()) / "generations"
+
+    def _cache_key(self, batch, melody: str) -> str:
+        """A content hash of everything that decides a batch's samples: the model's identity, the generation
+        protocol and speed settings, precision, the batch seed, its prompts (ids and captions, in order) and, for
+        melody conditioning, the bytes of each reference clip. Paths, metrics and run folders play no part."""
+        import hashlib
+
+        m = self.cfg.model
+        ident = {"model": {k: m.get(k) for k in ("name", "hub_id", "revision", "path", "tiny", "init_seed", "melody")},
+                 "generation": OmegaConf.to_container(self.cfg.generation, resolve=True),
+                 "precision": str(self.cfg.precision), "seed": batch.seed,
+                 "prompts": [[p.id, p.caption] for p in batch.prompts], "melody": melody}
+        if self.generator.melody and melody == "reference":
+            ident["melody_audio"] = [eio.sha256_file(self.refs.get(p.ref_key)) if self.refs.get(p.ref_key) else None
+                                     for p in batch.prompts]
+        return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
+
+    def _from_cache(self, key: str, paths: dict[str, Path], expected: int) -> bool:
+        src = self.gen_cache / key[:2] / key
+        if not all(self._audio_ok(src / p.name, expected) for p in paths.values()):
+            return False
+        for p in paths.values():
+            _link_or_copy(src / p.name, p)
+        log.info("batch %s: audio reused from the generation cache", key[:12])
+        return True
+
+    def _to_cache(self, key: str, paths: dict[str, Path]) -> None:
+        dst = self.gen_cache / key[:2] / key
+        for p in paths.values():
+            if not (dst / p.name).exists():
+                _link_or_copy(p, dst / p.name)
 
     @staticmethod
     def _audio_ok(path: Path, expected_samples: int) -> bool:
@@ -351,11 +414,24 @@ class Run:
         batches = [self.prompts[i:i + bs] for i in range(0, len(self.prompts), bs)]
         done = self._load_state(state_path, self.metrics, len(batches))
         mine = [b for b in range(len(batches)) if b % world == rank]
-        for b in _tqdm(mine, self.progress and rank == 0, desc="score", unit="batch"):
+        todo = [b for b in mine if not (b in done and (scores_dir / f"rows-{b:05d}.parquet").exists())]
+        # audio decoding, resampling and post-processing of batch i+1 run in worker threads while the metrics
+        # compute on batch i (soundfile, julius and numpy release the GIL)
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(max_workers=max(1, int(self.cfg.get("num_workers") or 0) or 2))
+        futures = {}
+
+        def prefetch(i: int) -> None:
+            if i < len(todo) and todo[i] not in futures:
+                futures[todo[i]] = pool.submit(self._load_batch, batches[todo[i]], gen_rows)
+
+        prefetch(0)
+        for i, b in enumerate(_tqdm(todo, self.progress and rank == 0, desc="score", unit="batch")):
             rows_path = scores_dir / f"rows-{b:05d}.parquet"
-            if b in done and rows_path.exists():
-                continue
-            brows, arrays = self._score_batch(batches[b], gen_rows)
+            prefetch(i + 1)
+            loaded = futures.pop(b).result()
+            brows, arrays = self._score_batch(loaded)
             if arrays:
                 eio.write_npz(emb_dir / f"batch-{b:05d}.npz", **arrays)
             eio.write_parquet(rows_path, pd.DataFrame(list(brows.values())))
@@ -365,6 +441,7 @@ class Run:
             for name, m in self.metrics.items():
                 state.update({f"{name}/{k}": v for k, v in m.state_dict().items()})
             eio.write_npz(state_path, **state)
+        pool.shutdown()
         self.dist.barrier()
         if world > 1:  # rank 0: the merged statistics of every rank
             for name, m in self.metrics.items():
@@ -400,7 +477,7 @@ class Run:
                 m.reset()
             return set()
 
-    def _score_batch(self, chunk: list[Prompt], gen_rows) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
+    def _load_batch(self, chunk: list[Prompt], gen_rows) -> tuple[list[Clip], dict[str, dict[str, Any]]]:
         clips, brows = [], {}
         for p in chunk:
             row = {"id": p.id, "skip_reason": None}
@@ -410,6 +487,10 @@ class Run:
             else:
                 clips.append(clip)
             brows[p.id] = row
+        return clips, brows
+
+    def _score_batch(self, loaded) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
+        clips, brows = loaded
         arrays: dict[str, np.ndarray] = {}
         for name, m in self.metrics.items():
             use_ref = m.needs_reference and getattr(m, "uses_reference_audio", True)

@@ -8,6 +8,10 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # laion_clap would retry the hub for 10+ minutes at import
 os.environ.setdefault("EVALKIT_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if "EVALKIT_CACHE" not in os.environ:  # never write into the user's cache from tests
+    import tempfile
+
+    os.environ["EVALKIT_CACHE"] = tempfile.mkdtemp(prefix="evalkit-test-cache-")
 
 import numpy as np
 import pytest

@@ -107,3 +107,24 @@ def test_melody_model_without_references_is_a_clear_error(tmp_path):
     c = cfg("model=tiny-melody", *FAST, "reference.synthesize=false", "metrics=[]")
     with pytest.raises(RunError, match="melody.source=none"):
         run(c, tmp_path)
+
+
+def test_generation_cache_reuses_audio_across_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("EVALKIT_CACHE", str(tmp_path / "cache"))
+    a = run(cfg(*FAST, "dataset.limit=2", "metrics=[]"), tmp_path / "a")
+    # another run folder and another metric set: same generation inputs -> the audio comes from the cache
+    import evalkit.generate.musicgen as mg
+
+    def boom(*_, **__):
+        raise AssertionError("generated again")
+
+    monkeypatch.setattr(mg.MusicGenGenerator, "generate_batch", boom)
+    b = run(cfg(*FAST, "dataset.limit=2", "metrics=[chroma]"), tmp_path / "b")
+    assert b["metrics"]["chroma"]["n_clips"] == 2
+    for f in (tmp_path / "a" / "audio").glob("*.flac"):
+        assert f.read_bytes() == (tmp_path / "b" / "audio" / f.name).read_bytes()
+    metas = [json.loads(p.read_text()) for p in (tmp_path / "b" / "generation").glob("batch-*.json")]
+    assert metas and all(m["from_cache"] for m in metas)
+    # a different seed is a different generation
+    with pytest.raises(AssertionError, match="generated again"):
+        run(cfg(*FAST, "dataset.limit=2", "metrics=[]", "seed=3"), tmp_path / "c")
