@@ -272,7 +272,7 @@ class Run:
                                            "cache_key": key, "from_cache": True})
                 done = True
             if not done:
-                melodies = None
+                melodies = [None] * len(batch.prompts) if gen.melody else None  # melody.source=none: text only
                 if gen.melody and melody == "reference":
                     melodies = []
                     for p in batch.prompts:
