@@ -28,7 +28,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from evalkit import io as eio
-from evalkit.audio import AudioError, crop_or_pad, load_audio, loudness_normalize
+from evalkit.audio import AudioError, convert_audio, load_audio, loudness_normalize
 from evalkit.data.prompts import Prompt, load_prompts
 from evalkit.data.references import ReferenceSet, synthesize_references
 from evalkit.metrics.base import Clip, Metric, resolve_recipe
@@ -386,6 +386,12 @@ class Run:
                 ref, rsr = None, None
                 gen_row["reference_error"] = str(exc)
         pp = self.cfg.postprocess
+        if ref is not None and pp.get("reference_sample_rate"):
+            # audiocraft's dataset loader hands references to the solver already at its rate and channel count
+            # (audio_dataset.py: convert_audio(wav, sr, 32000, channels)); every metric then starts from that
+            channels = int(self.cfg.model.get("channels") or ref.shape[0])
+            ref = convert_audio(ref, rsr, int(pp.reference_sample_rate), channels)
+            rsr = int(pp.reference_sample_rate)
         if pp.get("enabled"):
             if pp.get("crop_to_reference") and ref is not None:
                 ref_len = int(round(ref.shape[-1] * sr / rsr))

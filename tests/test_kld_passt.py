@@ -35,6 +35,7 @@ def recipe(protocol: str = "audiocraft", **overrides) -> dict:
     """conf/metrics/kld.yaml + its protocol files, resolved the way the run resolves them."""
     node = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/metrics/kld.yaml"))
     node.pop("defaults")
+    node["model_size"] = "full"  # ${backbone_size}: what a run with released backbones resolves it to
     node["protocols"] = {p: OmegaConf.to_container(OmegaConf.load(ROOT / f"conf/metrics/kld/{p}.yaml"))
                          for p in ARCH}
     node["protocol"] = protocol
