@@ -192,3 +192,21 @@ def test_ci_example_and_placeholder_baseline(tmp_path, capsys):
                        metrics=("fad", "kld", "clap"))
         assert main([str(REPO / "examples" / "baseline" / "summary.json"), str(cur)]) == 2
         assert "placeholder" in capsys.readouterr().out
+
+
+def test_committed_ci_baseline_is_a_real_demo_run():
+    """examples/baseline/summary.json is what examples/github-ci.yml compares the offline demo with: it must be a
+    real demo summary (not a placeholder) of the demo's model and metrics, and pass against itself."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    base = repo / "examples" / "baseline" / "summary.json"
+    s = json.loads(base.read_text())
+    assert not s.get("placeholder") and s["model"]["name"] == "tiny-stereo" and s["random_weights"] is True
+    assert sorted(s["metrics"]) == ["clap", "fad", "kld"] and all(m["value"] is not None for m in s["metrics"].values())
+    p = subprocess.run([sys.executable, "-m", "evalkit.compare", str(base), str(base), "--config",
+                        str(repo / "examples" / "tolerances.yaml")], capture_output=True, text=True, cwd=repo)
+    assert p.returncode == 0, p.stdout + p.stderr
