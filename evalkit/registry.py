@@ -28,8 +28,12 @@ def register_generator(name: str):
 
 
 def get_metric(name: str) -> type:
-    import evalkit.metrics  # noqa: F401  (fills the registry)
+    import importlib
 
+    from evalkit.metrics import METRIC_MODULES
+
+    if name not in METRICS and name in METRIC_MODULES:
+        importlib.import_module(f"evalkit.metrics.{name}")  # registers it
     if name not in METRICS:
         raise KeyError(f"unknown metric {name!r}; known: {sorted(METRICS)}")
     return METRICS[name]

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from evalkit.report._frechet import GaussianStats, frechet_distance
+from evalkit.metrics.frechet import GaussianStats, frechet_distance
 
 HUB = {
     "small": "facebook/musicgen-small",

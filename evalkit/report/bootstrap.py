@@ -39,7 +39,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from evalkit.report._frechet import GaussianStats, frechet_distance
+from evalkit.metrics.frechet import GaussianStats, frechet_distance
 
 #: Defaults: 1000 draws, 95 % two-sided percentile interval, seed 0.
 N_BOOT = 1000

@@ -230,7 +230,7 @@ def load_reference_stats(folder: str | os.PathLike, dim: int | None = None):
     Looks for ``<prefix>n``/``<prefix>sum``/``<prefix>sum_outer`` (preferring prefixes that mention ``ref`` or
     ``background``), then ``mu`` + ``sigma``/``cov``. ``dim`` (if given) must match.
     """
-    from evalkit.report._frechet import GaussianStats
+    from evalkit.metrics.frechet import GaussianStats
 
     folder = Path(folder)
     if folder.is_file():
