@@ -13,7 +13,6 @@ if "EVALKIT_CACHE" not in os.environ:  # never write into the user's cache from 
 
     os.environ["EVALKIT_CACHE"] = tempfile.mkdtemp(prefix="evalkit-test-cache-")
 
-import numpy as np
 import pytest
 import torch
 

@@ -1,5 +1,4 @@
 """Bad input gets a named error or a counted, listed skip - never a silent wrong number (issue: reliability)."""
-import json
 from pathlib import Path
 
 import numpy as np
@@ -143,7 +142,6 @@ def test_checkpoint_checks(tmp_path):
 
 
 def test_a_checkpoint_of_another_backbone_is_refused(tmp_path):
-    from evalkit.metrics.fad import FAD  # noqa: F401
     from evalkit.registry import get_metric
     from evalkit.metrics.base import resolve_recipe
     from omegaconf import OmegaConf

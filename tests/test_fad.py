@@ -5,9 +5,7 @@ Random-weight VGGish throughout (no weights offline); ``model_size=tiny`` (same 
 is about the recipe around the network, the full VGGish where the layout matters."""
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,17 +18,7 @@ from evalkit.metrics.frechet import FrechetError
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _reference_module():
-    name = "evalkit_fad_numpy_reference"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("test_fad_reference.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
-ref = _reference_module()
+from tests import test_fad_reference as ref  # the numpy transcription of Google's and torchvggish's recipes
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,7 @@ mean, resampy), its ``get_embeddings`` per-file loop (``model.forward(audio, sr)
 ``np.mean``/``np.cov`` statistics and ``calculate_frechet_distance`` (scipy ``sqrtm``)."""
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,22 +16,12 @@ import pytest
 import torch
 
 from evalkit.audio import load_audio
-from evalkit.metrics.base import Clip, resolve_recipe
+from evalkit.metrics.base import Clip
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _reference_module():
-    name = "evalkit_fad_numpy_reference"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("test_fad_reference.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
-ref = _reference_module()
+from tests import test_fad_reference as ref  # the numpy transcription of Google's and torchvggish's recipes
 
 
 def _recipe(model_size: str) -> dict:

@@ -111,7 +111,7 @@ def test_melody_model_without_references_is_a_clear_error(tmp_path):
 
 def test_generation_cache_reuses_audio_across_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("EVALKIT_CACHE", str(tmp_path / "cache"))
-    a = run(cfg(*FAST, "dataset.limit=2", "metrics=[]"), tmp_path / "a")
+    run(cfg(*FAST, "dataset.limit=2", "metrics=[]"), tmp_path / "a")
     # another run folder and another metric set: same generation inputs -> the audio comes from the cache
     import evalkit.generate.musicgen as mg
 
