@@ -68,7 +68,7 @@ GEN_BASE = {"duration": 10.0, "use_sampling": True, "top_k": 250, "top_p": 0.0, 
 
 
 # -- the change MusicGenGenerator needs ---------------------------------------------------------------------------
-def install_static_cache(model, *, compile: bool, compile_mode: str = "reduce-overhead") -> None:
+def install_static_cache(model, *, compile: bool, compile_mode: str = "reduce-overhead", all_devices: bool = False) -> None:
     """Make ``model.generate(..., cache_implementation="static")`` really decode with a static KV cache (and, on
     CUDA with ``compile``, a compiled / CUDA-graph decode step). Patches this model object only.
 
@@ -77,17 +77,21 @@ def install_static_cache(model, *, compile: bool, compile_mode: str = "reduce-ov
     * runs the prefill once: ``MusicgenForConditionalGeneration.generate`` calls ``_prefill`` and then ``_sample``
       calls it again; the second call gets the first call's outputs;
     * ``compile`` -> ``compile_config=CompileConfig(mode=compile_mode)``; otherwise ``disable_compile=True`` (on
-      CUDA transformers compiles any static-cache decode by default). ``model._evalkit_static["compile"]`` can be
-      changed between calls.
+      CUDA transformers compiles any static-cache decode by default; ``all_devices`` compiles on the CPU too, to
+      test the compiled path without a GPU). Calling it again changes these settings.
     Same samples as the eager path for the same seed (tested on CPU, greedy and sampling, with CFG and padding)."""
     from transformers import CompileConfig, EncoderDecoderCache, StaticCache
 
     if hasattr(model, "_evalkit_static"):
-        model._evalkit_static.update(compile=compile, compile_mode=compile_mode)
+        model._evalkit_static.update(compile=compile, compile_mode=compile_mode, all_devices=all_devices)
         return
+    import inspect
+
     original_generate = model.generate
-    original_prefill = model._prefill
-    state: dict[str, Any] = {"compile": compile, "compile_mode": compile_mode, "caches": {}}
+    original_prefill = model._prefill  # transformers >= 5.x (the project pins 5.24)
+    # the cache keyword: ``cache`` (transformers 5.2x; ``past_key_values`` is deprecated) or ``past_key_values``
+    cache_kw = "cache" if "cache" in inspect.signature(model.decoder.forward).parameters else "past_key_values"
+    state: dict[str, Any] = {"compile": compile, "compile_mode": compile_mode, "all_devices": all_devices, "caches": {}}
 
     def _prefill(self, input_ids, generation_config, model_kwargs, is_first_iteration=True):
         if "prefill" in state:
@@ -115,13 +119,15 @@ def install_static_cache(model, *, compile: bool, compile_mode: str = "reduce-ov
         else:
             cache.reset()
         if state["compile"]:
-            kwargs["compile_config"] = CompileConfig(mode=state["compile_mode"])
+            cc = CompileConfig(mode=state["compile_mode"])
+            cc._compile_all_devices = state["all_devices"] or None
+            kwargs["compile_config"] = cc
         else:
             kwargs["disable_compile"] = True
         state["armed"] = True
         state.pop("prefill", None)
         try:
-            return original_generate(*args, cache=cache, **kwargs)
+            return original_generate(*args, **{cache_kw: cache}, **kwargs)
         finally:
             state["armed"] = False
             state.pop("prefill", None)
@@ -300,6 +306,8 @@ def parse_args(argv=None):
     ap.add_argument("--eager-clips", type=int, default=None, help="clips for the batch-1 eager baseline (1 CUDA, 2 CPU)")
     ap.add_argument("--compile", dest="compile", action="store_true", default=None)
     ap.add_argument("--no-compile", dest="compile", action="store_false")
+    ap.add_argument("--compile-cpu", action="store_true", help="compile the static-cache decode on the CPU too "
+                    "(slow to compile; checks the compiled path without a GPU)")
     ap.add_argument("--skip-asis", action="store_true", help="skip evalkit as configured (only eager and +static)")
     ap.add_argument("--parity-duration", type=float, default=None, help="seconds for the greedy parity check (default 1)")
     ap.add_argument("--bandwidth", type=float, default=None, help="HBM bytes/s for the floor (default: from the GPU "
@@ -328,7 +336,7 @@ def main(argv=None) -> dict[str, Any]:
     duration = args.duration if args.duration is not None else (10.0 if cuda else 1.0)
     batch = int(args.batch) if args.batch else (128 if cuda else 8)
     eager_clips = args.eager_clips or (1 if cuda else 2)
-    compile_ = cuda if args.compile is None else bool(args.compile)
+    compile_ = (cuda or args.compile_cpu) if args.compile is None else bool(args.compile)
     parity_duration = args.parity_duration if args.parity_duration is not None else (1.0 if cuda else 0.5)
     gpu = torch.cuda.get_device_name() if cuda else None
     bandwidth = args.bandwidth or next((bw for k, bw in GPU_BANDWIDTH if gpu and k in gpu), 3.35e12)
@@ -382,7 +390,7 @@ def main(argv=None) -> dict[str, Any]:
 
     def run_evalkit(label: str, static_fix: bool) -> None:
         nonlocal batch
-        compiled = static_fix and compile_ and cuda
+        compiled = static_fix and compile_ and (cuda or args.compile_cpu)
         while True:
             gen = BenchGenerator(model, tok, f"random:{model_name}", gen_cfg, device=str(device),
                                  precision=precision, batch_size=batch, seed=args.seed)
@@ -436,7 +444,7 @@ def main(argv=None) -> dict[str, Any]:
     if not args.skip_asis:
         run_evalkit("evalkit", static_fix=False)
     # (c) evalkit with the static cache really in effect (+ compiled decode step on CUDA) --------------------------
-    install_static_cache(model, compile=compile_, compile_mode=gen_cfg["compile_mode"])
+    install_static_cache(model, compile=compile_, compile_mode=gen_cfg["compile_mode"], all_devices=args.compile_cpu)
     run_evalkit("evalkit+static", static_fix=True)
 
     # greedy parity at batch 1: eager generate vs evalkit's static path, same seed ------------------------------------

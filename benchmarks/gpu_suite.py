@@ -149,18 +149,34 @@ def parts(gpu: bool, py: str, tmp: Path) -> list[dict[str, Any]]:
         caps = {"generate": 270, "fad": 60, "kld": 50, "clap": 50, "chroma": 30}
     else:
         gen = [py, str(HERE / "bench_generate.py"), "--device", "cpu", "--json", str(gen_json)]
-        fad = [py, me, "--worker", "fad", "--device", "cpu", "--size", "tiny", "--clips", "13", "--repeats", "1", "--json", str(fad_json)]
-        kld = [py, str(HERE / "bench_kld.py"), "--clips", "8", "--batch", "8"]
-        clap = [py, str(HERE / "bench_clap.py"), "--clips", "8", "--batch", "8", "--repeats", "1"]
-        chroma = [py, str(HERE / "bench_chroma.py"), "--clips", "8", "--batch", "8"]
-        caps = {"generate": 60, "fad": 50, "kld": 25, "clap": 25, "chroma": 20}
+        fad = [py, me, "--worker", "fad", "--device", "cpu", "--size", "tiny", "--clips", "16", "--repeats", "2", "--json", str(fad_json)]
+        kld = [py, str(HERE / "bench_kld.py"), "--clips", "16", "--batch", "16"]
+        clap = [py, str(HERE / "bench_clap.py"), "--clips", "16", "--batch", "8", "--repeats", "2"]
+        chroma = [py, str(HERE / "bench_chroma.py"), "--clips", "16", "--batch", "16"]
+        caps = {"generate": 60, "fad": 60, "kld": 30, "clap": 40, "chroma": 25}
     return [
-        {"name": "generate", "cmd": gen, "cap": caps["generate"], "json": gen_json},
-        {"name": "fad", "cmd": fad, "cap": caps["fad"], "json": fad_json},
-        {"name": "kld", "cmd": kld, "cap": caps["kld"], "parse": parse_kld},
-        {"name": "clap", "cmd": clap, "cap": caps["clap"], "parse": parse_clap},
-        {"name": "chroma", "cmd": chroma, "cap": caps["chroma"], "parse": parse_chroma},
+        {"name": "generate", "cmd": gen, "cap": caps["generate"], "json": gen_json, "needs": NEEDS["generate"]},
+        {"name": "fad", "cmd": fad, "cap": caps["fad"], "json": fad_json, "needs": NEEDS["fad"]},
+        {"name": "kld", "cmd": kld, "cap": caps["kld"], "parse": parse_kld, "needs": NEEDS["kld"]},
+        {"name": "clap", "cmd": clap, "cap": caps["clap"], "parse": parse_clap, "needs": NEEDS["clap"]},
+        {"name": "chroma", "cmd": chroma, "cap": caps["chroma"], "parse": parse_chroma, "needs": NEEDS["chroma"]},
     ]
+
+
+#: top-level modules each part imports (checked before it starts: a bare GPU image lacks the audio packages)
+NEEDS = {
+    "generate": ["transformers", "tokenizers"],
+    "fad": ["frechet_audio_distance", "resampy", "soundfile", "julius", "yaml"],
+    "kld": ["hear21passt", "omegaconf", "julius"],
+    "clap": ["laion_clap", "julius", "yaml"],
+    "chroma": ["librosa", "julius", "yaml"],
+}
+
+
+def missing(modules: list[str]) -> list[str]:
+    import importlib.util
+
+    return [m for m in modules if importlib.util.find_spec(m) is None]
 
 
 def run_part(part: dict[str, Any], cap: float) -> dict[str, Any]:
@@ -270,6 +286,11 @@ def main(argv=None) -> int:
             cap = min(part["cap"], left - 10 * (len(todo) - i - 1))
             if cap < 10:
                 results["parts"][part["name"]] = {"status": "skipped (budget)", "cap_s": 0}
+                continue
+            lacking = missing(part["needs"])
+            if lacking:
+                results["parts"][part["name"]] = {"status": f"skipped (missing: {', '.join(lacking)})", "cap_s": 0}
+                print(f"[{time.perf_counter() - t0:6.1f} s] {part['name']}: skipped, missing {lacking}", flush=True)
                 continue
             print(f"[{time.perf_counter() - t0:6.1f} s] {part['name']} (cap {cap:.0f} s) ...", flush=True)
             r = run_part(part, cap)
