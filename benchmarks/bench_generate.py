@@ -38,7 +38,6 @@ import platform
 import random
 import sys
 import time
-import types
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +47,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
+
+from evalkit.generate.static_cache import install_static_cache  # noqa: E402
 
 from evalkit.data.prompts import Prompt  # noqa: E402
 from evalkit.generate.musicgen import Batch, MusicGenGenerator  # noqa: E402
@@ -68,75 +69,6 @@ GEN_BASE = {"duration": 10.0, "use_sampling": True, "top_k": 250, "top_p": 0.0, 
 
 
 # -- the change MusicGenGenerator needs ---------------------------------------------------------------------------
-def install_static_cache(model, *, compile: bool, compile_mode: str = "reduce-overhead", all_devices: bool = False) -> None:
-    """Make ``model.generate(..., cache_implementation="static")`` really decode with a static KV cache (and, on
-    CUDA with ``compile``, a compiled / CUDA-graph decode step). Patches this model object only.
-
-    * builds ``EncoderDecoderCache(StaticCache(max_new_tokens + 1), StaticCache(text length))``, reused (reset, same
-      tensor addresses, so captured CUDA graphs stay valid) while batch, length and text length stay the same;
-    * runs the prefill once: ``MusicgenForConditionalGeneration.generate`` calls ``_prefill`` and then ``_sample``
-      calls it again; the second call gets the first call's outputs;
-    * ``compile`` -> ``compile_config=CompileConfig(mode=compile_mode)``; otherwise ``disable_compile=True`` (on
-      CUDA transformers compiles any static-cache decode by default; ``all_devices`` compiles on the CPU too, to
-      test the compiled path without a GPU). Calling it again changes these settings.
-    Same samples as the eager path for the same seed (tested on CPU, greedy and sampling, with CFG and padding)."""
-    from transformers import CompileConfig, EncoderDecoderCache, StaticCache
-
-    if hasattr(model, "_evalkit_static"):
-        model._evalkit_static.update(compile=compile, compile_mode=compile_mode, all_devices=all_devices)
-        return
-    import inspect
-
-    original_generate = model.generate
-    original_prefill = model._prefill  # transformers >= 5.x (the project pins 5.24)
-    # the cache keyword: ``cache`` (transformers 5.2x; ``past_key_values`` is deprecated) or ``past_key_values``
-    cache_kw = "cache" if "cache" in inspect.signature(model.decoder.forward).parameters else "past_key_values"
-    state: dict[str, Any] = {"compile": compile, "compile_mode": compile_mode, "all_devices": all_devices, "caches": {}}
-
-    def _prefill(self, input_ids, generation_config, model_kwargs, is_first_iteration=True):
-        if "prefill" in state:
-            return state.pop("prefill")
-        out = original_prefill(input_ids, generation_config, model_kwargs, is_first_iteration=is_first_iteration)
-        if state.get("armed"):
-            state["armed"] = False
-            state["prefill"] = out
-        return out
-
-    def generate(self, *args, **kwargs):
-        if kwargs.get("cache_implementation") != "static":
-            return original_generate(*args, **kwargs)
-        kwargs.pop("cache_implementation")
-        ids = kwargs["input_ids"]
-        cfg = (kwargs.get("guidance_scale") or 0) > 1
-        key = (ids.shape[0] * (2 if cfg else 1), int(kwargs["max_new_tokens"]), ids.shape[1], str(ids.device))
-        cache = state["caches"].get(key)
-        if cache is None:
-            dcfg = self.decoder.config
-            state["caches"].clear()  # keep one: a new shape frees the old tensors
-            cache = EncoderDecoderCache(StaticCache(config=dcfg, max_cache_len=key[1] + 1),
-                                        StaticCache(config=dcfg, max_cache_len=key[2]))
-            state["caches"][key] = cache
-        else:
-            cache.reset()
-        if state["compile"]:
-            cc = CompileConfig(mode=state["compile_mode"])
-            cc._compile_all_devices = state["all_devices"] or None
-            kwargs["compile_config"] = cc
-        else:
-            kwargs["disable_compile"] = True
-        state["armed"] = True
-        state.pop("prefill", None)
-        try:
-            return original_generate(*args, **{cache_kw: cache}, **kwargs)
-        finally:
-            state["armed"] = False
-            state.pop("prefill", None)
-
-    model._prefill = types.MethodType(_prefill, model)
-    model.generate = types.MethodType(generate, model)
-    model._evalkit_static = state
-
-
 # -- models, tokenizer, prompts -------------------------------------------------------------------------------------
 def word_tokenizer(captions):
     """An in-memory word-level tokenizer with T5's special ids (<pad>=0, </s>=1, <unk>=2): one token per word or

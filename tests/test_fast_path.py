@@ -15,11 +15,20 @@ def test_static_cache_matches_eager(sampling):
     cfg = {**GEN, "duration": 1.0, "use_sampling": sampling}
     eager = MusicGenGenerator({"name": "t", "tiny": "tiny-stereo"}, cfg, device="cpu", batch_size=2)
     static = MusicGenGenerator({"name": "t", "tiny": "tiny-stereo"}, {**cfg, "cache_implementation": "static"}, device="cpu", batch_size=2)
+    b2 = static.generate_batch(static.plan(PROMPTS)[0])  # a second call reuses (resets) the same cache
+    del b2
     assert static._sampling_kwargs()["cache_implementation"] == "static"
     (batch,) = eager.plan(PROMPTS)
     a, b = eager.generate_batch(batch), static.generate_batch(batch)
     for x, y in zip(a, b):
         assert torch.equal(x.audio, y.audio)
+    # and the static cache really was the one written (transformers alone silently keeps a DynamicCache)
+    from transformers import StaticCache
+
+    (cache,) = static.model._evalkit_static["caches"].values()
+    assert isinstance(cache.self_attention_cache, StaticCache)
+    assert any(float(layer.keys.abs().sum()) > 0 for layer in cache.self_attention_cache.layers)
+    assert "_evalkit_static" not in vars(eager.model)
 
 
 def test_auto_batch_size_backs_off_on_oom(monkeypatch):

@@ -107,8 +107,15 @@ def test_local_path_loads_released_layout(tmp_path):
     model, tok, _ = tiny_musicgen("tiny-mono", seed=3)
     model.save_pretrained(tmp_path)
     MusicgenProcessor(feature_extractor=EncodecFeatureExtractor(feature_size=1, sampling_rate=32000), tokenizer=tok).save_pretrained(tmp_path)
-    g = MusicGenGenerator({"name": "local", "path": str(tmp_path)}, {**GEN, "duration": 0.5}, device="cpu")
+    # the default config asks for SDPA: EnCodec has none, so it must be asked for the decoder only
+    import yaml
+    from pathlib import Path
+
+    default = yaml.safe_load((Path(__file__).resolve().parents[1] / "conf/generation/audiocraft.yaml").read_text())
+    assert default["attn_implementation"] == "sdpa"
+    g = MusicGenGenerator({"name": "local", "path": str(tmp_path)}, {**default, "duration": 0.5}, device="cpu")
     assert g.source == str(tmp_path) and g.random_weights is False
+    assert g.model.decoder.config._attn_implementation == "sdpa"
     (batch,) = g.plan(PROMPTS[:1])
     (clip,) = g.generate_batch(batch)
     assert clip.audio.shape == (1, 25 * 640)

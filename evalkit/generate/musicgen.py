@@ -96,10 +96,15 @@ class MusicGenGenerator:
         self.model, self.tokenizer, self.feature_extractor, self.source = self._load()
         check_text_tokenizer(self.tokenizer, f"model={self.model_cfg.get('name')}")
         self.model.to(self.device, dtype=self.dtype if self.dtype != torch.float32 else None).eval()
-        if self.gen_cfg.get("compile"):
-            # the decode step dominates: compile the decoder (CUDA graphs with mode=reduce-overhead; pair with
-            # cache_implementation=static so shapes stay fixed)
-            self.model.decoder.forward = torch.compile(self.model.decoder.forward, mode=str(self.gen_cfg.get("compile_mode") or "reduce-overhead"))
+        if self.gen_cfg.get("cache_implementation") == "static":
+            # transformers' MusicGen generate ignores cache_implementation: install a real static cache (and, with
+            # compile=true, transformers' compiled / CUDA-graph decode step on it)
+            from evalkit.generate.static_cache import install_static_cache
+
+            install_static_cache(self.model, compile=bool(self.gen_cfg.get("compile")),
+                                 compile_mode=str(self.gen_cfg.get("compile_mode") or "reduce-overhead"))
+        elif self.gen_cfg.get("compile"):
+            raise ValueError("generation.compile=true needs generation.cache_implementation=static (fixed shapes)")
         self.random_weights = bool(self.model_cfg.get("tiny"))
         acfg = self.model.config.audio_encoder
         self.sample_rate = int(acfg.sampling_rate)
@@ -132,7 +137,9 @@ class MusicGenGenerator:
         kw = dict(local_files_only=local_only, revision=cfg.get("revision"))
         try:
             processor = AutoProcessor.from_pretrained(src, **kw)
-            model = cls.from_pretrained(src, attn_implementation=self.gen_cfg.get("attn_implementation") or None, **kw)
+            attn = self.gen_cfg.get("attn_implementation")
+            # per sub-model: EnCodec has no SDPA kernel, and asking for it model-wide refuses to load
+            model = cls.from_pretrained(src, attn_implementation={"decoder": attn} if attn else None, **kw)
         except (OSError, ValueError) as exc:
             hint = ("the folder must hold the released files (config.json, model weights, tokenizer, "
                     "preprocessor_config.json)" if cfg.get("path") else
