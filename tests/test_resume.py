@@ -14,7 +14,7 @@ from evalkit.run import run
 
 REPO = Path(__file__).resolve().parents[1]
 ARGS = ["generation.duration=1.0", "dataset.limit=4", "batch_size=2", "metric_batch_size=1", "metrics=[chroma]",
-        "progress=false", "cache.generations=false"]  # without the cache: the killed run must really generate
+        "progress=false", "cache.generations=false", "cache.scores=false"]  # without the cache: the killed run must really generate
 
 
 def launch(out: Path, kill_at: str | None) -> subprocess.CompletedProcess:

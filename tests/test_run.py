@@ -128,3 +128,23 @@ def test_generation_cache_reuses_audio_across_runs(tmp_path, monkeypatch):
     # a different seed is a different generation
     with pytest.raises(AssertionError, match="generated again"):
         run(cfg(*FAST, "dataset.limit=2", "metrics=[]", "seed=3"), tmp_path / "c")
+
+
+def test_score_cache_reuses_a_metric_when_another_is_added(tmp_path, monkeypatch):
+    monkeypatch.setenv("EVALKIT_CACHE", str(tmp_path / "cache"))
+    a = run(cfg(*FAST, "dataset.limit=3", "metrics=[chroma]"), tmp_path / "a")
+    from evalkit.registry import get_metric
+
+    def boom(self, clips):
+        raise AssertionError("chroma recomputed")
+
+    monkeypatch.setattr(get_metric("chroma"), "update", boom)
+    b = run(cfg(*FAST, "dataset.limit=3", "metrics=[chroma,kld]", "backbone_size=tiny"), tmp_path / "b")
+    assert b["metrics"]["chroma"]["values"] == a["metrics"]["chroma"]["values"]
+    assert b["metrics"]["kld"]["n_clips"] == 3
+    da = pd.read_parquet(tmp_path / "a" / "clips.parquet").set_index("id")
+    db = pd.read_parquet(tmp_path / "b" / "clips.parquet").set_index("id")
+    assert (da["chroma"] == db["chroma"]).all() and (da["chroma_frames"] == db["chroma_frames"]).all()
+    # other audio -> other key -> computed (and here: the patched update is called)
+    with pytest.raises(AssertionError, match="chroma recomputed"):
+        run(cfg(*FAST, "dataset.limit=3", "metrics=[chroma]", "seed=5"), tmp_path / "c")

@@ -9,7 +9,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 ARGS = ["generation.duration=1.0", "dataset.limit=4", "batch_size=1", "metric_batch_size=1", "metrics=[chroma]",
-        "progress=false", "cache.generations=false"]  # both runs really generate
+        "progress=false", "cache.generations=false", "cache.scores=false"]  # both runs really generate
 
 
 def evalkit(out: Path, nproc: int) -> dict:
