@@ -207,6 +207,16 @@ class Run:
         else:
             self.refs = ReferenceSet.empty()
         keys = [p.ref_key for p in self.prompts]
+        if self.refs.root is None:
+            # fail before hours of generation, not after: which selected metrics compare against reference audio?
+            need = [n for n in (self.cfg.get("metrics") or {}) if get_metric(n).needs_reference
+                    and not (n == "fad" and rcfg.get("stats"))
+                    and not (n == "chroma" and self.cfg.model.get("melody") and self.melody_source() == "none")]
+            if need:
+                raise RunError(
+                    f"metrics {', '.join(need)} compare with reference audio, and none was given: pass reference.dir=DIR "
+                    f"(clips named <id>.wav|flac|mp3; for MusicCaps, <ytid>.wav), reference.stats=FILE for FAD, or "
+                    f"leave them out (e.g. metrics=[clap])")
         self.missing_refs = [p.id for p in self.prompts if self.refs.get(p.ref_key) is None]
         self.extra_refs = self.refs.extra(keys) if self.refs.root is not None else []
         if self.refs.root is not None and len(self.missing_refs) == len(self.prompts):

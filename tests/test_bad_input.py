@@ -192,3 +192,13 @@ def test_unsafe_checkpoint_is_not_unpickled_unless_trusted(tmp_path):
     with pytest.raises(ClapError, match="trust_checkpoint=true"):
         read_clap_state_dict(f)
     assert torch.equal(read_clap_state_dict(f, trust=True)["w"], torch.ones(2))
+
+
+def test_reference_metrics_without_references_stop_before_generation(tmp_path):
+    from evalkit.run import RunError
+
+    c = cfg("model=tiny-mono", "reference.synthesize=false", "metrics=[fad,kld,clap]", "generation.duration=0.5",
+            "progress=false")
+    with pytest.raises(RunError, match="metrics fad, kld compare with reference audio"):
+        run(c, tmp_path)
+    assert not (tmp_path / "audio").exists()  # nothing was generated
