@@ -307,14 +307,18 @@ class Run:
         return rows
 
     # -- generation cache: audio reused across runs whose generation inputs are the same ---------------------------
-    @property
-    def gen_cache(self) -> Path | None:
+    def _cache_root(self, kind: str) -> Path | None:
+        """``<cache.dir or $EVALKIT_CACHE>/<kind>`` when ``cache.<kind>`` is on, else None."""
         c = self.cfg.get("cache") or {}
-        if not c.get("generations", False):
+        if not c.get(kind, False):
             return None
         from evalkit.backbones.weights import cache_dir
 
-        return Path(c.get("dir") or cache_dir()) / "generations"
+        return Path(c.get("dir") or cache_dir()) / kind
+
+    @property
+    def gen_cache(self) -> Path | None:
+        return self._cache_root("generations")
 
     def _cache_key(self, batch, melody: str) -> str:
         """A content hash of everything that decides a batch's samples: the model's identity, the generation
@@ -465,9 +469,7 @@ class Run:
             for r in range(world):
                 st = eio.read_npz(scores_dir / f"state-{r:03d}-of-{world:03d}.npz")
                 for name, m in self.metrics.items():
-                    part = {k.split("/", 1)[1]: v for k, v in st.items() if k.startswith(name + "/")}
-                    for k in m.state:
-                        m.state[k] = m.state[k] + np.asarray(part[k], np.float64)
+                    self._add_state(m, {k.split("/", 1)[1]: v for k, v in st.items() if k.startswith(name + "/")})
         rows: dict[str, dict[str, Any]] = {}
         for b in range(len(batches)):
             for r in pd.read_parquet(scores_dir / f"rows-{b:05d}.parquet").to_dict("records"):
@@ -570,12 +572,7 @@ class Run:
 
     @property
     def score_cache(self) -> Path | None:
-        c = self.cfg.get("cache") or {}
-        if not c.get("scores", False):
-            return None
-        from evalkit.backbones.weights import cache_dir
-
-        return Path(c.get("dir") or cache_dir()) / "scores"
+        return self._cache_root("scores")
 
     def _score_key(self, name: str, m: Metric, clips: list[Clip]) -> str:
         import hashlib
