@@ -101,6 +101,22 @@ def run_evalkit(metric_cls, rec, model, gen_dir: Path, ref_dir: Path, per_update
     return time.perf_counter() - t0, fad
 
 
+def warm_up(pkg, model, rec, gen_dir, factory) -> None:
+    """Untimed warm-up on one clip each (resampy's numba kernels, oneDNN primitives): the package's loop and an
+    evalkit FAD sharing ``model`` (built by ``factory`` from ``rec``)."""
+    from frechet_audio_distance.utils import load_audio_task
+
+    from evalkit.audio import load_audio
+    from evalkit.metrics.base import Clip
+
+    first = sorted(os.listdir(gen_dir))[0]
+    pkg.get_embeddings([load_audio_task(str(gen_dir / first), 16000, 1, "float32")], sr=16000)
+    warm = factory(dict(rec, model_size="tiny"))
+    warm.model = model
+    gw, gsr = load_audio(gen_dir / first)
+    warm.update([Clip("w", "", gw, gsr, gw, gsr)])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--clips", type=int, default=8, help="clips per side (>= 13: 128 examples for a covariance)")
@@ -124,18 +140,7 @@ def main() -> None:
         rec = recipe("frechet-audio-distance", args.size, args.batch)
         model = FAD(rec).model
         pkg = package_fad(tmp, model)
-        # warm-up (resampy's numba kernels, oneDNN primitives) on one clip each, not timed
-        from frechet_audio_distance.utils import load_audio_task
-
-        first = sorted(os.listdir(gen_dir))[0]
-        pkg.get_embeddings([load_audio_task(str(gen_dir / first), 16000, 1, "float32")], sr=16000)
-        from evalkit.audio import load_audio
-        from evalkit.metrics.base import Clip
-
-        warm = FAD(dict(rec, model_size="tiny"))
-        warm.model = model
-        gw, gsr = load_audio(gen_dir / first)
-        warm.update([Clip("w", "", gw, gsr, gw, gsr)])
+        warm_up(pkg, model, rec, gen_dir, FAD)
 
         # alternate the contenders, keep each one's best time (the CPU may be shared)
         t_pkg = t_ek = t_ac = float("inf")

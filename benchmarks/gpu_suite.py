@@ -75,17 +75,7 @@ def fad_worker(device: str, size: str, clips: int, batch: int, repeats: int) -> 
         model = FAD(rec, device=dev).model
         pkg = bf.package_fad(tmp, copy.deepcopy(model).cpu())
         build_s = time.perf_counter() - t
-        from frechet_audio_distance.utils import load_audio_task
-
-        from evalkit.audio import load_audio
-        from evalkit.metrics.base import Clip
-
-        first = sorted(os.listdir(gen_dir))[0]
-        pkg.get_embeddings([load_audio_task(str(gen_dir / first), 16000, 1, "float32")], sr=16000)
-        warm = factory(dict(rec, model_size="tiny"))
-        warm.model = model
-        gw, gsr = load_audio(gen_dir / first)
-        warm.update([Clip("w", "", gw, gsr, gw, gsr)])
+        bf.warm_up(pkg, model, rec, gen_dir, factory)
         t_pkg = t_ek = t_ac = float("inf")
         for _ in range(max(1, repeats)):
             sync()
