@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
 from evalkit.metrics.base import Clip
 from evalkit.metrics.chroma import ChromaCosineSimilarity
@@ -21,8 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def recipe(batch: int) -> dict:
-    r = yaml.safe_load((ROOT / "conf/metrics/chroma/audiocraft.yaml").read_text())
-    return {**r, "protocol": "audiocraft", "batch_size": batch}
+    from evalkit.spec import recipe_from_files
+
+    return recipe_from_files("chroma", batch_size=batch)
 
 
 def main() -> None:

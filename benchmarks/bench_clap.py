@@ -21,22 +21,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-import yaml  # noqa: E402
 
 from evalkit.audio import convert_audio  # noqa: E402
-from evalkit.metrics.base import Clip, resolve_recipe  # noqa: E402
+from evalkit.metrics.base import Clip  # noqa: E402
+from evalkit.spec import recipe_from_files  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def recipe(size: str, batch: int) -> dict:
-    node = yaml.safe_load((REPO / "conf/metrics/clap.yaml").read_text())
-    node.pop("defaults")
-    node["protocols"] = {"audiocraft": yaml.safe_load((REPO / "conf/metrics/clap/audiocraft.yaml").read_text())}
-    node.update(model_size=size, checkpoint="random", batch_size=batch)
-    r = resolve_recipe(node)
-    r["backbone_weights"] = "random"
-    return r
+    return recipe_from_files("clap", model_size=size, checkpoint="random", batch_size=batch, backbone_weights="random")
 
 
 def sync(device: str) -> None:

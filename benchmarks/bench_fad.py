@@ -36,12 +36,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def recipe(protocol: str, size: str, batch: int) -> dict:
-    import yaml
+    from evalkit.spec import recipe_from_files
 
-    node = yaml.safe_load((ROOT / f"conf/metrics/fad/{protocol}.yaml").read_text())
-    node.update(protocol=protocol, model_size=size, checkpoint="random", random_seed=0, batch_size=batch,
-                backbone_weights="random", reference_stats=None)
-    return node
+    return recipe_from_files("fad", protocol, model_size=size, checkpoint="random", random_seed=0, batch_size=batch,
+                             backbone_weights="random", reference_stats=None)
 
 
 def write_clips(folder: Path, seeds, sr: int = 32000, seconds: float = 10.0) -> None:

@@ -20,20 +20,17 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
-from evalkit.metrics.base import Clip, resolve_recipe
+from evalkit.metrics.base import Clip
+from evalkit.spec import recipe_from_files
 from evalkit.metrics.kld import KLD
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def recipe(protocol: str, size: str, batch: int) -> dict:
-    node = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/metrics/kld.yaml"))
-    node.pop("defaults")
-    node["protocols"] = {protocol: OmegaConf.to_container(OmegaConf.load(ROOT / f"conf/metrics/kld/{protocol}.yaml"))}
-    node.update(protocol=protocol, model_size=size, batch_size=batch, checkpoint="random")
-    return resolve_recipe(node)
+    return recipe_from_files("kld", protocol, model_size=size, batch_size=batch, checkpoint="random",
+                             backbone_weights="random")
 
 
 def chord(seed: int, sr: int, channels: int, seconds: float = 10.0) -> torch.Tensor:

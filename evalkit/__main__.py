@@ -9,15 +9,22 @@ def main() -> None:
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
+    from evalkit.spec import rewrite_overrides
+
+    # metrics.<m>.protocol=<p> chooses the protocol file (a config group): metrics/<m>=<p>
+    sys.argv[1:] = rewrite_overrides(sys.argv[1:])
+
     @hydra.main(config_path="../conf", config_name="config", version_base=None)
     def _main(cfg) -> None:
         from evalkit import distributed
         from evalkit.run import format_summary, run
+        from evalkit.spec import RunSpec
 
+        spec = RunSpec.from_config(cfg)
         dist = distributed.init()
         # under torchrun every rank resolves ${now:...} on its own: rank 0's folder is the run's
         out = dist.broadcast(HydraConfig.get().runtime.output_dir)
-        summary = run(cfg, out)
+        summary = run(spec, out)
         dist.close()
         if not summary:
             return

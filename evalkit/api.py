@@ -1,15 +1,111 @@
-"""Python API (temporary shim; replaced by the RunSpec-based API)."""
+"""The Python API: the same runs as the command line, from a notebook, a script or a training loop.
+
+``evaluate(overrides | RunSpec, out_dir=None) -> summary``: exactly ``python -m evalkit <overrides>``.
+``score(generated, reference=None, captions=None, metrics=("fad", "kld", "clap"), out_dir=None, **overrides)``:
+score a folder of clips (``<id>.wav|flac|mp3|ogg``) against a folder of reference clips: folder mode
+(``model=folder``), the same numbers as the command line on the same inputs.
+
+Both return the run's ``summary.json`` as a dict and leave the run folder behind (every file a CLI run writes).
+"""
 from __future__ import annotations
 
+import csv
+import datetime as _dt
 from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from evalkit.spec import RunSpec, SpecError, compose
 
 
-def evaluate(overrides, out_dir):
-    from hydra import compose, initialize_config_dir
+def _default_out_dir(cfg) -> Path:
+    """Hydra's run folder for this config (``outputs/<model>/<time>``), resolved as the CLI would."""
+    try:
+        return Path(str(cfg.hydra.run.dir))
+    except Exception:
+        return Path("outputs") / "api" / _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
 
+
+def evaluate(overrides: Sequence[str] | RunSpec = (), out_dir: str | Path | None = None) -> dict[str, Any]:
+    """One run. ``overrides``: command-line overrides (``["model=small", "dataset.limit=100"]``) or a ready
+    :class:`RunSpec`. ``out_dir``: the run folder (default: ``outputs/<model>/<time>`` as on the command line).
+    Returns the summary (``summary.json``). Raises :class:`~evalkit.spec.SpecError` for an invalid setting and
+    :class:`~evalkit.stages.RunError` for a run that cannot go on (both name the setting and the fix)."""
     from evalkit.run import run
 
-    conf = str(Path(__file__).resolve().parents[1] / "conf")
-    with initialize_config_dir(config_dir=conf, version_base=None):
-        cfg = compose("config", overrides=list(overrides))
-    return run(cfg, out_dir)
+    if isinstance(overrides, RunSpec):
+        spec = overrides
+        out = Path(out_dir) if out_dir else Path("outputs") / str(spec.model.get("name")) / \
+            _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    else:
+        if isinstance(overrides, str):
+            raise TypeError("evaluate(overrides): pass a list of overrides, e.g. ['model=small'], not one string")
+        cfg = compose(list(overrides))
+        spec = RunSpec.from_config(cfg)
+        out = Path(out_dir) if out_dir else _default_out_dir(cfg)
+    return run(spec, out)
+
+
+def _prompts_csv(generated: Path, captions, metrics: Sequence[str], folder: Path) -> Path:
+    """A prompts file for exactly the clips of ``generated`` (ids from the file names), captions from ``captions``
+    (a mapping or a prompts file); a clip without a caption is an error when clap needs it."""
+    from evalkit.audio import AUDIO_EXTENSIONS
+    from evalkit.data.prompts import load_prompt_file
+
+    ids = sorted(p.stem for p in generated.iterdir()
+                 if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in AUDIO_EXTENSIONS)
+    if not ids:
+        raise SpecError(f"score(generated={generated}): no audio files named <id>.wav|flac|mp3|ogg")
+    if captions is None:
+        table = {}
+    elif isinstance(captions, Mapping):
+        table = {str(k): str(v) for k, v in captions.items()}
+    else:
+        table = {p.id: p.caption for p in load_prompt_file(captions)}
+    if "clap" in metrics:
+        lacking = [i for i in ids if not table.get(i, "").strip()]
+        if lacking:
+            raise SpecError(f"score(): the clap metric pairs each clip with its caption, and {len(lacking)} clips have "
+                            f"none (e.g. {', '.join(lacking[:3])}): pass captions={{id: text}} or a prompts file "
+                            f"(.csv/.jsonl/.txt), or leave clap out of metrics")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "prompts.csv"
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "caption"])
+        for i in ids:
+            w.writerow([i, table.get(i) or i])  # without clap no metric reads the caption
+    return path
+
+
+def score(generated: str | Path, reference: str | Path | None = None, captions: Mapping[str, str] | str | Path | None = None,
+          metrics: Sequence[str] = ("fad", "kld", "clap"), out_dir: str | Path | None = None,
+          **overrides: Any) -> dict[str, Any]:
+    """Score the clips in ``generated`` (``<id>.<ext>``) against ``reference`` (a folder of ``<id>.<ext>`` clips;
+    None for metrics that need none, e.g. ``metrics=("clap",)``) with the model card's protocols.
+
+    ``captions``: ``{id: caption}``, or a prompts file (``.csv``/``.jsonl`` with id,caption, or ``.txt``); needed by
+    clap. ``overrides``: any setting, e.g. ``backbone_weights="random"``, ``**{"metrics.fad.protocol":
+    "frechet-audio-distance"}``. Returns the summary; the run folder (default ``outputs/score/<time>``) holds
+    clips.parquet and the rest."""
+    generated = Path(generated).expanduser()
+    if not generated.is_dir():
+        raise SpecError(f"score(generated={generated}): no such folder")
+    metrics = list(metrics)
+    out = Path(out_dir) if out_dir else Path("outputs") / "score" / _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    prompts = _prompts_csv(generated, captions, metrics, out / "inputs")
+    ov = ["model=folder", f"model.dir={generated}", "dataset=prompts", f"dataset.path={prompts}",
+          f"metrics=[{','.join(metrics)}]"]
+    if reference is not None:
+        ov.append(f"reference.dir={Path(reference).expanduser()}")
+    ov += [f"{k}={_value(v)}" for k, v in overrides.items()]
+    return evaluate(ov, out_dir=out)
+
+
+def _value(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(_value(x) for x in v) + "]"
+    return str(v)

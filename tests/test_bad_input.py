@@ -143,12 +143,11 @@ def test_checkpoint_checks(tmp_path):
 
 def test_a_checkpoint_of_another_backbone_is_refused(tmp_path):
     from evalkit.registry import get_metric
-    from evalkit.metrics.base import resolve_recipe
-    from omegaconf import OmegaConf
+    from evalkit.spec import metric_recipe
 
     f = tmp_path / "passt.pt"
     torch.save({"patch_embed.proj.weight": torch.zeros(4, 1, 16, 16)}, f)  # a PaSST-like state dict
-    recipe = resolve_recipe(OmegaConf.to_container(cfg("metrics=[fad]").metrics.fad, resolve=True))
+    recipe = metric_recipe("fad")
     recipe.update(checkpoint=str(f), backbone_weights="released", reference_stats=None, checkpoint_sha256=None)
     with pytest.raises(Exception, match="passt.pt"):
         get_metric("fad")(recipe, device="cpu")

@@ -15,7 +15,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from evalkit.audio import convert_audio
-from evalkit.metrics.base import Clip, resolve_recipe
+from evalkit.metrics.base import Clip
+from evalkit.spec import metric_recipe
 from evalkit.metrics.chroma import ChromaCosineSimilarity, ChromaFrontEnd, chroma_filterbank, power_spectrogram
 from evalkit.registry import get_metric
 
@@ -28,9 +29,7 @@ DF = SR / N_FFT  # 1.953125 Hz per FFT bin
 
 
 def _recipe(**overrides) -> dict:
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("config", overrides=["metrics=[chroma]"] + [f"metrics.chroma.{k}={v}" for k, v in overrides.items()])
-    return resolve_recipe(OmegaConf.to_container(cfg.metrics.chroma, resolve=True))
+    return metric_recipe("chroma", [f"metrics.chroma.{k}={v}" for k, v in overrides.items()])
 
 
 RECIPE = _recipe()
@@ -57,7 +56,8 @@ def test_config_and_class_attributes():
     assert _recipe(argmax="false")["argmax"] is False
     cls = get_metric("chroma")
     assert cls is ChromaCosineSimilarity
-    assert (cls.name, cls.primary, cls.higher_is_better, cls.needs_reference, cls.card_column) == (
+    s = cls.spec
+    assert (s.name, s.primary, s.higher_is_better, s.needs_reference, s.card_column) == (
         "chroma", "chroma", True, True, "Chroma Cosine Similarity")
     d = cls(RECIPE).describe()
     assert d["protocol"] == "audiocraft" and d["checkpoint"] is None and d["random_weights"] is False
@@ -182,8 +182,8 @@ def test_metric_matches_audiocraft_transcription():
     m = ChromaCosineSimilarity(RECIPE)
     got = m.update([Clip(f"c{i}", "", gens[i], 48000, refs[i], 48000) for i in range(3)])
     for i, (s, t) in enumerate(expected):
-        assert got[f"c{i}"]["chroma_frames"] == t == math.ceil(n * 2 / 3 / HOP)
-        assert got[f"c{i}"]["chroma"] == pytest.approx(s / t, abs=1e-7)
+        assert got[f"c{i}"].values["chroma_frames"] == t == math.ceil(n * 2 / 3 / HOP)
+        assert got[f"c{i}"].values["chroma"] == pytest.approx(s / t, abs=1e-7)
     assert m.compute()["chroma"] == pytest.approx(sum(s for s, _ in expected) / sum(t for _, t in expected), abs=1e-12)
     # the values are not trivial: some frames agree, some do not
     assert 0.0 < m.compute()["chroma"] < 1.0
@@ -198,8 +198,8 @@ def test_short_clip_padding_matches_audiocraft():
         ref = _tones([K_G * DF], [0.5], seconds=1.0)[:, :n] + 0.1 * torch.randn(1, n, generator=g)
         [(s, t)] = ref_impl.score(gen[None], ref[None], torch.tensor([n]), SR)
         out = ChromaCosineSimilarity(RECIPE).update([Clip("a", "", gen, SR, ref, SR)])["a"]
-        assert out["chroma_frames"] == t == math.ceil(n / HOP)
-        assert out["chroma"] == pytest.approx(s / t, abs=1e-7)
+        assert out.values["chroma_frames"] == t == math.ceil(n / HOP)
+        assert out.values["chroma"] == pytest.approx(s / t, abs=1e-7)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -246,9 +246,9 @@ def test_clip_against_itself_is_one_and_disjoint_triads_zero():
         Clip("c_vs_g", "", g_dom, SR, c_dom, SR),
         Clip("48k", "", c_dom, SR, convert_audio(c_dom, SR, 48000, 1), 48000),  # resampled reference
     ])
-    assert out["self"] == {"chroma": 1.0, "chroma_frames": 79}
-    assert out["c_vs_g"] == {"chroma": 0.0, "chroma_frames": 79}
-    assert out["48k"]["chroma"] == 1.0
+    assert out["self"].values == {"chroma": 1.0, "chroma_frames": 79}
+    assert out["c_vs_g"].values == {"chroma": 0.0, "chroma_frames": 79}
+    assert out["48k"].values["chroma"] == 1.0
     assert m.compute() == {"chroma": 2 / 3, "n_frames": 237.0, "n_clips": 3.0}
 
 
@@ -260,7 +260,7 @@ def test_continuous_chroma_option():
     pa, pb = _predicted_chroma(a), _predicted_chroma(b)
     expected = pa @ pb / np.linalg.norm(pa) / np.linalg.norm(pb)
     assert 0.5 < expected < 0.97  # 0.934: the chords share their notes, only the balance differs
-    assert out["x"]["chroma"] == pytest.approx(expected, abs=0.02)  # edge frames (reflect padding) differ a little
+    assert out["x"].values["chroma"] == pytest.approx(expected, abs=0.02)  # edge frames (reflect padding) differ a little
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -276,7 +276,7 @@ def test_silence_is_finite_and_counts_as_c():
     out = m.update([Clip("ss", "", silent, SR, silent, SR), Clip("sc", "", silent, SR, c_dom, SR),
                     Clip("sg", "", g_dom, SR, silent, SR)])
     # audiocraft behaviour: an all-zero chroma frame's argmax is bin 0 (C)
-    assert [out[k]["chroma"] for k in ("ss", "sc", "sg")] == [1.0, 1.0, 0.0]
+    assert [out[k].values["chroma"] for k in ("ss", "sc", "sg")] == [1.0, 1.0, 0.0]
     assert math.isfinite(m.compute()["chroma"])
 
 
@@ -290,11 +290,11 @@ def test_frames_follow_reference_length_and_generated_is_cropped_or_padded():
     out = m.update([Clip("long", "", gen_long, SR, ref, SR), Clip("short", "", gen_short, SR, ref, SR),
                     Clip("padded", "", torch.nn.functional.pad(gen_short, (0, SR)), SR, ref, SR),
                     Clip("noise", "", gen_noise, SR, ref, SR)])
-    assert out["long"] == {"chroma": 1.0, "chroma_frames": math.ceil(5 * SR / HOP)}
+    assert out["long"].values == {"chroma": 1.0, "chroma_frames": math.ceil(5 * SR / HOP)}
     assert out["short"] == out["padded"]
     # 39 of 40 frames: one frame straddling the abrupt cut at 4 s has its splatter dominate (measured)
-    assert out["short"]["chroma"] >= 38 / 40
-    assert out["noise"]["chroma"] < 0.5
+    assert out["short"].values["chroma"] >= 38 / 40
+    assert out["noise"].values["chroma"] < 0.5
 
 
 def test_batched_equals_per_clip_and_merge_adds():
@@ -308,7 +308,7 @@ def test_batched_equals_per_clip_and_merge_adds():
     clips.append(Clip("noref", "", clips[0].audio, SR))
     whole = ChromaCosineSimilarity({**RECIPE, "batch_size": 2})
     got = whole.update(clips)
-    assert got["noref"] == {"chroma_skipped": "no reference audio"}
+    assert got["noref"].skipped == "no reference audio"
     parts = [ChromaCosineSimilarity(RECIPE) for _ in range(3)]
     singles = {}
     for p, chunk in zip(parts, (clips[:1], clips[1:4], clips[4:])):
@@ -319,9 +319,9 @@ def test_batched_equals_per_clip_and_merge_adds():
     for k, v in whole.state_dict().items():
         assert v.dtype == np.float64
         np.testing.assert_array_equal(merged.state[k], v)
-    frames = [got[f"c{i}"]["chroma_frames"] for i in range(5)]
+    frames = [got[f"c{i}"].values["chroma_frames"] for i in range(5)]
     assert frames == [16, 24, 16, 4, 24]
-    weighted = sum(got[f"c{i}"]["chroma"] * f for i, f in enumerate(frames)) / sum(frames)
+    weighted = sum(got[f"c{i}"].values["chroma"] * f for i, f in enumerate(frames)) / sum(frames)
     assert whole.compute()["chroma"] == pytest.approx(weighted, abs=1e-12)
     assert whole.state["n_skipped"] == 1
 
@@ -333,14 +333,14 @@ def test_non_finite_audio_is_skipped_with_reason():
     m = ChromaCosineSimilarity(RECIPE)
     out = m.update([Clip("g", "", bad, SR, good, SR), Clip("r", "", good, SR, bad, SR),
                     Clip("e", "", good, SR, torch.zeros(1, 0), SR), Clip("ok", "", good, SR, good, SR)])
-    assert out["g"] == {"chroma_skipped": "generated audio: the audio holds NaN or infinite samples"}
-    assert out["r"] == {"chroma_skipped": "reference audio: the audio holds NaN or infinite samples"}
-    assert out["e"] == {"chroma_skipped": "empty reference audio"}
+    assert out["g"].skipped == "generated audio: the audio holds NaN or infinite samples"
+    assert out["r"].skipped == "reference audio: the audio holds NaN or infinite samples"
+    assert out["e"].skipped == "empty reference audio"
     assert m.state["n_skipped"] == 3 and m.compute() == {"chroma": 1.0, "n_frames": 8.0, "n_clips": 1.0}
 
 
 def test_compute_without_frames_raises():
     m = ChromaCosineSimilarity(RECIPE)
     m.update([Clip("x", "", torch.zeros(1, SR), SR)])
-    with pytest.raises(ValueError, match="no frames"):
+    with pytest.raises(ValueError, match="no clip was scored"):
         m.compute()

@@ -85,7 +85,7 @@ def test_clip_against_itself_is_one(chromagrams):
         assert torch.equal(torch.einsum("itc,itc->i", c, c), torch.full((12,), 79.0))
     m = ChromaCosineSimilarity(RECIPE)
     (w, sr), _ = _AUDIO[IDS[0]]
-    assert m.update([Clip("x", "", w, sr, w.clone(), sr)])["x"] == {"chroma": 1.0, "chroma_frames": 79}
+    assert m.update([Clip("x", "", w, sr, w.clone(), sr)])["x"].values == {"chroma": 1.0, "chroma_frames": 79}
 
 
 def test_metric_on_matching_pairs_equals_matrix_and_audiocraft(similarity):
@@ -94,7 +94,7 @@ def test_metric_on_matching_pairs_equals_matrix_and_audiocraft(similarity):
     # the full arrangement plays the part of the generated audio, the melody that of the melody reference
     clips = [Clip(i, "", full, sr, mel, msr) for i, ((full, sr), (mel, msr)) in _AUDIO.items()]
     out = m.update(clips)
-    np.testing.assert_allclose([out[i]["chroma"] for i in IDS], np.diag(similarity), atol=1e-12)
+    np.testing.assert_allclose([out[i].values["chroma"] for i in IDS], np.diag(similarity), atol=1e-12)
     assert m.compute()["chroma"] == pytest.approx(np.diag(similarity).mean(), abs=1e-12)
     # audiocraft's own computation (torchaudio Spectrogram + librosa filter bank), first 3 arrangements vs the next pieces' melodies
     ref_impl = _AudiocraftTranscription()
@@ -104,5 +104,5 @@ def test_metric_on_matching_pairs_equals_matrix_and_audiocraft(similarity):
     got = ChromaCosineSimilarity(RECIPE).update(
         [Clip(str(j), "", fulls[j], 32000, _AUDIO[IDS[j + 1]][1][0], 32000) for j in range(3)])
     for j, (s, t) in enumerate(expected):
-        assert got[str(j)] == {"chroma": s / t, "chroma_frames": t}
-        assert got[str(j)]["chroma"] == pytest.approx(similarity[j + 1, j], abs=1e-12)
+        assert got[str(j)].values == {"chroma": s / t, "chroma_frames": t}
+        assert got[str(j)].values["chroma"] == pytest.approx(similarity[j + 1, j], abs=1e-12)

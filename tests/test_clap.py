@@ -10,7 +10,8 @@ import pytest
 import torch
 import yaml
 
-from evalkit.metrics.base import Clip, resolve_recipe
+from evalkit.metrics.base import Clip
+from evalkit.spec import metric_recipe
 from tests.conftest import REPO, chord, noise, sine
 
 SR = 48000
@@ -18,14 +19,10 @@ N = 480000
 
 
 def clap_recipe(**over) -> dict:
-    """conf/metrics/clap.yaml + its audiocraft protocol file, resolved as the run does, shrunken random model."""
-    node = yaml.safe_load((REPO / "conf/metrics/clap.yaml").read_text())
-    node.pop("defaults")
-    node["protocols"] = {"audiocraft": yaml.safe_load((REPO / "conf/metrics/clap/audiocraft.yaml").read_text())}
-    node.update(model_size="tiny", checkpoint="random")
-    node.update(over)
-    recipe = resolve_recipe(node)
-    recipe["backbone_weights"] = "random" if node["checkpoint"] == "random" else "released"
+    """conf/metrics/clap.yaml with its audiocraft protocol file, resolved as the run does, shrunken random model."""
+    over = {"model_size": "tiny", "checkpoint": "random", **over}
+    recipe = metric_recipe("clap", [f"metrics.clap.{k}={'null' if v is None else v}" for k, v in over.items()])
+    recipe["backbone_weights"] = "random" if recipe["checkpoint"] == "random" else "released"
     return recipe
 
 
@@ -81,7 +78,8 @@ def test_recipe_is_audiocrafts(metric):
     assert (text_cfg.layer_norm_eps, text_cfg.pad_token_id, text_cfg.type_vocab_size) == (1e-5, 1, 1)
     cls = get_metric("clap")
     assert cls is type(metric)
-    assert (cls.name, cls.primary, cls.higher_is_better, cls.needs_reference, cls.card_column) == \
+    s = cls.spec
+    assert (s.name, s.primary, s.higher_is_better, s.needs_reference, s.card_column) == \
         ("clap", "clap", True, False, "Text Consistency")
 
 
@@ -129,8 +127,8 @@ def test_long_audio_crop_is_deterministic_unlike_laion_clap(metric, laion):
 
     long = noise(SR, 12.5, 0.1, seed=3)[0]  # 600,000 samples
     clip = Clip(id="long", caption="noise burst", audio=long[None], sample_rate=SR)
-    first = metric.update([clip])["long"]["clap"]
-    second_run = ClapScore(clap_recipe()).update([clip])["long"]["clap"]
+    first = metric.update([clip])["long"].values["clap"]
+    second_run = ClapScore(clap_recipe()).update([clip])["long"].values["clap"]
     assert first == second_run  # bit for bit, a fresh model from the same seed
     # crop=start keeps the first 480,000 samples: laion_clap's embedding of exactly those (no randomness there)
     start = laion.get_audio_embedding_from_data(long[None, :N], use_tensor=True).detach()
@@ -173,7 +171,7 @@ def test_score_is_cosine_and_pairs_by_id_not_by_order(metric):
     mean_2 = metric.compute()["clap"]
     assert set(by_order) == set(by_shuffle) == set(captions)
     for k in captions:
-        assert by_order[k]["clap"] == pytest.approx(by_shuffle[k]["clap"], abs=1e-6)
+        assert by_order[k].values["clap"] == pytest.approx(by_shuffle[k].values["clap"], abs=1e-6)
     assert mean_1 == pytest.approx(mean_2, abs=1e-7)
     # independently: cosine(audio_i, text_i) (the diagonal), and not any other caption's cosine
     ids = list(captions)
@@ -181,11 +179,11 @@ def test_score_is_cosine_and_pairs_by_id_not_by_order(metric):
     t = metric.embedder.embed_text([captions[k] for k in ids])
     cross = torch.nn.functional.cosine_similarity(a[:, None, :], t[None, :, :], dim=-1)
     for i, k in enumerate(ids):
-        assert by_order[k]["clap"] == pytest.approx(cross[i, i].item(), abs=1e-6)
-        others = [abs(by_order[k]["clap"] - cross[i, j].item()) for j in range(len(ids)) if j != i]
+        assert by_order[k].values["clap"] == pytest.approx(cross[i, i].item(), abs=1e-6)
+        others = [abs(by_order[k].values["clap"] - cross[i, j].item()) for j in range(len(ids)) if j != i]
         assert min(others) > 1e-5
     assert mean_1 == pytest.approx(float(np.mean([cross[i, i].item() for i in range(len(ids))])), abs=1e-6)
-    assert metric.state["count"] == 4 and metric.state["n_skipped"] == 0
+    assert metric.state["n_clips"] == 4 and metric.state["n_skipped"] == 0
 
 
 def ours_from_clips(metric, clips):
@@ -206,7 +204,7 @@ def test_prepare_resamples_then_downmixes_like_audiocraft(metric):
 def test_silent_audio_gives_a_finite_score_and_eps_guards_zero_vectors(metric):
     metric.reset()
     out = metric.update([Clip(id="quiet", caption="silence", audio=torch.zeros(1, 320000), sample_rate=32000)])
-    value = out["quiet"]["clap"]
+    value = out["quiet"].values["clap"]
     assert math.isfinite(value) and -1.0 <= value <= 1.0
     assert metric.compute()["clap"] == pytest.approx(value, abs=1e-7)
     zero = metric.cosine(torch.zeros(1, 512), torch.randn(1, 512))
@@ -220,10 +218,9 @@ def test_unusable_clips_are_skipped_and_counted(metric):
         Clip(id="nan", caption="x", audio=torch.full((1, 1000), float("nan")), sample_rate=32000),
         Clip(id="nocap", caption="  ", audio=sine(440, 32000, 1.0), sample_rate=32000),
     ])
-    assert out == {"empty": {"clap_skipped": "empty audio"},
-                   "nan": {"clap_skipped": "audio holds NaN or infinite samples"},
-                   "nocap": {"clap_skipped": "empty caption"}}
-    assert metric.state["n_skipped"] == 3 and metric.state["count"] == 0
+    assert {k: (r.skipped, r.values) for k, r in out.items()} == {
+        "empty": ("empty audio", {}), "nan": ("audio holds NaN or infinite samples", {}), "nocap": ("empty caption", {})}
+    assert metric.state["n_skipped"] == 3 and metric.state["n_clips"] == 0
     with pytest.raises(ValueError, match="no clip was scored"):
         metric.compute()
     with pytest.raises(ValueError, match="twice"):
@@ -248,7 +245,7 @@ def test_states_merge_by_addition(metric):
     other.state = metric.state_dict()
     metric.load_state_dict(part_a)
     metric.merge(other)
-    assert metric.state["count"] == 2 == saved_all["count"]
+    assert metric.state["n_clips"] == 2 == saved_all["n_clips"]
     assert metric.compute()["clap"] == pytest.approx(whole, abs=1e-7)
 
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from evalkit.metrics.base import Clip, resolve_recipe
+from evalkit.metrics.base import Clip
+from evalkit.spec import metric_recipe
 from evalkit.metrics.frechet import FrechetError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,24 +23,17 @@ from tests import test_fad_reference as ref  # the numpy transcription of Google
 
 
 @pytest.fixture(scope="module")
-def fad_node():
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
-        cfg = compose(config_name="config", overrides=["metrics=[fad]"])
-    return OmegaConf.to_container(cfg.metrics.fad, resolve=True)
+def fad_recipes():
+    """conf/metrics/fad.yaml with each protocol's file, resolved as a run resolves them."""
+    return {p: metric_recipe("fad", [f"metrics.fad.protocol={p}"]) for p in ("audiocraft", "frechet-audio-distance")}
 
 
 @pytest.fixture(scope="module")
-def make(fad_node):
+def make(fad_recipes):
     from evalkit.metrics.fad import FAD
 
     def _make(protocol="audiocraft", model_size="tiny", **over):
-        node = dict(fad_node, protocol=protocol, model_size=model_size)
-        node.update({k: v for k, v in over.items() if k in node})
-        recipe = resolve_recipe(node)
-        recipe.update(backbone_weights="random", reference_stats=None)
+        recipe = dict(fad_recipes[protocol], model_size=model_size, backbone_weights="random", reference_stats=None)
         recipe.update(over)
         return FAD(recipe)
 
@@ -101,19 +95,20 @@ def pair(make, clips7, tmp_path_factory):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-def test_registry_config_and_describe(make, fad_node):
+def test_registry_config_and_describe(make, fad_recipes):
     from evalkit.metrics.fad import FAD
     from evalkit.registry import get_metric
 
     assert get_metric("fad") is FAD
-    assert (FAD.name, FAD.primary, FAD.higher_is_better, FAD.card_column) == ("fad", "fad", False, "Frechet Audio Distance")
-    ac = resolve_recipe(dict(fad_node, protocol="audiocraft"))
+    assert (FAD.spec.name, FAD.spec.primary, FAD.spec.higher_is_better, FAD.spec.card_column) == (
+        "fad", "fad", False, "Frechet Audio Distance")
+    ac = fad_recipes["audiocraft"]
     assert (ac["window_samples"], ac["window_step"], ac["stft_window"], ac["stft_hop"], ac["fft_length"]) == (16000, 8000, 400, 160, 512)
     assert (ac["peak_normalize_db"], ac["quantize_int16"], ac["max_normalize_min_ratio"], ac["input_scale"]) == (1.0, True, 0.1, 1.0)
     assert (ac["mel_bins"], ac["mel_min_hz"], ac["mel_max_hz"], ac["log_offset"], ac["example_frames"]) == (64, 125.0, 7500.0, 0.01, 96)
     assert (ac["use_activation"], ac["use_pca"], ac["fd_eps"], ac["solver_sample_rate"]) == (False, False, 1e-7, 32000)
     assert ac["checkpoint_url"].endswith("/v0.1/vggish-10086976.pth") and ac["checkpoint_sha256"] == "10086976"
-    pk = resolve_recipe(dict(fad_node, protocol="frechet-audio-distance"))
+    pk = fad_recipes["frechet-audio-distance"]
     assert (pk["resampler"], pk["window_samples"], pk["peak_normalize_db"], pk["quantize_int16"], pk["fd_eps"]) == ("resampy", None, None, False, 1e-6)
     m = make()
     d = m.describe()
@@ -135,7 +130,7 @@ def test_audiocraft_recipe_matches_google_numpy_pipeline(make, music_dir, tmp_pa
     refw = refw[..., : 3 * 32000 + 1234]  # a shorter reference: the generated clip is cropped to it
     m = make(model_size="full")
     rows = m.update([Clip("a", "", gen, sr, refw, rsr)])["a"]
-    assert rows["fad_windows"] == rows["fad_ref_windows"] == 1 + (3 * 16000 + 617 - 16000) // 8000 == 5
+    assert rows.values["fad_windows"] == rows.values["fad_ref_windows"] == 1 + (3 * 16000 + 617 - 16000) // 8000 == 5
 
     vgg = ref.TorchVGGishVGG()
     vgg.load_state_dict(m.model.state_dict(), strict=True)  # torchvggish's keys: features.*, embeddings.0/2/4
@@ -151,7 +146,7 @@ def test_audiocraft_recipe_matches_google_numpy_pipeline(make, music_dir, tmp_pa
         examples = ref.google_examples(samples)
         with torch.no_grad():
             expected = vgg(torch.from_numpy(examples).float()[:, None]).numpy()
-        got = rows[f"_fad_{side}_emb"]
+        got = rows.arrays[f"fad_{side}_emb"]
         assert got.dtype == np.float32 and got.shape == expected.shape == (5, 128)
         assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
         assert (expected < 0).any()  # pre-activation: negative values survive
@@ -182,7 +177,9 @@ def test_fad_grows_with_white_noise(make, clips7, self_pair):
 def test_too_few_windows_is_a_clear_error(make):
     m = make()
     m.update([Clip("x", "", music_like(1, seconds=5), 32000, music_like(2, seconds=10), 32000)])
-    with pytest.raises(FrechetError, match=r"generated windows .*: 9 embeddings for dimension 128"):
+    from evalkit.metrics.base import MetricUnavailable
+
+    with pytest.raises(MetricUnavailable, match=r"generated windows .*: 9 embeddings for dimension 128"):
         m.compute()
 
 
@@ -193,17 +190,17 @@ def test_window_counts_crop_and_per_clip_embeddings(make):
         Clip("long", "", music_like(3, seconds=5), 32000, music_like(4, seconds=4.5), 32000),  # cropped to 4.5 s
         Clip("rate", "", music_like(5, seconds=3, sr=48000, channels=2), 48000, music_like(6, seconds=3, sr=44100), 44100),
     ])
-    assert (rows["ten"]["fad_windows"], rows["ten"]["fad_ref_windows"]) == (19, 19)
-    assert (rows["long"]["fad_windows"], rows["long"]["fad_ref_windows"]) == (8, 8)  # 5 s alone would give 9
-    assert (rows["rate"]["fad_windows"], rows["rate"]["fad_ref_windows"]) == (5, 5)
+    assert (rows["ten"].values["fad_windows"], rows["ten"].values["fad_ref_windows"]) == (19, 19)
+    assert (rows["long"].values["fad_windows"], rows["long"].values["fad_ref_windows"]) == (8, 8)  # 5 s alone would give 9
+    assert (rows["rate"].values["fad_windows"], rows["rate"].values["fad_ref_windows"]) == (5, 5)
     for r in rows.values():
-        assert r["_fad_gen_emb"].dtype == np.float32 and r["_fad_gen_emb"].shape == (r["fad_windows"], 128)
-        assert "fad_skipped" not in r
+        assert r.arrays["fad_gen_emb"].dtype == np.float32 and r.arrays["fad_gen_emb"].shape == (r.values["fad_windows"], 128)
+        assert r.skipped is None
     assert int(m.state["gen_n"]) == 32 and int(m.state["ref_n"]) == 32
     # the package protocol: non-overlapping 0.96 s examples over the whole clip, no crop
     p = make("frechet-audio-distance")
     rows = p.update([Clip("long", "", music_like(3, seconds=12, sr=16000), 16000, music_like(4, seconds=10.5, sr=16000), 16000)])
-    assert (rows["long"]["fad_windows"], rows["long"]["fad_ref_windows"]) == (12, 10)  # 1198 frames -> 12; 1048 -> 10
+    assert (rows["long"].values["fad_windows"], rows["long"].values["fad_ref_windows"]) == (12, 10)  # 1198 frames -> 12; 1048 -> 10
 
 
 def test_short_and_silent_clips_are_skipped_with_reasons(make):
@@ -215,18 +212,18 @@ def test_short_and_silent_clips_are_skipped_with_reasons(make):
         Clip("noref", "", ok, 32000, None, None),
         Clip("good", "", ok, 32000, ok, 32000),
     ])
-    assert "too short for one VGGish window: 14400 samples at 16000 Hz, needs 16000" in rows["short"]["fad_skipped"]
-    assert "silent" in rows["silent"]["fad_skipped"] and "peak normalisation" in rows["silent"]["fad_skipped"]
-    assert "no reference audio" in rows["noref"]["fad_skipped"]
-    assert "fad_skipped" not in rows["good"]
-    assert rows["short"]["fad_windows"] == 0 and rows["short"]["fad_ref_windows"] == 19  # the reference still counts
+    assert "too short for one VGGish window: 14400 samples at 16000 Hz, needs 16000" in rows["short"].skipped
+    assert "silent" in rows["silent"].skipped and "peak normalisation" in rows["silent"].skipped
+    assert "no reference audio" in rows["noref"].skipped
+    assert rows["good"].skipped is None
+    assert rows["short"].values["fad_windows"] == 0 and rows["short"].values["fad_ref_windows"] == 19  # the reference still counts
     assert int(m.state["n_skipped"]) == 3 and int(m.state["n_gen_skipped"]) == 2 and int(m.state["n_ref_skipped"]) == 1
     assert int(m.state["gen_n"]) == 2 * 19 and int(m.state["ref_n"]) == 3 * 19
     # the package protocol has no peak normalisation: silence is scored; its shortest clip is 400 + 95 * 160 samples
     p = make("frechet-audio-distance")
     rows = p.update([Clip("silent", "", torch.zeros(1, 16000), 16000, torch.zeros(1, 15599), 16000)])
-    assert rows["silent"]["fad_windows"] == 1 and "needs 15600" in rows["silent"]["fad_skipped"]
-    assert np.isfinite(rows["silent"]["_fad_gen_emb"]).all()
+    assert rows["silent"].values["fad_windows"] == 1 and "needs 15600" in rows["silent"].skipped
+    assert np.isfinite(rows["silent"].arrays["fad_gen_emb"]).all()
 
 
 def test_reference_statistics_file_roundtrip_and_refusals(make, clips7, pair, tmp_path):
@@ -238,13 +235,13 @@ def test_reference_statistics_file_roundtrip_and_refusals(make, clips7, pair, tm
     z = read_npz(path)
     assert int(z["n"]) == 133 and z["mu"].shape == (128,) and z["sigma"].shape == (128, 128)
     assert str(z["protocol"]) == "audiocraft" and bool(z["random_weights"]) is True
-    np.testing.assert_allclose(z["mu"], np.concatenate([r["_fad_ref_emb"] for r in a_rows.values()]).mean(0), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(z["mu"], np.concatenate([r.arrays["fad_ref_emb"] for r in a_rows.values()]).mean(0), rtol=1e-5, atol=1e-7)
 
     b = make(reference_stats=str(path))
-    assert b.uses_reference_audio is False and b.needs_reference is False
+    assert b.uses_reference_audio is False
     rows = b.update([Clip(c.id, "", c.audio, 32000, c.reference, 32000) for c in clips7[:4]]
                     + [Clip(c.id, "", c.audio, 32000, None, None) for c in clips7[4:]])
-    assert all("fad_skipped" not in r and "_fad_ref_emb" not in r for r in rows.values())
+    assert all(r.skipped is None and "fad_ref_emb" not in r.arrays for r in rows.values())
     out = b.compute()
     assert out["fad"] == pytest.approx(expected, rel=1e-9) and out["n_ref_windows"] == 133
     with pytest.raises(FADError, match="nothing new to export"):
@@ -269,8 +266,8 @@ def test_batching_and_merging_do_not_change_the_numbers(make):
     parts = [make(batch_size=128), make(batch_size=128)]
     rows = {**parts[0].update(clips[:1]), **parts[1].update(clips[1:])}
     for cid, r in rows.items():
-        for k in ("_fad_gen_emb", "_fad_ref_emb"):
-            np.testing.assert_allclose(r[k], rows_all[cid][k], rtol=1e-5, atol=1e-6)
+        for k in ("fad_gen_emb", "fad_ref_emb"):
+            np.testing.assert_allclose(r.arrays[k], rows_all[cid].arrays[k], rtol=1e-5, atol=1e-6)
     merged = parts[0].merge(parts[1])
     for k, v in one.state.items():
         np.testing.assert_allclose(merged.state[k], v, rtol=1e-5, atol=1e-6, err_msg=k)

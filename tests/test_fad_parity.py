@@ -97,8 +97,8 @@ def test_package_protocol_fad_and_embeddings_match(tmp_path, monkeypatch):
         rw, rsr = load_audio(bg / r)
         clips.append(Clip(g, "", gw, gsr, rw, rsr))
     rows = m.update(clips)
-    ours_ev = np.concatenate([rows[g]["_fad_gen_emb"] for g in ev_files])
-    ours_bg = np.concatenate([rows[g]["_fad_ref_emb"] for g in ev_files])
+    ours_ev = np.concatenate([rows[g].arrays["fad_gen_emb"] for g in ev_files])
+    ours_bg = np.concatenate([rows[g].arrays["fad_ref_emb"] for g in ev_files])
     for ours, theirs in ((ours_ev, pkg_ev), (ours_bg, pkg_bg)):
         assert np.abs(ours - theirs).max() <= 1e-5 * np.abs(theirs).max()
     out = m.compute()
@@ -128,7 +128,7 @@ def test_package_resampy_downmix_and_full_vggish_match(tmp_path, monkeypatch, mu
     rw, rsr = load_audio(other)
     assert (gsr, gw.shape[0], rsr) == (32000, 2, 44100)
     rows = m.update([Clip("x", "", gw, gsr, rw, rsr)])["x"]
-    assert (rows["fad_windows"], rows["fad_ref_windows"]) == (10, 3)  # non-overlapping 0.96 s examples, no crop
-    for ours, th in ((rows["_fad_gen_emb"], theirs[0]), (rows["_fad_ref_emb"], theirs[1])):
+    assert (rows.values["fad_windows"], rows.values["fad_ref_windows"]) == (10, 3)  # non-overlapping 0.96 s examples, no crop
+    for ours, th in ((rows.arrays["fad_gen_emb"], theirs[0]), (rows.arrays["fad_ref_emb"], theirs[1])):
         assert ours.shape == th.shape
         assert np.abs(ours - th).max() <= 1e-5 * np.abs(th).max()

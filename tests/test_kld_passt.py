@@ -7,6 +7,8 @@ stable-audio-metrics) and a one-block, 64-wide, one-head transformer; its classi
 distributions are far from uniform (random PaSST heads give near-uniform softmax outputs and KLs of ~1e-3)."""
 from __future__ import annotations
 
+import functools
+
 import math
 from pathlib import Path
 
@@ -20,7 +22,8 @@ from evalkit.audio import convert_audio, load_audio
 from evalkit.backbones.passt import MelConfig, PasstMel, build_passt_net, min_input_samples
 from evalkit.backbones.weights import CheckpointError
 from evalkit.io import sha256_file
-from evalkit.metrics.base import Clip, resolve_recipe
+from evalkit.metrics.base import Clip
+from evalkit.spec import metric_recipe
 from evalkit.metrics.kld import KLD
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,15 +35,21 @@ ARCH = {"audiocraft": ("passt_20sec", 2000), "stable-audio-metrics": ("passt_s_s
 
 
 def recipe(protocol: str = "audiocraft", **overrides) -> dict:
-    """conf/metrics/kld.yaml + its protocol files, resolved the way the run resolves them."""
-    node = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/metrics/kld.yaml"))
-    node.pop("defaults")
-    node["model_size"] = "full"  # ${backbone_size}: what a run with released backbones resolves it to
-    node["protocols"] = {p: OmegaConf.to_container(OmegaConf.load(ROOT / f"conf/metrics/kld/{p}.yaml"))
-                         for p in ARCH}
-    node["protocol"] = protocol
-    node.update(overrides)
-    return resolve_recipe(node)
+    """conf/metrics/kld.yaml with the protocol's file, resolved the way the run resolves them (full-size model: what
+    a run with released backbones resolves ${backbone_size} to)."""
+    r = dict(_recipe(protocol))
+    r.update(overrides)
+    return r
+
+
+@functools.lru_cache(maxsize=None)
+def _recipe(protocol: str) -> dict:
+    return metric_recipe("kld", [f"metrics.kld.protocol={protocol}", "backbone_size=full"])
+
+
+def flat(results) -> dict:
+    """``{id: ClipResult}`` -> ``{id: {**values, "_<array>": array}}`` (per-clip values and arrays side by side)."""
+    return {cid: {**r.values, **{f"_{k}": v for k, v in r.arrays.items()}} for cid, r in results.items()}
 
 
 def tiny_net(protocol: str, seed: int = 0) -> torch.nn.Module:
@@ -221,7 +230,7 @@ def audiocraft_results(ckpt, audiocraft_pairs):
     out = {}
     for pad in (False, True):
         metric = KLD(recipe(checkpoint=str(ckpt["audiocraft"]), model_size="tiny", pad_chunks=pad, save_probs=True))
-        per_clip = metric.update(clips_from(audiocraft_pairs))
+        per_clip = flat(metric.update(clips_from(audiocraft_pairs)))
         out[pad] = (metric, per_clip, *audiocraft_kld(wrapper, audiocraft_pairs, pad))
     return out
 
@@ -269,7 +278,7 @@ def test_batching_and_merge_match_one_clip_at_a_time(ckpt, audiocraft_pairs, aud
     clips = clips_from(audiocraft_pairs)
     per_clip = {}
     for i, clip in enumerate(clips):
-        per_clip.update(shards[i % 2].update([clip]))
+        per_clip.update(flat(shards[i % 2].update([clip])))
     for cid, row in per_clip.items():
         for k in ("kld", "kld_qp", "kld_both"):
             assert row[k] == pytest.approx(batched_clips[cid][k], rel=1e-5)
@@ -287,7 +296,8 @@ def test_other_reference_rate_is_converted_first(ckpt):
     gen = torch.cat([music(3), music(0)[:, :64000]], dim=-1)  # 12 s, longer than the reference
     ref48 = convert_audio(music(1), 32000, 48000, 2)
     metric = KLD(recipe(checkpoint=str(ckpt["audiocraft"]), model_size="tiny", save_probs=True))
-    row = metric.update([Clip("x", "", gen, 32000, ref48, 48000)])["x"]
+    res = metric.update([Clip("x", "", gen, 32000, ref48, 48000)])["x"]
+    row = {**res.values, **res.arrays}
     wrapper, _ = package_wrapper("base20sec", ckpt["audiocraft"], "audiocraft")
     ref32 = convert_audio(ref48, 48000, 32000, 1)
     values, per = audiocraft_kld(wrapper, [(gen[:, :ref32.shape[-1]], ref32, 32000)], pad=False)
@@ -315,10 +325,10 @@ def test_stable_audio_metrics_parity(ckpt):
         eval_p = sam_probabilities(wrapper, audio.numpy(), 32000)
         kl = F.kl_div((ref_p + 1e-6).log(), eval_p, reduction="sum", log_target=False).item()
         kls.append(kl)
-        np.testing.assert_allclose(rows[cid]["_kld_gen_probs"][0], eval_p.numpy(), rtol=1e-5, atol=1e-7)
-        np.testing.assert_allclose(rows[cid]["_kld_ref_probs"][0], ref_p.numpy(), rtol=1e-5, atol=1e-7)
-        assert rows[cid]["kld"] == rows[cid]["kld_qp"] == pytest.approx(kl, rel=1e-5)
-        assert rows[cid]["kld_rows"] == 1
+        np.testing.assert_allclose(rows[cid].arrays["kld_gen_probs"][0], eval_p.numpy(), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(rows[cid].arrays["kld_ref_probs"][0], ref_p.numpy(), rtol=1e-5, atol=1e-7)
+        assert rows[cid].values["kld"] == rows[cid].values["kld_qp"] == pytest.approx(kl, rel=1e-5)
+        assert rows[cid].values["kld_rows"] == 1
     values = metric.compute()
     assert values["kld"] == pytest.approx(sum(kls) / 2, rel=1e-5)
     assert values["kld"] == values["kld_qp"] != pytest.approx(values["kld_pq"], rel=1e-3)
@@ -343,22 +353,25 @@ def test_skips_with_reasons(ckpt):
         Clip("nan", "", tone * float("nan"), 32000, tone, 32000),
         Clip("ok", "", tone, 32000, tone, 32000),
     ])
-    assert "shorter than one kept chunk" in rows["short"]["kld_skipped"]
-    assert rows["noref"] == {"kld_skipped": "no reference audio"}
-    assert "NaN" in rows["nan"]["kld_skipped"]
+    assert "shorter than one kept chunk" in rows["short"].skipped
+    assert rows["noref"].skipped == "no reference audio" and rows["noref"].values == {}
+    assert "NaN" in rows["nan"].skipped
     # identical audio: KL(p ‖ p) = -sum p log(1 + 1e-6 / p), slightly below 0
     p = torch.softmax(metric.logits([convert_audio(tone, 32000, 32000, 1)[0]])[0].double(), -1)
-    assert rows["ok"]["kld"] == pytest.approx(-(p * torch.log1p(1e-6 / p)).sum().item(), rel=1e-4)
-    assert -527e-6 < rows["ok"]["kld"] < 0
+    assert rows["ok"].values["kld"] == pytest.approx(-(p * torch.log1p(1e-6 / p)).sum().item(), rel=1e-4)
+    assert -527e-6 < rows["ok"].values["kld"] < 0
     assert metric.state["n_skipped"] == 3 and metric.state["n_clips"] == 1
     empty = KLD(recipe(checkpoint="random", model_size="tiny"))
-    assert math.isnan(empty.compute()["kld"])
+    from evalkit.metrics.base import MetricUnavailable
+
+    with pytest.raises(MetricUnavailable, match="no clip was scored"):  # one rule for every metric: no NaN
+        empty.compute()
 
 
 def test_silence_is_skipped_under_peak_normalisation():
     metric = KLD(recipe("stable-audio-metrics", checkpoint="random", model_size="tiny"))
     z = torch.zeros(1, 320000)
-    assert "silent" in metric.update([Clip("z", "", z, 32000, z + 0.1, 32000)])["z"]["kld_skipped"]
+    assert "silent" in metric.update([Clip("z", "", z, 32000, z + 0.1, 32000)])["z"].skipped
 
 
 def test_describe_checkpoint_and_registry(ckpt):
@@ -366,7 +379,7 @@ def test_describe_checkpoint_and_registry(ckpt):
 
     cls = get_metric("kld")
     assert cls is KLD
-    assert (cls.name, cls.primary, cls.higher_is_better, cls.card_column) == ("kld", "kld", False, "KLD")
+    assert (cls.spec.name, cls.spec.primary, cls.spec.higher_is_better, cls.spec.card_column) == ("kld", "kld", False, "KLD")
     d = KLD(recipe(checkpoint=str(ckpt["audiocraft"]), model_size="tiny")).describe()
     assert d["checkpoint"] == ckpt["audiocraft"].name
     assert d["checkpoint_sha256"] == sha256_file(ckpt["audiocraft"])

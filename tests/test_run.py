@@ -51,7 +51,7 @@ def test_run_folder_contents(demo_run):
     assert summary["random_weights"] is True and "RANDOM WEIGHTS" in summary["note"]
     assert summary["model"]["name"] == "tiny-stereo" and summary["n_clips"] == 3 and summary["n_missing_reference"] == 0
     ch = summary["metrics"]["chroma"]
-    assert ch["card_column"] == "Chroma Cosine Similarity" and ch["n_clips"] == 3 and 0.0 <= ch["value"] <= 1.0
+    assert ch["spec"]["card_column"] == "Chroma Cosine Similarity" and ch["n_clips"] == 3 and 0.0 <= ch["value"] <= 1.0
     df = pd.read_parquet(out / "clips.parquet")
     assert len(df) == 3 and {"id", "caption", "audio_path", "reference_path", "seed", "chroma"} <= set(df.columns)
     for _, r in df.iterrows():

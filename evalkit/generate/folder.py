@@ -1,34 +1,60 @@
 """``model=folder model.dir=DIR``: score audio that already exists (any text-to-music model's output), one file per
-clip named by clip id (wav/flac/mp3/ogg). Nothing is generated or copied; clips.parquet points at the files."""
+clip named by clip id (wav/flac/mp3/ogg). Nothing is generated or copied; clips.parquet points at the files.
+
+It goes through the same generation stage as MusicGen: a plan of batches (chunks of the prompts, no seeds), and per
+batch the existing file of each prompt (``GeneratedClip.path``) or a skip naming the missing file.
+"""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Mapping, Sequence
 
-from evalkit.audio import AUDIO_EXTENSIONS, load_audio
+from evalkit.audio import AUDIO_EXTENSIONS
 from evalkit.data.prompts import Prompt
-from evalkit.generate.base import GeneratedClip
+from evalkit.generate.base import Batch, GeneratedClip, Generator
 from evalkit.registry import register_generator
+
+#: prompts per planned batch (only the granularity of generation/batch-*.json; nothing is loaded here)
+FOLDER_BATCH = 256
+
+
+class FolderError(ValueError):
+    pass
+
+
+def list_audio_files(root: Path, setting: str) -> tuple[dict[str, Path], list[tuple[str, str]]]:
+    """``{id: path}`` of the audio files in ``root`` (``<id>.<ext>``, ext in :data:`AUDIO_EXTENSIONS`), and the
+    files that cannot be clips as ``(name, reason)``: another extension, two files for one id (both listed)."""
+    paths: dict[str, Path] = {}
+    unusable: list[tuple[str, str]] = []
+    for p in sorted(root.iterdir()):
+        if p.name.startswith(".") or not p.is_file():
+            continue
+        if p.suffix.lower() not in AUDIO_EXTENSIONS:
+            unusable.append((p.name, f"unsupported format (evalkit reads {', '.join(AUDIO_EXTENSIONS)})"))
+            continue
+        if p.stem in paths:
+            raise FolderError(f"{setting}: two files for id {p.stem!r}: {paths[p.stem].name} and {p.name}; keep one")
+        paths[p.stem] = p
+    return paths, unusable
 
 
 @register_generator("folder")
-class FolderGenerator:
+class FolderGenerator(Generator):
     name = "folder"
     random_weights = False
+    writes_audio = False
 
-    def __init__(self, model_cfg, *_, **__) -> None:
+    def __init__(self, model_cfg: Mapping[str, Any], *_, **__) -> None:
         d = model_cfg.get("dir")
-        if not d:
-            raise ValueError("model=folder needs model.dir=DIR (a folder of clips named <id>.<ext>)")
-        self.root = Path(d).expanduser()
+        if not d or d == "???":
+            raise FolderError("model=folder needs model.dir=DIR (a folder of clips named <id>.wav|flac|mp3|ogg)")
+        self.root = Path(str(d)).expanduser()
         if not self.root.is_dir():
-            raise ValueError(f"model.dir={d}: no such folder")
-        self.paths: dict[str, Path] = {}
-        for p in sorted(self.root.iterdir()):
-            if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith("."):
-                if p.stem in self.paths:
-                    raise ValueError(f"model.dir: two files for id {p.stem!r}: {self.paths[p.stem].name} and {p.name}")
-                self.paths[p.stem] = p
+            raise FolderError(f"model.dir={d}: no such folder")
+        self.paths, self.unusable = list_audio_files(self.root, "model.dir")
+        if not self.paths:
+            raise FolderError(f"model.dir={d}: no audio files named <id>.<ext> ({', '.join(AUDIO_EXTENSIONS)})")
         self.model_cfg = dict(model_cfg)
 
     def path(self, clip_id: str) -> Path | None:
@@ -38,10 +64,13 @@ class FolderGenerator:
         return {"name": self.model_cfg.get("name", "folder"), "hub_id": None, "source": str(self.root),
                 "random_weights": False}
 
-    def generate(self, prompts: Sequence[Prompt]) -> Iterator[GeneratedClip]:
-        for p in prompts:
+    def plan(self, prompts: Sequence[Prompt]) -> list[Batch]:
+        prompts = list(prompts)
+        return [Batch(i // FOLDER_BATCH, None, prompts[i:i + FOLDER_BATCH]) for i in range(0, len(prompts), FOLDER_BATCH)]
+
+    def generate_batch(self, batch: Batch, melodies=None) -> list[GeneratedClip]:
+        out = []
+        for p in batch.prompts:
             path = self.paths.get(p.id)
-            if path is None:
-                continue
-            wav, sr = load_audio(path)
-            yield GeneratedClip(p.id, wav, sr, None, {"path": str(path)})
+            out.append(GeneratedClip(p.id, path=path, skipped=None if path else f"no file {p.id}.<ext> in model.dir"))
+        return out

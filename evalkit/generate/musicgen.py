@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -21,7 +20,7 @@ import torch
 from evalkit.audio import convert_audio
 from evalkit.backbones.tokenizers import TokenizerError, check_tokenizer  # noqa: F401 (TokenizerError re-exported)
 from evalkit.data.prompts import Prompt
-from evalkit.generate.base import GeneratedClip
+from evalkit.generate.base import Batch, GeneratedClip, Generator
 from evalkit.registry import register_generator
 
 #: evalkit model name -> Hugging Face hub id of the released checkpoint.
@@ -64,15 +63,8 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-@dataclass
-class Batch:
-    index: int
-    seed: int
-    prompts: list[Prompt]
-
-
 @register_generator("musicgen")
-class MusicGenGenerator:
+class MusicGenGenerator(Generator):
     """``model.generator=musicgen`` (text) and ``musicgen-melody`` (text + melody chroma)."""
 
     name = "musicgen"
@@ -163,6 +155,20 @@ class MusicGenGenerator:
     def num_samples(self) -> int:
         return int(round(float(self.gen_cfg["duration"]) * self.frame_rate)) * (self.sample_rate // self.frame_rate)
 
+    @property
+    def expected_samples(self) -> int:
+        return self.num_samples
+
+    def cache_identity(self) -> dict[str, Any]:
+        """The model's identity and every generation setting (speed settings included: they are meant to give the
+        same samples, but a cache must not bet on it) and the precision."""
+        m = self.model_cfg
+        return {"model": {k: m.get(k) for k in ("name", "hub_id", "revision", "path", "tiny", "init_seed", "melody")},
+                "generation": dict(self.gen_cfg), "precision": self.precision}
+
+    def batch_meta(self) -> dict[str, Any]:
+        return {"max_new_tokens": self.max_new_tokens}
+
     def plan(self, prompts: Sequence[Prompt]) -> list[Batch]:
         if self.batch_size == "auto":
             raise ValueError("batch_size=auto: call find_batch_size(prompts) first")
@@ -215,7 +221,7 @@ class MusicGenGenerator:
         if audio.shape[-1] < n:
             raise RuntimeError(f"generation produced {audio.shape[-1]} samples, expected {n} ({self.max_new_tokens} tokens)")
         return [GeneratedClip(p.id, audio[i, :, :n].contiguous(), self.sample_rate, batch.seed,
-                              {"batch": batch.index, "max_new_tokens": self.max_new_tokens})
+                              meta={"batch": batch.index, "max_new_tokens": self.max_new_tokens})
                 for i, p in enumerate(batch.prompts)]
 
     def find_batch_size(self, prompts: Sequence[Prompt], start: int = 256) -> int:
@@ -257,11 +263,6 @@ class MusicGenGenerator:
                 arrays.append(convert_audio(wav.float(), wsr, sr, 1)[0].numpy())
         feats = fe(arrays, sampling_rate=sr, padding=True, return_tensors="pt")
         return feats["input_features"]
-
-    def generate(self, prompts: Sequence[Prompt], melodies: dict[str, tuple[torch.Tensor, int]] | None = None) -> Iterator[GeneratedClip]:
-        for batch in self.plan(prompts):
-            mel = [melodies.get(p.id) for p in batch.prompts] if (self.melody and melodies is not None) else None
-            yield from self.generate_batch(batch, mel)
 
 
 register_generator("musicgen-melody")(MusicGenGenerator)

@@ -26,8 +26,6 @@ def install_static_cache(model, *, compile: bool, compile_mode: str = "reduce-ov
       CUDA transformers compiles any static-cache decode by default; ``all_devices`` compiles on the CPU too, to
       test the compiled path without a GPU). Calling it again changes these settings.
     Same samples as the eager path for the same seed (tested on CPU, greedy and sampling, with CFG and padding)."""
-    from transformers import CompileConfig, EncoderDecoderCache, StaticCache
-
     if hasattr(model, "_evalkit_static"):
         model._evalkit_static.update(compile=compile, compile_mode=compile_mode, all_devices=all_devices)
         return
@@ -55,21 +53,8 @@ def install_static_cache(model, *, compile: bool, compile_mode: str = "reduce-ov
         ids = kwargs["input_ids"]
         cfg = (kwargs.get("guidance_scale") or 0) > 1
         key = (ids.shape[0] * (2 if cfg else 1), int(kwargs["max_new_tokens"]), ids.shape[1], str(ids.device))
-        cache = state["caches"].get(key)
-        if cache is None:
-            dcfg = self.decoder.config
-            state["caches"].clear()  # keep one: a new shape frees the old tensors
-            cache = EncoderDecoderCache(StaticCache(config=dcfg, max_cache_len=key[1] + 1),
-                                        StaticCache(config=dcfg, max_cache_len=key[2]))
-            state["caches"][key] = cache
-        else:
-            cache.reset()
-        if state["compile"]:
-            cc = CompileConfig(mode=state["compile_mode"])
-            cc._compile_all_devices = state["all_devices"] or None
-            kwargs["compile_config"] = cc
-        else:
-            kwargs["disable_compile"] = True
+        cache = _reusable_cache(state, key, self.decoder.config)
+        kwargs.update(_compile_kwargs(state))
         state["armed"] = True
         state.pop("prefill", None)
         try:
@@ -81,3 +66,30 @@ def install_static_cache(model, *, compile: bool, compile_mode: str = "reduce-ov
     model._prefill = types.MethodType(_prefill, model)
     model.generate = types.MethodType(generate, model)
     model._evalkit_static = state
+
+
+def _reusable_cache(state: dict, key: tuple, decoder_config):
+    """The static cache for this (batch, length, text length, device), reset; one is kept (a new shape frees the
+    old tensors), reused at the same addresses so captured CUDA graphs stay valid."""
+    from transformers import EncoderDecoderCache, StaticCache
+
+    cache = state["caches"].get(key)
+    if cache is None:
+        state["caches"].clear()
+        cache = EncoderDecoderCache(StaticCache(config=decoder_config, max_cache_len=key[1] + 1),
+                                    StaticCache(config=decoder_config, max_cache_len=key[2]))
+        state["caches"][key] = cache
+    else:
+        cache.reset()
+    return cache
+
+
+def _compile_kwargs(state: dict) -> dict[str, Any]:
+    """``compile_config`` (compiled / CUDA-graph decode step) or ``disable_compile=True``."""
+    if not state["compile"]:
+        return {"disable_compile": True}
+    from transformers import CompileConfig
+
+    cc = CompileConfig(mode=state["compile_mode"])
+    cc._compile_all_devices = state["all_devices"] or None
+    return {"compile_config": cc}

@@ -1,48 +1,85 @@
-"""The metric interface (the ``torchmetrics.Metric`` pattern, without the dependency).
+"""The metric contract (the ``torchmetrics.Metric`` pattern, without the dependency).
 
 A metric streams batches of :class:`Clip` through :meth:`Metric.update`, keeps only **sufficient statistics**
-(float64 sums in ``self.state``), and turns them into numbers in :meth:`Metric.compute`. Because every state entry
-is a sum, states merge by addition (:meth:`merge`): a sharded or resumed run gives the same number as one process.
+(float64 sums in ``self.state``) and turns them into numbers in :meth:`Metric.compute`. Every state entry is a sum,
+so states merge by addition (:meth:`Metric.merge`, :meth:`Metric.add_state_delta`): a sharded or resumed run gives the
+one-process number bit for bit.
 
-``update`` returns per-clip values (``{clip_id: {column: value}}``) that the run writes to ``clips.parquet``;
-a clip the metric cannot score gets ``{f"{name}_skipped": reason}`` and is counted in ``state["n_skipped"]``.
+- ``spec`` (a :class:`~evalkit.metrics.spec.MetricSpec`) declares what the metric is, once.
+- ``update(clips) -> {clip id: ClipResult}``: per-clip values (``clips.parquet`` columns), per-clip arrays
+  (embeddings) and, for a clip it cannot score, the reason (``ClipResult.skipped``; counted in ``n_skipped``).
+- ``compute() -> dict``: one rule when there is nothing to compute from: :class:`MetricUnavailable` with the reason
+  (never NaN, never a number made of nothing). Every metric counts the clips it scored in ``state["n_clips"]``.
+- Hooks the run asks instead of checking metric names: :meth:`Metric.run_skip_reason` (not applicable to this run),
+  :meth:`Metric.needs_reference_audio`, :meth:`Metric.write_reference_artifacts`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 import torch
 
+from evalkit.metrics.spec import MetricSpec
+
+
+class MetricUnavailable(ValueError):
+    """The metric has no number for this run (nothing scored, too few clips for a covariance, ...): the message
+    says why and what to do."""
+
 
 @dataclass
 class Clip:
-    """One scored item: generated audio, its caption and (if any) its reference audio, at native rates."""
+    """One scored item: generated audio, its caption and (if any) its reference audio, at their own rates."""
 
     id: str
     caption: str
     audio: torch.Tensor  # [C, T] float32, after the run's post-processing step
     sample_rate: int
-    reference: torch.Tensor | None = None  # [C, T] float32, as read from disk
+    reference: torch.Tensor | None = None  # [C, T] float32, at the rate and channels the protocol hands over
     reference_sr: int | None = None
 
 
+@dataclass
+class ClipResult:
+    """What ``update`` says about one clip: ``values`` (columns of ``clips.parquet``, named ``<metric>...``),
+    ``arrays`` (saved to ``embeddings/``, e.g. ``fad_gen_emb`` [windows, 128]) and ``skipped`` (the reason this metric
+    did not score the clip, or None)."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    skipped: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"values": self.values, "skipped": self.skipped}
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a metric may ask about the run before it is built (see :meth:`Metric.run_skip_reason`)."""
+
+    melody_model: bool = False
+    melody_source: str = "none"
+
+
 class Metric:
-    #: registry name, also the prefix of its per-clip columns
-    name: ClassVar[str] = ""
-    #: the headline key of ``compute()``
-    primary: ClassVar[str] = ""
-    higher_is_better: ClassVar[bool] = False
-    needs_reference: ClassVar[bool] = True
-    #: the column header in the model card's table
-    card_column: ClassVar[str] = ""
+    """Base class: state handling, merging, the empty-compute rule. Subclasses set ``spec`` and implement
+    ``update`` and ``_compute``."""
+
+    spec: ClassVar[MetricSpec]
 
     def __init__(self, recipe: Mapping[str, Any], device: str | torch.device = "cpu") -> None:
         self.recipe = dict(recipe)
         self.device = torch.device(device)
         self.state: dict[str, np.ndarray] = {}
+        self.add_state("n_clips", ())
         self.add_state("n_skipped", ())
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
 
     # -- state -----------------------------------------------------------------------------------------------------
     def add_state(self, key: str, shape: tuple[int, ...] | int) -> None:
@@ -61,48 +98,64 @@ class Metric:
                 raise ValueError(f"{self.name}: state {k!r} has shape {arr.shape}, expected {self.state[k].shape}")
             self.state[k] = arr.copy()
 
+    def add_state_delta(self, delta: Mapping[str, np.ndarray]) -> None:
+        """Add another state (a batch's contribution, another rank's sums) to this one."""
+        for k in self.state:
+            self.state[k] = self.state[k] + np.asarray(delta[k], np.float64)
+
     def merge(self, other: "Metric") -> "Metric":
         if type(other) is not type(self):
             raise TypeError(f"cannot merge {type(other).__name__} into {type(self).__name__}")
-        for k in self.state:
-            self.state[k] = self.state[k] + other.state[k]
+        self.add_state_delta(other.state)
         return self
 
     def reset(self) -> None:
         for k in self.state:
             self.state[k] = np.zeros_like(self.state[k])
 
+    def count(self, key: str) -> int:
+        return int(round(float(self.state[key])))
+
     # -- the recipe --------------------------------------------------------------------------------------------------
-    def update(self, clips: Sequence[Clip]) -> dict[str, dict[str, Any]]:
+    def update(self, clips: Sequence[Clip]) -> dict[str, ClipResult]:
         raise NotImplementedError
 
     def compute(self) -> dict[str, float]:
+        """The metric's numbers (``spec.primary`` is the headline). Raises :class:`MetricUnavailable` when no clip
+        was scored, or when the scored clips cannot give a number (the reason says which)."""
+        if self.count("n_clips") <= 0:
+            raise MetricUnavailable(
+                f"no clip was scored ({self.count('n_skipped')} skipped; the reasons are in clips.parquet, column "
+                f"{self.spec.skip_column})")
+        return self._compute()
+
+    def _compute(self) -> dict[str, float]:
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
         """What identifies the numbers: protocol, checkpoint name and sha256, random weights or not."""
         return {"protocol": self.recipe.get("protocol", "")}
 
-    def skip(self, clip_id: str, reason: str) -> dict[str, Any]:
+    def skip(self, reason: str) -> ClipResult:
+        """A clip this metric cannot score: counted, and the reason kept for ``clips.parquet``."""
         self.state["n_skipped"] = self.state["n_skipped"] + 1
-        return {f"{self.name}_skipped": reason}
+        return ClipResult(skipped=reason)
 
+    # -- hooks the run asks ------------------------------------------------------------------------------------------
+    @classmethod
+    def run_skip_reason(cls, recipe: Mapping[str, Any], ctx: RunContext) -> str | None:
+        """Why this metric does not apply to the run at all (it is then listed as skipped), or None."""
+        return None
 
-def resolve_recipe(node: Mapping[str, Any]) -> dict[str, Any]:
-    """The effective recipe of a metric config node (``conf/metrics/<name>.yaml``).
+    @classmethod
+    def needs_reference_audio(cls, recipe: Mapping[str, Any]) -> bool:
+        """Whether the run must provide reference audio for this metric (checked before any generation)."""
+        return cls.spec.needs_reference
 
-    ``node.protocols[node.protocol]`` holds the protocol's constants (one file each under
-    ``conf/metrics/<name>/``); any other key of the node that is not ``None`` overrides the protocol's value
-    (``metrics.kld.pad_chunks=true``), and keys the protocol does not define (checkpoint, batch size, device) are
-    carried as they are."""
-    node = dict(node)
-    protocols = node.pop("protocols", {}) or {}
-    protocol = node.get("protocol")
-    if protocol not in protocols:
-        raise KeyError(f"unknown protocol {protocol!r}; known: {sorted(protocols)}")
-    recipe = dict(protocols[protocol])
-    for k, v in node.items():
-        if v is not None or k not in recipe:
-            recipe[k] = v
-    recipe["protocol"] = protocol
-    return recipe
+    @property
+    def uses_reference_audio(self) -> bool:
+        return type(self).needs_reference_audio(self.recipe)
+
+    def write_reference_artifacts(self, folder: Path) -> list[Path]:
+        """Files describing the reference side that later runs can reuse (FAD: its statistics). Default: none."""
+        return []

@@ -43,7 +43,8 @@ import numpy as np
 import torch
 
 from evalkit.audio import AudioError, check_finite, convert_audio, crop_or_pad
-from evalkit.metrics.base import Clip, Metric
+from evalkit.metrics.base import Clip, ClipResult, Metric, RunContext
+from evalkit.metrics.spec import MetricSpec
 from evalkit.registry import register_metric
 
 _REQUIRED = (
@@ -167,11 +168,12 @@ class ChromaFrontEnd:
 class ChromaCosineSimilarity(Metric):
     """Frame-weighted mean chroma cosine similarity between generated audio and its (melody) reference."""
 
-    name = "chroma"
-    primary = "chroma"
-    higher_is_better = True
-    needs_reference = True
-    card_column = "Chroma Cosine Similarity"
+    spec = MetricSpec(
+        name="chroma", primary="chroma", higher_is_better=True, card_column="Chroma Cosine Similarity", decimals=3,
+        tolerance="2%", per_clip=("chroma", "chroma_frames"), aggregate="mean", value_column="chroma",
+        weight="chroma_frames", needs_reference=True, min_clips=1,
+        description="frame-weighted cosine similarity of argmax chroma of generated audio and its melody reference",
+    )
 
     def __init__(self, recipe: Mapping[str, Any], device: str | torch.device = "cpu") -> None:
         super().__init__(recipe, device)
@@ -184,7 +186,13 @@ class ChromaCosineSimilarity(Metric):
         self.batch_size = int(bs) if bs else (16 if self.device.type == "cuda" else 1)
         self.add_state("cosine_sum", ())
         self.add_state("n_frames", ())
-        self.add_state("n_clips", ())
+
+    @classmethod
+    def run_skip_reason(cls, recipe: Mapping[str, Any], ctx: RunContext) -> str | None:
+        """A melody model generating from text only (``melody.source=none``) has no melody to follow."""
+        if ctx.melody_model and ctx.melody_source == "none":
+            return "melody.source=none (text-only generation)"
+        return None
 
     def _prepare(self, clip: Clip) -> tuple[torch.Tensor, torch.Tensor] | str:
         if clip.reference is None or clip.reference_sr is None:
@@ -205,13 +213,20 @@ class ChromaCosineSimilarity(Metric):
         return crop_or_pad(gen, ref.shape[-1]), ref
 
     @torch.no_grad()
-    def update(self, clips: Sequence[Clip]) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
+    def update(self, clips: Sequence[Clip]) -> dict[str, ClipResult]:
+        """Chroma cosine of each generated clip against its reference, frame by frame.
+
+        ``clip.audio`` / ``clip.reference``: ``[C, T]`` float32 at their own rates; both converted to 32 kHz mono
+        (julius, then channel mean). The generated audio is cropped (or zero-padded) to the reference's length; the
+        first ``ceil(n_ref / 4096)`` frames are compared. Per clip: ``chroma`` (mean cosine over its frames, in
+        [0, 1] with one-hot chroma) and ``chroma_frames``. A pair without a reference, or with non-finite or empty
+        audio, is skipped with the reason."""
+        out: dict[str, ClipResult] = {}
         groups: dict[int, list[tuple[str, torch.Tensor, torch.Tensor]]] = defaultdict(list)
         for clip in clips:
             prepared = self._prepare(clip)
             if isinstance(prepared, str):
-                out[clip.id] = self.skip(clip.id, prepared)
+                out[clip.id] = self.skip(prepared)
                 continue
             gen, ref = prepared
             groups[ref.shape[-1]].append((clip.id, gen, ref))
@@ -229,13 +244,11 @@ class ChromaCosineSimilarity(Metric):
                     self.state["cosine_sum"] = self.state["cosine_sum"] + s
                     self.state["n_frames"] = self.state["n_frames"] + t
                     self.state["n_clips"] = self.state["n_clips"] + 1
-                    out[clip_id] = {"chroma": float(s / t), "chroma_frames": int(t)}
+                    out[clip_id] = ClipResult(values={"chroma": float(s / t), "chroma_frames": int(t)})
         return out
 
-    def compute(self) -> dict[str, float]:
+    def _compute(self) -> dict[str, float]:
         frames = float(self.state["n_frames"])
-        if frames <= 0:
-            raise ValueError("chroma: no frames were scored (every clip was skipped or none was given)")
         return {
             "chroma": float(self.state["cosine_sum"]) / frames,
             "n_frames": frames,

@@ -34,7 +34,8 @@ from evalkit.backbones.clap import (CROPS, FILLS, ClapEmbedder, ClapError, build
 from evalkit.backbones.tokenizers import (CHECK_CAPTION, ROBERTA_DOWNLOAD_HINT, TokenizerError, check_tokenizer,
                                           load_hf_tokenizer, tiny_roberta_tokenizer)
 from evalkit.backbones.weights import resolve_checkpoint
-from evalkit.metrics.base import Clip, Metric
+from evalkit.metrics.base import Clip, ClipResult, Metric
+from evalkit.metrics.spec import MetricSpec
 from evalkit.registry import register_metric
 
 SETTING = "metrics.clap"
@@ -62,16 +63,16 @@ def _resolve_tokenizer(recipe: dict, random_weights: bool, model_size: str) -> t
 
 @register_metric("clap")
 class ClapScore(Metric):
-    name = "clap"
-    primary = "clap"
-    higher_is_better = True
-    needs_reference = False
-    card_column = "Text Consistency"
+    spec = MetricSpec(
+        name="clap", primary="clap", higher_is_better=True, card_column="Text Consistency", decimals=3,
+        tolerance="2%", per_clip=("clap",), aggregate="mean", value_column="clap", needs_reference=False,
+        min_clips=1,
+        description="cosine similarity of LAION-CLAP audio and caption embeddings, mean over clips",
+    )
 
     def __init__(self, recipe, device: str | torch.device = "cpu") -> None:
         super().__init__(recipe, device)
         self.add_state("cosine_sum", ())
-        self.add_state("count", ())
         r = self.recipe
         self.crop = str(r.get("crop") or "start")
         self.fill = str(r.get("fill") or "repeatpad")
@@ -80,6 +81,9 @@ class ClapScore(Metric):
         if self.fill not in FILLS:
             raise ValueError(f"{SETTING}.fill={self.fill!r}: expected one of {FILLS}")
         self.model_size = str(r.get("model_size") or "full")
+        if str(r.get("tmodel", "roberta")) != "roberta":
+            raise ClapError(f"{SETTING}.tmodel={r.get('tmodel')!r}: only the roberta text tower (audiocraft's) is "
+                            f"implemented")
         if bool(r.get("enable_fusion", False)):
             raise ClapError(f"{SETTING}: fusion CLAP models are not implemented (protocol {r.get('protocol')!r})")
         self.sample_rate = int(r["sample_rate"])
@@ -99,7 +103,7 @@ class ClapScore(Metric):
         self.tokenizer, self.tokenizer_source = _resolve_tokenizer(r, self.checkpoint.random, self.model_size)
         vocab = len(self.tokenizer) if self.model_size == "tiny" else None
         model, model_cfg = build_clap(self.model_size, str(r.get("amodel", "HTSAT-base")), vocab_size=vocab,
-                                      seed=int(r.get("seed") or 0))
+                                      seed=int(r.get("random_seed") or 0))
         if int(model_cfg["audio_cfg"]["sample_rate"]) != self.sample_rate or \
                 int(model_cfg["audio_cfg"]["clip_samples"]) != self.max_samples:
             raise ClapError(f"{SETTING}: the recipe's sample_rate/max_samples ({self.sample_rate}/{self.max_samples})"
@@ -133,8 +137,14 @@ class ClapScore(Metric):
     def cosine(self, audio_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.cosine_similarity(audio_emb, text_emb, dim=1, eps=self.eps)
 
-    def update(self, clips: Sequence[Clip]) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
+    def update(self, clips: Sequence[Clip]) -> dict[str, ClipResult]:
+        """Cosine similarity of each clip's audio embedding with its own caption's (``clip.caption``; pairs by id).
+
+        ``clip.audio``: ``[C, T]`` float32 at ``clip.sample_rate`` (converted to 48 kHz mono: julius, then channel
+        mean; cut or filled to ``max_samples`` = 10 s). Per clip: ``clap`` (cosine, in [-1, 1]). A clip with an empty
+        caption or unusable audio (empty, non-finite) is skipped with the reason. Raises ``ValueError`` when a clip id
+        appears twice in one batch (two captions for one audio)."""
+        out: dict[str, ClipResult] = {}
         ready: list[tuple[str, str, torch.Tensor, bool]] = []
         seen: set[str] = set()
         for clip in clips:
@@ -142,12 +152,12 @@ class ClapScore(Metric):
                 raise ValueError(f"clip id {clip.id!r} appears twice in one batch")
             seen.add(clip.id)
             if not isinstance(clip.caption, str) or not clip.caption.strip():
-                out[clip.id] = self.skip(clip.id, "empty caption")
+                out[clip.id] = self.skip("empty caption")
                 continue
             try:
                 wav, longer = self.prepare(clip)
             except AudioError as exc:
-                out[clip.id] = self.skip(clip.id, str(exc))
+                out[clip.id] = self.skip(str(exc))
                 continue
             ready.append((clip.id, clip.caption, wav, longer))
         for start in range(0, len(ready), self.batch_size):
@@ -156,15 +166,13 @@ class ClapScore(Metric):
             t = self.embedder.embed_text([c[1] for c in chunk])
             cos = self.cosine(a, t).detach().cpu()
             self.state["cosine_sum"] = self.state["cosine_sum"] + cos.double().sum().numpy()
-            self.state["count"] = self.state["count"] + float(len(chunk))
+            self.state["n_clips"] = self.state["n_clips"] + float(len(chunk))
             for (clip_id, *_), value in zip(chunk, cos.tolist()):
-                out[clip_id] = {"clap": float(value)}
+                out[clip_id] = ClipResult(values={"clap": float(value)})
         return out
 
-    def compute(self) -> dict[str, float]:
-        n = float(self.state["count"])
-        if n <= 0:
-            raise ValueError("clap: no clip was scored (all skipped?), so there is no mean cosine similarity")
+    def _compute(self) -> dict[str, float]:
+        n = float(self.state["n_clips"])
         return {"clap": float(np.float64(self.state["cosine_sum"]) / n)}
 
     def describe(self) -> dict[str, Any]:

@@ -27,8 +27,9 @@ import torch
 from evalkit.audio import AudioError, convert_audio, i16_pcm, peak_normalize, resample, to_channels
 from evalkit.backbones.vggish import EMBEDDING_DIM, LogMel, VGGishError, build_vggish
 from evalkit.backbones.weights import resolve_checkpoint
-from evalkit.metrics.base import Clip, Metric
+from evalkit.metrics.base import Clip, ClipResult, Metric, MetricUnavailable
 from evalkit.metrics.frechet import FrechetError, GaussianStats, frechet_distance
+from evalkit.metrics.spec import MetricSpec
 from evalkit.registry import register_metric
 
 #: Recipe keys that decide what a reference embedding is: a statistics file must agree on all of them.
@@ -53,75 +54,57 @@ def _resampy(x: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
 
 @register_metric("fad")
 class FAD(Metric):
-    name = "fad"
-    primary = "fad"
-    higher_is_better = False
-    needs_reference = True
-    card_column = "Frechet Audio Distance"
+    spec = MetricSpec(
+        name="fad", primary="fad", higher_is_better=False, card_column="Frechet Audio Distance", decimals=2,
+        tolerance="5%", per_clip=("fad_windows", "fad_ref_windows"), arrays=("fad_gen_emb", "fad_ref_emb"),
+        aggregate="frechet", needs_reference=True, min_clips=7,
+        description="Fréchet distance between Gaussians fitted to VGGish embeddings of generated and reference audio "
+                    "(needs >= 128 embeddings per side: 7 ten-second clips with the audiocraft protocol's 19 windows "
+                    "each, 13 with the frechet-audio-distance protocol's 10)",
+    )
 
     def __init__(self, recipe: Mapping[str, Any], device: str | torch.device = "cpu") -> None:
         super().__init__(recipe, device)
         r = self.recipe
-        if r.get("use_pca"):
-            raise FADError(
-                "metrics.fad.use_pca=true: the PCA/whitening postprocessor (torchvggish vggish_pca_params-970ea276.pth)"
-                " is not implemented; neither FAD protocol uses it"
-            )
-        if r.get("resampler", "julius") not in ("julius", "resampy"):
-            raise FADError(f"metrics.fad.resampler={r.get('resampler')!r}: expected julius or resampy")
+        _check_recipe(r)
         self.sample_rate = int(r["sample_rate"])
         self.model_size = str(r.get("model_size") or "full")
         self.seed = int(r.get("random_seed") or 0)
         self.batch_size = int(r.get("batch_size") or 128)
         self.save_embeddings = bool(r.get("save_embeddings", True))
         self.checkpoint = resolve_checkpoint(
-            r.get("checkpoint"),
-            setting="metrics.fad.checkpoint",
-            filename=r["checkpoint_file"],
-            url=r["checkpoint_url"],
-            expected_sha256=r.get("checkpoint_sha256"),
-            policy=r.get("backbone_weights") or "released",
-        )
+            r.get("checkpoint"), setting="metrics.fad.checkpoint", filename=r["checkpoint_file"],
+            url=r["checkpoint_url"], expected_sha256=r.get("checkpoint_sha256"),
+            policy=r.get("backbone_weights") or "released")
         try:
-            self.model = build_vggish(
-                self.checkpoint.path, model_size=self.model_size, seed=self.seed,
-                activation=bool(r.get("use_activation")), device=self.device,
-            )
+            self.model = build_vggish(self.checkpoint.path, model_size=self.model_size, seed=self.seed,
+                                      activation=bool(r.get("use_activation")), device=self.device)
         except VGGishError as exc:
             raise FADError(f"metrics.fad.checkpoint: {exc}") from exc
         self.dim = self.model.embedding_dim
-        self.front = LogMel(
-            sample_rate=self.sample_rate, window_length=int(r["stft_window"]), hop_length=int(r["stft_hop"]),
-            fft_length=int(r["fft_length"]), num_mel_bins=int(r["mel_bins"]), lower_edge_hertz=float(r["mel_min_hz"]),
-            upper_edge_hertz=float(r["mel_max_hz"]), log_offset=float(r["log_offset"]),
-            example_frames=int(r["example_frames"]), example_hop_frames=int(r["example_hop_frames"]),
-        )
+        self.front = _front_end(r)
         self.window = int(r["window_samples"]) if r.get("window_samples") else None
         self.step = int(r["window_step"]) if r.get("window_step") else None
-        if self.window is not None:
-            if not self.step:
-                raise FADError("metrics.fad.window_step must be set when window_samples is")
-            if self.front.n_examples(self.window) < 1:
-                raise FADError(f"window_samples={self.window} is too short for one {r['example_frames']}-frame example")
+        if self.window is not None and self.front.n_examples(self.window) < 1:
+            raise FADError(f"window_samples={self.window} is too short for one {r['example_frames']}-frame example")
         # the minimum number of 16 kHz samples that yields one embedding
         self.min_samples = self.window if self.window else _min_samples(self.front)
         # the front end runs in float64 (Google and torchvggish compute it in float64 numpy), on the GPU if any
         self._fe_device = self.device if self.device.type == "cuda" else torch.device("cpu")
-
         for side in ("gen", "ref"):
             self.add_state(f"{side}_n", ())
             self.add_state(f"{side}_sum", (self.dim,))
             self.add_state(f"{side}_sum_outer", (self.dim, self.dim))
             self.add_state(f"n_{side}_skipped", ())
-
-        self.reference_stats_path: str | None = None
+        self.reference_stats_path: str | None = str(r["reference_stats"]) if r.get("reference_stats") else None
         self._ref_file: tuple[np.ndarray, np.ndarray, int] | None = None
-        if r.get("reference_stats"):
-            self.reference_stats_path = str(r["reference_stats"])
-            self._ref_file = self._load_reference_stats(self.reference_stats_path)
-        #: False when the reference side comes from a statistics file: the run need not load reference audio
-        self.uses_reference_audio = self._ref_file is None
-        self.needs_reference = self.uses_reference_audio  # type: ignore[misc]  (instance override of the ClassVar)
+        if self.reference_stats_path:
+            self._ref_file = read_reference_stats(self.reference_stats_path, self._identity(), self.dim)
+
+    @classmethod
+    def needs_reference_audio(cls, recipe: Mapping[str, Any]) -> bool:
+        """No reference audio is needed when the reference side comes from a statistics file (``reference.stats``)."""
+        return not recipe.get("reference_stats")
 
     # -- audio -> 16 kHz samples as the protocol's reader sees them --------------------------------------------------
     def _samples(self, wav: torch.Tensor, sr: int, crop: int | None) -> torch.Tensor:
@@ -173,46 +156,23 @@ class FAD(Metric):
         return self._examples(x), None
 
     # -- the metric --------------------------------------------------------------------------------------------------
-    def update(self, clips: Sequence[Clip]) -> dict[str, dict[str, Any]]:
-        solver_sr = self.recipe.get("solver_sample_rate")
-        crop_on = bool(self.recipe.get("crop_to_reference"))
+    def update(self, clips: Sequence[Clip]) -> dict[str, ClipResult]:
+        """Embed both sides of every pair and add them to the statistics.
+
+        ``clip.audio``: generated ``[C, T]`` float32 at ``clip.sample_rate`` (any rate; converted to the protocol's
+        ``solver_sample_rate`` then 16 kHz mono); ``clip.reference``: ``[C, T]`` at ``clip.reference_sr`` (None when the
+        reference side comes from ``reference_stats``). The audiocraft protocol crops the generated side to the
+        reference's length. Per clip: ``fad_windows`` / ``fad_ref_windows`` (VGGish examples embedded per side) and,
+        with ``save_embeddings``, the arrays ``fad_gen_emb`` / ``fad_ref_emb`` (float32 ``[windows, 128]``).
+        A side that cannot be embedded (silent audio cannot be peak-normalised, too short for one window, non-finite)
+        is skipped with the reason; the other side still counts, as audiocraft writes each side's wav on its own.
+        Raises :class:`FrechetError` if VGGish itself returns non-finite embeddings."""
         jobs: list[tuple[str, str, torch.Tensor]] = []  # (clip id, side, examples)
-        rows: dict[str, dict[str, Any]] = {}
+        results: dict[str, ClipResult] = {}
         for clip in clips:
-            row: dict[str, Any] = {"fad_windows": 0}
-            reasons = []
-            crop = None
-            if crop_on and clip.reference is not None:
-                rsr = int(clip.reference_sr or clip.sample_rate)
-                crop = clip.reference.shape[-1]
-                if solver_sr and rsr != int(solver_sr):  # the reference's length at the rate both sides are cut at
-                    crop = _resampled_length(crop, rsr, int(solver_sr))
-                elif not solver_sr and rsr != clip.sample_rate:
-                    crop = int(round(crop * clip.sample_rate / rsr))
-            ex, why = self._prepare(clip.audio, clip.sample_rate, crop, "generated")
-            if ex is None:
-                reasons.append(why)
-                self.state["n_gen_skipped"] += 1
-            else:
-                jobs.append((clip.id, "gen", ex))
-            if self.uses_reference_audio:
-                row["fad_ref_windows"] = 0
-                if clip.reference is None:
-                    reasons.append("no reference audio")
-                    self.state["n_ref_skipped"] += 1
-                else:
-                    ex, why = self._prepare(clip.reference, int(clip.reference_sr or clip.sample_rate), crop, "reference")
-                    if ex is None:
-                        reasons.append(why)
-                        self.state["n_ref_skipped"] += 1
-                    else:
-                        jobs.append((clip.id, "ref", ex))
-            if reasons:
-                # audiocraft writes each side's wav independently: a failure on one side drops only that side
-                row.update(self.skip(clip.id, "; ".join(reasons)))
-            rows[clip.id] = row
+            results[clip.id] = self._prepare_pair(clip, jobs)
         if not jobs:
-            return rows
+            return results
         emb = self.model.embed(torch.cat([e for _, _, e in jobs]), self.batch_size).cpu()
         emb = emb.numpy()
         if not np.isfinite(emb).all():
@@ -222,10 +182,51 @@ class FAD(Metric):
             e = emb[start : start + ex.shape[0]]
             start += ex.shape[0]
             self._accumulate(side, e)
-            rows[cid]["fad_windows" if side == "gen" else "fad_ref_windows"] = int(e.shape[0])
+            results[cid].values["fad_windows" if side == "gen" else "fad_ref_windows"] = int(e.shape[0])
             if self.save_embeddings:
-                rows[cid][f"_fad_{side}_emb"] = np.array(e, dtype=np.float32)
-        return rows
+                results[cid].arrays[f"fad_{side}_emb"] = np.array(e, dtype=np.float32)
+        return results
+
+    def _crop(self, clip: Clip) -> int | None:
+        """The reference's length at the rate both sides are cut at (audiocraft protocol), else None."""
+        if not self.recipe.get("crop_to_reference") or clip.reference is None:
+            return None
+        solver_sr = self.recipe.get("solver_sample_rate")
+        rsr = int(clip.reference_sr or clip.sample_rate)
+        crop = clip.reference.shape[-1]
+        if solver_sr and rsr != int(solver_sr):
+            return _resampled_length(crop, rsr, int(solver_sr))
+        if not solver_sr and rsr != clip.sample_rate:
+            return int(round(crop * clip.sample_rate / rsr))
+        return crop
+
+    def _prepare_pair(self, clip: Clip, jobs: list) -> ClipResult:
+        """Both sides' examples appended to ``jobs``; the clip's result with the reasons of a skipped side.
+        audiocraft writes each side's wav on its own: a failure on one side drops only that side."""
+        res = ClipResult(values={"fad_windows": 0})
+        reasons = []
+        crop = self._crop(clip)
+        ex, why = self._prepare(clip.audio, clip.sample_rate, crop, "generated")
+        if ex is None:
+            reasons.append(why)
+            self.state["n_gen_skipped"] += 1
+        else:
+            jobs.append((clip.id, "gen", ex))
+            self.state["n_clips"] += 1
+        if self.uses_reference_audio:
+            res.values["fad_ref_windows"] = 0
+            if clip.reference is None:
+                ex, why = None, "no reference audio"
+            else:
+                ex, why = self._prepare(clip.reference, int(clip.reference_sr or clip.sample_rate), crop, "reference")
+            if ex is None:
+                reasons.append(why)
+                self.state["n_ref_skipped"] += 1
+            else:
+                jobs.append((clip.id, "ref", ex))
+        if reasons:
+            res.skipped = self.skip("; ".join(reasons)).skipped
+        return res
 
     def _accumulate(self, side: str, e: np.ndarray) -> None:
         x = np.asarray(e, np.float64)
@@ -248,10 +249,13 @@ class FAD(Metric):
         mu, sigma = st.mean_cov("reference windows (VGGish embeddings)")
         return mu, sigma, st.n
 
-    def compute(self) -> dict[str, float]:
+    def _compute(self) -> dict[str, float]:
         gen = self._stats("gen")
-        mu_g, sigma_g = gen.mean_cov("generated windows (VGGish embeddings)")
-        mu_r, sigma_r, n_ref = self.reference_mean_cov()
+        try:
+            mu_g, sigma_g = gen.mean_cov("generated windows (VGGish embeddings)")
+            mu_r, sigma_r, n_ref = self.reference_mean_cov()
+        except FrechetError as exc:
+            raise MetricUnavailable(str(exc)) from exc
         fad = frechet_distance(mu_g, sigma_g, mu_r, sigma_r, eps=float(self.recipe.get("fd_eps", 1e-7)))
         return {
             "fad": float(fad),
@@ -270,6 +274,13 @@ class FAD(Metric):
         }
 
     # -- reference statistics files ----------------------------------------------------------------------------------
+    def write_reference_artifacts(self, folder: Path) -> list[Path]:
+        """``<folder>/fad_reference.npz`` (see :meth:`export_reference_stats`) when the reference side was embedded
+        here; nothing when it came from a statistics file."""
+        if self._ref_file is not None:
+            return []
+        return [self.export_reference_stats(Path(folder) / "fad_reference.npz")]
+
     def _identity(self) -> dict[str, Any]:
         return {
             "protocol": str(self.recipe.get("protocol", "")),
@@ -284,68 +295,94 @@ class FAD(Metric):
         """Write the reference side's statistics (mu, sigma, n and the sums) with what identifies them."""
         if self._ref_file is not None:
             raise FADError(f"the reference statistics came from {self.reference_stats_path}; nothing new to export")
-        st = self._stats("ref")
-        mu, sigma = st.mean_cov("reference windows (VGGish embeddings)")
-        ident = self._identity()
-        from evalkit.io import write_npz
+        return write_reference_stats(path, self._stats("ref"), self._identity())
 
-        return write_npz(
-            path,
-            kind=np.asarray(STATS_KIND),
-            mu=mu, sigma=sigma, n=np.asarray(st.n, np.int64),
-            ref_n=np.asarray(st.n, np.int64), ref_sum=st.sum, ref_sum_outer=st.sum_outer,
-            protocol=np.asarray(ident["protocol"]),
-            checkpoint=np.asarray(ident["checkpoint"]),
-            checkpoint_sha256=np.asarray(ident["checkpoint_sha256"]),
-            random_weights=np.asarray(ident["random_weights"]),
-            random_seed=np.asarray(ident["random_seed"], np.int64),
-            embedding_json=np.asarray(json.dumps(ident["embedding"], sort_keys=True)),
-        )
 
-    def _load_reference_stats(self, path: str) -> tuple[np.ndarray, np.ndarray, int]:
-        from evalkit.io import read_npz
+# ----------------------------------------------------------------------------------------------------------------
+# Helpers: the recipe's checks, the front end, reference statistics files
+# ----------------------------------------------------------------------------------------------------------------
+def _check_recipe(r: Mapping[str, Any]) -> None:
+    if r.get("use_pca"):
+        raise FADError("metrics.fad.use_pca=true: the PCA/whitening postprocessor (torchvggish "
+                       "vggish_pca_params-970ea276.pth) is not implemented; neither FAD protocol uses it")
+    if r.get("stats", "pooled") != "pooled":
+        raise FADError(f"metrics.fad.stats={r.get('stats')!r}: only 'pooled' (every window of every clip in one "
+                       f"Gaussian, as both protocols do) is implemented")
+    if r.get("resampler", "julius") not in ("julius", "resampy"):
+        raise FADError(f"metrics.fad.resampler={r.get('resampler')!r}: expected julius or resampy")
+    if r.get("window_samples") and not r.get("window_step"):
+        raise FADError("metrics.fad.window_step must be set when window_samples is")
 
-        p = Path(path).expanduser()
-        setting = f"reference.stats={path}"
-        if not p.is_file():
-            raise FADError(f"{setting}: no such file")
-        try:
-            z = read_npz(p)
-        except Exception as exc:
-            raise FADError(f"{setting}: not a readable .npz ({type(exc).__name__}: {exc})") from exc
-        if str(z.get("kind", "")) != STATS_KIND:
-            raise FADError(f"{setting}: not an evalkit FAD reference statistics file (kind {z.get('kind')!r})")
-        mine = self._identity()
-        theirs = {
-            "protocol": str(z["protocol"]), "checkpoint": str(z["checkpoint"]),
-            "checkpoint_sha256": str(z["checkpoint_sha256"]), "random_weights": bool(z["random_weights"]),
-            "random_seed": int(z["random_seed"]), "embedding": json.loads(str(z["embedding_json"])),
-        }
-        if theirs["protocol"] != mine["protocol"]:
-            raise FADError(f"{setting}: written for protocol {theirs['protocol']!r}, this run uses {mine['protocol']!r}")
-        if theirs["random_weights"] != mine["random_weights"] or (
-            mine["random_weights"] and theirs["random_seed"] != mine["random_seed"]
-        ):
-            raise FADError(
-                f"{setting}: written with {'random' if theirs['random_weights'] else 'released'} VGGish weights "
-                f"(seed {theirs['random_seed']}), this run uses {'random' if mine['random_weights'] else 'released'} "
-                f"(seed {mine['random_seed']})"
-            )
-        if not mine["random_weights"] and theirs["checkpoint_sha256"] != mine["checkpoint_sha256"]:
-            raise FADError(
-                f"{setting}: written with checkpoint {theirs['checkpoint']} (sha256 {theirs['checkpoint_sha256']}), "
-                f"this run uses {mine['checkpoint']} (sha256 {mine['checkpoint_sha256']})"
-            )
-        diff = {k: (theirs["embedding"].get(k), v) for k, v in mine["embedding"].items() if theirs["embedding"].get(k) != v}
-        if diff:
-            raise FADError(
-                f"{setting}: its embeddings were made with other settings (file vs this run): "
-                + ", ".join(f"{k}: {a!r} vs {b!r}" for k, (a, b) in sorted(diff.items()))
-            )
-        mu, sigma, n = np.asarray(z["mu"], np.float64), np.asarray(z["sigma"], np.float64), int(z["n"])
-        if mu.shape != (self.dim,) or sigma.shape != (self.dim, self.dim):
-            raise FADError(f"{setting}: mu {mu.shape} / sigma {sigma.shape} do not fit dimension {self.dim}")
-        return mu, sigma, n
+
+def _front_end(r: Mapping[str, Any]) -> LogMel:
+    return LogMel(
+        sample_rate=int(r["sample_rate"]), window_length=int(r["stft_window"]), hop_length=int(r["stft_hop"]),
+        fft_length=int(r["fft_length"]), num_mel_bins=int(r["mel_bins"]), lower_edge_hertz=float(r["mel_min_hz"]),
+        upper_edge_hertz=float(r["mel_max_hz"]), log_offset=float(r["log_offset"]),
+        example_frames=int(r["example_frames"]), example_hop_frames=int(r["example_hop_frames"]),
+    )
+
+
+def write_reference_stats(path, st: GaussianStats, ident: Mapping[str, Any]) -> Path:
+    """An evalkit FAD reference statistics file (``kind`` :data:`STATS_KIND`): mu, sigma, n, the sums, and the
+    identity of the embeddings (protocol, checkpoint, front-end constants) that :func:`read_reference_stats` checks."""
+    from evalkit.io import write_npz
+
+    mu, sigma = st.mean_cov("reference windows (VGGish embeddings)")
+    return write_npz(
+        path, kind=np.asarray(STATS_KIND), mu=mu, sigma=sigma, n=np.asarray(st.n, np.int64),
+        ref_n=np.asarray(st.n, np.int64), ref_sum=st.sum, ref_sum_outer=st.sum_outer,
+        protocol=np.asarray(ident["protocol"]), checkpoint=np.asarray(ident["checkpoint"]),
+        checkpoint_sha256=np.asarray(ident["checkpoint_sha256"]), random_weights=np.asarray(ident["random_weights"]),
+        random_seed=np.asarray(ident["random_seed"], np.int64),
+        embedding_json=np.asarray(json.dumps(ident["embedding"], sort_keys=True)),
+    )
+
+
+def read_reference_stats(path: str, mine: Mapping[str, Any], dim: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(mu, sigma, n)`` of a statistics file, refused (naming ``reference.stats``) unless its protocol, weights
+    and embedding settings are this run's."""
+    from evalkit.io import read_npz
+
+    p = Path(path).expanduser()
+    setting = f"reference.stats={path}"
+    if not p.is_file():
+        raise FADError(f"{setting}: no such file")
+    try:
+        z = read_npz(p)
+    except Exception as exc:
+        raise FADError(f"{setting}: not a readable .npz ({type(exc).__name__}: {exc})") from exc
+    if str(z.get("kind", "")) != STATS_KIND:
+        raise FADError(f"{setting}: not an evalkit FAD reference statistics file (kind {z.get('kind')!r})")
+    theirs = {
+        "protocol": str(z["protocol"]), "checkpoint": str(z["checkpoint"]),
+        "checkpoint_sha256": str(z["checkpoint_sha256"]), "random_weights": bool(z["random_weights"]),
+        "random_seed": int(z["random_seed"]), "embedding": json.loads(str(z["embedding_json"])),
+    }
+    _check_same_embeddings(setting, theirs, mine)
+    mu, sigma, n = np.asarray(z["mu"], np.float64), np.asarray(z["sigma"], np.float64), int(z["n"])
+    if mu.shape != (dim,) or sigma.shape != (dim, dim):
+        raise FADError(f"{setting}: mu {mu.shape} / sigma {sigma.shape} do not fit dimension {dim}")
+    return mu, sigma, n
+
+
+def _check_same_embeddings(setting: str, theirs: Mapping[str, Any], mine: Mapping[str, Any]) -> None:
+    if theirs["protocol"] != mine["protocol"]:
+        raise FADError(f"{setting}: written for protocol {theirs['protocol']!r}, this run uses {mine['protocol']!r}")
+    if theirs["random_weights"] != mine["random_weights"] or (
+            mine["random_weights"] and theirs["random_seed"] != mine["random_seed"]):
+        raise FADError(
+            f"{setting}: written with {'random' if theirs['random_weights'] else 'released'} VGGish weights "
+            f"(seed {theirs['random_seed']}), this run uses {'random' if mine['random_weights'] else 'released'} "
+            f"(seed {mine['random_seed']})")
+    if not mine["random_weights"] and theirs["checkpoint_sha256"] != mine["checkpoint_sha256"]:
+        raise FADError(
+            f"{setting}: written with checkpoint {theirs['checkpoint']} (sha256 {theirs['checkpoint_sha256']}), "
+            f"this run uses {mine['checkpoint']} (sha256 {mine['checkpoint_sha256']})")
+    diff = {k: (theirs["embedding"].get(k), v) for k, v in mine["embedding"].items() if theirs["embedding"].get(k) != v}
+    if diff:
+        raise FADError(f"{setting}: its embeddings were made with other settings (file vs this run): "
+                       + ", ".join(f"{k}: {a!r} vs {b!r}" for k, (a, b) in sorted(diff.items())))
 
 
 def _min_samples(front: LogMel) -> int:

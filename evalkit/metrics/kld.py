@@ -42,7 +42,8 @@ import torch
 from evalkit.audio import AudioError, check_finite, convert_audio, peak_normalize, to_channels
 from evalkit.backbones.passt import MelConfig, PasstClassifier, load_passt, min_input_samples
 from evalkit.backbones.weights import Checkpoint, CheckpointError, resolve_checkpoint
-from evalkit.metrics.base import Clip, Metric
+from evalkit.metrics.base import Clip, ClipResult, Metric
+from evalkit.metrics.spec import MetricSpec
 from evalkit.registry import register_metric
 
 DIRECTIONS = {
@@ -107,11 +108,13 @@ def collect_rows(logits: torch.Tensor, collect: str) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------------------------
 @register_metric("kld")
 class KLD(Metric):
-    name = "kld"
-    primary = "kld"
-    higher_is_better = False
-    needs_reference = True
-    card_column = "KLD"
+    spec = MetricSpec(
+        name="kld", primary="kld", higher_is_better=False, card_column="KLD", decimals=2, tolerance="2%",
+        per_clip=("kld", "kld_pq", "kld_qp", "kld_both", "kld_rows"), arrays=("kld_gen_probs", "kld_ref_probs"),
+        aggregate="mean", value_column="kld", weight="kld_rows", needs_reference=True, min_clips=1,
+        description="KL divergence between PaSST's AudioSet label distributions of reference and generated audio "
+                    "(mean over PaSST rows: one per 10 s clip)",
+    )
 
     def __init__(self, recipe: Mapping[str, Any], device: str | torch.device = "cpu") -> None:
         super().__init__(recipe, device)
@@ -123,6 +126,9 @@ class KLD(Metric):
             raise ValueError(f"metrics.kld.direction={self.direction!r}: expected one of {sorted(DIRECTIONS)}")
         self.segmenting = r["segmenting"]
         self.collect = r["collect"]
+        if r.get("probabilities", "softmax") != "softmax":
+            raise ValueError(f"metrics.kld.probabilities={r.get('probabilities')!r}: both protocols take the softmax "
+                             f"of PaSST's logits; nothing else is implemented")
         if self.segmenting == "split":
             self.pad_chunks = bool(r.get("pad_chunks") or False)
             if self.pad_chunks:
@@ -144,7 +150,7 @@ class KLD(Metric):
         self.min_model_samples = min_input_samples(self.mel_cfg)
         self._checkpoint: Checkpoint | None = None
         self._model: PasstClassifier | None = None
-        for key in ("kld_pq_sum", "kld_qp_sum", "n_rows", "n_clips"):
+        for key in ("kld_pq_sum", "kld_qp_sum", "n_rows"):
             self.add_state(key, ())
 
     # -- backbone ----------------------------------------------------------------------------------------------------
@@ -254,14 +260,23 @@ class KLD(Metric):
         return out
 
     # -- Metric interface -------------------------------------------------------------------------------------------
-    def update(self, clips: Sequence[Clip]) -> dict[str, dict[str, Any]]:
-        results: dict[str, dict[str, Any]] = {}
+    def update(self, clips: Sequence[Clip]) -> dict[str, ClipResult]:
+        """Add each (generated, reference) pair's KL divergences to the sums.
+
+        ``clip.audio`` / ``clip.reference``: ``[C, T]`` float32 at their own rates (``clip.sample_rate``,
+        ``clip.reference_sr``); both are converted to 32 kHz mono the protocol's way (julius + channel mean, or
+        mono + soxr_hq). Per clip: ``kld`` (the protocol's direction), ``kld_pq`` = KL(reference ‖ generated),
+        ``kld_qp`` = KL(generated ‖ reference), ``kld_both`` (nats, mean over the clip's PaSST rows) and ``kld_rows``;
+        with ``save_probs`` the arrays ``kld_gen_probs`` / ``kld_ref_probs`` (float32 ``[rows, 527]``). A pair that
+        cannot be scored (no reference, non-finite or silent audio where the protocol peak-normalises, too short for
+        one PaSST input) is skipped with the reason."""
+        results: dict[str, ClipResult] = {}
         ready: list[tuple[Clip, list[torch.Tensor], list[torch.Tensor]]] = []
         for clip in clips:
             try:
                 gen, ref = self.prepare(clip)
             except AudioError as exc:
-                results[clip.id] = self.skip(clip.id, str(exc))
+                results[clip.id] = self.skip(str(exc))
                 continue
             ready.append((clip, gen, ref))
         if not ready:
@@ -270,10 +285,10 @@ class KLD(Metric):
         for k, (clip, _, _) in enumerate(ready):
             p_gen, p_ref = probs[2 * k], probs[2 * k + 1]
             if p_gen.shape != p_ref.shape:  # cannot happen with cropping; stable-audio-metrics has one row each
-                results[clip.id] = self.skip(clip.id, f"row counts differ: {p_gen.shape[0]} vs {p_ref.shape[0]}")
+                results[clip.id] = self.skip(f"row counts differ: {p_gen.shape[0]} vs {p_ref.shape[0]}")
                 continue
             if not (torch.isfinite(p_gen).all() and torch.isfinite(p_ref).all()):
-                results[clip.id] = self.skip(clip.id, "PaSST gave non-finite probabilities")
+                results[clip.id] = self.skip("PaSST gave non-finite probabilities")
                 continue
             pq = kl_rows(p_ref, p_gen, self.eps)  # KL(reference ‖ generated)
             qp = kl_rows(p_gen, p_ref, self.eps)  # KL(generated ‖ reference)
@@ -283,25 +298,24 @@ class KLD(Metric):
             self.state["n_rows"] = self.state["n_rows"] + rows
             self.state["n_clips"] = self.state["n_clips"] + 1
             v_pq, v_qp = float(pq.mean()), float(qp.mean())
-            row = {
+            res = ClipResult(values={
                 "kld": v_pq if self.direction == "reference_generated" else v_qp,
                 "kld_pq": v_pq,
                 "kld_qp": v_qp,
                 "kld_both": v_pq + v_qp,
                 "kld_rows": int(rows),
-            }
+            })
             if self.recipe.get("save_probs"):
-                row["_kld_gen_probs"] = p_gen.numpy().astype(np.float32)
-                row["_kld_ref_probs"] = p_ref.numpy().astype(np.float32)
-            results[clip.id] = row
+                res.arrays["kld_gen_probs"] = p_gen.numpy().astype(np.float32)
+                res.arrays["kld_ref_probs"] = p_ref.numpy().astype(np.float32)
+            results[clip.id] = res
         return results
 
-    def compute(self) -> dict[str, float]:
-        """Means over rows (chunks; one per clip for 10 s clips and for stable-audio-metrics). NaN when nothing was
-        scored (``n_rows`` = 0; the skip reasons are in clips.parquet)."""
+    def _compute(self) -> dict[str, float]:
+        """Means over rows (chunks; one per clip for 10 s clips and for stable-audio-metrics)."""
         n = float(self.state["n_rows"])
-        pq = float(self.state["kld_pq_sum"]) / n if n > 0 else float("nan")
-        qp = float(self.state["kld_qp_sum"]) / n if n > 0 else float("nan")
+        pq = float(self.state["kld_pq_sum"]) / n
+        qp = float(self.state["kld_qp_sum"]) / n
         return {
             "kld": pq if self.direction == "reference_generated" else qp,
             "kld_pq": pq,

@@ -1,0 +1,270 @@
+"""RunSpec: the frozen, validated description of one run, built once from the Hydra config.
+
+One resolved config = one run = one folder. ``RunSpec`` is that config (``conf/`` composed with the user's overrides,
+every interpolation resolved, Hydra's own node removed), checked before any work, and read-only afterwards:
+
+- ``RunSpec.from_overrides(["model=stereo-medium", "metrics.fad.protocol=frechet-audio-distance"])`` composes
+  ``conf/`` with overrides as the command line would (no Hydra app needed: notebooks, tests, training loops);
+- ``RunSpec.from_config(cfg)`` takes a composed ``DictConfig`` (what ``python -m evalkit`` gets from ``@hydra.main``);
+- ``RunSpec.from_dict(d)`` rebuilds one from a saved ``config.yaml`` (a plain mapping).
+
+Each metric's node (``spec.metrics["fad"]``) is the metric's *recipe*: the protocol file's constants
+(``conf/metrics/<metric>/<protocol>.yaml``, each with the reference it comes from) merged with the run settings of
+``conf/metrics/<metric>.yaml``. ``config.yaml`` shows exactly these effective values, and any of them can be
+overridden from the command line, to null too (``metrics.fad.checkpoint_sha256=null``).
+
+Identity (what decides whether a folder may be resumed): the whole config except :data:`VOLATILE_KEYS`, settings
+that change no number (progress bars, workers, the device, caches, ``overwrite``).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Iterable, Mapping, Sequence
+
+#: The ``conf/`` folder beside the package.
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+#: Config keys that change no number: they may differ between a run and its resumption.
+VOLATILE_KEYS = ("progress", "num_workers", "overwrite", "device", "cache")
+PRECISIONS = ("fp32", "fp16", "bf16")
+BACKBONE_WEIGHTS = ("released", "random")
+
+
+class SpecError(ValueError):
+    """A setting that cannot work; the message names the setting and the fix."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Read-only nested mappings
+# ----------------------------------------------------------------------------------------------------------------
+def freeze(obj: Any) -> Any:
+    """Dicts -> read-only ``MappingProxyType``, lists -> tuples, recursively."""
+    if isinstance(obj, Mapping):
+        return MappingProxyType({k: freeze(v) for k, v in obj.items()})
+    if isinstance(obj, (list, tuple)):
+        return tuple(freeze(v) for v in obj)
+    return obj
+
+
+def thaw(obj: Any) -> Any:
+    """The inverse of :func:`freeze`: plain dicts and lists (for YAML/JSON)."""
+    if isinstance(obj, Mapping):
+        return {k: thaw(v) for k, v in obj.items()}
+    if isinstance(obj, tuple):
+        return [thaw(v) for v in obj]
+    return obj
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Overrides
+# ----------------------------------------------------------------------------------------------------------------
+_PROTOCOL_OVERRIDE = re.compile(r"^(?P<prefix>[~+]{0,2})metrics\.(?P<metric>[A-Za-z0-9_-]+)\.protocol=(?P<value>.*)$")
+
+
+def rewrite_overrides(overrides: Iterable[str]) -> list[str]:
+    """``metrics.<m>.protocol=<p>`` -> ``metrics/<m>=<p>``: the protocol is a config group (a file in
+    ``conf/metrics/<m>/``), so choosing it swaps every constant of the recipe, not just the label."""
+    out = []
+    for o in overrides:
+        m = _PROTOCOL_OVERRIDE.match(o)
+        out.append(f"metrics/{m['metric']}={m['value']}" if m and not m["prefix"] else o)
+    return out
+
+
+def compose(overrides: Sequence[str] = (), conf_dir: str | Path | None = None):
+    """``conf/config.yaml`` composed with ``overrides`` (command-line syntax), as a ``DictConfig`` with Hydra's node
+    (``return_hydra_config``: the choices of every config group, used to check protocol labels)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():  # inside @hydra.main or another compose: leave it as it is
+        return hydra_compose("config", overrides=rewrite_overrides(overrides), return_hydra_config=True)
+    with initialize_config_dir(config_dir=str(Path(conf_dir or CONF_DIR).resolve()), version_base=None):
+        return hydra_compose("config", overrides=rewrite_overrides(overrides), return_hydra_config=True)
+
+
+def metric_recipe(name: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The effective recipe of one metric (``spec.metrics[name]`` as a plain dict), composed from ``conf/`` with
+    ``overrides`` (e.g. ``["metrics.fad.protocol=frechet-audio-distance", "backbone_weights=random"]``)."""
+    spec = RunSpec.from_overrides([f"metrics=[{name}]", *overrides])
+    return thaw(spec.metrics[name])
+
+
+_RUN_LEVEL = {"backbone_weights": "released", "backbone_size": "full", "reference.stats": None}
+
+
+def recipe_from_files(name: str, protocol: str | None = None, conf_dir: str | Path | None = None,
+                      **settings: Any) -> dict[str, Any]:
+    """The recipe :func:`metric_recipe` composes, read from the YAML files without Hydra (for benchmark scripts on
+    machines that carry only PyYAML): ``conf/metrics/<name>/<protocol>.yaml`` under the run settings of
+    ``conf/metrics/<name>.yaml``, then ``settings``. Run-level interpolations (``${backbone_weights}``,
+    ``${backbone_size}``, ``${reference.stats}``) take their defaults unless ``settings`` gives the key.
+    ``tests/test_spec.py`` checks it equals the composed recipe for every metric and protocol."""
+    import yaml
+
+    root = Path(conf_dir or CONF_DIR) / "metrics"
+    node = yaml.safe_load((root / f"{name}.yaml").read_text(encoding="utf-8"))
+    default = next(d[name] for d in node["defaults"] if isinstance(d, dict) and name in d)
+    protocol = protocol or default
+    recipe = yaml.safe_load((root / name / f"{protocol}.yaml").read_text(encoding="utf-8"))
+    recipe.update(node.get(name) or {})
+    for k, v in recipe.items():
+        if isinstance(v, str) and v.startswith("${") and v.endswith("}"):
+            ref = v[2:-1]
+            if ref not in _RUN_LEVEL:
+                raise SpecError(f"conf/metrics/{name}.yaml: {k}: {v} is not a run-level setting recipe_from_files knows")
+            recipe[k] = settings.get(k, _RUN_LEVEL[ref])
+    recipe.update(settings)
+    return recipe
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The spec
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunSpec:
+    """One run, frozen. Groups (``model``, ``dataset``, ...) are read-only mappings; ``metrics`` maps each metric's
+    name to its recipe, in the order the config lists them."""
+
+    model: Mapping[str, Any]
+    dataset: Mapping[str, Any]
+    generation: Mapping[str, Any]
+    postprocess: Mapping[str, Any]
+    reference: Mapping[str, Any]
+    metrics: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
+    melody: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    cache: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
+    batch_size: int | str = 16
+    metric_batch_size: int = 8
+    num_workers: int = 0
+    overwrite: bool = False
+    progress: bool = True
+    backbone_weights: str = "released"
+    backbone_size: str = "full"
+
+    # -- construction ------------------------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any], choices: Mapping[str, str] | None = None) -> "RunSpec":
+        """From a plain, resolved config mapping (``config.yaml``). Unknown top-level keys are an error."""
+        cfg = dict(config)
+        cfg.pop("hydra", None)
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(cfg) - names)
+        if unknown:
+            raise SpecError(f"unknown settings {unknown}; known: {sorted(names)}")
+        cfg["metrics"] = cfg.get("metrics") or {}
+        cfg["melody"] = cfg.get("melody") or {}
+        spec = cls(**{k: freeze(v) for k, v in cfg.items()})
+        spec.validate(choices)
+        return spec
+
+    @classmethod
+    def from_config(cls, cfg) -> "RunSpec":
+        """From a composed Hydra ``DictConfig`` (interpolations resolved here; Hydra's node dropped)."""
+        from omegaconf import OmegaConf
+
+        choices = None
+        if "hydra" in cfg and cfg.hydra.get("runtime") is not None:
+            choices = dict(cfg.hydra.runtime.choices)
+        else:
+            try:
+                from hydra.core.hydra_config import HydraConfig
+
+                if HydraConfig.initialized():
+                    choices = dict(HydraConfig.get().runtime.choices)
+            except Exception:  # not inside a Hydra app
+                choices = None
+        if "hydra" in cfg:  # Hydra's own node holds values only an app run can resolve: not part of the run
+            from omegaconf import open_dict
+
+            cfg = cfg.copy()
+            with open_dict(cfg):
+                del cfg["hydra"]
+        return cls.from_dict(OmegaConf.to_container(cfg, resolve=True), choices)
+
+    @classmethod
+    def from_overrides(cls, overrides: Sequence[str] = (), conf_dir: str | Path | None = None) -> "RunSpec":
+        """Compose ``conf/`` with command-line style overrides and build the spec."""
+        return cls.from_config(compose(list(overrides), conf_dir))
+
+    # -- views -------------------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as plain data: what ``config.yaml`` holds."""
+        return {f.name: thaw(getattr(self, f.name)) for f in fields(self)}
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that decides a number: the config without :data:`VOLATILE_KEYS`."""
+        return {k: v for k, v in self.to_dict().items() if k not in VOLATILE_KEYS}
+
+    def identity_diff(self, other: Mapping[str, Any]) -> list[str]:
+        """Dotted keys whose values differ between this spec's identity and ``other`` (a saved config)."""
+        theirs = {k: v for k, v in dict(other).items() if k not in VOLATILE_KEYS and k != "hydra"}
+        return _diff_keys(self.identity(), theirs)
+
+    @property
+    def melody_model(self) -> bool:
+        return bool(self.model.get("melody"))
+
+    @property
+    def melody_source(self) -> str:
+        """``reference`` (condition on each prompt's reference clip) or ``none``; always ``none`` for a text model."""
+        return str(self.melody.get("source", "none")) if self.melody_model else "none"
+
+    @property
+    def generator_name(self) -> str:
+        return str(self.model.get("generator", "musicgen"))
+
+    # -- validation --------------------------------------------------------------------------------------------------
+    def validate(self, choices: Mapping[str, str] | None = None) -> None:
+        """Out-of-range settings stop the run before any work, each naming the setting."""
+        g = self.generation
+        checks = [
+            (float(g["duration"]) > 0, f"generation.duration={g['duration']}: must be > 0 seconds"),
+            (float(g["guidance_scale"]) >= 1 or float(g["guidance_scale"]) == 0,
+             f"generation.guidance_scale={g['guidance_scale']}: must be >= 1 (1 or 0 = no guidance)"),
+            (int(g["top_k"]) >= 0, f"generation.top_k={g['top_k']}: must be >= 0"),
+            (0 <= float(g["top_p"]) <= 1, f"generation.top_p={g['top_p']}: must be in [0, 1] (0 = off, audiocraft)"),
+            (float(g["temperature"]) > 0, f"generation.temperature={g['temperature']}: must be > 0"),
+            (str(self.batch_size) == "auto" or _int(self.batch_size) >= 1,
+             f"batch_size={self.batch_size}: must be >= 1 or auto"),
+            (_int(self.metric_batch_size) >= 1, f"metric_batch_size={self.metric_batch_size}: must be >= 1"),
+            (str(self.precision) in PRECISIONS, f"precision={self.precision}: one of {', '.join(PRECISIONS)}"),
+            (str(self.backbone_weights) in BACKBONE_WEIGHTS,
+             f"backbone_weights={self.backbone_weights}: released or random"),
+            (self.melody_source in ("reference", "none"), f"melody.source={self.melody_source}: reference or none"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise SpecError(msg)
+        for name, recipe in self.metrics.items():
+            if "protocol" not in recipe:
+                raise SpecError(f"metrics.{name}: no protocol (conf/metrics/{name}.yaml must select a file of "
+                                f"conf/metrics/{name}/)")
+            chosen = (choices or {}).get(f"metrics/{name}")
+            if chosen is not None and chosen != recipe["protocol"]:
+                raise SpecError(
+                    f"metrics.{name}.protocol={recipe['protocol']} but the constants are those of "
+                    f"conf/metrics/{name}/{chosen}.yaml: choose a protocol with metrics/{name}=<file> (or "
+                    f"metrics.{name}.protocol=<file> on the command line), not by editing its label")
+
+
+def _int(v: Any) -> int:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return -1
+
+
+def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        out: list[str] = []
+        for k in sorted(set(a) | set(b), key=str):
+            out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]

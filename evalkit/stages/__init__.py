@@ -1,0 +1,60 @@
+"""The stages of one run, in data-flow order; each is a module with plain inputs and outputs, testable alone, and
+:mod:`evalkit.run` composes them:
+
+1. :mod:`~evalkit.stages.inputs`      prompts + reference set (every file accounted for)
+2. :mod:`~evalkit.stages.generation`  clips by id (MusicGen, or existing files), content-keyed cache, resume
+3. :mod:`~evalkit.stages.prepare`     load, resample, post-process, audit: a :class:`~evalkit.metrics.base.Clip` or
+                                      the reason a clip cannot be scored
+4. :mod:`~evalkit.stages.scoring`     metric batches, score cache, state files, resume, rank merge
+5. :mod:`~evalkit.stages.outputs`     clips.parquet, summary.json, reference statistics, the printed table
+
+:mod:`~evalkit.stages.folder` owns the run folder itself (its identity, the manifest).
+"""
+from __future__ import annotations
+
+import os
+
+
+class RunError(RuntimeError):
+    """A run that cannot go on; the message names the setting or file and the fix."""
+
+
+_FAULTS: dict[str, int] = {}
+
+
+def fault_point(point: str) -> None:
+    """Crash testing: ``EVALKIT_KILL_AT=<point>:<n>`` SIGKILLs this process the n-th time it reaches ``point``
+    (``generate:clip`` right after a clip file is written; ``score:rows`` after a batch's rows are written and
+    before its statistics are saved - the worst moments to die). No effect when the variable is unset."""
+    spec = os.environ.get("EVALKIT_KILL_AT")
+    if not spec or not spec.startswith(point + ":"):
+        return
+    _FAULTS[point] = _FAULTS.get(point, 0) + 1
+    if _FAULTS[point] == int(spec.rsplit(":", 1)[1]):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix_str(self, s: str) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+def progress_bar(total: int, enabled: bool, desc: str, unit: str):
+    """A ``tqdm`` bar (a context manager; ``update(n)``) counting ``unit``s with rate and ETA when ``enabled``
+    (rank 0 with ``progress=true``), else a silent stand-in with the same methods."""
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)

@@ -1,0 +1,101 @@
+"""The run folder: one config = one run = one folder.
+
+``claim(spec, out_dir, dist)``: the folder's ``config.yaml`` is the run's identity. A folder holding another
+config (differing in anything but :data:`evalkit.spec.VOLATILE_KEYS`) is refused, since resuming would mix two
+runs; ``overwrite=true`` clears what an earlier run left. ``write_manifest`` records versions, git sha, device,
+seeds, times and the status (``running``, ``finished``, ``failed`` with the error).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from evalkit import io as eio
+from evalkit.spec import RunSpec
+from evalkit.stages import RunError
+
+log = logging.getLogger("evalkit")
+#: what a run writes into its folder (removed by overwrite=true)
+RUN_SUBFOLDERS = ("audio", "generation", "scores", "embeddings", "stats", "references")
+VERSIONED_PACKAGES = ("evalkit", "torch", "torchaudio", "transformers", "numpy", "scipy", "pandas", "datasets",
+                      "hydra-core", "julius", "soundfile", "frechet-audio-distance", "laion-clap", "hear21passt",
+                      "librosa")
+
+
+def git_sha() -> str:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        sha = out.stdout.strip()
+        if out.returncode == 0 and sha:
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                                   capture_output=True, text=True, timeout=5).stdout.strip()
+            return sha + ("-dirty" if dirty else "")
+    except Exception:
+        pass
+    return "unknown"
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in VERSIONED_PACKAGES:
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def device_info(device) -> dict[str, Any]:
+    import torch
+
+    info = {"device": str(device), "cpu": platform.processor() or platform.machine(), "hostname": platform.node()}
+    if device.type == "cuda" and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def claim(spec: RunSpec, out_dir: Path, dist) -> None:
+    """Make ``out_dir`` this run's folder (see the module doc). Rank 0 only writes."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if dist.rank != 0:
+        return
+    cfg_path = out_dir / "config.yaml"
+    if cfg_path.exists():
+        import yaml
+
+        old = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
+        if spec.overwrite:
+            for sub in RUN_SUBFOLDERS:
+                if (out_dir / sub).is_dir():
+                    shutil.rmtree(out_dir / sub)
+        else:
+            diff = spec.identity_diff(old)
+            if diff:
+                raise RunError(
+                    f"{out_dir} holds a run of another config (differs in: {', '.join(diff[:8])}). Resuming would "
+                    f"mix two runs. Use a new folder (hydra.run.dir=...) or overwrite=true to start afresh.")
+            log.info("resuming the run in %s", out_dir)
+    import yaml
+
+    eio.write_text(cfg_path, yaml.safe_dump(spec.to_dict(), sort_keys=False, allow_unicode=True))
+
+
+def write_manifest(spec: RunSpec, out_dir: Path, dist, device, start: float, end: float | None, status: str,
+                   error: str | None = None) -> None:
+    iso = lambda t: _dt.datetime.fromtimestamp(t, _dt.timezone.utc).isoformat()  # noqa: E731
+    eio.write_json(out_dir / "manifest.json", {
+        "status": status, "error": error, "argv": sys.argv, "cwd": os.getcwd(),
+        "start": iso(start), "end": iso(end) if end else None, "seconds": round(end - start, 3) if end else None,
+        "git_sha": git_sha(), "versions": versions(), **device_info(device),
+        "seed": int(spec.seed), "world_size": dist.world, "config": spec.to_dict(),
+    })

@@ -1,0 +1,122 @@
+"""Stage 5: what a finished run leaves: ``clips.parquet``, ``summary.json``, ``stats/`` and the printed table.
+
+``summary.json`` per metric: ``value`` (the headline, or None), ``protocol``, ``n_clips`` / ``n_skipped`` (clips
+scored / not scored by it), the backbone's identity (checkpoint, sha256, random weights), ``values`` (everything
+``compute`` returned), ``spec`` (the metric's declared facts: direction, card column, decimals, tolerance, per-clip
+columns; the report reads them from here) and, when the metric has no number, ``error`` (why).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping
+
+from evalkit import io as eio
+from evalkit.metrics.base import Metric
+from evalkit.spec import RunSpec
+from evalkit.stages.inputs import Inputs
+
+log = logging.getLogger("evalkit")
+
+RANDOM_WEIGHTS_NOTE = (
+    "RANDOM WEIGHTS: the model and/or the metric backbones of this run have random weights. These numbers exercise "
+    "the pipeline and say nothing about any released model."
+)
+
+
+def write_clips_table(out_dir: Path, inputs: Inputs, gen_rows, score_rows):
+    """``clips.parquet``: one row per prompt (id, caption, paths, seed, skip reasons, per-clip metric values)."""
+    import pandas as pd
+
+    table = []
+    for p in inputs.prompts:
+        rpath = inputs.references.get(p.ref_key)
+        row = {"id": p.id, "caption": p.caption, "reference_path": str(rpath) if rpath else None}
+        row.update(gen_rows.get(p.id, {}))
+        row.update({k: v for k, v in score_rows.get(p.id, {}).items() if k != "id"})
+        table.append(row)
+    df = pd.DataFrame(table)
+    eio.write_parquet(Path(out_dir) / "clips.parquet", df)
+    return df
+
+
+def metric_entry(m: Metric, df) -> dict[str, Any]:
+    """A metric's block of ``summary.json`` (see the module doc)."""
+    desc = m.describe()
+    col = m.spec.skip_column  # the metric's own skips and the run's (no reference), counted once per clip
+    n_skipped = int(df[col].notna().sum()) if col in df else 0
+    n_scored = int(len(df) - df["skip_reason"].notna().sum() - n_skipped)
+    entry: dict[str, Any] = {"value": None, "protocol": desc.get("protocol"), "n_clips": n_scored,
+                             "n_skipped": n_skipped, **{k: v for k, v in desc.items() if k != "protocol"}}
+    try:
+        values = m.compute()
+    except Exception as exc:  # e.g. FAD with fewer windows than dimensions: report it, keep the others
+        log.error("%s could not be computed: %s", m.name, exc)
+        entry["error"] = f"{type(exc).__name__}: {exc}"
+    else:
+        entry["value"] = values.get(m.spec.primary)
+        entry["values"] = values
+    entry["spec"] = m.spec.as_dict()
+    return entry
+
+
+def build_summary(spec: RunSpec, out_dir: Path, inputs: Inputs, generator_desc: Mapping[str, Any],
+                  metrics: Mapping[str, Metric], skipped_metrics: Mapping[str, str], df) -> dict[str, Any]:
+    from evalkit.stages.folder import versions
+
+    metrics_out: dict[str, Any] = {name: metric_entry(m, df) for name, m in metrics.items()}
+    for name, why in skipped_metrics.items():
+        metrics_out[name] = {"value": None, "skipped": why}
+    any_random = bool(generator_desc.get("random_weights")) or bool(inputs.references.synthetic) or any(
+        bool(e.get("random_weights")) for e in metrics_out.values())
+    return {
+        "evalkit_version": versions().get("evalkit"),
+        "run_dir": str(out_dir),
+        "model": {k: generator_desc.get(k) for k in ("name", "hub_id", "source", "random_weights")},
+        "random_weights": any_random,
+        "note": RANDOM_WEIGHTS_NOTE if any_random else None,
+        "synthetic_references": bool(inputs.references.synthetic),
+        "dataset": dict(spec.to_dict()["dataset"]),
+        "n_clips": len(inputs.prompts),
+        "n_generated": int(df["audio_path"].notna().sum()) if "audio_path" in df else 0,
+        "n_missing_reference": len(inputs.missing_reference_ids),
+        "missing_reference_ids": inputs.missing_reference_ids,
+        "extra_reference_ids": inputs.extra_reference_ids[:100],
+        "n_skipped": int(df["skip_reason"].notna().sum()),
+        "metrics": metrics_out,
+    }
+
+
+def write_outputs(spec: RunSpec, out_dir: Path, inputs: Inputs, generator_desc, metrics, skipped_metrics,
+                  gen_rows, score_rows) -> dict[str, Any]:
+    """Write ``clips.parquet``, ``summary.json`` and the reference side's artifacts; return the summary."""
+    out_dir = Path(out_dir)
+    df = write_clips_table(out_dir, inputs, gen_rows, score_rows)
+    summary = build_summary(spec, out_dir, inputs, generator_desc, metrics, skipped_metrics, df)
+    eio.write_json(out_dir / "summary.json", summary)
+    if spec.reference.get("write_stats", True):
+        for m in metrics.values():
+            try:
+                m.write_reference_artifacts(out_dir / "stats")
+            except Exception as exc:  # too few clips for statistics: not a reason to lose the run
+                log.warning("could not write %s reference statistics: %s", m.name, exc)
+    return summary
+
+
+def format_summary(summary: Mapping[str, Any]) -> str:
+    """A plain-text results table for the terminal (the report package writes the paper tables)."""
+    lines = []
+    if summary.get("random_weights"):
+        lines += ["", "!! " + RANDOM_WEIGHTS_NOTE, ""]
+    m = summary["model"]
+    lines.append(f"model: {m.get('name')} ({m.get('hub_id') or m.get('source')})   clips: {summary['n_clips']}   "
+                 f"missing references: {summary['n_missing_reference']}   skipped: {summary['n_skipped']}")
+    lines.append(f"{'metric':<26}{'value':>12}  {'protocol':<24}{'clips':>7}")
+    for name, v in summary["metrics"].items():
+        label = (v.get("spec") or {}).get("card_column") or name
+        if v.get("value") is None:
+            lines.append(f"{label:<26}{'–':>12}  {v.get('skipped') or v.get('error', '')}")
+            continue
+        lines.append(f"{label:<26}{v['value']:>12.4f}  {str(v.get('protocol')):<24}{v.get('n_clips', 0):>7}")
+    lines.append(f"run folder: {summary['run_dir']}")
+    return "\n".join(lines)

@@ -1,0 +1,243 @@
+"""Stage 4: every metric over every prepared clip, in fixed batches, resumable, shardable, cached.
+
+``Scorer(spec, metrics, out_dir, dist).score(inputs, gen_rows) -> {id: row}`` (the metric columns of
+``clips.parquet``).
+
+- Batches: ``metric_batch_size`` prompts in prompt order; rank r of N takes batches b with ``b % N == r``.
+- After each batch, in this order: its per-clip arrays (``embeddings/batch-*.npz``), its rows
+  (``scores/rows-*.parquet``), then the rank's summed state with the set of finished batches
+  (``scores/state-<rank>-of-<world>.npz``). A restart reloads the state and continues with the next batch: the same
+  sums in the same order, so the same numbers bit for bit. A state file that fails its checks is not trusted.
+- Each batch's contribution is computed on a zeroed metric and then added (so the order of the sums never depends on
+  the cache), and kept in the score cache (``cache.scores``) under a hash of the recipe, the backbone's identity and
+  the exact clip contents: a later run scoring the same audio with the same recipe reads it back.
+- Rank 0 merges every rank's states (sums) after a barrier: N processes give the one-process number.
+- Audio decoding, resampling and post-processing (stage 3) of batch i+1 run in worker threads while the metrics
+  compute on batch i (soundfile, julius and numpy release the GIL).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from evalkit import io as eio
+from evalkit.metrics.base import Clip, ClipResult, Metric, RunContext
+from evalkit.registry import get_metric
+from evalkit.spec import RunSpec
+from evalkit.stages import fault_point, progress_bar
+from evalkit.stages.generation import cache_root
+from evalkit.stages.inputs import Inputs
+from evalkit.stages.prepare import PrepareSettings, prepare_clip
+
+log = logging.getLogger("evalkit")
+#: bumped whenever the layout of a score-cache entry changes (older entries are then never read)
+SCORE_CACHE_FORMAT = "evalkit.score-cache/2"
+
+
+def run_context(spec: RunSpec) -> RunContext:
+    return RunContext(melody_model=spec.melody_model, melody_source=spec.melody_source)
+
+
+def build_metrics(spec: RunSpec, device) -> tuple[dict[str, Metric], dict[str, str]]:
+    """The run's metrics (built on ``device``) and those that do not apply to it, with the reason."""
+    ctx = run_context(spec)
+    metrics: dict[str, Metric] = {}
+    skipped: dict[str, str] = {}
+    for name, recipe in spec.metrics.items():
+        cls = get_metric(name)
+        why = cls.run_skip_reason(recipe, ctx)
+        if why:
+            log.warning("metric %s is skipped: %s", name, why)
+            skipped[name] = why
+            continue
+        metrics[name] = cls(dict(recipe), device=device)
+    return metrics, skipped
+
+
+class ScoreCache:
+    """Per-batch metric contributions by content (see the module doc)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def key(self, m: Metric, clips: list[Clip]) -> str:
+        from evalkit import __version__
+
+        h = hashlib.sha256()
+        h.update(json.dumps({"format": SCORE_CACHE_FORMAT, "metric": m.name, "recipe": m.recipe,
+                             "backbone": m.describe(), "evalkit": __version__}, sort_keys=True, default=str).encode())
+        for c in clips:
+            h.update(json.dumps([c.id, c.caption, c.sample_rate, c.reference_sr]).encode())
+            h.update(c.audio.detach().cpu().float().contiguous().numpy().tobytes())
+            if c.reference is not None:
+                h.update(c.reference.detach().cpu().float().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+    def path(self, m: Metric, key: str) -> Path:
+        return self.root / m.name / key[:2] / f"{key}.npz"
+
+    def get(self, m: Metric, key: str) -> tuple[dict[str, np.ndarray], dict[str, ClipResult]] | None:
+        path = self.path(m, key)
+        if not path.exists():
+            return None
+        try:
+            entry = eio.read_npz(path)
+            delta = {k[6:]: v for k, v in entry.items() if k.startswith("state/")}
+            results = {cid: ClipResult(values=r["values"], skipped=r["skipped"])
+                       for cid, r in json.loads(str(entry["results"])).items()}
+            for k, v in entry.items():
+                if k.startswith("array/"):
+                    cid, col = k[6:].split("|", 1)
+                    results[cid].arrays[col] = v
+            if set(delta) != set(m.state):
+                raise KeyError(f"state keys {sorted(delta)}")
+            return delta, results
+        except Exception as exc:  # an entry that fails its checks is recomputed, not trusted
+            log.warning("%s: unusable score cache entry (%s); recomputing", path, exc)
+            return None
+
+    def put(self, m: Metric, key: str, delta: Mapping[str, np.ndarray], results: Mapping[str, ClipResult]) -> None:
+        entry: dict[str, np.ndarray] = {f"state/{k}": v for k, v in delta.items()}
+        entry["results"] = np.asarray(json.dumps({cid: r.to_json() for cid, r in results.items()}, default=float))
+        for cid, r in results.items():
+            for col, arr in r.arrays.items():
+                entry[f"array/{cid}|{col}"] = np.asarray(arr)
+        eio.write_npz(self.path(m, key), **entry)
+
+
+def update_metric(m: Metric, clips: list[Clip], cache: ScoreCache | None) -> dict[str, ClipResult]:
+    """One metric on one batch: its contribution computed on a zeroed state (or read from the cache), then added."""
+    key = cache.key(m, clips) if cache is not None else None
+    hit = cache.get(m, key) if key else None
+    if hit is not None:
+        delta, results = hit
+    else:
+        saved = m.state_dict()
+        m.reset()
+        results = m.update(clips)
+        delta = m.state_dict()
+        m.load_state_dict(saved)
+        if key:
+            cache.put(m, key, delta, results)
+    m.add_state_delta(delta)
+    return results
+
+
+class Scorer:
+    def __init__(self, spec: RunSpec, metrics: dict[str, Metric], out_dir: Path, dist) -> None:
+        self.spec, self.metrics, self.out, self.dist = spec, metrics, Path(out_dir), dist
+        root = cache_root(spec, "scores")
+        self.cache = ScoreCache(root) if root is not None else None
+        self.settings = PrepareSettings.from_spec(spec)
+        self.scores_dir, self.emb_dir = self.out / "scores", self.out / "embeddings"
+
+    @property
+    def state_path(self) -> Path:
+        return self.scores_dir / f"state-{self.dist.rank:03d}-of-{self.dist.world:03d}.npz"
+
+    def score(self, inputs: Inputs, gen_rows: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Score every batch this rank owns (see the module doc); returns every clip's row (all ranks)."""
+        bs = int(self.spec.metric_batch_size)
+        prompts = inputs.prompts
+        batches = [prompts[i:i + bs] for i in range(0, len(prompts), bs)]
+        done = self._load_state(len(batches))
+        todo = [b for b in range(len(batches)) if b % self.dist.world == self.dist.rank
+                and not (b in done and self._rows_path(b).exists())]
+        pool = ThreadPoolExecutor(max_workers=max(1, int(self.spec.num_workers or 0) or 2))
+        load = lambda b: pool.submit(self._prepare_batch, batches[b], inputs, gen_rows)  # noqa: E731
+        futures = {todo[0]: load(todo[0])} if todo else {}
+        total = sum(len(batches[b]) for b in todo)
+        with progress_bar(total, self.spec.progress and self.dist.rank == 0, "score", "clip") as bar:
+            for i, b in enumerate(todo):
+                if i + 1 < len(todo):
+                    futures[todo[i + 1]] = load(todo[i + 1])
+                clips, rows = futures.pop(b).result()
+                self._score_batch(b, clips, rows, done, len(batches))
+                bar.update(len(batches[b]))
+        pool.shutdown()
+        self.dist.barrier()
+        if self.dist.world > 1:
+            self._merge_ranks()
+        return self._read_rows(len(batches))
+
+    def _prepare_batch(self, chunk, inputs: Inputs, gen_rows) -> tuple[list[Clip], dict[str, dict[str, Any]]]:
+        clips, rows = [], {}
+        for p in chunk:
+            clip, row = prepare_clip(p, gen_rows[p.id], inputs.references.get(p.ref_key), self.settings)
+            if clip is not None:
+                clips.append(clip)
+            rows[p.id] = row
+        return clips, rows
+
+    def _score_batch(self, b: int, clips: list[Clip], rows: dict[str, dict[str, Any]], done: set[int],
+                     n_batches: int) -> None:
+        arrays: dict[str, np.ndarray] = {}
+        for name, m in self.metrics.items():
+            use_ref = m.uses_reference_audio
+            mclips = [c for c in clips if not use_ref or c.reference is not None]
+            for c in clips:
+                if use_ref and c.reference is None:
+                    rows[c.id][m.spec.skip_column] = "no reference clip"
+            if not mclips:
+                continue
+            for cid, res in update_metric(m, mclips, self.cache).items():
+                rows[cid].update(res.values)
+                if res.skipped:
+                    rows[cid][m.spec.skip_column] = res.skipped
+                arrays.update({f"{cid}/{col}": np.asarray(a) for col, a in res.arrays.items()})
+        if arrays:
+            eio.write_npz(self.emb_dir / f"batch-{b:05d}.npz", **arrays)
+        import pandas as pd
+
+        eio.write_parquet(self._rows_path(b), pd.DataFrame(list(rows.values())))
+        fault_point("score:rows")
+        done.add(b)
+        state = {"__done__": np.asarray(sorted(done), np.int64), "__n_batches__": np.asarray(n_batches)}
+        for name, m in self.metrics.items():
+            state.update({f"{name}/{k}": v for k, v in m.state_dict().items()})
+        eio.write_npz(self.state_path, **state)
+
+    def _rows_path(self, b: int) -> Path:
+        return self.scores_dir / f"rows-{b:05d}.parquet"
+
+    def _load_state(self, n_batches: int) -> set[int]:
+        """The finished batches of an earlier attempt, with their statistics loaded into the metrics."""
+        path = self.state_path
+        if not path.exists():
+            return set()
+        try:
+            state = eio.read_npz(path)
+            if int(state["__n_batches__"]) != n_batches:
+                raise ValueError("the batch layout changed")
+            for name, m in self.metrics.items():
+                m.load_state_dict({k.split("/", 1)[1]: v for k, v in state.items() if k.startswith(name + "/")})
+            return {int(b) for b in state["__done__"]}
+        except Exception as exc:
+            log.warning("%s: unusable saved state (%s); scoring from the start", path, exc)
+            for m in self.metrics.values():
+                m.reset()
+            return set()
+
+    def _merge_ranks(self) -> None:
+        """Rank 0: the sum of every rank's state."""
+        for m in self.metrics.values():
+            m.reset()
+        for r in range(self.dist.world):
+            st = eio.read_npz(self.scores_dir / f"state-{r:03d}-of-{self.dist.world:03d}.npz")
+            for name, m in self.metrics.items():
+                m.add_state_delta({k.split("/", 1)[1]: v for k, v in st.items() if k.startswith(name + "/")})
+
+    def _read_rows(self, n_batches: int) -> dict[str, dict[str, Any]]:
+        import pandas as pd
+
+        rows: dict[str, dict[str, Any]] = {}
+        for b in range(n_batches):
+            for r in pd.read_parquet(self._rows_path(b)).to_dict("records"):
+                rows[r["id"]] = r
+        return rows

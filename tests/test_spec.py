@@ -1,0 +1,145 @@
+"""RunSpec: built once from the config, frozen, validated; protocols are config groups whose every constant can be
+overridden (null too); the recipe a metric gets is the file's constants plus the run settings, nothing unused."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+import evalkit.metrics.base as base
+from evalkit.data.references import synth_clip
+from evalkit.metrics.base import Clip
+from evalkit.registry import get_metric
+from evalkit.spec import RunSpec, SpecError, compose, metric_recipe, recipe_from_files, rewrite_overrides
+
+PROTOCOLS = [("fad", "audiocraft"), ("fad", "frechet-audio-distance"), ("kld", "audiocraft"),
+             ("kld", "stable-audio-metrics"), ("clap", "audiocraft"), ("chroma", "audiocraft")]
+
+
+@pytest.fixture(scope="module")
+def demo() -> RunSpec:
+    return RunSpec.from_overrides([])
+
+
+def test_protocol_override_swaps_every_constant_not_just_the_label():
+    assert rewrite_overrides(["metrics.fad.protocol=frechet-audio-distance", "seed=1", "+metrics.x.protocol=y"]) == [
+        "metrics/fad=frechet-audio-distance", "seed=1", "+metrics.x.protocol=y"]
+    ac = metric_recipe("fad")
+    pk = metric_recipe("fad", ["metrics.fad.protocol=frechet-audio-distance"])
+    assert (ac["protocol"], ac["resampler"], ac["window_step"], ac["peak_normalize_db"], ac["fd_eps"]) == (
+        "audiocraft", "julius", 8000, 1.0, 1e-7)
+    assert (pk["protocol"], pk["resampler"], pk["window_step"], pk["peak_normalize_db"], pk["fd_eps"]) == (
+        "frechet-audio-distance", "resampy", None, None, 1e-6)
+    sam = metric_recipe("kld", ["metrics/kld=stable-audio-metrics"])  # the group syntax works as well
+    assert (sam["direction"], sam["input_tdim"], sam["collect"]) == ("generated_reference", 998, "mean_logits")
+
+
+def test_any_constant_overrides_to_null_and_config_shows_effective_values(demo):
+    spec = RunSpec.from_overrides(["metrics.fad.checkpoint_sha256=null", "metrics.kld.pad_chunks=true",
+                                   "metrics.fad.window_step=4000"])
+    assert spec.metrics["fad"]["checkpoint_sha256"] is None and demo.metrics["fad"]["checkpoint_sha256"] == "10086976"
+    assert spec.metrics["kld"]["pad_chunks"] is True and spec.metrics["fad"]["window_step"] == 4000
+    saved = spec.to_dict()  # config.yaml: every protocol constant at metrics.<m>.<key>, interpolations resolved
+    assert saved["metrics"]["fad"]["stft_window"] == 400 and saved["metrics"]["fad"]["model_size"] == "tiny"
+    assert saved["metrics"]["fad"]["backbone_weights"] == "random" and "protocols" not in saved["metrics"]["fad"]
+    assert spec.identity_diff(demo.to_dict()) == ["metrics.fad.checkpoint_sha256", "metrics.fad.window_step",
+                                                  "metrics.kld.pad_chunks"]
+    assert RunSpec.from_dict(saved) == spec  # a saved config.yaml rebuilds the same spec
+
+
+def test_spec_is_frozen_and_identity_ignores_volatile_keys(demo):
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        demo.seed = 3
+    with pytest.raises(TypeError):
+        demo.metrics["fad"]["window_step"] = 1
+    with pytest.raises(TypeError):
+        demo.generation["top_k"] = 1
+    other = RunSpec.from_overrides(["progress=false", "device=cpu", "num_workers=3", "overwrite=true"])
+    assert other.identity() == demo.identity() and other.to_dict() != demo.to_dict()
+    assert RunSpec.from_overrides(["seed=5"]).identity_diff(demo.to_dict()) == ["seed"]
+
+
+@pytest.mark.parametrize("override, setting", [
+    ("generation.duration=0", "generation.duration=0"), ("generation.top_p=1.5", "generation.top_p=1.5"),
+    ("batch_size=0", "batch_size=0"), ("metric_batch_size=0", "metric_batch_size=0"),
+    ("precision=fp8", "precision=fp8"), ("backbone_weights=maybe", "backbone_weights=maybe"),
+    ("generation.guidance_scale=0.5", "generation.guidance_scale=0.5"),
+])
+def test_validation_names_the_setting(override, setting):
+    with pytest.raises(SpecError, match=setting.replace(".", r"\.")):
+        RunSpec.from_overrides([override])
+
+
+def test_a_protocol_label_edited_by_hand_is_refused():
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from evalkit.spec import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):  # no rewrite: a plain value override
+        cfg = hydra_compose("config", overrides=["metrics.fad.protocol=frechet-audio-distance"], return_hydra_config=True)
+    with pytest.raises(SpecError, match="constants are those of conf/metrics/fad/audiocraft.yaml"):
+        RunSpec.from_config(cfg)
+    with pytest.raises(SpecError, match="unknown settings"):
+        RunSpec.from_dict({**RunSpec.from_overrides([]).to_dict(), "sed": 1})
+
+
+@pytest.mark.parametrize("name, protocol", PROTOCOLS)
+def test_recipe_from_files_equals_the_composed_recipe(name, protocol):
+    composed = metric_recipe(name, [f"metrics.{name}.protocol={protocol}", "backbone_weights=released",
+                                    "backbone_size=full"])
+    assert recipe_from_files(name, protocol) == composed
+
+
+class _Tracked(dict):
+    seen: set = set()
+
+    def __getitem__(self, k):
+        _Tracked.seen.add(k)
+        return super().__getitem__(k)
+
+    def get(self, k, d=None):
+        _Tracked.seen.add(k)
+        return super().get(k, d)
+
+    def __contains__(self, k):
+        _Tracked.seen.add(k)
+        return super().__contains__(k)
+
+
+#: read only on the released-weights path (a checkpoint file to download, unpickle or tokenise for), which random
+#: weights do not take
+RELEASED_PATH_ONLY = {"checkpoint_url", "drop_state_keys", "trust_checkpoint", "tokenizer_name"}
+
+
+@pytest.mark.parametrize("name, protocol", PROTOCOLS)
+def test_every_recipe_key_is_read(name, protocol, monkeypatch):
+    """Keys that do nothing are removed: building, updating, computing and describing a metric reads every key of
+    its recipe (the released-weights-only keys aside)."""
+    init = base.Metric.__init__
+
+    def tracked_init(self, recipe, device="cpu"):
+        init(self, recipe, device)
+        self.recipe = _Tracked(self.recipe)
+
+    monkeypatch.setattr(base.Metric, "__init__", tracked_init)
+    _Tracked.seen = set()
+    recipe = metric_recipe(name, [f"metrics.{name}.protocol={protocol}", "backbone_weights=random",
+                                  "backbone_size=tiny"])
+    m = get_metric(name)(recipe)
+    clips = [Clip(f"c{i}", "a piano chord", synth_clip(f"c{i}", 32000, 10.0), 32000, synth_clip(f"r{i}", 32000, 10.0),
+                  32000) for i in range(14 if name == "fad" else 2)]  # FAD: >= 128 windows with either protocol
+    m.update(clips)
+    try:
+        m.compute()
+    except ValueError:
+        pass
+    m.describe()
+    assert sorted(set(recipe) - _Tracked.seen - RELEASED_PATH_ONLY) == []
+
+
+def test_compose_outside_and_inside_hydra(demo):
+    cfg = compose(["model=tiny-mono"])
+    assert cfg.model.name == "tiny-mono" and "metrics/fad" in cfg.hydra.runtime.choices
+    assert RunSpec.from_config(cfg).model["channels"] == 1
+    assert demo.melody_source == "none" and RunSpec.from_overrides(["model=tiny-melody"]).melody_source == "reference"
