@@ -114,6 +114,17 @@ def _row_prompt(row: dict, src: str, i: int) -> Prompt:
 def load_musiccaps(path: str | None = None, subset: str = "all", split: str = "train") -> list[Prompt]:
     """MusicCaps through ``datasets``: the hub dataset, or a local copy of ``musiccaps-public.csv`` via
     ``load_dataset("csv", data_files=path)`` (the same parsing path)."""
+    ds, src = load_musiccaps_dataset(path, subset, split)
+    prompts = [Prompt(str(r["ytid"]), str(r["caption"] or "").strip(), str(r["ytid"])) for r in ds]
+    return validate(prompts, src)
+
+
+def load_musiccaps_dataset(path: str | None = None, subset: str = "all", split: str = "train"):
+    """The MusicCaps table as a ``datasets.Dataset`` (every column, e.g. ``start_s``/``end_s``), filtered to
+    ``subset``, and the name of its source (the file, or the hub id): the rows :func:`load_musiccaps` reads.
+
+    Raises :class:`PromptError` naming the setting when the file is absent, the hub is unreachable, or the
+    table lacks ``ytid``/``caption`` or the subset's column."""
     import datasets
 
     if subset not in MUSICCAPS_SUBSETS:
@@ -140,8 +151,7 @@ def load_musiccaps(path: str | None = None, subset: str = "all", split: str = "t
         if col not in ds.column_names:
             raise PromptError(f"{src}: dataset.subset={subset} needs the column {col!r}")
         ds = ds.filter(lambda r: _truthy(r[col]))
-    prompts = [Prompt(str(r["ytid"]), str(r["caption"] or "").strip(), str(r["ytid"])) for r in ds]
-    return validate(prompts, src)
+    return ds, src
 
 
 def _truthy(v) -> bool:
