@@ -126,7 +126,8 @@ def full(tmp_path_factory, tok):
         pytest.skip("laion_clap is not installed (extra evalkit[reference])")
     model, cfg, path = _laion_setup("full", tmp_path_factory, tok, seed=5)
     hf, info = build_clap_hf("full", checkpoint_path=path)
-    return model, cfg, path, hf, info
+    path.unlink()  # ~0.9 GB; everything it held has been copied into the model
+    return model, cfg, hf, info
 
 
 def _parity(laion_model, laion_cfg, hf_model, info, tok, clips, captions) -> dict[str, dict[str, float]]:
@@ -161,7 +162,7 @@ def _assert_within(diffs: dict) -> None:
 @needs_laion
 def test_full_size_parity_10s_short_long(full, tok, clips, captions):
     """HTSAT-base + roberta-base: audio, text embeddings and the score within 1e-5 of laion_clap's, per clip."""
-    model, cfg, _, hf, info = full
+    model, cfg, hf, info = full
     diffs = _parity(model, cfg, hf, info, tok, clips, captions)
     _assert_within(diffs)
 
@@ -177,7 +178,7 @@ def test_tiny_size_parity(tiny, tok, clips, captions):
 @needs_laion
 def test_longer_flag_changes_nothing_for_a_non_fusion_model(full, tok, clips):
     """laion's non-fusion HTSAT reads only x["waveform"]; ClapModel's audio tower reads is_longer only with fusion."""
-    model, cfg, _, hf, info = full
+    model, cfg, hf, info = full
     wav, longer = clips["13s"]
     assert longer
     new = ClapHFEmbedder(hf, info, tok)
@@ -201,7 +202,7 @@ def test_front_end_equals_torchlibrosa(tiny, clips):
 @needs_laion
 def test_shift_masks_rebuilt_by_clapmodel_equal_laions_stored_ones(full):
     """The dropped ``attn_mask`` buffers carry nothing ClapModel does not compute itself."""
-    model, _, _, hf, _ = full
+    model, _, hf, _ = full
     checked = 0
     for i, stage in enumerate(model.audio_branch.layers):
         for j, blk in enumerate(stage.blocks):
@@ -221,7 +222,7 @@ def test_shift_masks_rebuilt_by_clapmodel_equal_laions_stored_ones(full):
 # ---------------------------------------------------------------------------------------------------------------
 @needs_laion
 def test_config_is_laions_htsat_base_and_roberta_base(full):
-    model, cfg, _, hf, info = full
+    model, cfg, hf, info = full
     a, t = hf.config.audio_config, hf.config.text_config
     br = model.audio_branch
     assert (a.patch_embeds_hidden_size, list(a.depths), list(a.num_attention_heads), a.window_size, a.spec_size,
