@@ -1,0 +1,508 @@
+"""LAION-CLAP (HTSAT-base audio tower + RoBERTa text tower) on :class:`transformers.ClapModel`, without ``laion_clap``
+at run time.
+
+Why: ``laion-clap`` 1.1.7 pins ``numpy<2`` and pulls in wandb, webdataset, h5py, scikit-learn and llvmlite, all for
+model classes that ``transformers`` also ships. This module builds the same network as
+:func:`evalkit.backbones.clap.build_clap` (``clap_module.model.CLAP`` with ``amodel="HTSAT-base"``,
+``tmodel="roberta"``, ``enable_fusion=False``) from ``ClapModel``, loads LAION checkpoints
+(``music_audioset_epoch_15_esc_90.14.pt``, audiocraft's) through an explicit key map, and computes the audio front end
+(STFT + log-mel) in torch as laion's HTSAT does inside its forward. tests/test_clap_hf.py checks the embeddings and
+the audiocraft score against laion_clap's own classes on identical weights (max abs difference <= 1e-5; measured at
+full size on random weights, 10 s / 3.7 s / 13 s music clips: audio <= 6e-8, text <= 1.6e-7, score <= 7.5e-8).
+
+Public API
+----------
+- :func:`clap_config` -> ``transformers.ClapConfig`` equal to laion_clap's HTSAT-base + roberta-base, non-fusion;
+- :func:`convert_laion_state_dict` -> a LAION-CLAP state dict renamed for ``ClapModel`` (keys laion has that the
+  embedding path does not use are dropped by name, see :data:`DROPPED_KEYS`; anything else unknown is an error);
+- :func:`build_clap_hf` -> ``(ClapModel in eval mode, info)``: random weights from a seed, or a LAION checkpoint;
+- :class:`HtsatLogMel` -> the log-mel front end of laion's HTSAT (torchlibrosa's numbers, without torchlibrosa);
+- :class:`ClapHFEmbedder` -> the interface of :class:`evalkit.backbones.clap.ClapEmbedder` (``embed_audio``,
+  ``embed_text``, ``clip_samples``, ``sample_rate``), so the metric switches by changing the build + one constructor.
+
+Where laion_clap's HTSAT and ``ClapModel``'s audio tower meet
+--------------------------------------------------------------
+laion's ``HTSAT_Swin_Transformer.forward`` (non-fusion) takes the *waveform* and computes, inside the model,
+``Spectrogram -> LogmelFilterBank -> bn0 -> reshape_wav2img -> forward_features``. ``ClapAudioModel`` starts at
+``bn0`` (its ``batch_norm``): it takes ``input_features`` of shape ``[B, 1, T, 64]`` (T = 1001 frames for 480,000
+samples) and ``is_longer``. :class:`HtsatLogMel` supplies the part before ``bn0``. ``is_longer`` is read only by a
+fusion model; laion's non-fusion HTSAT ignores ``longer`` too (it reads ``x["waveform"]`` only), so for this model
+the flag changes nothing (tested).
+
+Audio preparation (crop / fill to 480,000 samples) stays evalkit's: :func:`evalkit.backbones.clap.fit_to_length`
+(laion_clap's ``repeatpad`` for short audio, a deterministic crop for long audio).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from evalkit.backbones.clap import (DROP_KEYS, ROBERTA_BASE, TINY_HTSAT, TINY_ROBERTA, ClapError,
+                                    read_clap_state_dict)
+
+log = logging.getLogger(__name__)
+
+# ----------------------------------------------------------------------------------------------------------------
+# Architecture constants (laion_clap 1.1.7)
+# ----------------------------------------------------------------------------------------------------------------
+#: ``clap_module/model_configs/HTSAT-base.json`` ``audio_cfg``: the front end's constants. ``window_size`` here is
+#: the STFT window (1024 samples), not the Swin window (8 patches).
+AUDIO_CFG: dict[str, int] = dict(sample_rate=48000, clip_samples=480000, window_size=1024, hop_size=480, mel_bins=64,
+                                 fmin=50, fmax=14000)
+
+#: ``htsat.py: create_htsat_model`` for ``model_name == "base"`` and the ``HTSAT_Swin_Transformer`` defaults it
+#: keeps (mlp_ratio 4, qkv_bias, patch_norm, no absolute position embedding, drop_rate 0, attn_drop_rate 0,
+#: drop_path_rate 0.1, LayerNorm eps 1e-5, exact GELU).
+HTSAT_BASE: dict[str, Any] = dict(spec_size=256, patch_size=4, patch_stride=(4, 4), embed_dim=128,
+                                  depths=[2, 2, 12, 2], num_heads=[4, 8, 16, 32], window_size=8, class_num=527)
+
+#: laion_clap's ``CLAP(joint_embed_shape=512, mlp_act="relu")``: both projections are Linear -> ReLU -> Linear.
+PROJECTION_DIM = 512
+
+#: Keys of a LAION-CLAP (HTSAT, roberta, non-fusion) state dict that ``ClapModel`` has no place for, and why
+#: dropping them does not change ``get_audio_embedding`` / ``get_text_embedding``. Each is matched by a regular
+#: expression; a key matched by no rename and no drop rule is an error.
+DROPPED_KEYS: dict[str, str] = {
+    r"audio_branch\.spectrogram_extractor\.stft\.conv_(real|imag)\.weight":
+        "torchlibrosa STFT kernels (frozen): not ClapModel weights; the front end (HtsatLogMel) uses the "
+        "checkpoint's copy after comparing it with its own (front_end_from_checkpoint)",
+    r"audio_branch\.logmel_extractor\.melW":
+        "torchlibrosa mel filter bank (frozen, librosa.filters.mel): as the STFT kernels",
+    r"audio_branch\.layers\.\d+\.blocks\.\d+\.attn_mask":
+        "shifted-window attention mask, a constant of the block geometry: ClapAudioLayer.get_attn_mask rebuilds the "
+        "same mask at each call",
+    r"audio_branch\.tscam_conv\.(weight|bias)":
+        "HTSAT's AudioSet token-semantic head: forward_features runs it, but the embedding ('embedding', the "
+        "avg-pooled features) is taken before it",
+    r"audio_branch\.head\.(weight|bias)":
+        "HTSAT's classification Linear: defined, never called by forward_features",
+    r"(audio|text)_transform\.sequential\.\d+\.(weight|bias)":
+        "MLPLayers used only by CLAP.forward for the training loss (audio/text_features_mlp); "
+        "get_audio_embedding / get_text_embedding do not apply them",
+}
+
+_B = r"audio_branch\.layers\.(\d+)\.blocks\.(\d+)\."
+_E = r"audio_model.audio_encoder.layers.\1.blocks.\2."
+#: (laion key pattern, ClapModel key template); every pattern is anchored at both ends.
+RENAMES: list[tuple[str, str]] = [
+    (r"logit_scale_(a|t)", r"logit_scale_\1"),
+    (r"audio_branch\.bn0\.(weight|bias|running_mean|running_var|num_batches_tracked)",
+     r"audio_model.audio_encoder.batch_norm.\1"),
+    (r"audio_branch\.patch_embed\.(proj|norm)\.(weight|bias)", r"audio_model.audio_encoder.patch_embed.\1.\2"),
+    (_B + r"norm1\.(weight|bias)", _E + r"layernorm_before.\3"),
+    (_B + r"attn\.(relative_position_bias_table|relative_position_index)", _E + r"attention.self.\3"),
+    (_B + r"attn\.proj\.(weight|bias)", _E + r"attention.output.dense.\3"),
+    (_B + r"norm2\.(weight|bias)", _E + r"layernorm_after.\3"),
+    (_B + r"mlp\.fc1\.(weight|bias)", _E + r"intermediate.dense.\3"),
+    (_B + r"mlp\.fc2\.(weight|bias)", _E + r"output.dense.\3"),
+    (r"audio_branch\.layers\.(\d+)\.downsample\.(reduction\.weight|norm\.weight|norm\.bias)",
+     r"audio_model.audio_encoder.layers.\1.downsample.\2"),
+    (r"audio_branch\.norm\.(weight|bias)", r"audio_model.audio_encoder.norm.\1"),
+    (r"(audio|text)_projection\.0\.(weight|bias)", r"\1_projection.linear1.\2"),   # Sequential(Linear, ReLU, Linear)
+    (r"(audio|text)_projection\.2\.(weight|bias)", r"\1_projection.linear2.\2"),
+    (r"text_branch\.embeddings\.(word_embeddings|position_embeddings|token_type_embeddings)\.weight",
+     r"text_model.embeddings.\1.weight"),
+    (r"text_branch\.embeddings\.LayerNorm\.(weight|bias)", r"text_model.embeddings.LayerNorm.\1"),
+    (r"text_branch\.embeddings\.(position_ids|token_type_ids)", r"text_model.embeddings.\1"),
+    (r"text_branch\.encoder\.layer\.(\d+)\.(attention\.self\.(?:query|key|value)|attention\.output\.dense|"
+     r"attention\.output\.LayerNorm|intermediate\.dense|output\.dense|output\.LayerNorm)\.(weight|bias)",
+     r"text_model.encoder.layer.\1.\2.\3"),
+    (r"text_branch\.pooler\.dense\.(weight|bias)", r"text_model.pooler.dense.\1"),
+]
+#: laion's fused ``qkv`` Linear (rows: query, key, value) -> ClapAudioSelfAttention's three Linears.
+QKV = (_B + r"attn\.qkv\.(weight|bias)", _E + r"attention.self.{}.\3")
+
+#: Constant buffers ``ClapTextEmbeddings`` stores (persistent) and laion checkpoints lack: the released checkpoint
+#: has ``position_ids`` (audiocraft pops it), none has ``token_type_ids``. Built from the position table's length.
+SYNTHESISED_KEYS = ("text_model.embeddings.position_ids", "text_model.embeddings.token_type_ids")
+
+_BUILD_LOCK = threading.Lock()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Config
+# ----------------------------------------------------------------------------------------------------------------
+def clap_config(size: str = "full", vocab_size: int | None = None):
+    """The ``transformers.ClapConfig`` of laion_clap's ``HTSAT-base`` + ``roberta`` non-fusion CLAP.
+
+    ``size="full"``: HTSAT-base (patch embedding 128, depths [2, 2, 12, 2], heads [4, 8, 16, 32], Swin window 8,
+    spec_size 256, patch 4 / stride 4, hidden 128 * 2**3 = 1024) and roberta-base's own ``config.json`` (vocab 50265,
+    514 positions, 1 token type, layer-norm eps 1e-5, pad 1 / bos 0 / eos 2; ``ClapTextConfig``'s default eps is
+    1e-12, which would load without error and shift every text embedding). Projections: 512, ReLU.
+    ``size="tiny"``: the shrunken model of :func:`evalkit.backbones.clap.build_clap` (HTSAT embed 16, depths
+    [1, 1, 1, 1]; one RoBERTa layer of width 768 with intermediate size 64), random weights only.
+    """
+    from transformers import ClapAudioConfig, ClapConfig, ClapTextConfig
+
+    if size not in ("full", "tiny"):
+        raise ClapError(f"model_size={size!r}: expected 'full' or 'tiny'")
+    text = {k: v for k, v in ROBERTA_BASE.items() if k != "initializer_range"}  # not a ClapTextConfig field
+    if size == "tiny":
+        text.update(TINY_ROBERTA)
+        htsat = dict(HTSAT_BASE, embed_dim=TINY_HTSAT["embed_dim"], depths=list(TINY_HTSAT["depths"]),
+                     num_heads=list(TINY_HTSAT["num_heads"]), window_size=TINY_HTSAT["window_size"],
+                     class_num=TINY_HTSAT["class_num"])
+    else:
+        htsat = dict(HTSAT_BASE)
+    if vocab_size is not None:
+        text["vocab_size"] = int(vocab_size)
+    text.update(projection_dim=PROJECTION_DIM, projection_hidden_act="relu")
+    depths = list(htsat["depths"])
+    audio = dict(
+        num_mel_bins=AUDIO_CFG["mel_bins"], spec_size=htsat["spec_size"], window_size=htsat["window_size"],
+        patch_size=htsat["patch_size"], patch_stride=list(htsat["patch_stride"]),
+        patch_embeds_hidden_size=htsat["embed_dim"], depths=depths, num_attention_heads=list(htsat["num_heads"]),
+        hidden_size=htsat["embed_dim"] * 2 ** (len(depths) - 1), num_hidden_layers=len(depths),
+        num_classes=htsat["class_num"], hidden_act="gelu", mlp_ratio=4.0, qkv_bias=True, layer_norm_eps=1e-5,
+        enable_patch_layer_norm=True, flatten_patch_embeds=True, patch_embed_input_channels=1,
+        enable_fusion=False, fusion_type=None,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, drop_path_rate=0.1,  # inactive in eval mode
+        projection_dim=PROJECTION_DIM, projection_hidden_act="relu")
+    return ClapConfig(text_config=ClapTextConfig(**text).to_dict(), audio_config=ClapAudioConfig(**audio).to_dict(),
+                      projection_dim=PROJECTION_DIM, projection_hidden_act="relu", logit_scale_init_value=1 / 0.07)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checkpoint conversion
+# ----------------------------------------------------------------------------------------------------------------
+def _full(pattern: str) -> re.Pattern:
+    return re.compile(r"\A" + pattern + r"\Z")
+
+
+_RENAME_RES = [(_full(p), t) for p, t in RENAMES]
+_QKV_RE = _full(QKV[0])
+_DROP_RES = [(_full(p), why) for p, why in DROPPED_KEYS.items()]
+
+
+def _convert(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    out: dict[str, torch.Tensor] = {}
+    dropped: list[str] = []
+    unknown: list[str] = []
+
+    def put(key: str, value: torch.Tensor, src: str) -> None:
+        if key in out:
+            raise ClapError(f"checkpoint conversion: {src!r} maps to {key!r}, which another key already filled")
+        out[key] = value
+
+    for k, v in sd.items():
+        m = _QKV_RE.match(k)
+        if m:
+            if v.shape[0] % 3:
+                raise ClapError(f"checkpoint conversion: {k!r} has {v.shape[0]} rows, not a multiple of 3")
+            for name, part in zip(("query", "key", "value"), v.chunk(3, dim=0)):
+                put(m.expand(QKV[1]).format(name), part.clone(), k)
+            continue
+        for rx, template in _RENAME_RES:
+            m = rx.match(k)
+            if m:
+                put(m.expand(template), v, k)
+                break
+        else:
+            if any(rx.match(k) for rx, _ in _DROP_RES):
+                dropped.append(k)
+            else:
+                unknown.append(k)
+    if unknown:
+        hint = ""
+        if any("fusion" in k or "mel_conv" in k for k in unknown):
+            hint = " (these are feature-fusion layers: only non-fusion CLAP checkpoints are supported)"
+        raise ClapError(f"checkpoint conversion: {len(unknown)} key(s) of the LAION-CLAP state dict have no place in "
+                        f"ClapModel and are not on the list of deliberately dropped keys{hint}: {unknown}")
+    pos_key = "text_model.embeddings.position_embeddings.weight"
+    if pos_key in out:
+        n = out[pos_key].shape[0]
+        want_pos = torch.arange(n, dtype=torch.long)[None]
+        have = out.get(SYNTHESISED_KEYS[0])
+        if have is not None and not torch.equal(have.long().reshape(1, -1), want_pos):
+            raise ClapError(f"checkpoint conversion: text_branch.embeddings.position_ids is not 0..{n - 1}")
+        out[SYNTHESISED_KEYS[0]] = want_pos
+        have = out.get(SYNTHESISED_KEYS[1])
+        if have is not None and bool(have.ne(0).any()):
+            raise ClapError("checkpoint conversion: text_branch.embeddings.token_type_ids is not all zeros")
+        out[SYNTHESISED_KEYS[1]] = torch.zeros(1, n, dtype=torch.long)
+    return out, dropped
+
+
+def convert_laion_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A LAION-CLAP model state dict (``audio_branch.*``, ``text_branch.*``, ``audio_projection.*``,
+    ``text_projection.*``, ``logit_scale_a/t``; unwrapped and without the ``module.`` prefix, as
+    :func:`evalkit.backbones.clap.read_clap_state_dict` returns it) renamed for ``transformers.ClapModel``.
+
+    - every laion key must match one rule of :data:`RENAMES`, the ``qkv`` split (:data:`QKV`: laion's fused
+      ``[3 * dim, dim]`` Linear, rows query / key / value) or :data:`DROPPED_KEYS`; any other key raises
+      :class:`ClapError` naming it;
+    - ``text_model.embeddings.position_ids`` (``0..n-1``) and ``token_type_ids`` (zeros) are constant buffers
+      that ClapModel stores; they are built here (a ``position_ids`` in the input must already be ``0..n-1``).
+
+    Missing keys are found by ``load_state_dict(strict=True)`` (done by :func:`build_clap_hf`)."""
+    return _convert(sd)[0]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Audio front end (laion's HTSAT: torchlibrosa Spectrogram + LogmelFilterBank), in torch
+# ----------------------------------------------------------------------------------------------------------------
+def stft_kernels(n_fft: int = 1024, win_length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """torchlibrosa ``STFT``'s Conv1d kernels ``(real, imag)``, each ``[n_fft // 2 + 1, 1, n_fft]`` float32, built the
+    same way (float64 ``omega ** (x * y)`` DFT matrix times a periodic Hann window, then cast), so the spectrogram
+    matches torchlibrosa's to the last bit."""
+    import librosa
+
+    win_length = win_length or n_fft
+    window = librosa.util.pad_center(librosa.filters.get_window("hann", win_length, fftbins=True), size=n_fft)
+    x, y = np.meshgrid(np.arange(n_fft), np.arange(n_fft))
+    w = np.power(np.exp(-2 * np.pi * 1j / n_fft), x * y)[:, : n_fft // 2 + 1] * window[:, None]
+    return (torch.tensor(np.real(w).T, dtype=torch.float32)[:, None, :],
+            torch.tensor(np.imag(w).T, dtype=torch.float32)[:, None, :])
+
+
+def mel_filters(sample_rate: int = 48000, n_fft: int = 1024, n_mels: int = 64, fmin: float = 50.0,
+                fmax: float = 14000.0) -> torch.Tensor:
+    """torchlibrosa ``LogmelFilterBank.melW``: ``librosa.filters.mel(sr, n_fft, n_mels, fmin, fmax).T`` with
+    librosa's defaults, i.e. the Slaney mel scale (``htk=False``) and Slaney area normalisation (``norm="slaney"``),
+    float32, ``[n_fft // 2 + 1, n_mels]``."""
+    import librosa
+
+    fb = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, htk=False,
+                             norm="slaney", dtype=np.float32)
+    return torch.tensor(fb.T, dtype=torch.float32)
+
+
+class HtsatLogMel(torch.nn.Module):
+    """The log-mel front end of laion_clap's HTSAT (``spectrogram_extractor`` + ``logmel_extractor``), without
+    torchlibrosa: ``Spectrogram(n_fft=1024, hop_length=480, win_length=1024, window="hann", center=True,
+    pad_mode="reflect", power=2)`` as two strided Conv1d with torchlibrosa's kernels, then
+    ``LogmelFilterBank(sr=48000, n_fft=1024, n_mels=64, fmin=50, fmax=14000, ref=1.0, amin=1e-10, top_db=None)``:
+    ``10 * log10(max(mel, 1e-10)) - 10 * log10(max(1e-10, 1.0))``. Same operations in the same order as
+    torchlibrosa, so the output is bit-identical to laion's (tested).
+
+    ``forward(waves [B, N]) -> [B, 1, T, 64]`` with ``T = N // 480 + 1`` (1001 for 480,000 samples): the
+    ``input_features`` layout ``ClapModel``'s audio tower takes (it applies ``bn0`` = ``batch_norm`` itself).
+
+    Why not ``transformers.ClapFeatureExtractor``? Its defaults are another front end, and even set up to match it is
+    not laion's computation:
+    - the default ``truncation="fusion"`` uses HTK-scale mel filters without area normalisation (``mel_filters``,
+      the fusion models' front end), and returns 4 stacked mels; only ``truncation="rand_trunc"`` uses the Slaney
+      filters laion's non-fusion HTSAT was trained with;
+    - ``frequency_min`` defaults to 0 Hz (laion: 50 Hz);
+    - ``rand_trunc`` crops audio longer than 10 s at a *random* offset (``np.random``); evalkit crops
+      deterministically before the front end (:func:`evalkit.backbones.clap.fit_to_length`);
+    - it computes the STFT and its own ``mel_filter_bank`` in float64 NumPy, one clip at a time on the CPU, where
+      laion (and this class) run float32 convolutions on the model's device, batched.
+    Measured on a real 10 s music clip (shared00, 48 kHz mono), against this front end (= torchlibrosa's bits):
+    ``rand_trunc`` + ``frequency_min=50``: max 7.2e-4 dB (mean 9e-6 dB), float64-vs-float32 rounding, which moved
+    the full-size random-weight audio embedding by 4e-8; defaults except ``rand_trunc`` (0 Hz): max 28.5 dB,
+    embedding 9e-3; full defaults (``fusion``): max 52.6 dB, embedding 0.10.
+    """
+
+    def __init__(self, sample_rate: int = AUDIO_CFG["sample_rate"], n_fft: int = AUDIO_CFG["window_size"],
+                 hop_length: int = AUDIO_CFG["hop_size"], n_mels: int = AUDIO_CFG["mel_bins"],
+                 fmin: float = AUDIO_CFG["fmin"], fmax: float = AUDIO_CFG["fmax"], ref: float = 1.0,
+                 amin: float = 1e-10) -> None:
+        super().__init__()
+        self.n_fft, self.hop_length, self.ref, self.amin = int(n_fft), int(hop_length), float(ref), float(amin)
+        real, imag = stft_kernels(self.n_fft)
+        self.register_buffer("conv_real", real, persistent=False)
+        self.register_buffer("conv_imag", imag, persistent=False)
+        self.register_buffer("melW", mel_filters(sample_rate, n_fft, n_mels, fmin, fmax), persistent=False)
+
+    def forward(self, waves: torch.Tensor) -> torch.Tensor:
+        if waves.dim() != 2:
+            raise ValueError(f"HtsatLogMel expects [batch, samples], got {tuple(waves.shape)}")
+        x = F.pad(waves[:, None, :], pad=(self.n_fft // 2, self.n_fft // 2), mode="reflect")
+        real = F.conv1d(x, self.conv_real, stride=self.hop_length)[:, None, :, :].transpose(2, 3)
+        imag = F.conv1d(x, self.conv_imag, stride=self.hop_length)[:, None, :, :].transpose(2, 3)
+        power = real ** 2 + imag ** 2                      # [B, 1, T, n_fft // 2 + 1]
+        mel = torch.matmul(power, self.melW)              # [B, 1, T, n_mels]
+        log_mel = 10.0 * torch.log10(torch.clamp(mel, min=self.amin, max=np.inf))
+        log_mel -= 10.0 * np.log10(np.maximum(self.amin, self.ref))
+        return log_mel
+
+
+#: The front-end tensors a laion checkpoint stores (frozen torchlibrosa parameters) -> HtsatLogMel's buffers.
+FRONT_END_KEYS: dict[str, str] = {"audio_branch.spectrogram_extractor.stft.conv_real.weight": "conv_real",
+                                  "audio_branch.spectrogram_extractor.stft.conv_imag.weight": "conv_imag",
+                                  "audio_branch.logmel_extractor.melW": "melW"}
+
+
+def front_end_from_checkpoint(dropped: dict[str, torch.Tensor], setting: str = "checkpoint"
+                              ) -> tuple[HtsatLogMel, dict[str, float]]:
+    """The front end for a checkpoint: :class:`HtsatLogMel` with the checkpoint's own STFT kernels and mel filter
+    bank where it stores them, because laion_clap's ``load_state_dict`` overwrites torchlibrosa's freshly computed
+    tensors with the stored ones, so that is what the reference computes with. Each stored tensor is compared with
+    the one computed here: a shape mismatch or a difference above 1e-3 of its largest value means another
+    STFT/mel setting (not HTSAT-base's) and raises :class:`ClapError`. Returns ``(front_end, {key: max abs diff})``."""
+    fe = HtsatLogMel()
+    diffs: dict[str, float] = {}
+    for key, attr in FRONT_END_KEYS.items():
+        if key not in dropped:
+            continue
+        mine = getattr(fe, attr)
+        theirs = dropped[key].detach().to(torch.float32).clone()  # not a view of a memory-mapped file
+        if tuple(theirs.shape) != tuple(mine.shape):
+            raise ClapError(f"{setting}: {key} has shape {tuple(theirs.shape)}, the HTSAT-base front end "
+                            f"{tuple(mine.shape)}: the checkpoint was trained with another STFT/mel setting")
+        diff = float((theirs - mine).abs().max())
+        if not diff <= 1e-3 * float(mine.abs().max()):
+            raise ClapError(f"{setting}: {key} differs from the HTSAT-base front end computed here by {diff:.3g} "
+                            f"(largest value {float(mine.abs().max()):.3g}): the checkpoint was trained with another "
+                            f"STFT/mel setting")
+        if diff > 0:
+            log.info("%s: %s differs from the recomputed one by %.3g; using the checkpoint's, as laion_clap does",
+                     setting, key, diff)
+        setattr(fe, attr, theirs)  # a registered buffer: stays non-persistent, moves with .to()
+        diffs[key] = diff
+    return fe, diffs
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Building
+# ----------------------------------------------------------------------------------------------------------------
+def load_converted(model: torch.nn.Module, converted: dict[str, torch.Tensor], setting: str = "checkpoint") -> None:
+    """``model.load_state_dict(converted, strict=True)``, with an error that names missing / unexpected keys and
+    shape mismatches first."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in converted]
+    unexpected = [k for k in converted if k not in own]
+    shapes = [f"{k}: {tuple(converted[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in converted and tuple(converted[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        raise ClapError(
+            f"{setting}: does not fit the ClapModel built here (missing {len(missing)}: {missing[:6]}, unexpected "
+            f"{len(unexpected)}: {unexpected[:6]}, shape mismatches {len(shapes)}: {shapes[:4]}). The audiocraft "
+            f"protocol needs a HTSAT-base, non-fusion LAION-CLAP checkpoint (music_audioset_epoch_15_esc_90.14.pt) "
+            f"and model_size=full.")
+    model.load_state_dict(converted, strict=True)
+
+
+def build_clap_hf(size: str = "full", *, seed: int = 0, checkpoint_path: str | os.PathLike | None = None,
+                  trust: bool = False, vocab_size: int | None = None,
+                  drop_keys: Sequence[str] = DROP_KEYS) -> tuple[torch.nn.Module, dict]:
+    """``(transformers.ClapModel in eval mode, info)`` with laion_clap's HTSAT-base + roberta architecture.
+
+    ``checkpoint_path=None``: random weights drawn from ``seed`` (transformers' own initialisation) inside
+    ``torch.random.fork_rng``, so the caller's global RNG is left as it was. Otherwise the LAION-CLAP checkpoint is
+    read with ``torch.load(weights_only=True)`` (a file that needs full unpickling is refused unless ``trust=True``,
+    the setting ``metrics.clap.trust_checkpoint=true``), unwrapped (``state_dict``, ``module.`` prefix,
+    ``drop_keys`` popped as audiocraft does), converted with :func:`convert_laion_state_dict` and loaded strictly.
+    ``vocab_size``: the text vocabulary (default: the checkpoint's, else roberta-base's 50265).
+
+    ``info``: ``size``, ``random``, ``seed``, ``checkpoint``, ``dropped_keys`` (the checkpoint keys dropped on
+    purpose), ``audio`` (front-end constants: sample_rate, clip_samples, ...), ``model`` (a description),
+    ``front_end`` (the :class:`HtsatLogMel` module to use: with a checkpoint, holding the checkpoint's own STFT
+    kernels and mel filters, see :func:`front_end_from_checkpoint`) and ``front_end_max_abs_diff`` (stored vs
+    recomputed front-end tensors). ``front_end`` is a module: leave it out of anything serialised."""
+    from transformers import ClapModel
+
+    if size not in ("full", "tiny"):
+        raise ClapError(f"model_size={size!r}: expected 'full' or 'tiny'")
+    converted = dropped = None
+    if checkpoint_path is not None:
+        sd = read_clap_state_dict(checkpoint_path, tuple(drop_keys), trust)
+        converted, dropped_names = _convert(sd)
+        dropped = {k: sd[k] for k in dropped_names}
+        if vocab_size is None and "text_model.embeddings.word_embeddings.weight" in converted:
+            vocab_size = int(converted["text_model.embeddings.word_embeddings.weight"].shape[0])
+    config = clap_config(size, vocab_size)
+    with _BUILD_LOCK, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        model = ClapModel(config)
+    info: dict[str, Any] = {
+        "size": size, "random": checkpoint_path is None, "seed": int(seed) if checkpoint_path is None else None,
+        "checkpoint": None if checkpoint_path is None else str(Path(checkpoint_path)),
+        "dropped_keys": sorted(dropped) if dropped else [], "audio": dict(AUDIO_CFG),
+        "model": ("transformers ClapModel: HTSAT-base + roberta-base, enable_fusion=False" if size == "full" else
+                  "transformers ClapModel: shrunken HTSAT + 1-layer RoBERTa (tiny)"),
+    }
+    if converted is not None:
+        setting = f"metrics.clap.checkpoint={checkpoint_path}"
+        info["front_end"], info["front_end_max_abs_diff"] = front_end_from_checkpoint(dropped, setting)
+        load_converted(model, converted, setting=setting)
+    else:
+        info["front_end"], info["front_end_max_abs_diff"] = HtsatLogMel(), {}
+    return model.eval(), info
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The embedder
+# ----------------------------------------------------------------------------------------------------------------
+class ClapHFEmbedder:
+    """Batched audio and text embeddings (L2-normalised, 512-d) from a :func:`build_clap_hf` model and a tokenizer;
+    the interface of :class:`evalkit.backbones.clap.ClapEmbedder`.
+
+    Audio: waveform ``[B, 480000]`` -> :class:`HtsatLogMel` -> ``ClapModel.audio_model`` (bn0 ... avg-pool)
+    -> ``audio_projection`` -> ``F.normalize`` (laion: ``get_audio_embedding``). Text: RoBERTa tokens
+    (``padding="max_length", truncation=True, max_length=77``) -> ``text_model`` pooler output (dense + tanh on
+    ``<s>``) -> ``text_projection`` -> ``F.normalize`` (laion: ``get_text_embedding``). The projections and the
+    normalisation are called here rather than through ``get_*_features``, whose return type changed between
+    transformers 4 (a tensor) and 5 (a model output)."""
+
+    def __init__(self, model: torch.nn.Module, info: dict, tokenizer: Any, *, device: str | torch.device = "cpu",
+                 text_max_length: int = 77, text_padding: str = "max_length", text_truncation: bool = True) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.info = info
+        audio = dict(AUDIO_CFG, **(info.get("audio") or {}))
+        front_end = info.get("front_end")
+        if front_end is None:
+            front_end = HtsatLogMel(audio["sample_rate"], audio["window_size"], audio["hop_size"], audio["mel_bins"],
+                                    audio["fmin"], audio["fmax"])
+        self.front_end = front_end.to(self.device).eval()
+        self._audio = audio
+        self.tokenizer = tokenizer
+        self.text_max_length = int(text_max_length)
+        self.text_padding = text_padding
+        self.text_truncation = bool(text_truncation)
+        vocab = self.model.text_model.embeddings.word_embeddings.num_embeddings
+        if len(tokenizer) > vocab:
+            raise ClapError(f"the tokenizer has {len(tokenizer)} entries but the text model only {vocab}")
+
+    @property
+    def clip_samples(self) -> int:
+        return int(self._audio["clip_samples"])
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self._audio["sample_rate"])
+
+    @torch.no_grad()
+    def audio_features(self, waves: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The ``input_features`` ``[B, 1, T, 64]`` of 1-D waveforms of exactly ``clip_samples`` samples."""
+        for w in waves:
+            if w.dim() != 1 or w.shape[0] != self.clip_samples:
+                raise ValueError(f"embed_audio expects 1-D waveforms of {self.clip_samples} samples, "
+                                 f"got {tuple(w.shape)}")
+        batch = torch.stack([w.to(self.device, torch.float32) for w in waves])
+        return self.front_end(batch)
+
+    @torch.no_grad()
+    def embed_audio(self, waves: Sequence[torch.Tensor], longer: Sequence[bool] | None = None) -> torch.Tensor:
+        """``waves``: 1-D tensors of exactly ``clip_samples`` samples at ``sample_rate`` (see
+        :func:`evalkit.backbones.clap.fit_to_length`). ``longer`` is passed on as ``is_longer`` (read by fusion
+        models only; this non-fusion model ignores it, as laion's does)."""
+        if longer is None:
+            longer = [False] * len(waves)
+        if len(longer) != len(waves):
+            raise ValueError(f"embed_audio: {len(waves)} waveforms but {len(longer)} 'longer' flags")
+        feats = self.audio_features(waves)
+        is_longer = torch.tensor([[bool(x)] for x in longer], device=self.device)
+        pooled = self.model.audio_model(input_features=feats, is_longer=is_longer).pooler_output
+        return F.normalize(self.model.audio_projection(pooled), dim=-1)
+
+    @torch.no_grad()
+    def embed_text(self, captions: Sequence[str]) -> torch.Tensor:
+        """RoBERTa tokens (``padding="max_length", truncation=True, max_length=77``) -> text embedding."""
+        from evalkit.backbones.tokenizers import encode_batch
+
+        enc = encode_batch(self.tokenizer, captions, max_length=self.text_max_length, padding=self.text_padding,
+                           truncation=self.text_truncation)
+        pooled = self.model.text_model(input_ids=enc["input_ids"].to(self.device),
+                                       attention_mask=enc["attention_mask"].to(self.device)).pooler_output
+        return F.normalize(self.model.text_projection(pooled), dim=-1)
