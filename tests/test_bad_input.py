@@ -183,14 +183,23 @@ class _NotATensor:  # anything a weights_only load refuses
     pass
 
 
-def test_unsafe_checkpoint_is_not_unpickled_unless_trusted(tmp_path):
-    from evalkit.backbones.clap import ClapError, read_clap_state_dict
+@pytest.mark.parametrize("metric", ["fad", "kld", "clap"])
+def test_unsafe_checkpoint_is_not_unpickled_unless_trusted(tmp_path, metric):
+    """Every backbone reads its file through the one reader: weights_only=True, and a file that needs full
+    unpickling is refused naming the metric's trust switch."""
+    from evalkit.backbones.weights import UnsafeCheckpointError
+    from evalkit.registry import get_metric
+    from evalkit.spec import metric_recipe
 
-    f = tmp_path / "clap.pt"
+    f = tmp_path / f"{metric}.pt"
     torch.save({"state_dict": {"w": torch.ones(2)}, "extra": _NotATensor()}, f)
-    with pytest.raises(ClapError, match="trust_checkpoint=true"):
-        read_clap_state_dict(f)
-    assert torch.equal(read_clap_state_dict(f, trust=True)["w"], torch.ones(2))
+    recipe = dict(metric_recipe(metric), checkpoint=str(f), checkpoint_sha256=None, model_size="tiny", tokenizer="tiny")
+    m = get_metric(metric)
+    with pytest.raises(UnsafeCheckpointError, match=rf"metrics\.{metric}\.trust_checkpoint=true"):
+        getattr(m(recipe), "model", None)  # KLD builds its network on first use
+    # trusted, the file is read and then refused for what it is (not a backbone state dict), naming the file
+    with pytest.raises(Exception, match=f"{metric}.pt"):
+        getattr(m(dict(recipe, trust_checkpoint=True)), "model", None)
 
 
 def test_reference_metrics_without_references_stop_before_generation(tmp_path):

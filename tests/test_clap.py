@@ -2,6 +2,7 @@
 the deterministic crop, laion_clap's repeat-pad rule, pairing by id, silent audio, checkpoint loading, state."""
 from __future__ import annotations
 
+import importlib.util
 import math
 import random
 
@@ -33,18 +34,34 @@ def metric():
     return ClapScore(clap_recipe())
 
 
+HAVE_LAION = importlib.util.find_spec("laion_clap") is not None
+needs_laion = pytest.mark.skipif(not HAVE_LAION, reason="laion_clap is not installed: parity with laion_clap's own "
+                                 "CLAP_Module needs the extra evalkit[reference] (pip install -e '.[reference]')")
+
+
 @pytest.fixture(scope="module")
-def laion(metric):
-    """laion_clap's CLAP_Module around the *same* model and tokenizer (its __init__ would fetch roberta-base)."""
+def laion_pair(tmp_path_factory):
+    """laion_clap's CLAP_Module around a tiny laion model (its __init__ would fetch roberta-base), and evalkit's
+    metric loading the *same* weights from a laion-format checkpoint file (the released file's layout)."""
     from laion_clap import CLAP_Module
 
+    from evalkit.backbones.tokenizers import tiny_roberta_tokenizer
+    from evalkit.metrics.clap import ClapScore
+    from tests.laion_reference import build_clap
+
+    tok = tiny_roberta_tokenizer()
+    model, cfg = build_clap("tiny", vocab_size=len(tok), seed=0)
+    sd = {f"module.{k}": v for k, v in model.state_dict().items()}
+    sd["module.text_branch.embeddings.position_ids"] = torch.arange(80)[None]
+    path = tmp_path_factory.mktemp("clap") / "tiny_clap.pt"
+    torch.save({"epoch": 15, "state_dict": sd}, path)
     mod = CLAP_Module.__new__(CLAP_Module)
     torch.nn.Module.__init__(mod)
     mod.enable_fusion = False
-    mod.model = metric.embedder.model
-    mod.model_cfg = metric.embedder.model_cfg
-    mod.tokenize = metric.tokenizer
-    return mod
+    mod.model = model
+    mod.model_cfg = cfg
+    mod.tokenize = tok
+    return ClapScore(clap_recipe(checkpoint=str(path), tokenizer="tiny")), mod
 
 
 def ours(metric, waves_48k):
@@ -55,7 +72,7 @@ def ours(metric, waves_48k):
 
 # ---------------------------------------------------------------------------------------------------------------
 def test_recipe_is_audiocrafts(metric):
-    from evalkit.backbones.clap import ROBERTA_BASE, laion_model_config
+    from evalkit.backbones.clap import AUDIO_CFG, ROBERTA_BASE
     from evalkit.registry import get_metric
 
     r = clap_recipe(model_size="full", checkpoint=None)
@@ -69,12 +86,11 @@ def test_recipe_is_audiocrafts(metric):
                                    "music_audioset_epoch_15_esc_90.14.pt")
     assert r["drop_state_keys"] == ["text_branch.embeddings.position_ids"]
     assert clap_recipe(crop="center")["crop"] == "center"  # a user override wins over the protocol
-    audio_cfg = laion_model_config("HTSAT-base")["audio_cfg"]
-    assert (audio_cfg["sample_rate"], audio_cfg["clip_samples"], audio_cfg["model_name"]) == (48000, 480000, "base")
+    assert (AUDIO_CFG["sample_rate"], AUDIO_CFG["clip_samples"]) == (48000, 480000)  # HTSAT-base.json audio_cfg
     # roberta-base config.json, not transformers' RobertaConfig() defaults (512 positions, 2 types, eps 1e-12)
     assert (ROBERTA_BASE["max_position_embeddings"], ROBERTA_BASE["type_vocab_size"], ROBERTA_BASE["layer_norm_eps"],
             ROBERTA_BASE["pad_token_id"], ROBERTA_BASE["vocab_size"]) == (514, 1, 1e-5, 1, 50265)
-    text_cfg = metric.embedder.model.text_branch.config
+    text_cfg = metric.embedder.model.text_model.config
     assert (text_cfg.layer_norm_eps, text_cfg.pad_token_id, text_cfg.type_vocab_size) == (1e-5, 1, 1)
     cls = get_metric("clap")
     assert cls is type(metric)
@@ -83,7 +99,9 @@ def test_recipe_is_audiocrafts(metric):
         ("clap", "clap", True, False, "Text Consistency")
 
 
-def test_audio_parity_with_laion_clap_exact_length_and_repeatpad(metric, laion):
+@needs_laion
+def test_audio_parity_with_laion_clap_exact_length_and_repeatpad(laion_pair):
+    metric, laion = laion_pair
     waves = [noise(SR, 10.0, 0.1, seed=1)[0], chord([220, 277, 330], SR, 150001 / SR)[0], sine(880, SR, 7000 / SR)[0]]
     assert [w.shape[0] for w in waves] == [480000, 150001, 7000]
     ref = laion.get_audio_embedding_from_data(waves, use_tensor=True).detach()
@@ -112,7 +130,9 @@ def test_repeatpad_rule_is_laion_claps():
     assert not longer and torch.equal(y, exact)
 
 
-def test_text_parity_with_laion_clap(metric, laion):
+@needs_laion
+def test_text_parity_with_laion_clap(laion_pair):
+    metric, laion = laion_pair
     captions = ["A calm piano melody with soft strings.", "Heavy metal: distorted guitars, double-kick drums ♪",
                 "lo-fi " * 40]  # the last one is truncated to 77 tokens
     ref = laion.get_text_embedding(captions, use_tensor=True).detach()
@@ -121,7 +141,9 @@ def test_text_parity_with_laion_clap(metric, laion):
     assert (got[0] - got[1]).abs().max() > 1e-3
 
 
-def test_long_audio_crop_is_deterministic_unlike_laion_clap(metric, laion):
+@needs_laion
+def test_long_audio_crop_is_deterministic_unlike_laion_clap(metric, laion_pair):
+    laion_metric, laion = laion_pair
     from evalkit.backbones.clap import fit_to_length
     from evalkit.metrics.clap import ClapScore
 
@@ -132,12 +154,12 @@ def test_long_audio_crop_is_deterministic_unlike_laion_clap(metric, laion):
     assert first == second_run  # bit for bit, a fresh model from the same seed
     # crop=start keeps the first 480,000 samples: laion_clap's embedding of exactly those (no randomness there)
     start = laion.get_audio_embedding_from_data(long[None, :N], use_tensor=True).detach()
-    assert torch.allclose(ours(metric, [long]), start, atol=1e-5)
+    assert torch.allclose(ours(laion_metric, [long]), start, atol=1e-5)
     centre, longer = fit_to_length(long, N, crop="center")
     assert longer and torch.equal(centre, long[60000:540000])
     assert torch.equal(fit_to_length(long, N, crop="end")[0], long[-N:])
     ref_c = laion.get_audio_embedding_from_data(long[None, 60000:540000], use_tensor=True).detach()
-    assert torch.allclose(metric.embedder.embed_audio([centre], [True]), ref_c, atol=1e-5)
+    assert torch.allclose(laion_metric.embedder.embed_audio([centre], [True]), ref_c, atol=1e-5)
     # laion_clap itself picks a random offset (np.random): two draws, two embeddings (LAION-AI/CLAP issue 166)
     state = np.random.get_state()
     try:
@@ -250,21 +272,23 @@ def test_states_merge_by_addition(metric):
 
 
 def test_checkpoint_file_is_loaded_and_described(tmp_path):
-    from evalkit.backbones.clap import ClapError, build_clap
+    from evalkit.backbones.clap import ClapError, build_clap_hf
     from evalkit.io import sha256_file
     from evalkit.metrics.clap import ClapScore
 
-    source, _ = build_clap("tiny", vocab_size=261, seed=1)
-    sd = {f"module.{k}": v for k, v in source.state_dict().items()}
-    sd["module.text_branch.embeddings.position_ids"] = torch.arange(80)[None]  # as in the released files
+    source, _ = build_clap_hf("tiny", vocab_size=261, seed=1)
+    # the same weights in the released file's laion layout (tests/test_clap_backbone.py checks the key map itself)
+    from tests.test_clap_backbone import to_laion_layout
+
     path = tmp_path / "tiny_clap.pt"
-    torch.save({"epoch": 15, "state_dict": sd}, path)
+    torch.save({"epoch": 15, "state_dict": to_laion_layout(source)}, path)
     m = ClapScore(clap_recipe(checkpoint=str(path), tokenizer="tiny"))
     d = m.describe()
     assert (d["checkpoint"], d["checkpoint_sha256"], d["random_weights"]) == ("tiny_clap.pt", sha256_file(path), False)
     assert d["protocol"] == "audiocraft" and d["tokenizer"].startswith("evalkit:tiny") and d["model_size"] == "tiny"
     for (k, v), (k2, v2) in zip(m.embedder.model.state_dict().items(), source.state_dict().items()):
         assert k == k2 and torch.equal(v, v2), k
+    sd = torch.load(path, weights_only=True)["state_dict"]
     bad = {k: v for k, v in sd.items() if "logit_scale_a" not in k}
     torch.save({"state_dict": bad}, tmp_path / "bad.pt")
     with pytest.raises(ClapError, match="logit_scale_a"):

@@ -1,45 +1,52 @@
-"""LAION-CLAP (HTSAT audio tower + RoBERTa text tower) built from ``laion_clap``'s own classes, offline.
+"""LAION-CLAP (HTSAT-base audio tower + RoBERTa text tower) on :class:`transformers.ClapModel`: audiocraft's CLAP
+(``laion_clap.CLAP_Module(enable_fusion=False, amodel="HTSAT-base")`` + ``music_audioset_epoch_15_esc_90.14.pt``)
+without ``laion_clap`` at run time.
 
-What ``laion_clap.CLAP_Module(enable_fusion=False, amodel="HTSAT-base")`` does, and why evalkit does not call it:
-- ``import laion_clap`` imports ``laion_clap.training.data``, which builds three tokenizers from the hub at import
-  time (with ``HF_HUB_OFFLINE=1`` they come back *empty*; without it the import retries the hub for minutes);
-- ``CLAP(...)`` calls ``RobertaModel.from_pretrained("roberta-base")`` for weights that the CLAP checkpoint then
-  overwrites;
-- ``get_audio_embedding_from_data`` crops audio longer than 480,000 samples at a *random* offset (``rand_trunc`` in
-  ``training/data.py: get_audio_features``; LAION-AI/CLAP issue 166).
+Why not laion_clap: ``laion-clap`` 1.1.7 pins ``numpy<2`` and pulls in wandb, webdataset, h5py, scikit-learn and
+llvmlite, all for model classes that ``transformers`` also ships; its import fetches tokenizers from the hub; and
+``get_audio_embedding_from_data`` crops audio longer than 10 s at a *random* offset (LAION-AI/CLAP issue 166).
+Here: :func:`clap_config` (laion's HTSAT-base + roberta-base, non-fusion, as a ``ClapConfig``),
+:func:`convert_laion_state_dict` (LAION checkpoint keys -> ``ClapModel`` keys, an explicit map: a key neither mapped
+nor on :data:`DROPPED_KEYS` is an error), :class:`HtsatLogMel` (laion's torchlibrosa front end in torch, bit for
+bit), :class:`ClapBackbone` (build / load / describe, the backbone interface), :func:`fit_to_length` (laion's
+``repeatpad`` rule, a deterministic crop) and :class:`ClapEmbedder` (batched, L2-normalised 512-d embeddings).
+``tests/test_clap_backbone.py`` checks embeddings and the audiocraft score against laion_clap's own classes on
+identical weights (environment ``evalkit[reference]``): max abs difference at full size on random weights, 10 s /
+3.7 s / 13 s music clips: audio <= 6e-8, text <= 1.6e-7, score <= 7.5e-8.
 
-So evalkit imports only ``clap_module`` (the model package inside ``laion_clap``; the same module object that
-``laion_clap.hook`` uses), builds ``clap_module.model.CLAP`` from laion_clap's model config (``model_configs/
-HTSAT-base.json``) with the RoBERTa text tower built from a :class:`transformers.RobertaConfig` (random init, then
-overwritten by the checkpoint), and prepares audio itself (:func:`fit_to_length`: laion_clap's ``repeatpad`` rule
-for short audio, a deterministic crop for long audio). The model's own ``get_audio_embedding`` /
-``get_text_embedding`` then run unchanged, so the embeddings equal ``CLAP_Module``'s on the same weights and inputs
-(tests/test_clap_parity.py).
+Where laion_clap's HTSAT and ``ClapModel``'s audio tower meet
+--------------------------------------------------------------
+laion's ``HTSAT_Swin_Transformer.forward`` (non-fusion) takes the *waveform* and computes, inside the model,
+``Spectrogram -> LogmelFilterBank -> bn0 -> reshape_wav2img -> forward_features``. ``ClapAudioModel`` starts at
+``bn0`` (its ``batch_norm``): it takes ``input_features`` of shape ``[B, 1, T, 64]`` (T = 1001 frames for 480,000
+samples) and ``is_longer``. :class:`HtsatLogMel` supplies the part before ``bn0``. ``is_longer`` is read only by a
+fusion model; laion's non-fusion HTSAT ignores ``longer`` too, so for this model the flag changes nothing (tested).
 
-``size="tiny"`` builds a shrunken model of the same classes (HTSAT with 4 one-block stages of width 16..128, a
-one-layer RoBERTa) for fast tests and the offline demo; it is never used with released weights.
+``size="tiny"`` is a shrunken model of the same classes (HTSAT of width 16 with one block per stage, a one-layer
+RoBERTa) for fast tests and the offline demo; it is never used with released weights.
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
 import os
-import pickle
-import sys
-import threading
-import warnings
-from copy import deepcopy
+import re
 from pathlib import Path
 from typing import Any, Sequence
-from unittest import mock
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from evalkit.audio import AudioError
+from evalkit.backbones.base import Backbone
+from evalkit.backbones.weights import Checkpoint, CheckpointError, read_state_dict
 
 log = logging.getLogger(__name__)
+
+
+class ClapError(CheckpointError):
+    pass
+
 
 #: ``roberta-base``'s ``config.json`` (huggingface.co/roberta-base). transformers' ``RobertaConfig()`` defaults differ
 #: (512 positions, 2 token types, layer-norm eps 1e-12): the wrong eps would load without error and shift every
@@ -61,160 +68,412 @@ TINY_HTSAT: dict[str, Any] = dict(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[
 #: checkpoints, a non-persistent one since; audiocraft (``utils/utils.py: load_clap_state_dict``) pops it.
 DROP_KEYS = ("text_branch.embeddings.position_ids",)
 
-_BUILD_LOCK = threading.Lock()
+# ----------------------------------------------------------------------------------------------------------------
+# Architecture constants (laion_clap 1.1.7)
+# ----------------------------------------------------------------------------------------------------------------
+#: ``clap_module/model_configs/HTSAT-base.json`` ``audio_cfg``: the front end's constants. ``window_size`` here is
+#: the STFT window (1024 samples), not the Swin window (8 patches).
+AUDIO_CFG: dict[str, int] = dict(sample_rate=48000, clip_samples=480000, window_size=1024, hop_size=480, mel_bins=64,
+                                 fmin=50, fmax=14000)
 
+#: ``htsat.py: create_htsat_model`` for ``model_name == "base"`` and the ``HTSAT_Swin_Transformer`` defaults it
+#: keeps (mlp_ratio 4, qkv_bias, patch_norm, no absolute position embedding, drop_rate 0, attn_drop_rate 0,
+#: drop_path_rate 0.1, LayerNorm eps 1e-5, exact GELU).
+HTSAT_BASE: dict[str, Any] = dict(spec_size=256, patch_size=4, patch_stride=(4, 4), embed_dim=128,
+                                  depths=[2, 2, 12, 2], num_heads=[4, 8, 16, 32], window_size=8, class_num=527)
 
-class ClapError(RuntimeError):
-    pass
+#: laion_clap's ``CLAP(joint_embed_shape=512, mlp_act="relu")``: both projections are Linear -> ReLU -> Linear.
+PROJECTION_DIM = 512
 
+#: Keys of a LAION-CLAP (HTSAT, roberta, non-fusion) state dict that ``ClapModel`` has no place for, and why
+#: dropping them does not change ``get_audio_embedding`` / ``get_text_embedding``. Each is matched by a regular
+#: expression; a key matched by no rename and no drop rule is an error.
+DROPPED_KEYS: dict[str, str] = {
+    r"audio_branch\.spectrogram_extractor\.stft\.conv_(real|imag)\.weight":
+        "torchlibrosa STFT kernels (frozen): not ClapModel weights; the front end (HtsatLogMel) uses the "
+        "checkpoint's copy after comparing it with its own (front_end_from_checkpoint)",
+    r"audio_branch\.logmel_extractor\.melW":
+        "torchlibrosa mel filter bank (frozen, librosa.filters.mel): as the STFT kernels",
+    r"audio_branch\.layers\.\d+\.blocks\.\d+\.attn_mask":
+        "shifted-window attention mask, a constant of the block geometry: ClapAudioLayer.get_attn_mask rebuilds the "
+        "same mask at each call",
+    r"audio_branch\.tscam_conv\.(weight|bias)":
+        "HTSAT's AudioSet token-semantic head: forward_features runs it, but the embedding ('embedding', the "
+        "avg-pooled features) is taken before it",
+    r"audio_branch\.head\.(weight|bias)":
+        "HTSAT's classification Linear: defined, never called by forward_features",
+    r"(audio|text)_transform\.sequential\.\d+\.(weight|bias)":
+        "MLPLayers used only by CLAP.forward for the training loss (audio/text_features_mlp); "
+        "get_audio_embedding / get_text_embedding do not apply them",
+}
+
+_B = r"audio_branch\.layers\.(\d+)\.blocks\.(\d+)\."
+_E = r"audio_model.audio_encoder.layers.\1.blocks.\2."
+#: (laion key pattern, ClapModel key template); every pattern is anchored at both ends.
+RENAMES: list[tuple[str, str]] = [
+    (r"logit_scale_(a|t)", r"logit_scale_\1"),
+    (r"audio_branch\.bn0\.(weight|bias|running_mean|running_var|num_batches_tracked)",
+     r"audio_model.audio_encoder.batch_norm.\1"),
+    (r"audio_branch\.patch_embed\.(proj|norm)\.(weight|bias)", r"audio_model.audio_encoder.patch_embed.\1.\2"),
+    (_B + r"norm1\.(weight|bias)", _E + r"layernorm_before.\3"),
+    (_B + r"attn\.(relative_position_bias_table|relative_position_index)", _E + r"attention.self.\3"),
+    (_B + r"attn\.proj\.(weight|bias)", _E + r"attention.output.dense.\3"),
+    (_B + r"norm2\.(weight|bias)", _E + r"layernorm_after.\3"),
+    (_B + r"mlp\.fc1\.(weight|bias)", _E + r"intermediate.dense.\3"),
+    (_B + r"mlp\.fc2\.(weight|bias)", _E + r"output.dense.\3"),
+    (r"audio_branch\.layers\.(\d+)\.downsample\.(reduction\.weight|norm\.weight|norm\.bias)",
+     r"audio_model.audio_encoder.layers.\1.downsample.\2"),
+    (r"audio_branch\.norm\.(weight|bias)", r"audio_model.audio_encoder.norm.\1"),
+    (r"(audio|text)_projection\.0\.(weight|bias)", r"\1_projection.linear1.\2"),   # Sequential(Linear, ReLU, Linear)
+    (r"(audio|text)_projection\.2\.(weight|bias)", r"\1_projection.linear2.\2"),
+    (r"text_branch\.embeddings\.(word_embeddings|position_embeddings|token_type_embeddings)\.weight",
+     r"text_model.embeddings.\1.weight"),
+    (r"text_branch\.embeddings\.LayerNorm\.(weight|bias)", r"text_model.embeddings.LayerNorm.\1"),
+    (r"text_branch\.embeddings\.(position_ids|token_type_ids)", r"text_model.embeddings.\1"),
+    (r"text_branch\.encoder\.layer\.(\d+)\.(attention\.self\.(?:query|key|value)|attention\.output\.dense|"
+     r"attention\.output\.LayerNorm|intermediate\.dense|output\.dense|output\.LayerNorm)\.(weight|bias)",
+     r"text_model.encoder.layer.\1.\2.\3"),
+    (r"text_branch\.pooler\.dense\.(weight|bias)", r"text_model.pooler.dense.\1"),
+]
+#: laion's fused ``qkv`` Linear (rows: query, key, value) -> ClapAudioSelfAttention's three Linears.
+QKV = (_B + r"attn\.qkv\.(weight|bias)", _E + r"attention.self.{}.\3")
+
+#: Constant buffers ``ClapTextEmbeddings`` stores (persistent) and laion checkpoints lack: the released checkpoint
+#: has ``position_ids`` (audiocraft pops it), none has ``token_type_ids``. Built from the position table's length.
+SYNTHESISED_KEYS = ("text_model.embeddings.position_ids", "text_model.embeddings.token_type_ids")
 
 # ----------------------------------------------------------------------------------------------------------------
-# laion_clap's model package, without laion_clap/__init__ (which imports the hub-hungry training.data)
+# Config
 # ----------------------------------------------------------------------------------------------------------------
-def clap_modules():
-    """``(clap_module.model, clap_module.htsat, clap_module.factory)`` of the installed laion_clap.
+def clap_config(size: str = "full", vocab_size: int | None = None):
+    """The ``transformers.ClapConfig`` of laion_clap's ``HTSAT-base`` + ``roberta`` non-fusion CLAP.
 
-    laion_clap's ``__init__`` appends its own folder to ``sys.path`` and imports the model package as the
-    top-level ``clap_module``; evalkit does the same without running that ``__init__``."""
-    if "clap_module.model" not in sys.modules:
-        spec = importlib.util.find_spec("laion_clap")
-        if spec is None or not spec.submodule_search_locations:
-            raise ClapError("laion_clap is not installed: `pip install laion-clap` (evalkit pins 1.1.7)")
-        folder = list(spec.submodule_search_locations)[0]
-        if folder not in sys.path:
-            sys.path.append(folder)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # timm's FutureWarning about timm.models.layers, torch meshgrid
-            importlib.import_module("clap_module")
-    return sys.modules["clap_module.model"], importlib.import_module("clap_module.htsat"), \
-        importlib.import_module("clap_module.factory")
+    ``size="full"``: HTSAT-base (patch embedding 128, depths [2, 2, 12, 2], heads [4, 8, 16, 32], Swin window 8,
+    spec_size 256, patch 4 / stride 4, hidden 128 * 2**3 = 1024) and roberta-base's own ``config.json`` (vocab 50265,
+    514 positions, 1 token type, layer-norm eps 1e-5, pad 1 / bos 0 / eos 2; ``ClapTextConfig``'s default eps is
+    1e-12, which would load without error and shift every text embedding). Projections: 512, ReLU.
+    ``size="tiny"``: the shrunken model of laion reference builder (HTSAT embed 16, depths
+    [1, 1, 1, 1]; one RoBERTa layer of width 768 with intermediate size 64), random weights only.
+    """
+    from transformers import ClapAudioConfig, ClapConfig, ClapTextConfig
 
-
-def laion_model_config(amodel: str) -> dict:
-    """laion_clap's architecture config (``clap_module/model_configs/<amodel>.json``), a deep copy."""
-    _, _, factory = clap_modules()
-    if amodel not in factory._MODEL_CONFIGS:
-        raise ClapError(f"laion_clap has no model config {amodel!r}; known: {sorted(factory._MODEL_CONFIGS)}")
-    return deepcopy(factory._MODEL_CONFIGS[amodel])
-
-
-def roberta_config(size: str = "full", vocab_size: int | None = None):
-    from transformers import RobertaConfig
-
-    kw = dict(ROBERTA_BASE)
-    if size == "tiny":
-        kw.update(TINY_ROBERTA)
-    if vocab_size is not None:
-        kw["vocab_size"] = int(vocab_size)
-    return RobertaConfig(**kw)
-
-
-class _RobertaFromConfig:
-    """Stands in for ``transformers.RobertaModel`` inside ``clap_module.model`` while ``CLAP`` is built:
-    ``from_pretrained(...)`` returns a randomly initialised ``RobertaModel(config)`` instead of downloading."""
-
-    def __init__(self, config):
-        self.config = config
-
-    def from_pretrained(self, *args, **kwargs):
-        from transformers import RobertaModel
-
-        return RobertaModel(self.config)
-
-
-def build_clap(size: str = "full", amodel: str = "HTSAT-base", *, vocab_size: int | None = None,
-               seed: int = 0) -> tuple[torch.nn.Module, dict]:
-    """``clap_module.model.CLAP`` as ``create_model(amodel, "roberta", enable_fusion=False)`` builds it, with
-    random weights drawn from ``seed`` (the global RNG is left as it was). Returns ``(model in eval mode, model_cfg)``
-    where ``model_cfg`` is the dict ``CLAP_Module.model_cfg`` would hold."""
     if size not in ("full", "tiny"):
         raise ClapError(f"model_size={size!r}: expected 'full' or 'tiny'")
-    M, H, _ = clap_modules()
-    model_cfg = laion_model_config(amodel)
-    model_cfg["text_cfg"]["model_type"] = "roberta"
-    model_cfg["enable_fusion"] = False
-    model_cfg["fusion_type"] = "None"
-    patches = [mock.patch.object(M, "RobertaModel", _RobertaFromConfig(roberta_config(size, vocab_size)))]
+    text = {k: v for k, v in ROBERTA_BASE.items() if k != "initializer_range"}  # not a ClapTextConfig field
     if size == "tiny":
-        t = TINY_HTSAT
-        model_cfg["audio_cfg"]["class_num"] = t["class_num"]
-        model_cfg["embed_dim"] = t["embed_dim"] * 2 ** (len(t["depths"]) - 1)
-
-        def tiny_htsat(audio_cfg, enable_fusion=False, fusion_type="None"):
-            return H.HTSAT_Swin_Transformer(
-                spec_size=256, patch_size=4, patch_stride=(4, 4), num_classes=audio_cfg.class_num,
-                embed_dim=t["embed_dim"], depths=list(t["depths"]), num_heads=list(t["num_heads"]),
-                window_size=t["window_size"], config=audio_cfg, enable_fusion=enable_fusion, fusion_type=fusion_type)
-
-        patches.append(mock.patch.object(M, "create_htsat_model", tiny_htsat))
-    with _BUILD_LOCK, torch.random.fork_rng(devices=[]), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.manual_seed(int(seed))
-        for p in patches:
-            p.start()
-        try:
-            model = M.CLAP(**model_cfg)
-        finally:
-            for p in reversed(patches):
-                p.stop()
-    return model.eval(), model_cfg
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Checkpoints
-# ----------------------------------------------------------------------------------------------------------------
-def _torch_load(path: Path, trust: bool = False) -> Any:
-    """``torch.load(weights_only=True)``; full unpickling (which can run code from the file) only when the user
-    says the file is trusted (``metrics.clap.trust_checkpoint=true``)."""
-    try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # not a zip-format file: no mmap
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if not trust:
-            raise ClapError(
-                f"{path}: holds objects other than tensors and plain containers, so it cannot be loaded safely "
-                f"(weights_only=True: {str(exc).splitlines()[0]}). If you trust the file, set "
-                f"metrics.clap.trust_checkpoint=true; better, save its state_dict as safetensors/.pt and pass that."
-            ) from exc
-    log.warning("%s: unpickling fully because metrics.clap.trust_checkpoint=true", path)
-    return torch.load(path, map_location="cpu", weights_only=False)
-
-
-def read_clap_state_dict(path: str | os.PathLike, drop_keys: Sequence[str] = DROP_KEYS, trust: bool = False) -> dict[str, torch.Tensor]:
-    """The model state dict of a LAION-CLAP checkpoint, as ``clap_module.factory.load_state_dict`` +
-    audiocraft's ``load_clap_state_dict`` read it: ``ckpt["state_dict"]`` if present, the DataParallel ``module.``
-    prefix removed, ``drop_keys`` removed when present."""
-    ckpt = _torch_load(Path(path), trust)
-    sd = ckpt["state_dict"] if isinstance(ckpt, dict) and "state_dict" in ckpt else ckpt
-    if not isinstance(sd, dict) or not sd:
-        raise ClapError(f"{path}: holds no state dict")
-    if next(iter(sd)).startswith("module"):
-        sd = {k[7:] if k.startswith("module.") else k: v for k, v in sd.items()}
+        text.update(TINY_ROBERTA)
+        htsat = dict(HTSAT_BASE, embed_dim=TINY_HTSAT["embed_dim"], depths=list(TINY_HTSAT["depths"]),
+                     num_heads=list(TINY_HTSAT["num_heads"]), window_size=TINY_HTSAT["window_size"],
+                     class_num=TINY_HTSAT["class_num"])
     else:
-        sd = dict(sd)
+        htsat = dict(HTSAT_BASE)
+    if vocab_size is not None:
+        text["vocab_size"] = int(vocab_size)
+    text.update(projection_dim=PROJECTION_DIM, projection_hidden_act="relu")
+    depths = list(htsat["depths"])
+    audio = dict(
+        num_mel_bins=AUDIO_CFG["mel_bins"], spec_size=htsat["spec_size"], window_size=htsat["window_size"],
+        patch_size=htsat["patch_size"], patch_stride=list(htsat["patch_stride"]),
+        patch_embeds_hidden_size=htsat["embed_dim"], depths=depths, num_attention_heads=list(htsat["num_heads"]),
+        hidden_size=htsat["embed_dim"] * 2 ** (len(depths) - 1), num_hidden_layers=len(depths),
+        num_classes=htsat["class_num"], hidden_act="gelu", mlp_ratio=4.0, qkv_bias=True, layer_norm_eps=1e-5,
+        enable_patch_layer_norm=True, flatten_patch_embeds=True, patch_embed_input_channels=1,
+        enable_fusion=False, fusion_type=None,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, drop_path_rate=0.1,  # inactive in eval mode
+        projection_dim=PROJECTION_DIM, projection_hidden_act="relu")
+    return ClapConfig(text_config=ClapTextConfig(**text).to_dict(), audio_config=ClapAudioConfig(**audio).to_dict(),
+                      projection_dim=PROJECTION_DIM, projection_hidden_act="relu", logit_scale_init_value=1 / 0.07)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checkpoint conversion
+# ----------------------------------------------------------------------------------------------------------------
+def _full(pattern: str) -> re.Pattern:
+    return re.compile(r"\A" + pattern + r"\Z")
+
+
+_RENAME_RES = [(_full(p), t) for p, t in RENAMES]
+_QKV_RE = _full(QKV[0])
+_DROP_RES = [(_full(p), why) for p, why in DROPPED_KEYS.items()]
+
+
+def _convert(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    out: dict[str, torch.Tensor] = {}
+    dropped: list[str] = []
+    unknown: list[str] = []
+
+    def put(key: str, value: torch.Tensor, src: str) -> None:
+        if key in out:
+            raise ClapError(f"checkpoint conversion: {src!r} maps to {key!r}, which another key already filled")
+        out[key] = value
+
+    for k, v in sd.items():
+        m = _QKV_RE.match(k)
+        if m:
+            if v.shape[0] % 3:
+                raise ClapError(f"checkpoint conversion: {k!r} has {v.shape[0]} rows, not a multiple of 3")
+            for name, part in zip(("query", "key", "value"), v.chunk(3, dim=0)):
+                put(m.expand(QKV[1]).format(name), part.clone(), k)
+            continue
+        for rx, template in _RENAME_RES:
+            m = rx.match(k)
+            if m:
+                put(m.expand(template), v, k)
+                break
+        else:
+            if any(rx.match(k) for rx, _ in _DROP_RES):
+                dropped.append(k)
+            else:
+                unknown.append(k)
+    if unknown:
+        hint = ""
+        if any("fusion" in k or "mel_conv" in k for k in unknown):
+            hint = " (these are feature-fusion layers: only non-fusion CLAP checkpoints are supported)"
+        raise ClapError(f"checkpoint conversion: {len(unknown)} key(s) of the LAION-CLAP state dict have no place in "
+                        f"ClapModel and are not on the list of deliberately dropped keys{hint}: {unknown}")
+    pos_key = "text_model.embeddings.position_embeddings.weight"
+    if pos_key in out:
+        n = out[pos_key].shape[0]
+        want_pos = torch.arange(n, dtype=torch.long)[None]
+        have = out.get(SYNTHESISED_KEYS[0])
+        if have is not None and not torch.equal(have.long().reshape(1, -1), want_pos):
+            raise ClapError(f"checkpoint conversion: text_branch.embeddings.position_ids is not 0..{n - 1}")
+        out[SYNTHESISED_KEYS[0]] = want_pos
+        have = out.get(SYNTHESISED_KEYS[1])
+        if have is not None and bool(have.ne(0).any()):
+            raise ClapError("checkpoint conversion: text_branch.embeddings.token_type_ids is not all zeros")
+        out[SYNTHESISED_KEYS[1]] = torch.zeros(1, n, dtype=torch.long)
+    return out, dropped
+
+
+def convert_laion_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A LAION-CLAP model state dict (``audio_branch.*``, ``text_branch.*``, ``audio_projection.*``,
+    ``text_projection.*``, ``logit_scale_a/t``; unwrapped and without the ``module.`` prefix, as
+    :func:`evalkit.backbones.clap.read_clap_state_dict` returns it) renamed for ``transformers.ClapModel``.
+
+    - every laion key must match one rule of :data:`RENAMES`, the ``qkv`` split (:data:`QKV`: laion's fused
+      ``[3 * dim, dim]`` Linear, rows query / key / value) or :data:`DROPPED_KEYS`; any other key raises
+      :class:`ClapError` naming it;
+    - ``text_model.embeddings.position_ids`` (``0..n-1``) and ``token_type_ids`` (zeros) are constant buffers
+      that ClapModel stores; they are built here (a ``position_ids`` in the input must already be ``0..n-1``).
+
+    Missing keys are found by ``load_state_dict(strict=True)`` (done by :meth:`ClapBackbone.load_weights`)."""
+    return _convert(sd)[0]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Audio front end (laion's HTSAT: torchlibrosa Spectrogram + LogmelFilterBank), in torch
+# ----------------------------------------------------------------------------------------------------------------
+def stft_kernels(n_fft: int = 1024, win_length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """torchlibrosa ``STFT``'s Conv1d kernels ``(real, imag)``, each ``[n_fft // 2 + 1, 1, n_fft]`` float32, built the
+    same way (float64 ``omega ** (x * y)`` DFT matrix times a periodic Hann window, then cast), so the spectrogram
+    matches torchlibrosa's to the last bit."""
+    import librosa
+
+    win_length = win_length or n_fft
+    window = librosa.util.pad_center(librosa.filters.get_window("hann", win_length, fftbins=True), size=n_fft)
+    x, y = np.meshgrid(np.arange(n_fft), np.arange(n_fft))
+    w = np.power(np.exp(-2 * np.pi * 1j / n_fft), x * y)[:, : n_fft // 2 + 1] * window[:, None]
+    return (torch.tensor(np.real(w).T, dtype=torch.float32)[:, None, :],
+            torch.tensor(np.imag(w).T, dtype=torch.float32)[:, None, :])
+
+
+def mel_filters(sample_rate: int = 48000, n_fft: int = 1024, n_mels: int = 64, fmin: float = 50.0,
+                fmax: float = 14000.0) -> torch.Tensor:
+    """torchlibrosa ``LogmelFilterBank.melW``: ``librosa.filters.mel(sr, n_fft, n_mels, fmin, fmax).T`` with
+    librosa's defaults, i.e. the Slaney mel scale (``htk=False``) and Slaney area normalisation (``norm="slaney"``),
+    float32, ``[n_fft // 2 + 1, n_mels]``."""
+    import librosa
+
+    fb = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, htk=False,
+                             norm="slaney", dtype=np.float32)
+    return torch.tensor(fb.T, dtype=torch.float32)
+
+
+class HtsatLogMel(torch.nn.Module):
+    """The log-mel front end of laion_clap's HTSAT (``spectrogram_extractor`` + ``logmel_extractor``), without
+    torchlibrosa: ``Spectrogram(n_fft=1024, hop_length=480, win_length=1024, window="hann", center=True,
+    pad_mode="reflect", power=2)`` as two strided Conv1d with torchlibrosa's kernels, then
+    ``LogmelFilterBank(sr=48000, n_fft=1024, n_mels=64, fmin=50, fmax=14000, ref=1.0, amin=1e-10, top_db=None)``:
+    ``10 * log10(max(mel, 1e-10)) - 10 * log10(max(1e-10, 1.0))``. Same operations in the same order as
+    torchlibrosa, so the output is bit-identical to laion's (tested).
+
+    ``forward(waves [B, N]) -> [B, 1, T, 64]`` with ``T = N // 480 + 1`` (1001 for 480,000 samples): the
+    ``input_features`` layout ``ClapModel``'s audio tower takes (it applies ``bn0`` = ``batch_norm`` itself).
+
+    Why not ``transformers.ClapFeatureExtractor``? Its defaults are another front end, and even set up to match it is
+    not laion's computation:
+    - the default ``truncation="fusion"`` uses HTK-scale mel filters without area normalisation (``mel_filters``,
+      the fusion models' front end), and returns 4 stacked mels; only ``truncation="rand_trunc"`` uses the Slaney
+      filters laion's non-fusion HTSAT was trained with;
+    - ``frequency_min`` defaults to 0 Hz (laion: 50 Hz);
+    - ``rand_trunc`` crops audio longer than 10 s at a *random* offset (``np.random``); evalkit crops
+      deterministically before the front end (:func:`evalkit.backbones.clap.fit_to_length`);
+    - it computes the STFT and its own ``mel_filter_bank`` in float64 NumPy, one clip at a time on the CPU, where
+      laion (and this class) run float32 convolutions on the model's device, batched.
+    Measured on a real 10 s music clip (shared00, 48 kHz mono), against this front end (= torchlibrosa's bits):
+    ``rand_trunc`` + ``frequency_min=50``: max 7.2e-4 dB (mean 9e-6 dB), float64-vs-float32 rounding, which moved
+    the full-size random-weight audio embedding by 4e-8; defaults except ``rand_trunc`` (0 Hz): max 28.5 dB,
+    embedding 9e-3; full defaults (``fusion``): max 52.6 dB, embedding 0.10.
+    """
+
+    def __init__(self, sample_rate: int = AUDIO_CFG["sample_rate"], n_fft: int = AUDIO_CFG["window_size"],
+                 hop_length: int = AUDIO_CFG["hop_size"], n_mels: int = AUDIO_CFG["mel_bins"],
+                 fmin: float = AUDIO_CFG["fmin"], fmax: float = AUDIO_CFG["fmax"], ref: float = 1.0,
+                 amin: float = 1e-10) -> None:
+        super().__init__()
+        self.n_fft, self.hop_length, self.ref, self.amin = int(n_fft), int(hop_length), float(ref), float(amin)
+        real, imag = stft_kernels(self.n_fft)
+        self.register_buffer("conv_real", real, persistent=False)
+        self.register_buffer("conv_imag", imag, persistent=False)
+        self.register_buffer("melW", mel_filters(sample_rate, n_fft, n_mels, fmin, fmax), persistent=False)
+
+    def forward(self, waves: torch.Tensor) -> torch.Tensor:
+        if waves.dim() != 2:
+            raise ValueError(f"HtsatLogMel expects [batch, samples], got {tuple(waves.shape)}")
+        x = F.pad(waves[:, None, :], pad=(self.n_fft // 2, self.n_fft // 2), mode="reflect")
+        real = F.conv1d(x, self.conv_real, stride=self.hop_length)[:, None, :, :].transpose(2, 3)
+        imag = F.conv1d(x, self.conv_imag, stride=self.hop_length)[:, None, :, :].transpose(2, 3)
+        power = real ** 2 + imag ** 2                      # [B, 1, T, n_fft // 2 + 1]
+        mel = torch.matmul(power, self.melW)              # [B, 1, T, n_mels]
+        log_mel = 10.0 * torch.log10(torch.clamp(mel, min=self.amin, max=np.inf))
+        log_mel -= 10.0 * np.log10(np.maximum(self.amin, self.ref))
+        return log_mel
+
+
+#: The front-end tensors a laion checkpoint stores (frozen torchlibrosa parameters) -> HtsatLogMel's buffers.
+FRONT_END_KEYS: dict[str, str] = {"audio_branch.spectrogram_extractor.stft.conv_real.weight": "conv_real",
+                                  "audio_branch.spectrogram_extractor.stft.conv_imag.weight": "conv_imag",
+                                  "audio_branch.logmel_extractor.melW": "melW"}
+
+
+def front_end_from_checkpoint(dropped: dict[str, torch.Tensor], setting: str = "checkpoint"
+                              ) -> tuple[HtsatLogMel, dict[str, float]]:
+    """The front end for a checkpoint: :class:`HtsatLogMel` with the checkpoint's own STFT kernels and mel filter
+    bank where it stores them, because laion_clap's ``load_state_dict`` overwrites torchlibrosa's freshly computed
+    tensors with the stored ones, so that is what the reference computes with. Each stored tensor is compared with
+    the one computed here: a shape mismatch or a difference above 1e-3 of its largest value means another
+    STFT/mel setting (not HTSAT-base's) and raises :class:`ClapError`. Returns ``(front_end, {key: max abs diff})``."""
+    fe = HtsatLogMel()
+    diffs: dict[str, float] = {}
+    for key, attr in FRONT_END_KEYS.items():
+        if key not in dropped:
+            continue
+        mine = getattr(fe, attr)
+        theirs = dropped[key].detach().to(torch.float32).clone()  # not a view of a memory-mapped file
+        if tuple(theirs.shape) != tuple(mine.shape):
+            raise ClapError(f"{setting}: {key} has shape {tuple(theirs.shape)}, the HTSAT-base front end "
+                            f"{tuple(mine.shape)}: the checkpoint was trained with another STFT/mel setting")
+        diff = float((theirs - mine).abs().max())
+        if not diff <= 1e-3 * float(mine.abs().max()):
+            raise ClapError(f"{setting}: {key} differs from the HTSAT-base front end computed here by {diff:.3g} "
+                            f"(largest value {float(mine.abs().max()):.3g}): the checkpoint was trained with another "
+                            f"STFT/mel setting")
+        if diff > 0:
+            log.info("%s: %s differs from the recomputed one by %.3g; using the checkpoint's, as laion_clap does",
+                     setting, key, diff)
+        setattr(fe, attr, theirs)  # a registered buffer: stays non-persistent, moves with .to()
+        diffs[key] = diff
+    return fe, diffs
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Building
+# ----------------------------------------------------------------------------------------------------------------
+def load_converted(model: torch.nn.Module, converted: dict[str, torch.Tensor], setting: str = "checkpoint") -> None:
+    """``model.load_state_dict(converted, strict=True)``, with an error that names missing / unexpected keys and
+    shape mismatches first."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in converted]
+    unexpected = [k for k in converted if k not in own]
+    shapes = [f"{k}: {tuple(converted[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in converted and tuple(converted[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        raise ClapError(
+            f"{setting}: does not fit the ClapModel built here (missing {len(missing)}: {missing[:6]}, unexpected "
+            f"{len(unexpected)}: {unexpected[:6]}, shape mismatches {len(shapes)}: {shapes[:4]}). The audiocraft "
+            f"protocol needs a HTSAT-base, non-fusion LAION-CLAP checkpoint (music_audioset_epoch_15_esc_90.14.pt) "
+            f"and model_size=full.")
+    model.load_state_dict(converted, strict=True)
+
+
+def read_clap_state_dict(path: str | os.PathLike, drop_keys: Sequence[str] = DROP_KEYS, trust: bool = False,
+                         setting: str = "metrics.clap.checkpoint") -> dict[str, torch.Tensor]:
+    """A LAION-CLAP checkpoint's model state dict as ``clap_module.factory.load_state_dict`` + audiocraft's
+    ``load_clap_state_dict`` read it: :func:`~evalkit.backbones.weights.read_state_dict` (``weights_only=True``;
+    ``trust`` = ``metrics.clap.trust_checkpoint``; ``state_dict`` unwrapped, ``module.`` removed), then ``drop_keys``
+    removed when present."""
+    sd = read_state_dict(path, setting=setting, trust=trust, unwrap=("state_dict",))
     for k in drop_keys:
         sd.pop(k, None)
     return sd
 
 
-def load_clap_weights(model: torch.nn.Module, path: str | os.PathLike, drop_keys: Sequence[str] = DROP_KEYS,
-                      setting: str = "checkpoint", trust: bool = False) -> None:
-    """Load a checkpoint strictly (as audiocraft does); a mismatch names the first differing keys."""
-    sd = read_clap_state_dict(path, drop_keys, trust)
-    own = model.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    shapes = [f"{k}: {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own
-              if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or shapes:
-        raise ClapError(
-            f"{setting}={path}: does not fit the CLAP model built here (missing {len(missing)}: {missing[:4]}, "
-            f"unexpected {len(unexpected)}: {unexpected[:4]}, shape mismatches {len(shapes)}: {shapes[:3]}). "
-            f"The audiocraft protocol needs a HTSAT-base, non-fusion LAION-CLAP checkpoint "
-            f"(music_audioset_epoch_15_esc_90.14.pt) and model_size=full.")
-    model.load_state_dict(sd, strict=True)
+class ClapNetwork(torch.nn.Module):
+    """``ClapModel`` and the :class:`HtsatLogMel` front end it needs, as one module; ``info`` says what they are."""
+
+    def __init__(self, model: torch.nn.Module, front_end: HtsatLogMel, info: dict) -> None:
+        super().__init__()
+        self.model, self.front_end, self.info = model, front_end, info
+
+
+class ClapBackbone(Backbone):
+    """audiocraft's CLAP on ``ClapModel``: random weights from a seed, or a LAION checkpoint converted by name.
+    ``vocab_size``: the text vocabulary (None: roberta-base's 50265; the tiny model takes its tokenizer's)."""
+
+    name = "clap"
+
+    def __init__(self, size: str = "full", seed: int = 0, vocab_size: int | None = None,
+                 drop_keys: Sequence[str] = DROP_KEYS) -> None:
+        if size not in ("full", "tiny"):
+            raise ClapError(f"model_size={size!r}: expected 'full' or 'tiny'")
+        super().__init__(size, seed)
+        self.vocab_size, self.drop_keys = vocab_size, tuple(drop_keys)
+
+    def build(self) -> ClapNetwork:
+        from transformers import ClapModel
+
+        model = ClapModel(clap_config(self.size, self.vocab_size))
+        return ClapNetwork(model.eval(), HtsatLogMel(), {"front_end_max_abs_diff": {}, "dropped_keys": []})
+
+    def load_weights(self, module: torch.nn.Module, state: dict, setting: str) -> None:
+        """Drop ``drop_keys`` (audiocraft pops ``position_ids``), convert the rest by name, take the checkpoint's own
+        front-end tensors (as laion_clap does; checked against the recomputed ones) and load strictly."""
+        state = {k: v for k, v in state.items() if k not in self.drop_keys}
+        try:
+            converted, dropped_names = _convert(state)
+        except ClapError as exc:
+            raise ClapError(f"{setting}: {exc}") from exc
+        dropped = {k: state[k] for k in dropped_names}
+        module.front_end, diffs = front_end_from_checkpoint(dropped, setting)
+        load_converted(module.model, converted, setting=setting)
+        module.info.update(front_end_max_abs_diff=diffs, dropped_keys=sorted(dropped))
+
+    def describe(self) -> dict:
+        return {**super().describe(),
+                "model": ("transformers ClapModel: HTSAT-base + roberta-base, enable_fusion=False" if self.size == "full"
+                          else "transformers ClapModel: shrunken HTSAT + 1-layer RoBERTa (tiny)")}
+
+
+def build_clap_hf(size: str = "full", *, seed: int = 0, checkpoint_path: str | os.PathLike | None = None,
+                  trust: bool = False, vocab_size: int | None = None,
+                  drop_keys: Sequence[str] = DROP_KEYS) -> tuple[torch.nn.Module, dict]:
+    """``(ClapModel in eval mode, info)``: :class:`ClapBackbone` for a file path (or random weights from ``seed``).
+    ``vocab_size`` defaults to the checkpoint's. ``info``: ``size``, ``random``, ``seed``, ``checkpoint``,
+    ``dropped_keys``, ``audio`` (front-end constants), ``model``, ``front_end`` (the :class:`HtsatLogMel` to use:
+    with a checkpoint, holding its own STFT kernels and mel filters) and ``front_end_max_abs_diff``."""
+    path = Path(checkpoint_path) if checkpoint_path is not None else None
+    if path is not None and vocab_size is None:
+        word = read_clap_state_dict(path, drop_keys, trust).get("text_branch.embeddings.word_embeddings.weight")
+        vocab_size = int(word.shape[0]) if word is not None else None
+    backbone = ClapBackbone(size, seed, vocab_size, drop_keys)
+    ckpt = Checkpoint(name=path.name if path else "random", path=path, sha256=None, random=path is None)
+    net = backbone.load(ckpt, setting=f"metrics.clap.checkpoint={path}" if path else "metrics.clap.checkpoint",
+                        trust=trust)
+    info = {"size": size, "random": path is None, "seed": int(seed) if path is None else None,
+            "checkpoint": str(path) if path else None, "audio": dict(AUDIO_CFG), "model": backbone.describe()["model"],
+            "front_end": net.front_end, **net.info}
+    return net.model, info
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -267,48 +526,75 @@ def quantize_int16(wav: torch.Tensor) -> torch.Tensor:
 # The embedder
 # ----------------------------------------------------------------------------------------------------------------
 class ClapEmbedder:
-    """Batched audio and text embeddings (L2-normalised, 512-d) from a built CLAP model and a tokenizer."""
+    """Batched audio and text embeddings (L2-normalised, 512-d) from a :func:`build_clap_hf` model and a tokenizer;
+    ``ClapEmbedder.from_network(net, tokenizer, ...)`` takes a :class:`ClapNetwork`.
 
-    def __init__(self, model: torch.nn.Module, model_cfg: dict, tokenizer: Any, *, device: str | torch.device = "cpu",
+    Audio: waveform ``[B, 480000]`` -> :class:`HtsatLogMel` -> ``ClapModel.audio_model`` (bn0 ... avg-pool)
+    -> ``audio_projection`` -> ``F.normalize`` (laion: ``get_audio_embedding``). Text: RoBERTa tokens
+    (``padding="max_length", truncation=True, max_length=77``) -> ``text_model`` pooler output (dense + tanh on
+    ``<s>``) -> ``text_projection`` -> ``F.normalize`` (laion: ``get_text_embedding``). The projections and the
+    normalisation are called here rather than through ``get_*_features``, whose return type changed between
+    transformers 4 (a tensor) and 5 (a model output)."""
+
+    def __init__(self, model: torch.nn.Module, info: dict, tokenizer: Any, *, device: str | torch.device = "cpu",
                  text_max_length: int = 77, text_padding: str = "max_length", text_truncation: bool = True) -> None:
-        self.model = model.to(device).eval()
-        self.model_cfg = model_cfg
-        self.tokenizer = tokenizer
         self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.info = info
+        audio = dict(AUDIO_CFG, **(info.get("audio") or {}))
+        front_end = info.get("front_end")
+        if front_end is None:
+            front_end = HtsatLogMel(audio["sample_rate"], audio["window_size"], audio["hop_size"], audio["mel_bins"],
+                                    audio["fmin"], audio["fmax"])
+        self.front_end = front_end.to(self.device).eval()
+        self._audio = audio
+        self.tokenizer = tokenizer
         self.text_max_length = int(text_max_length)
         self.text_padding = text_padding
         self.text_truncation = bool(text_truncation)
-        vocab = self.model.text_branch.embeddings.word_embeddings.num_embeddings
+        vocab = self.model.text_model.embeddings.word_embeddings.num_embeddings
         if len(tokenizer) > vocab:
             raise ClapError(f"the tokenizer has {len(tokenizer)} entries but the text model only {vocab}")
 
     @property
     def clip_samples(self) -> int:
-        return int(self.model_cfg["audio_cfg"]["clip_samples"])
+        return int(self._audio["clip_samples"])
 
     @property
     def sample_rate(self) -> int:
-        return int(self.model_cfg["audio_cfg"]["sample_rate"])
+        return int(self._audio["sample_rate"])
+
+    @torch.no_grad()
+    def audio_features(self, waves: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The ``input_features`` ``[B, 1, T, 64]`` of 1-D waveforms of exactly ``clip_samples`` samples."""
+        for w in waves:
+            if w.dim() != 1 or w.shape[0] != self.clip_samples:
+                raise ValueError(f"embed_audio expects 1-D waveforms of {self.clip_samples} samples, "
+                                 f"got {tuple(w.shape)}")
+        batch = torch.stack([w.to(self.device, torch.float32) for w in waves])
+        return self.front_end(batch)
 
     @torch.no_grad()
     def embed_audio(self, waves: Sequence[torch.Tensor], longer: Sequence[bool] | None = None) -> torch.Tensor:
         """``waves``: 1-D tensors of exactly ``clip_samples`` samples at ``sample_rate`` (see
-        :func:`fit_to_length`). Runs ``CLAP.get_audio_embedding`` on the batch."""
+        :func:`evalkit.backbones.clap.fit_to_length`). ``longer`` is passed on as ``is_longer`` (read by fusion
+        models only; this non-fusion model ignores it, as laion's does)."""
         if longer is None:
             longer = [False] * len(waves)
-        data = []
-        for w, lg in zip(waves, longer):
-            if w.dim() != 1 or w.shape[0] != self.clip_samples:
-                raise ValueError(f"embed_audio expects 1-D waveforms of {self.clip_samples} samples, "
-                                 f"got {tuple(w.shape)}")
-            data.append({"waveform": w.float(), "longer": torch.tensor([bool(lg)])})
-        return self.model.get_audio_embedding(data)
+        if len(longer) != len(waves):
+            raise ValueError(f"embed_audio: {len(waves)} waveforms but {len(longer)} 'longer' flags")
+        feats = self.audio_features(waves)
+        is_longer = torch.tensor([[bool(x)] for x in longer], device=self.device)
+        pooled = self.model.audio_model(input_features=feats, is_longer=is_longer).pooler_output
+        return F.normalize(self.model.audio_projection(pooled), dim=-1)
 
     @torch.no_grad()
     def embed_text(self, captions: Sequence[str]) -> torch.Tensor:
-        """RoBERTa tokens (``padding="max_length", truncation=True, max_length=77``) -> ``CLAP.get_text_embedding``."""
+        """RoBERTa tokens (``padding="max_length", truncation=True, max_length=77``) -> text embedding."""
         from evalkit.backbones.tokenizers import encode_batch
 
         enc = encode_batch(self.tokenizer, captions, max_length=self.text_max_length, padding=self.text_padding,
                            truncation=self.text_truncation)
-        return self.model.get_text_embedding(enc)
+        pooled = self.model.text_model(input_ids=enc["input_ids"].to(self.device),
+                                       attention_mask=enc["attention_mask"].to(self.device)).pooler_output
+        return F.normalize(self.model.text_projection(pooled), dim=-1)

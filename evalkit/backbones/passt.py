@@ -29,6 +29,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from evalkit.backbones.base import Backbone
 from evalkit.backbones.weights import Checkpoint, CheckpointError
 
 
@@ -114,19 +115,15 @@ def _quiet():
     return contextlib.redirect_stdout(io.StringIO())
 
 
-def build_passt_net(
-    arch: str, input_tdim: int, n_classes: int = 527, *, tiny: Mapping[str, int] | None = None, seed: int = 0
-) -> nn.Module:
-    """The PaSST network with random weights (seeded; the global RNG is left untouched).
-
-    ``tiny=None``: exactly ``hear21passt.models.passt.get_model(arch, pretrained=False, n_classes, in_channels=1,
-    fstride=10, tstride=10, input_fdim=128, input_tdim)`` (what ``get_basic_model`` builds, minus the download).
-    ``tiny={"embed_dim": 64, "depth": 1, "num_heads": 4}``: the same ``PaSST`` class and patch grid (16x16 patches,
-    stride 10, ``input_tdim`` time positions, distillation token) with a smaller transformer, for tests and demos."""
+def _network(arch: str, input_tdim: int, n_classes: int, tiny: Mapping[str, int] | None) -> nn.Module:
+    """The PaSST network (random init from the current RNG). ``tiny=None``: exactly
+    ``hear21passt.models.passt.get_model(arch, pretrained=False, n_classes, in_channels=1, fstride=10, tstride=10,
+    input_fdim=128, input_tdim)`` (what ``get_basic_model`` builds, minus the download). ``tiny={"embed_dim": 64,
+    "depth": 1, "num_heads": 4}``: the same ``PaSST`` class and patch grid (16x16 patches, stride 10, ``input_tdim``
+    time positions, distillation token) with a smaller transformer, for tests and demos."""
     from hear21passt.models.passt import PaSST, get_model
 
-    with torch.random.fork_rng(devices=[]), _quiet():
-        torch.manual_seed(seed)
+    with _quiet():
         if tiny is None:
             net = get_model(arch=arch, pretrained=False, n_classes=n_classes, in_channels=1, fstride=10, tstride=10,
                             input_fdim=128, input_tdim=input_tdim)
@@ -137,22 +134,39 @@ def build_passt_net(
     return net.eval()
 
 
-def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a PaSST checkpoint (the released ``.pt`` is a plain state dict) without unpickling arbitrary objects."""
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors, truncated files
-        raise CheckpointError(f"{path}: not a readable PaSST state dict ({type(exc).__name__}: {exc})") from exc
-    if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
-        state = state["model"]  # deit-style checkpoints (vit_helpers.checkpoint_filter_fn does the same)
-    if not isinstance(state, Mapping):
-        raise CheckpointError(f"{path}: expected a state dict, found {type(state).__name__}")
-    return dict(state)
+class PasstBackbone(Backbone):
+    """The KLD classifier: :class:`PasstMel` + the PaSST network of ``arch`` / ``input_tdim``."""
+
+    name = "passt"
+
+    def __init__(self, *, arch: str, input_tdim: int, n_classes: int = 527, mel: MelConfig = MelConfig(),
+                 tiny: Mapping[str, int] | None = None, seed: int = 0) -> None:
+        super().__init__("tiny" if tiny is not None else "full", seed)
+        self.arch, self.input_tdim, self.n_classes, self.mel, self.tiny = arch, int(input_tdim), int(n_classes), mel, tiny
+
+    def build(self) -> PasstClassifier:
+        return PasstClassifier(PasstMel(self.mel), _network(self.arch, self.input_tdim, self.n_classes, self.tiny))
+
+    def load_weights(self, module: torch.nn.Module, state: dict, setting: str) -> None:
+        load_weights(module.net, state, setting)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "arch": self.arch, "input_tdim": self.input_tdim}
+
+
+def build_passt_net(
+    arch: str, input_tdim: int, n_classes: int = 527, *, tiny: Mapping[str, int] | None = None, seed: int = 0
+) -> nn.Module:
+    """The PaSST network with random weights (seeded; the global RNG is left untouched); see :func:`_network`."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _network(arch, input_tdim, n_classes, tiny)
 
 
 def load_weights(net: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
-    """``vit_helpers.load_pretrained`` minus the download: ``checkpoint_filter_fn``, ``adapt_input_conv`` for the
-    one-channel patch embedding, then a strict ``load_state_dict`` (a mismatch names the keys)."""
+    """``vit_helpers.load_pretrained`` minus the download: unwrap a ``"model"`` key (done by ``read_state_dict``),
+    ``checkpoint_filter_fn``, ``adapt_input_conv`` for the one-channel patch embedding, then a strict
+    ``load_state_dict`` (a mismatch names the keys)."""
     from hear21passt.models.passt import adapt_input_conv, checkpoint_filter_fn
 
     try:
@@ -168,10 +182,8 @@ def load_weights(net: nn.Module, state: Mapping[str, torch.Tensor], what: str) -
 def load_passt(
     *, arch: str, input_tdim: int, n_classes: int, mel: MelConfig, checkpoint: Checkpoint,
     tiny: Mapping[str, int] | None = None, seed: int = 0, device: str | torch.device = "cpu",
+    setting: str = "metrics.kld.checkpoint",
 ) -> PasstClassifier:
     """The classifier the KLD recipe runs: built offline, weights from ``checkpoint`` (random if it says so)."""
-    net = build_passt_net(arch, input_tdim, n_classes, tiny=tiny, seed=seed)
-    if not checkpoint.random:
-        assert checkpoint.path is not None
-        load_weights(net, load_state_dict_file(checkpoint.path), str(checkpoint.path))
-    return PasstClassifier(PasstMel(mel), net).to(device).eval()
+    backbone = PasstBackbone(arch=arch, input_tdim=input_tdim, n_classes=n_classes, mel=mel, tiny=tiny, seed=seed)
+    return backbone.load(checkpoint, setting=setting, device=device)

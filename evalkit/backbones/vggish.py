@@ -19,11 +19,15 @@ from __future__ import annotations
 
 import contextlib
 import math
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import nn
+
+from evalkit.backbones.base import Backbone
+from evalkit.backbones.weights import Checkpoint, CheckpointError, load_strict
 
 #: Layouts of the same class. ``full`` is VGGish; ``tiny`` is for fast tests (random weights, or a state dict saved
 #: from a tiny model).
@@ -110,38 +114,50 @@ def _no_tf32() -> Iterator[None]:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = cudnn, matmul
 
 
+class VGGishBackbone(Backbone):
+    """VGGish in torchvggish's state-dict layout (``features.*``, ``embeddings.0/2/4``), any :data:`MODEL_SIZES`."""
+
+    name = "vggish"
+
+    def __init__(self, size: str = "full", seed: int = 0, activation: bool = False) -> None:
+        if size not in MODEL_SIZES:
+            raise VGGishError(f"model_size={size!r}: expected one of {sorted(MODEL_SIZES)}")
+        super().__init__(size, seed)
+        self.activation = bool(activation)
+
+    def build(self) -> VGGish:
+        return VGGish(**MODEL_SIZES[self.size], activation=self.activation)
+
+    def load_weights(self, module: torch.nn.Module, state: dict, setting: str) -> None:
+        # torchvggish's VGG has a trailing ReLU at embeddings.5 (no parameters) and, in some exports, the PCA
+        # postprocessor under pproc.*: neither is part of the embedding network.
+        state = {k: v for k, v in state.items() if not k.startswith("pproc.")}
+        load_strict(module, state, setting=setting,
+                    hint=f"Expected a VGGish state dict of size {self.size!r} in torchvggish's layout "
+                         f"(vggish-10086976.pth).")
+
+    def describe(self) -> dict:
+        return {**super().describe(), "activation": self.activation}
+
+    def load(self, checkpoint: Checkpoint, *, setting: str, device="cpu", trust: bool = False) -> VGGish:
+        module = super().load(checkpoint, setting=setting, device=device, trust=trust)
+        return module.to(memory_format=torch.channels_last)
+
+
 def build_vggish(
     path=None, *, model_size: str = "full", seed: int = 0, activation: bool = False, device="cpu"
 ) -> VGGish:
     """A VGGish from a state-dict file (torchvggish layout), or with seeded random weights when ``path`` is None.
 
     Random weights use PyTorch's default initialisation under ``torch.manual_seed(seed)`` in a forked RNG, so the
-    same seed gives the same network without touching the caller's RNG."""
-    if model_size not in MODEL_SIZES:
-        raise VGGishError(f"model_size={model_size!r}: expected one of {sorted(MODEL_SIZES)}")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
-        model = VGGish(**MODEL_SIZES[model_size], activation=activation)
-    if path is not None:
-        try:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise VGGishError(f"{path}: not a readable PyTorch state dict ({type(exc).__name__}: {exc})") from exc
-        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-            state = state["state_dict"]
-        # torchvggish's VGG has a trailing ReLU at embeddings.5 (no parameters) and, in some exports, the PCA
-        # postprocessor under pproc.*: neither is part of the embedding network.
-        state = {k: v for k, v in state.items() if not k.startswith("pproc.")}
-        try:
-            missing, unexpected = model.load_state_dict(state, strict=False)
-        except RuntimeError as exc:  # shape mismatches
-            raise VGGishError(f"{path}: not a VGGish state dict of size {model_size!r}: {exc}") from exc
-        if missing or unexpected:
-            raise VGGishError(
-                f"{path}: not a VGGish state dict in torchvggish's layout (missing {sorted(missing)[:6]}, "
-                f"unexpected {sorted(unexpected)[:6]})"
-            )
-    return model.eval().to(device=device, memory_format=torch.channels_last)
+    same seed gives the same network without touching the caller's RNG. A file that is not a VGGish state dict
+    raises :class:`VGGishError` naming it."""
+    ckpt = Checkpoint(name=str(path) if path else "random", path=Path(path) if path else None, sha256=None,
+                      random=path is None)
+    try:
+        return VGGishBackbone(model_size, seed, activation).load(ckpt, setting=str(path), device=device)
+    except CheckpointError as exc:
+        raise VGGishError(f"{path}: not a VGGish state dict of size {model_size!r}: {exc}") from exc
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -99,3 +99,64 @@ def _download(url: str, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         torch.hub.download_url_to_file(url, str(tmp), progress=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One reader for every checkpoint file, one strict loader
+# ----------------------------------------------------------------------------------------------------------------
+class UnsafeCheckpointError(CheckpointError):
+    """The file holds Python objects other than tensors: loading it would run code from it."""
+
+
+def read_state_dict(path: str | os.PathLike, *, setting: str, trust: bool = False,
+                    unwrap: tuple[str, ...] = ("state_dict", "model")) -> dict:
+    """The tensors of a PyTorch checkpoint file, as a flat ``{name: tensor}`` dict.
+
+    ``torch.load(weights_only=True)`` (memory-mapped when the file is zip-format), so unpickling never runs code from
+    the file; a file that needs full unpickling raises :class:`UnsafeCheckpointError` naming ``setting`` and the
+    trust switch, unless ``trust=True``. A container dict under one of ``unwrap`` (``{"state_dict": ...}``,
+    ``{"model": ...}``) is unwrapped and a DataParallel ``module.`` prefix removed. Errors name ``setting``."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    try:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # not a zip-format file: no mmap
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if not trust:
+            raise UnsafeCheckpointError(
+                f"{setting}={path}: holds objects other than tensors and plain containers, so it cannot be loaded "
+                f"safely (weights_only=True: {str(exc).splitlines()[0]}). If you trust the file, set "
+                f"{setting.rsplit('.', 1)[0]}.trust_checkpoint=true; better, save its state_dict and pass that."
+            ) from exc
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # truncated files, not a checkpoint at all
+        raise CheckpointError(f"{setting}={path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
+    for key in unwrap:
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not obj:
+        raise CheckpointError(f"{setting}={path}: holds no state dict (found {type(obj).__name__})")
+    if all(isinstance(k, str) and k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return dict(obj)
+
+
+def load_strict(module, state: dict, *, setting: str, hint: str = "") -> None:
+    """``module.load_state_dict(state, strict=True)``; a mismatch raises :class:`CheckpointError` naming the first
+    missing and unexpected keys and shape mismatches (and ``hint``: what the file should be)."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        raise CheckpointError(
+            f"{setting}: the file does not fit the network built here (missing {len(missing)}: {missing[:4]}, "
+            f"unexpected {len(unexpected)}: {unexpected[:4]}, shape mismatches {len(shapes)}: {shapes[:3]}). {hint}")
+    module.load_state_dict(state, strict=True)

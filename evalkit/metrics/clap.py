@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from evalkit.audio import AudioError, convert_audio
-from evalkit.backbones.clap import (CROPS, FILLS, ClapEmbedder, ClapError, build_clap, fit_to_length,
-                                    load_clap_weights, quantize_int16)
+from evalkit.backbones.clap import (AUDIO_CFG, CROPS, FILLS, ClapBackbone, ClapEmbedder, ClapError, fit_to_length,
+                                    quantize_int16)
 from evalkit.backbones.tokenizers import (CHECK_CAPTION, ROBERTA_DOWNLOAD_HINT, TokenizerError, check_tokenizer,
                                           load_hf_tokenizer, tiny_roberta_tokenizer)
 from evalkit.backbones.weights import resolve_checkpoint
@@ -99,20 +99,19 @@ class ClapScore(Metric):
         if self.model_size != "full" and not self.checkpoint.random and r.get("checkpoint") is None:
             raise ClapError(f"{SETTING}.model_size={self.model_size} is a shrunken test model; the released "
                             f"checkpoint needs model_size=full")
+        if str(r.get("amodel", "HTSAT-base")) != "HTSAT-base" or (self.sample_rate, self.max_samples) != (
+                AUDIO_CFG["sample_rate"], AUDIO_CFG["clip_samples"]):
+            raise ClapError(f"{SETTING}: amodel={r.get('amodel')}, sample_rate={self.sample_rate}, max_samples="
+                            f"{self.max_samples}: only laion_clap's HTSAT-base (48 kHz, 480,000 samples) is built")
         # the tokenizer first: a broken one must stop the run before minutes of model building
         self.tokenizer, self.tokenizer_source = _resolve_tokenizer(r, self.checkpoint.random, self.model_size)
-        vocab = len(self.tokenizer) if self.model_size == "tiny" else None
-        model, model_cfg = build_clap(self.model_size, str(r.get("amodel", "HTSAT-base")), vocab_size=vocab,
-                                      seed=int(r.get("random_seed") or 0))
-        if int(model_cfg["audio_cfg"]["sample_rate"]) != self.sample_rate or \
-                int(model_cfg["audio_cfg"]["clip_samples"]) != self.max_samples:
-            raise ClapError(f"{SETTING}: the recipe's sample_rate/max_samples ({self.sample_rate}/{self.max_samples})"
-                            f" differ from laion_clap's {r.get('amodel')} config ({model_cfg['audio_cfg']})")
-        if self.checkpoint.path is not None:
-            load_clap_weights(model, self.checkpoint.path, tuple(r.get("drop_state_keys") or ()),
-                              setting=f"{SETTING}.checkpoint", trust=bool(r.get("trust_checkpoint", False)))
-        self.embedder = ClapEmbedder(model, model_cfg, self.tokenizer, device=self.device,
-                                     text_max_length=int(r["text_max_length"]),
+        self.backbone = ClapBackbone(self.model_size, int(r.get("random_seed") or 0),
+                                     vocab_size=len(self.tokenizer) if self.model_size == "tiny" else None,
+                                     drop_keys=tuple(r.get("drop_state_keys") or ()))
+        net = self.backbone.load(self.checkpoint, setting=f"{SETTING}.checkpoint", device=self.device,
+                                 trust=bool(r.get("trust_checkpoint", False)))
+        self.embedder = ClapEmbedder(net.model, {**net.info, "front_end": net.front_end}, self.tokenizer,
+                                     device=self.device, text_max_length=int(r["text_max_length"]),
                                      text_padding=str(r.get("text_padding", "max_length")),
                                      text_truncation=bool(r.get("text_truncation", True)))
 
@@ -181,8 +180,7 @@ class ClapScore(Metric):
             "protocol": r.get("protocol", ""),
             **self.checkpoint.describe(),
             "tokenizer": self.tokenizer_source,
-            "model": (f"laion_clap CLAP {r.get('amodel', 'HTSAT-base')} + roberta-base, enable_fusion=False"
-                      if self.model_size == "full" else "laion_clap CLAP, shrunken HTSAT + 1-layer RoBERTa (tiny)"),
+            "model": self.backbone.describe()["model"],
             "model_size": self.model_size,
             "crop": self.crop,
             "fill": self.fill,

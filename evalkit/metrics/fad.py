@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from evalkit.audio import AudioError, convert_audio, i16_pcm, peak_normalize, resample, to_channels
-from evalkit.backbones.vggish import EMBEDDING_DIM, LogMel, VGGishError, build_vggish
-from evalkit.backbones.weights import resolve_checkpoint
+from evalkit.backbones.vggish import EMBEDDING_DIM, LogMel, VGGishBackbone, VGGishError
+from evalkit.backbones.weights import CheckpointError, UnsafeCheckpointError, resolve_checkpoint
 from evalkit.metrics.base import Clip, ClipResult, Metric, MetricUnavailable
 from evalkit.metrics.frechet import FrechetError, GaussianStats, frechet_distance
 from evalkit.metrics.spec import MetricSpec
@@ -76,11 +76,14 @@ class FAD(Metric):
             r.get("checkpoint"), setting="metrics.fad.checkpoint", filename=r["checkpoint_file"],
             url=r["checkpoint_url"], expected_sha256=r.get("checkpoint_sha256"),
             policy=r.get("backbone_weights") or "released")
+        self.backbone = VGGishBackbone(self.model_size, self.seed, activation=bool(r.get("use_activation")))
         try:
-            self.model = build_vggish(self.checkpoint.path, model_size=self.model_size, seed=self.seed,
-                                      activation=bool(r.get("use_activation")), device=self.device)
-        except VGGishError as exc:
-            raise FADError(f"metrics.fad.checkpoint: {exc}") from exc
+            self.model = self.backbone.load(self.checkpoint, setting="metrics.fad.checkpoint", device=self.device,
+                                            trust=bool(r.get("trust_checkpoint", False)))
+        except UnsafeCheckpointError:
+            raise
+        except (CheckpointError, VGGishError) as exc:
+            raise FADError(str(exc)) from exc
         self.dim = self.model.embedding_dim
         self.front = _front_end(r)
         self.window = int(r["window_samples"]) if r.get("window_samples") else None

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from evalkit.audio import AudioError, check_finite, convert_audio, peak_normalize, to_channels
-from evalkit.backbones.passt import MelConfig, PasstClassifier, load_passt, min_input_samples
+from evalkit.backbones.passt import MelConfig, PasstBackbone, PasstClassifier, min_input_samples
 from evalkit.backbones.weights import Checkpoint, CheckpointError, resolve_checkpoint
 from evalkit.metrics.base import Clip, ClipResult, Metric
 from evalkit.metrics.spec import MetricSpec
@@ -173,10 +173,11 @@ class KLD(Metric):
     def model(self) -> PasstClassifier:
         if self._model is None:
             r = self.recipe
-            self._model = load_passt(
+            self.backbone = PasstBackbone(
                 arch=r["arch"], input_tdim=int(r["input_tdim"]), n_classes=int(r["n_classes"]), mel=self.mel_cfg,
-                checkpoint=self.checkpoint, tiny=r.get("tiny") if self.model_size == "tiny" else None,
-                seed=int(r.get("random_seed") or 0), device=self.device)
+                tiny=r.get("tiny") if self.model_size == "tiny" else None, seed=int(r.get("random_seed") or 0))
+            self._model = self.backbone.load(self.checkpoint, setting="metrics.kld.checkpoint", device=self.device,
+                                             trust=bool(r.get("trust_checkpoint", False)))
         return self._model
 
     # -- audio -> model inputs -----------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
-"""CLAP on transformers' ClapModel (evalkit/backbones/clap_hf.py) against laion_clap's own classes on identical weights.
+"""CLAP on transformers' ClapModel (evalkit/backbones/clap.py) against laion_clap's own classes on identical weights.
 
-The laion side is the model evalkit.backbones.clap.build_clap builds (``clap_module.model.CLAP``, HTSAT-base +
+The laion side is the model tests/laion_reference.py build_clap builds (``clap_module.model.CLAP``, HTSAT-base +
 roberta-base, non-fusion), given deterministic random weights (every tensor perturbed, so that a wrong mapping cannot
 hide behind a zero or a one) and saved as a laion-format checkpoint file (``{"state_dict": {"module.…": …}}`` with
 ``text_branch.embeddings.position_ids``, like the released file). The transformers side loads that file through
@@ -23,9 +23,9 @@ import pytest
 import torch
 
 from evalkit.audio import convert_audio, load_audio
-from evalkit.backbones.clap import ClapEmbedder, ClapError, fit_to_length
-from evalkit.backbones.clap_hf import (AUDIO_CFG, DROPPED_KEYS, SYNTHESISED_KEYS, ClapHFEmbedder, HtsatLogMel,
-                                       _convert, build_clap_hf, clap_config, convert_laion_state_dict)
+from evalkit.backbones.clap import (AUDIO_CFG, DROPPED_KEYS, SYNTHESISED_KEYS, ClapEmbedder, ClapError, HtsatLogMel,
+                                    _convert, build_clap_hf, clap_config, convert_laion_state_dict, fit_to_length)
+from tests.laion_reference import LaionEmbedder
 from evalkit.backbones.tokenizers import tiny_roberta_tokenizer
 from tests.conftest import MUSIC_DIR, REPO, sine
 
@@ -95,6 +95,71 @@ def _randomise(model: torch.nn.Module, seed: int) -> None:
                 v.add_(0.02 * torch.randn(v.shape, generator=g))
 
 
+#: ClapModel key -> LAION-CLAP key, written out by hand (the inverse of evalkit's RENAMES / QKV), so a laion-format
+#: checkpoint can be made without laion_clap (numpy-2 environment) and the converter checked against it.
+_TO_LAION = [
+    (r"audio_model\.audio_encoder\.batch_norm\.(.+)", r"audio_branch.bn0.\1"),
+    (r"audio_model\.audio_encoder\.patch_embed\.(.+)", r"audio_branch.patch_embed.\1"),
+    (r"audio_model\.audio_encoder\.layers\.(\d+)\.blocks\.(\d+)\.layernorm_before\.(.+)",
+     r"audio_branch.layers.\1.blocks.\2.norm1.\3"),
+    (r"audio_model\.audio_encoder\.layers\.(\d+)\.blocks\.(\d+)\.layernorm_after\.(.+)",
+     r"audio_branch.layers.\1.blocks.\2.norm2.\3"),
+    (r"audio_model\.audio_encoder\.layers\.(\d+)\.blocks\.(\d+)\.attention\.self\.(relative_position_\w+)",
+     r"audio_branch.layers.\1.blocks.\2.attn.\3"),
+    (r"audio_model\.audio_encoder\.layers\.(\d+)\.blocks\.(\d+)\.attention\.output\.dense\.(.+)",
+     r"audio_branch.layers.\1.blocks.\2.attn.proj.\3"),
+    (r"audio_model\.audio_encoder\.layers\.(\d+)\.blocks\.(\d+)\.intermediate\.dense\.(.+)",
+     r"audio_branch.layers.\1.blocks.\2.mlp.fc1.\3"),
+    (r"audio_model\.audio_encoder\.layers\.(\d+)\.blocks\.(\d+)\.output\.dense\.(.+)",
+     r"audio_branch.layers.\1.blocks.\2.mlp.fc2.\3"),
+    (r"audio_model\.audio_encoder\.layers\.(\d+)\.downsample\.(.+)", r"audio_branch.layers.\1.downsample.\2"),
+    (r"audio_model\.audio_encoder\.norm\.(.+)", r"audio_branch.norm.\1"),
+    (r"(audio|text)_projection\.linear1\.(.+)", r"\1_projection.0.\2"),
+    (r"(audio|text)_projection\.linear2\.(.+)", r"\1_projection.2.\2"),
+    (r"text_model\.(.+)", r"text_branch.\1"),
+    (r"logit_scale_(a|t)", r"logit_scale_\1"),
+]
+_QKV_HF = r"audio_model\.audio_encoder\.layers\.(\d+)\.blocks\.(\d+)\.attention\.self\.(query|key|value)\.(weight|bias)"
+
+
+def to_laion_layout(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A ClapModel's weights as a released LAION-CLAP checkpoint stores them (``module.`` prefix, fused ``qkv``,
+    ``position_ids``; no token_type_ids)."""
+    import re
+
+    sd = model.state_dict()
+    out: dict[str, torch.Tensor] = {}
+    for k, v in sd.items():
+        m = re.fullmatch(_QKV_HF, k)
+        if m:
+            if m[3] == "query":
+                base = f"audio_model.audio_encoder.layers.{m[1]}.blocks.{m[2]}.attention.self"
+                out[f"audio_branch.layers.{m[1]}.blocks.{m[2]}.attn.qkv.{m[4]}"] = torch.cat(
+                    [sd[f"{base}.{n}.{m[4]}"] for n in ("query", "key", "value")])
+            continue
+        if k == "text_model.embeddings.token_type_ids":
+            continue
+        for pattern, template in _TO_LAION:
+            if re.fullmatch(pattern, k):
+                out[re.sub(pattern, template, k)] = v.clone()
+                break
+        else:
+            raise AssertionError(f"no laion name for {k}")
+    return {f"module.{k}": v for k, v in out.items()}
+
+
+def test_laion_layout_round_trips_through_the_converter_without_laion_clap():
+    """A ClapModel's weights, written in the released checkpoint's layout and read back by the converter, are the
+    same tensors under the same keys: every key is mapped, none twice (this runs without laion_clap)."""
+    model, _ = build_clap_hf("tiny", vocab_size=261, seed=3)
+    laion = {k[len("module."):]: v for k, v in to_laion_layout(model).items()}
+    back = convert_laion_state_dict(laion)
+    own = model.state_dict()
+    assert sorted(back) == sorted(own)
+    for k in own:
+        assert torch.equal(back[k], own[k]), k
+
+
 def _save_laion_checkpoint(model: torch.nn.Module, path) -> None:
     sd = {f"module.{k}": v.clone() for k, v in model.state_dict().items()}
     n = model.text_branch.embeddings.position_embeddings.num_embeddings
@@ -103,7 +168,7 @@ def _save_laion_checkpoint(model: torch.nn.Module, path) -> None:
 
 
 def _laion_setup(size: str, tmp_path_factory, tok, seed: int):
-    from evalkit.backbones.clap import build_clap
+    from tests.laion_reference import build_clap
 
     vocab = len(tok) if size == "tiny" else None
     model, cfg = build_clap(size, vocab_size=vocab, seed=seed)
@@ -132,8 +197,8 @@ def full(tmp_path_factory, tok):
 
 def _parity(laion_model, laion_cfg, hf_model, info, tok, clips, captions) -> dict[str, dict[str, float]]:
     """Per clip: max abs difference of the audio embedding, the text embedding and the audiocraft score."""
-    ref = ClapEmbedder(laion_model, laion_cfg, tok)
-    new = ClapHFEmbedder(hf_model, info, tok)
+    ref = LaionEmbedder(laion_model, laion_cfg, tok)
+    new = ClapEmbedder(hf_model, info, tok)
     waves = [w for w, _ in clips.values()]
     longer = [lg for _, lg in clips.values()]
     a_ref, a_new = ref.embed_audio(waves, longer), new.embed_audio(waves, longer)
@@ -181,8 +246,8 @@ def test_longer_flag_changes_nothing_for_a_non_fusion_model(full, tok, clips):
     model, cfg, hf, info = full
     wav, longer = clips["13s"]
     assert longer
-    new = ClapHFEmbedder(hf, info, tok)
-    ref = ClapEmbedder(model, cfg, tok)
+    new = ClapEmbedder(hf, info, tok)
+    ref = LaionEmbedder(model, cfg, tok)
     assert torch.equal(new.embed_audio([wav], [True]), new.embed_audio([wav], [False]))
     assert torch.equal(ref.embed_audio([wav], [True]), ref.embed_audio([wav], [False]))
 
@@ -337,7 +402,7 @@ def test_front_end_uses_the_checkpoints_own_filters(tiny, tmp_path):
     assert torch.equal(info["front_end"].melW, sd[mel])
     assert 0 < info["front_end_max_abs_diff"][mel] < 2e-7
     assert info["front_end_max_abs_diff"]["audio_branch.spectrogram_extractor.stft.conv_real.weight"] == 0.0
-    assert ClapHFEmbedder(hf, info, tiny_roberta_tokenizer()).front_end is info["front_end"]
+    assert ClapEmbedder(hf, info, tiny_roberta_tokenizer()).front_end is info["front_end"]
 
 
 class NotATensor:  # pickled into a checkpoint: weights_only=True refuses it
@@ -349,7 +414,9 @@ def test_untrusted_pickle_is_refused_unless_trusted(tiny, tmp_path):
     model, _, _ = tiny
     path = tmp_path / "pickled.pt"
     torch.save({"state_dict": model.state_dict(), "args": NotATensor()}, path)
-    with pytest.raises(ClapError, match=r"metrics\.clap\.trust_checkpoint=true"):
+    from evalkit.backbones.weights import UnsafeCheckpointError  # the one reader of every backbone's files
+
+    with pytest.raises(UnsafeCheckpointError, match=r"metrics\.clap\.trust_checkpoint=true"):
         build_clap_hf("tiny", checkpoint_path=path)
     hf, info = build_clap_hf("tiny", checkpoint_path=path, trust=True)
     assert info["checkpoint"] == str(path) and not info["random"]
@@ -375,16 +442,16 @@ def test_random_build_is_seeded_and_leaves_the_callers_rng_alone():
 def test_embedder_has_clapembedders_interface():
     tok = tiny_roberta_tokenizer()
     model, info = build_clap_hf("tiny", vocab_size=len(tok))
-    emb = ClapHFEmbedder(model, info, tok)
+    emb = ClapEmbedder(model, info, tok)
     for name in ("embed_audio", "embed_text"):
         assert list(inspect.signature(getattr(emb, name)).parameters) == \
-            list(inspect.signature(getattr(ClapEmbedder, name)).parameters)[1:]
+            list(inspect.signature(getattr(LaionEmbedder, name)).parameters)[1:]
     assert (emb.clip_samples, emb.sample_rate) == (N, SR)
     with pytest.raises(ValueError, match="480000 samples"):
         emb.embed_audio([torch.zeros(1000)])
     small, small_info = build_clap_hf("tiny", vocab_size=100)
     with pytest.raises(ClapError, match="tokenizer has 261 entries"):
-        ClapHFEmbedder(small, small_info, tok)
+        ClapEmbedder(small, small_info, tok)
 
 
 def test_runs_without_laion_clap_or_torchlibrosa(tmp_path):
@@ -392,7 +459,7 @@ def test_runs_without_laion_clap_or_torchlibrosa(tmp_path):
     when a laion-format checkpoint can be made here, load it too."""
     ckpt = None
     if HAVE_LAION:
-        from evalkit.backbones.clap import build_clap
+        from tests.laion_reference import build_clap
 
         model, _ = build_clap("tiny", vocab_size=261, seed=1)
         ckpt = tmp_path / "tiny.pt"
@@ -402,13 +469,12 @@ def test_runs_without_laion_clap_or_torchlibrosa(tmp_path):
         for name in ("laion_clap", "clap_module", "torchlibrosa"):
             sys.modules[name] = None   # import raises ImportError
         import torch
-        from evalkit.backbones.clap import fit_to_length
-        from evalkit.backbones.clap_hf import ClapHFEmbedder, build_clap_hf
+        from evalkit.backbones.clap import ClapEmbedder, build_clap_hf, fit_to_length
         from evalkit.backbones.tokenizers import tiny_roberta_tokenizer
         tok = tiny_roberta_tokenizer()
         ckpt = {str(ckpt) if ckpt else None!r}
         model, info = build_clap_hf("tiny", vocab_size=len(tok), checkpoint_path=ckpt)
-        emb = ClapHFEmbedder(model, info, tok)
+        emb = ClapEmbedder(model, info, tok)
         wav, longer = fit_to_length(torch.sin(torch.arange(96000) * 0.05), 480000)
         a = emb.embed_audio([wav], [longer])
         t = emb.embed_text(["a calm piano melody with soft strings"])

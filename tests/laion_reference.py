@@ -1,0 +1,187 @@
+"""laion_clap's own CLAP, built offline: the parity reference for evalkit's CLAP (tests only).
+
+evalkit computes CLAP with ``transformers.ClapModel`` (``evalkit/backbones/clap.py``); these are laion_clap's classes
+(``clap_module.model.CLAP``, HTSAT-base + roberta, non-fusion), built the way ``laion_clap.CLAP_Module`` builds them
+but without its hub downloads, so tests can load the same weights into both and compare. Needs the extra
+``evalkit[reference]`` (laion-clap, which pins numpy<2).
+
+- ``import laion_clap`` imports ``laion_clap.training.data``, which builds three tokenizers from the hub at import
+  time (with ``HF_HUB_OFFLINE=1`` they come back *empty*; without it the import retries the hub for minutes): only
+  ``clap_module`` (the model package inside ``laion_clap``) is imported here;
+- ``CLAP(...)`` calls ``RobertaModel.from_pretrained("roberta-base")`` for weights that a checkpoint then
+  overwrites: it gets a randomly initialised ``RobertaModel`` of roberta-base's config instead.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import threading
+import warnings
+from copy import deepcopy
+from typing import Any, Sequence
+from unittest import mock
+
+import torch
+
+from evalkit.backbones.clap import ROBERTA_BASE, TINY_HTSAT, TINY_ROBERTA, ClapError
+
+_BUILD_LOCK = threading.Lock()
+
+
+def clap_modules():
+    """``(clap_module.model, clap_module.htsat, clap_module.factory)`` of the installed laion_clap.
+
+    laion_clap's ``__init__`` appends its own folder to ``sys.path`` and imports the model package as the
+    top-level ``clap_module``; evalkit does the same without running that ``__init__``."""
+    if "clap_module.model" not in sys.modules:
+        spec = importlib.util.find_spec("laion_clap")
+        if spec is None or not spec.submodule_search_locations:
+            raise ClapError("laion_clap is not installed: `pip install laion-clap` (evalkit pins 1.1.7)")
+        folder = list(spec.submodule_search_locations)[0]
+        if folder not in sys.path:
+            sys.path.append(folder)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # timm's FutureWarning about timm.models.layers, torch meshgrid
+            importlib.import_module("clap_module")
+    return sys.modules["clap_module.model"], importlib.import_module("clap_module.htsat"), \
+        importlib.import_module("clap_module.factory")
+
+
+def laion_model_config(amodel: str) -> dict:
+    """laion_clap's architecture config (``clap_module/model_configs/<amodel>.json``), a deep copy."""
+    _, _, factory = clap_modules()
+    if amodel not in factory._MODEL_CONFIGS:
+        raise ClapError(f"laion_clap has no model config {amodel!r}; known: {sorted(factory._MODEL_CONFIGS)}")
+    return deepcopy(factory._MODEL_CONFIGS[amodel])
+
+
+def roberta_config(size: str = "full", vocab_size: int | None = None):
+    from transformers import RobertaConfig
+
+    kw = dict(ROBERTA_BASE)
+    if size == "tiny":
+        kw.update(TINY_ROBERTA)
+    if vocab_size is not None:
+        kw["vocab_size"] = int(vocab_size)
+    return RobertaConfig(**kw)
+
+
+class _RobertaFromConfig:
+    """Stands in for ``transformers.RobertaModel`` inside ``clap_module.model`` while ``CLAP`` is built:
+    ``from_pretrained(...)`` returns a randomly initialised ``RobertaModel(config)`` instead of downloading."""
+
+    def __init__(self, config):
+        self.config = config
+
+    def from_pretrained(self, *args, **kwargs):
+        from transformers import RobertaModel
+
+        return RobertaModel(self.config)
+
+
+def build_clap(size: str = "full", amodel: str = "HTSAT-base", *, vocab_size: int | None = None,
+               seed: int = 0) -> tuple[torch.nn.Module, dict]:
+    """``clap_module.model.CLAP`` as ``create_model(amodel, "roberta", enable_fusion=False)`` builds it, with
+    random weights drawn from ``seed`` (the global RNG is left as it was). Returns ``(model in eval mode, model_cfg)``
+    where ``model_cfg`` is the dict ``CLAP_Module.model_cfg`` would hold."""
+    if size not in ("full", "tiny"):
+        raise ClapError(f"model_size={size!r}: expected 'full' or 'tiny'")
+    M, H, _ = clap_modules()
+    model_cfg = laion_model_config(amodel)
+    model_cfg["text_cfg"]["model_type"] = "roberta"
+    model_cfg["enable_fusion"] = False
+    model_cfg["fusion_type"] = "None"
+    patches = [mock.patch.object(M, "RobertaModel", _RobertaFromConfig(roberta_config(size, vocab_size)))]
+    if size == "tiny":
+        t = TINY_HTSAT
+        model_cfg["audio_cfg"]["class_num"] = t["class_num"]
+        model_cfg["embed_dim"] = t["embed_dim"] * 2 ** (len(t["depths"]) - 1)
+
+        def tiny_htsat(audio_cfg, enable_fusion=False, fusion_type="None"):
+            return H.HTSAT_Swin_Transformer(
+                spec_size=256, patch_size=4, patch_stride=(4, 4), num_classes=audio_cfg.class_num,
+                embed_dim=t["embed_dim"], depths=list(t["depths"]), num_heads=list(t["num_heads"]),
+                window_size=t["window_size"], config=audio_cfg, enable_fusion=enable_fusion, fusion_type=fusion_type)
+
+        patches.append(mock.patch.object(M, "create_htsat_model", tiny_htsat))
+    with _BUILD_LOCK, torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.manual_seed(int(seed))
+        for p in patches:
+            p.start()
+        try:
+            model = M.CLAP(**model_cfg)
+        finally:
+            for p in reversed(patches):
+                p.stop()
+    return model.eval(), model_cfg
+
+
+def load_clap_weights(model: torch.nn.Module, path, drop_keys=("text_branch.embeddings.position_ids",),
+                      setting: str = "checkpoint", trust: bool = False) -> None:
+    """Load a checkpoint strictly (as audiocraft does); a mismatch names the first differing keys."""
+    from evalkit.backbones.clap import read_clap_state_dict
+
+    sd = read_clap_state_dict(path, drop_keys, trust)
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [f"{k}: {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        raise ClapError(
+            f"{setting}={path}: does not fit the CLAP model built here (missing {len(missing)}: {missing[:4]}, "
+            f"unexpected {len(unexpected)}: {unexpected[:4]}, shape mismatches {len(shapes)}: {shapes[:3]}). "
+            f"The audiocraft protocol needs a HTSAT-base, non-fusion LAION-CLAP checkpoint "
+            f"(music_audioset_epoch_15_esc_90.14.pt) and model_size=full.")
+    model.load_state_dict(sd, strict=True)
+
+
+class LaionEmbedder:
+    """laion_clap's CLAP called the way evalkit called it before ClapModel: get_audio_embedding on
+    {"waveform", "longer"} dicts, get_text_embedding on RoBERTa tokens. Batched, L2-normalised, 512-d."""
+
+    def __init__(self, model: torch.nn.Module, model_cfg: dict, tokenizer: Any, *, device: str | torch.device = "cpu",
+                 text_max_length: int = 77, text_padding: str = "max_length", text_truncation: bool = True) -> None:
+        self.model = model.to(device).eval()
+        self.model_cfg = model_cfg
+        self.tokenizer = tokenizer
+        self.device = torch.device(device)
+        self.text_max_length = int(text_max_length)
+        self.text_padding = text_padding
+        self.text_truncation = bool(text_truncation)
+        vocab = self.model.text_branch.embeddings.word_embeddings.num_embeddings
+        if len(tokenizer) > vocab:
+            raise ClapError(f"the tokenizer has {len(tokenizer)} entries but the text model only {vocab}")
+
+    @property
+    def clip_samples(self) -> int:
+        return int(self.model_cfg["audio_cfg"]["clip_samples"])
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.model_cfg["audio_cfg"]["sample_rate"])
+
+    @torch.no_grad()
+    def embed_audio(self, waves: Sequence[torch.Tensor], longer: Sequence[bool] | None = None) -> torch.Tensor:
+        """``waves``: 1-D tensors of exactly ``clip_samples`` samples at ``sample_rate`` (see
+        :func:`fit_to_length`). Runs ``CLAP.get_audio_embedding`` on the batch."""
+        if longer is None:
+            longer = [False] * len(waves)
+        data = []
+        for w, lg in zip(waves, longer):
+            if w.dim() != 1 or w.shape[0] != self.clip_samples:
+                raise ValueError(f"embed_audio expects 1-D waveforms of {self.clip_samples} samples, "
+                                 f"got {tuple(w.shape)}")
+            data.append({"waveform": w.float(), "longer": torch.tensor([bool(lg)])})
+        return self.model.get_audio_embedding(data)
+
+    @torch.no_grad()
+    def embed_text(self, captions: Sequence[str]) -> torch.Tensor:
+        """RoBERTa tokens (``padding="max_length", truncation=True, max_length=77``) -> ``CLAP.get_text_embedding``."""
+        from evalkit.backbones.tokenizers import encode_batch
+
+        enc = encode_batch(self.tokenizer, captions, max_length=self.text_max_length, padding=self.text_padding,
+                           truncation=self.text_truncation)
+        return self.model.get_text_embedding(enc)
