@@ -50,15 +50,21 @@ def select(prompts: Sequence[Prompt], limit: int | None) -> list[Prompt]:
     return ordered[: int(limit)]
 
 
-def validate(prompts: Iterable[Prompt], source: str) -> list[Prompt]:
+def validate(prompts: Iterable[Prompt], source: str, lines: Sequence[int] | None = None,
+             unit: str = "row") -> list[Prompt]:
+    """The prompts, or a :class:`PromptError` naming ``source`` and the line (``lines[i]``: the file line of prompt
+    i; else its row number) of the first empty id, empty caption or duplicate id."""
+    prompts = list(prompts)
+    where = (lambda i: f"line {lines[i]}") if lines is not None else (lambda i: f"{unit} {i + 1}")  # noqa: E731
     out, seen = [], {}
     for i, p in enumerate(prompts):
         if not p.id or not str(p.id).strip():
-            raise PromptError(f"{source}: row {i + 1} has an empty id")
+            raise PromptError(f"{source}: {where(i)} has an empty id")
         if p.caption is None or not str(p.caption).strip():
-            raise PromptError(f"{source}: prompt {p.id!r} (row {i + 1}) has an empty caption; fix or drop the row")
+            raise PromptError(f"{source}: {where(i)} (id {p.id!r}) has an empty caption; fix or drop the row")
         if p.id in seen:
-            raise PromptError(f"{source}: duplicate id {p.id!r} (rows {seen[p.id] + 1} and {i + 1}); ids must be unique")
+            raise PromptError(f"{source}: {where(i)} has a duplicate id {p.id!r} (first at {where(seen[p.id])}); ids "
+                              f"must be unique")
         seen[p.id] = i
         out.append(p)
     if not out:
@@ -77,13 +83,15 @@ def _read_text(path: Path) -> str:
 
 
 def load_prompt_file(path: str | Path) -> list[Prompt]:
-    """A plain prompts file: ``.txt`` (one caption a line; ids ``prompt-0001``...), ``.csv`` or ``.jsonl`` with
-    ``id`` and ``caption`` (and optional ``reference_id``)."""
+    """A plain prompts file, parsed strictly: ``.txt`` (one caption a line; ids ``prompt-0001``...), ``.csv`` or
+    ``.jsonl`` with ``id`` and ``caption`` (and optional ``reference_id``). A malformed row (wrong number of fields,
+    e.g. an unquoted comma in a caption; not JSON; empty or duplicate id; empty caption) raises
+    :class:`PromptError` naming the file and the line."""
     path = Path(path)
     text = _read_text(path)
     src = str(path)
     if path.suffix == ".jsonl":
-        rows = []
+        rows, lines = [], []
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
@@ -91,22 +99,45 @@ def load_prompt_file(path: str | Path) -> list[Prompt]:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as exc:
                 raise PromptError(f"{src}: line {n} is not JSON ({exc.msg})") from exc
-        prompts = [_row_prompt(r, src, i) for i, r in enumerate(rows)]
+            lines.append(n)
+        prompts = [_row_prompt(r, src, n) for r, n in zip(rows, lines)]
     elif path.suffix == ".csv":
-        rows = list(csv.DictReader(io.StringIO(text)))
-        prompts = [_row_prompt(r, src, i) for i, r in enumerate(rows)]
+        prompts, lines = _read_csv(text, src)
     else:
-        lines = [ln.strip() for ln in text.splitlines()]
-        prompts = [Prompt(f"prompt-{i:04d}", ln) for i, ln in enumerate((ln for ln in lines if ln), 1)]
-    return validate(prompts, src)
+        numbered = [(n, ln.strip()) for n, ln in enumerate(text.splitlines(), 1) if ln.strip()]
+        prompts = [Prompt(f"prompt-{i:04d}", ln) for i, (_, ln) in enumerate(numbered, 1)]
+        lines = [n for n, _ in numbered]
+    return validate(prompts, src, lines)
 
 
-def _row_prompt(row: dict, src: str, i: int) -> Prompt:
+def _read_csv(text: str, src: str) -> tuple[list[Prompt], list[int]]:
+    """``csv`` rows with exactly the header's number of fields (``csv.DictReader`` would keep a too-long row and
+    silently drop its extra fields: ``c1,a soft piano, strings and pads`` would become the caption "a soft piano")."""
+    reader = csv.reader(io.StringIO(text))
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        raise PromptError(f"{src}: empty file (expected a header line: id,caption)") from None
+    prompts, lines = [], []
+    for fields in reader:
+        n = reader.line_num
+        if not any(f.strip() for f in fields):
+            continue
+        if len(fields) != len(header):
+            raise PromptError(
+                f"{src}: line {n} has {len(fields)} fields, the header has {len(header)} ({', '.join(header)}). "
+                f"A caption that contains a comma must be quoted: \"a soft piano, strings and pads\"")
+        prompts.append(_row_prompt(dict(zip(header, fields)), src, n))
+        lines.append(n)
+    return prompts, lines
+
+
+def _row_prompt(row: dict, src: str, line: int) -> Prompt:
     if not isinstance(row, dict) or "caption" not in row:
-        raise PromptError(f"{src}: row {i + 1} has no 'caption' field (need id and caption)")
-    pid = row.get("id") or row.get("ytid")
+        raise PromptError(f"{src}: line {line} has no 'caption' field (need id and caption)")
+    pid = row["id"] if "id" in row else row.get("ytid")
     if pid is None:
-        raise PromptError(f"{src}: row {i + 1} has no 'id' field")
+        raise PromptError(f"{src}: line {line} has no 'id' field")
     ref = row.get("reference_id") or None
     return Prompt(str(pid).strip(), str(row["caption"] or "").strip(), str(ref) if ref else None)
 
