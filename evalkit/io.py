@@ -1,7 +1,9 @@
 """Atomic, verifiable writes: every file a run leaves is either whole or absent.
 
-Pattern: write to ``<name>.tmp-<pid>`` in the same folder, flush + fsync, ``os.replace`` onto the final name,
-fsync the folder. A crash leaves at most a temp file, which is never mistaken for a finished one.
+Pattern: write to ``.<name>.<pid>.tmp`` in the same folder (hidden, and never ending in the final name's extension,
+so no tool that lists ``*.flac`` or ``*.npz`` reads it), flush + fsync, ``os.replace`` onto the final name, fsync the
+folder. A crash leaves at most a temp file, which is never mistaken for a finished one, and :func:`sweep_temp_files`
+removes what a killed process left.
 """
 from __future__ import annotations
 
@@ -27,17 +29,60 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+TEMP_SUFFIX = ".tmp"
+_FAULTS: dict[str, int] = {}
+
+
+def fault_point(point: str) -> None:
+    """Crash testing: ``EVALKIT_KILL_AT=<point>:<n>`` SIGKILLs this process the n-th time it reaches ``point``
+    (``generate:clip`` right after a clip file is written; ``score:rows`` after a batch's rows are written and
+    before its statistics are saved; ``io:replace`` inside an atomic write, its temp file written and not yet renamed
+    - the worst moments to die). No effect when the variable is unset."""
+    spec = os.environ.get("EVALKIT_KILL_AT")
+    if not spec or not spec.startswith(point + ":"):
+        return
+    _FAULTS[point] = _FAULTS.get(point, 0) + 1
+    if _FAULTS[point] == int(spec.rsplit(":", 1)[1]):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def temp_name(path: str | os.PathLike) -> Path:
+    """The temp file beside ``path`` that an atomic write goes through: ``.<name>.<pid>.tmp``."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
+
+
+def sweep_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temp files of unfinished atomic writes under ``folder`` (a killed run's leftovers; also the
+    ``.<name>.tmp-<pid><ext>`` names of evalkit <= 0.1, which ended in the final extension). Returns them."""
+    import re
+
+    legacy = re.compile(r"^\..+\.tmp-\d+(\.\w+)?$")
+    removed = []
+    root = Path(folder)
+    if not root.is_dir():
+        return removed
+    for p in root.rglob(".*"):
+        if p.is_file() and (p.name.endswith(TEMP_SUFFIX) or legacy.match(p.name)):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path beside ``path``; on success fsync it and rename it onto ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
+    tmp = temp_name(path)
     try:
         yield tmp
         with open(tmp, "rb+") as fh:
             fh.flush()
             os.fsync(fh.fileno())
+        fault_point("io:replace")
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     finally:

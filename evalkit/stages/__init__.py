@@ -12,28 +12,11 @@
 """
 from __future__ import annotations
 
-import os
-
-
 class RunError(RuntimeError):
     """A run that cannot go on; the message names the setting or file and the fix."""
 
 
-_FAULTS: dict[str, int] = {}
-
-
-def fault_point(point: str) -> None:
-    """Crash testing: ``EVALKIT_KILL_AT=<point>:<n>`` SIGKILLs this process the n-th time it reaches ``point``
-    (``generate:clip`` right after a clip file is written; ``score:rows`` after a batch's rows are written and
-    before its statistics are saved - the worst moments to die). No effect when the variable is unset."""
-    spec = os.environ.get("EVALKIT_KILL_AT")
-    if not spec or not spec.startswith(point + ":"):
-        return
-    _FAULTS[point] = _FAULTS.get(point, 0) + 1
-    if _FAULTS[point] == int(spec.rsplit(":", 1)[1]):
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)
+from evalkit.io import fault_point  # noqa: E402,F401  (crash testing; re-exported)
 
 
 class _NoBar:

@@ -69,6 +69,9 @@ def claim(spec: RunSpec, out_dir: Path, dist) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     if dist.rank != 0:
         return
+    swept = eio.sweep_temp_files(out_dir)  # a killed run's unfinished writes: never read as clips or states
+    if swept:
+        log.info("removed %d unfinished temp files left in %s", len(swept), out_dir)
     cfg_path = out_dir / "config.yaml"
     if cfg_path.exists():
         import yaml
