@@ -25,10 +25,11 @@ class AudioError(ValueError):
 # ----------------------------------------------------------------------------------------------------------------
 # Reading and writing
 # ----------------------------------------------------------------------------------------------------------------
-def load_audio(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
+def load_audio(path: str | os.PathLike, check_finite: bool = True) -> tuple[torch.Tensor, int]:
     """Read a file with soundfile (not ``torchaudio.load``) -> (float32 ``[C, T]``, sample rate).
 
-    Raises :class:`AudioError` naming the file when it is missing, unreadable, empty or holds NaN/inf.
+    Raises :class:`AudioError` naming the file when it is missing, unreadable, empty or (with ``check_finite``)
+    holds NaN/inf; the run's audit reads with ``check_finite=False`` and flags non-finite samples itself.
     mp3 is read by libsndfile >= 1.1 (soundfile wheels ship it); other formats fall back to librosa/audioread.
     """
     import soundfile as sf
@@ -42,7 +43,7 @@ def load_audio(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
         raise AudioError(f"{path}: not a readable audio file ({type(exc).__name__}: {exc})") from exc
     if data.shape[0] == 0:
         raise AudioError(f"{path}: the file holds no samples")
-    if not np.isfinite(data).all():
+    if check_finite and not np.isfinite(data).all():
         raise AudioError(f"{path}: the audio holds NaN or infinite samples")
     return torch.from_numpy(np.ascontiguousarray(data.T)), int(sr)
 

@@ -68,4 +68,4 @@ def _stages(spec: RunSpec, out: Path, dist, device: str) -> dict[str, Any]:
     score_rows = scoring.Scorer(spec, metrics, out, dist).score(ins, gen_rows)
     if dist.rank != 0:
         return {}
-    return outputs.write_outputs(spec, out, ins, gen.describe(), metrics, skipped_metrics, gen_rows, score_rows)
+    return outputs.write_outputs(spec, out, ins, gen, metrics, skipped_metrics, gen_rows, score_rows)

@@ -30,6 +30,7 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 VOLATILE_KEYS = ("progress", "num_workers", "overwrite", "device", "cache")
 PRECISIONS = ("fp32", "fp16", "bf16")
 BACKBONE_WEIGHTS = ("released", "random")
+CHANNEL_VIEWS = ("mono", "left", "right", "mid", "side")
 
 
 class SpecError(ValueError):
@@ -147,6 +148,8 @@ class RunSpec:
     progress: bool = True
     backbone_weights: str = "released"
     backbone_size: str = "full"
+    audit: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    channel_view: str = "mono"
 
     # -- construction ------------------------------------------------------------------------------------------------
     @classmethod
@@ -238,10 +241,17 @@ class RunSpec:
             (str(self.backbone_weights) in BACKBONE_WEIGHTS,
              f"backbone_weights={self.backbone_weights}: released or random"),
             (self.melody_source in ("reference", "none"), f"melody.source={self.melody_source}: reference or none"),
+            (self.channel_view in CHANNEL_VIEWS, f"channel_view={self.channel_view}: one of {', '.join(CHANNEL_VIEWS)}"),
         ]
         for ok, msg in checks:
             if not ok:
                 raise SpecError(msg)
+        from evalkit.stages.audit import AuditSettings
+
+        try:
+            AuditSettings.from_config(self.audit)
+        except (TypeError, ValueError) as exc:
+            raise SpecError(str(exc)) from exc
         for name, recipe in self.metrics.items():
             if "protocol" not in recipe:
                 raise SpecError(f"metrics.{name}: no protocol (conf/metrics/{name}.yaml must select a file of "

@@ -21,27 +21,45 @@ class ReferenceError(ValueError):
     pass
 
 
+#: files a clip folder may hold that are not clips and not worth a mention (evalkit.data.musiccaps writes the first)
+NOT_CLIPS = ("manifest.csv",)
+
+
+def list_audio_files(root: Path, setting: str) -> tuple[dict[str, Path], list[tuple[Path, str]]]:
+    """``{id: path}`` of the clips in ``root`` (``<id>.<ext>``, ext in :data:`AUDIO_EXTENSIONS`; hidden files, i.e.
+    unfinished writes, ignored) and the files that cannot be clips as ``(path, reason)``. Two files for one id raise
+    :class:`ReferenceError` naming both and ``setting``."""
+    paths: dict[str, Path] = {}
+    unusable: list[tuple[Path, str]] = []
+    for p in sorted(root.iterdir()):
+        if p.name.startswith(".") or not p.is_file() or p.name in NOT_CLIPS:
+            continue
+        if p.suffix.lower() not in AUDIO_EXTENSIONS:
+            unusable.append((p, f"unsupported format (evalkit reads {', '.join(AUDIO_EXTENSIONS)})"))
+            continue
+        if p.stem in paths:
+            raise ReferenceError(f"{setting}: two files for id {p.stem!r}: {paths[p.stem].name} and {p.name}; keep one")
+        paths[p.stem] = p
+    return paths, unusable
+
+
 @dataclass
 class ReferenceSet:
     root: Path | None
     paths: dict[str, Path] = field(default_factory=dict)
     synthetic: bool = False
+    #: files of the folder that cannot be clips, with the reason
+    unusable: list[tuple[Path, str]] = field(default_factory=list)
 
     @classmethod
     def from_dir(cls, root: str | Path, setting: str = "reference.dir") -> "ReferenceSet":
         root = Path(root).expanduser()
         if not root.is_dir():
             raise ReferenceError(f"{setting}={root}: no such folder")
-        paths: dict[str, Path] = {}
-        for p in sorted(root.iterdir()):
-            if p.name.startswith(".") or p.suffix.lower() not in AUDIO_EXTENSIONS or not p.is_file():
-                continue
-            if p.stem in paths:
-                raise ReferenceError(f"{setting}: two files for id {p.stem!r}: {paths[p.stem].name} and {p.name}; keep one")
-            paths[p.stem] = p
+        paths, unusable = list_audio_files(root, setting)
         if not paths:
             raise ReferenceError(f"{setting}={root}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) named <id>.<ext>")
-        return cls(root=root, paths=paths)
+        return cls(root=root, paths=paths, unusable=unusable)
 
     @classmethod
     def empty(cls) -> "ReferenceSet":

@@ -81,6 +81,10 @@ class Generator(ABC):
         generation cache; None = never cache (existing files)."""
         return None
 
+    def unused_files(self, ids: Sequence[str]) -> list[dict[str, str]]:
+        """Files of the generator's input that no prompt uses or that cannot be used, ``{"file", "reason"}``."""
+        return []
+
     def batch_meta(self) -> dict[str, Any]:
         """Extra facts recorded in ``generation/batch-*.json`` (e.g. ``max_new_tokens``)."""
         return {}

@@ -11,6 +11,7 @@ from typing import Any, Mapping, Sequence
 
 from evalkit.audio import AUDIO_EXTENSIONS
 from evalkit.data.prompts import Prompt
+from evalkit.data.references import ReferenceError, list_audio_files
 from evalkit.generate.base import Batch, GeneratedClip, Generator
 from evalkit.registry import register_generator
 
@@ -20,23 +21,6 @@ FOLDER_BATCH = 256
 
 class FolderError(ValueError):
     pass
-
-
-def list_audio_files(root: Path, setting: str) -> tuple[dict[str, Path], list[tuple[str, str]]]:
-    """``{id: path}`` of the audio files in ``root`` (``<id>.<ext>``, ext in :data:`AUDIO_EXTENSIONS`), and the
-    files that cannot be clips as ``(name, reason)``: another extension, two files for one id (both listed)."""
-    paths: dict[str, Path] = {}
-    unusable: list[tuple[str, str]] = []
-    for p in sorted(root.iterdir()):
-        if p.name.startswith(".") or not p.is_file():
-            continue
-        if p.suffix.lower() not in AUDIO_EXTENSIONS:
-            unusable.append((p.name, f"unsupported format (evalkit reads {', '.join(AUDIO_EXTENSIONS)})"))
-            continue
-        if p.stem in paths:
-            raise FolderError(f"{setting}: two files for id {p.stem!r}: {paths[p.stem].name} and {p.name}; keep one")
-        paths[p.stem] = p
-    return paths, unusable
 
 
 @register_generator("folder")
@@ -52,7 +36,10 @@ class FolderGenerator(Generator):
         self.root = Path(str(d)).expanduser()
         if not self.root.is_dir():
             raise FolderError(f"model.dir={d}: no such folder")
-        self.paths, self.unusable = list_audio_files(self.root, "model.dir")
+        try:
+            self.paths, self.unusable = list_audio_files(self.root, "model.dir")
+        except ReferenceError as exc:
+            raise FolderError(str(exc)) from exc
         if not self.paths:
             raise FolderError(f"model.dir={d}: no audio files named <id>.<ext> ({', '.join(AUDIO_EXTENSIONS)})")
         self.model_cfg = dict(model_cfg)
@@ -67,6 +54,12 @@ class FolderGenerator(Generator):
     def plan(self, prompts: Sequence[Prompt]) -> list[Batch]:
         prompts = list(prompts)
         return [Batch(i // FOLDER_BATCH, None, prompts[i:i + FOLDER_BATCH]) for i in range(0, len(prompts), FOLDER_BATCH)]
+
+    def unused_files(self, ids) -> list[dict[str, str]]:
+        ids = set(ids)
+        out = [{"file": str(p), "reason": "no prompt id (not in the prompt set)"} for i, p in self.paths.items()
+               if i not in ids]
+        return out + [{"file": str(p), "reason": why} for p, why in self.unusable]
 
     def generate_batch(self, batch: Batch, melodies=None) -> list[GeneratedClip]:
         out = []

@@ -74,6 +74,8 @@ class Metric:
         self.recipe = dict(recipe)
         self.device = torch.device(device)
         self.state: dict[str, np.ndarray] = {}
+        #: what the last compute() found questionable about its number (summary.json ``warnings``)
+        self.warnings: list[str] = []
         self.add_state("n_clips", ())
         self.add_state("n_skipped", ())
 
@@ -122,7 +124,9 @@ class Metric:
 
     def compute(self) -> dict[str, float]:
         """The metric's numbers (``spec.primary`` is the headline). Raises :class:`MetricUnavailable` when no clip
-        was scored, or when the scored clips cannot give a number (the reason says which)."""
+        was scored, or when the scored clips cannot give a number (the reason says which). Doubts about a number
+        that exists (e.g. a rank-deficient covariance) go to ``self.warnings``."""
+        self.warnings = []
         if self.count("n_clips") <= 0:
             raise MetricUnavailable(
                 f"no clip was scored ({self.count('n_skipped')} skipped; the reasons are in clips.parquet, column "

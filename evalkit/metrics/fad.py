@@ -28,7 +28,7 @@ from evalkit.audio import AudioError, convert_audio, i16_pcm, peak_normalize, re
 from evalkit.backbones.vggish import EMBEDDING_DIM, LogMel, VGGishBackbone, VGGishError
 from evalkit.backbones.weights import CheckpointError, UnsafeCheckpointError, resolve_checkpoint
 from evalkit.metrics.base import Clip, ClipResult, Metric, MetricUnavailable
-from evalkit.metrics.frechet import FrechetError, GaussianStats, frechet_distance
+from evalkit.metrics.frechet import FrechetError, GaussianStats, covariance_rank, frechet_distance
 from evalkit.metrics.spec import MetricSpec
 from evalkit.registry import register_metric
 
@@ -190,25 +190,12 @@ class FAD(Metric):
                 results[cid].arrays[f"fad_{side}_emb"] = np.array(e, dtype=np.float32)
         return results
 
-    def _crop(self, clip: Clip) -> int | None:
-        """The reference's length at the rate both sides are cut at (audiocraft protocol), else None."""
-        if not self.recipe.get("crop_to_reference") or clip.reference is None:
-            return None
-        solver_sr = self.recipe.get("solver_sample_rate")
-        rsr = int(clip.reference_sr or clip.sample_rate)
-        crop = clip.reference.shape[-1]
-        if solver_sr and rsr != int(solver_sr):
-            return _resampled_length(crop, rsr, int(solver_sr))
-        if not solver_sr and rsr != clip.sample_rate:
-            return int(round(crop * clip.sample_rate / rsr))
-        return crop
-
     def _prepare_pair(self, clip: Clip, jobs: list) -> ClipResult:
         """Both sides' examples appended to ``jobs``; the clip's result with the reasons of a skipped side.
         audiocraft writes each side's wav on its own: a failure on one side drops only that side."""
         res = ClipResult(values={"fad_windows": 0})
         reasons = []
-        crop = self._crop(clip)
+        crop = _crop_length(clip, self.recipe)
         ex, why = self._prepare(clip.audio, clip.sample_rate, crop, "generated")
         if ex is None:
             reasons.append(why)
@@ -259,7 +246,15 @@ class FAD(Metric):
             mu_r, sigma_r, n_ref = self.reference_mean_cov()
         except FrechetError as exc:
             raise MetricUnavailable(str(exc)) from exc
-        fad = frechet_distance(mu_g, sigma_g, mu_r, sigma_r, eps=float(self.recipe.get("fd_eps", 1e-7)))
+        for side, sigma, n in (("generated", sigma_g, gen.n), ("reference", sigma_r, n_ref)):
+            rank = covariance_rank(sigma)
+            if rank < self.dim:
+                self.warnings.append(
+                    f"the {side} side's covariance has rank {rank} < {self.dim} ({n} windows): its embeddings span too "
+                    f"few directions (repeated or stationary audio?), so this FAD exists but is not comparable with "
+                    f"FADs of full-rank sets")
+        fad = frechet_distance(mu_g, sigma_g, mu_r, sigma_r, eps=float(self.recipe.get("fd_eps", 1e-7)),
+                               warnings=self.warnings)
         return {
             "fad": float(fad),
             "n_gen_windows": int(gen.n),
@@ -386,6 +381,21 @@ def _check_same_embeddings(setting: str, theirs: Mapping[str, Any], mine: Mappin
     if diff:
         raise FADError(f"{setting}: its embeddings were made with other settings (file vs this run): "
                        + ", ".join(f"{k}: {a!r} vs {b!r}" for k, (a, b) in sorted(diff.items())))
+
+
+def _crop_length(clip: Clip, recipe: Mapping[str, Any]) -> int | None:
+    """The reference's length at the rate both sides are cut at (audiocraft protocol: ``crop_to_reference``), else
+    None."""
+    if not recipe.get("crop_to_reference") or clip.reference is None:
+        return None
+    solver_sr = recipe.get("solver_sample_rate")
+    rsr = int(clip.reference_sr or clip.sample_rate)
+    crop = clip.reference.shape[-1]
+    if solver_sr and rsr != int(solver_sr):
+        return _resampled_length(crop, rsr, int(solver_sr))
+    if not solver_sr and rsr != clip.sample_rate:
+        return int(round(crop * clip.sample_rate / rsr))
+    return crop
 
 
 def _min_samples(front: LogMel) -> int:

@@ -37,8 +37,16 @@ def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
     return float(np.sqrt(np.clip(ev, 0, None)).sum())
 
 
-def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = GOOGLE_FALLBACK_EPS) -> float:
-    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2), float64."""
+#: A negative result larger than this fraction of ``tr Σ₁ + tr Σ₂`` is not round-off: the trace term is unstable.
+NEGATIVE_TOLERANCE = 1e-9
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = GOOGLE_FALLBACK_EPS, warnings: list | None = None) -> float:
+    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2), float64, never negative.
+
+    Identical statistics give exactly 0.0. A distance is >= 0 in exact arithmetic; a negative result is round-off in
+    ``tr Σ₁ + tr Σ₂ - 2 tr sqrtm(Σ₁Σ₂)`` (large when the covariances are rank-deficient) and is clamped to 0.0; when it
+    exceeds :data:`NEGATIVE_TOLERANCE` of the traces a line saying so is appended to ``warnings``."""
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
     sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != (mu1.size, mu1.size):
@@ -46,12 +54,28 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = GOOGLE_FALLBACK_EPS)
     for name, arr in (("mu1", mu1), ("sigma1", sigma1), ("mu2", mu2), ("sigma2", sigma2)):
         if not np.isfinite(arr).all():
             raise FrechetError(f"{name} holds NaN or inf: the embeddings behind it are not finite")
+    if np.array_equal(mu1, mu2) and np.array_equal(sigma1, sigma2):
+        return 0.0
     diff = mu1 - mu2
     tr = trace_sqrt_product(sigma1, sigma2)
     if not np.isfinite(tr):
         off = np.eye(sigma1.shape[0]) * eps
         tr = trace_sqrt_product(sigma1 + off, sigma2 + off)
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr)
+    traces = float(np.trace(sigma1) + np.trace(sigma2))
+    d = float(diff @ diff + traces - 2.0 * tr)
+    if d < 0:
+        if warnings is not None and -d > NEGATIVE_TOLERANCE * max(traces, 1e-300):
+            warnings.append(f"the trace term tr sqrtm(Σ₁Σ₂) = {tr:.6g} is unstable: the distance came out {d:.3g} "
+                            f"(traces {traces:.6g}); reported as 0.0. The covariances are probably rank-deficient.")
+        return 0.0
+    return d
+
+
+def covariance_rank(sigma, rtol: float = 1e-10) -> int:
+    """Numerical rank of a symmetric PSD covariance: eigenvalues above ``rtol`` times the largest."""
+    w = np.linalg.eigvalsh(np.asarray(sigma, np.float64))
+    top = float(w.max()) if w.size else 0.0
+    return int((w > rtol * top).sum()) if top > 0 else 0
 
 
 @dataclass

@@ -55,7 +55,7 @@ def cache_root(spec: RunSpec, kind: str) -> Path | None:
 def link_or_copy(src: Path, dst: Path) -> None:
     """Hard link (same file system) or copy, then an atomic rename onto ``dst``."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    tmp = eio.temp_name(dst)
     try:
         os.link(src, tmp)
     except OSError:
@@ -124,7 +124,7 @@ def generate(spec: RunSpec, inputs: Inputs, generator: Generator, out_dir: Path,
     dist.barrier()  # every rank's clips are on disk before anyone scores
     rows: dict[str, dict[str, Any]] = {}
     for batch in batches:
-        meta = metas.get(batch.index) or eio.read_json(_meta_path(out_dir, batch))
+        meta = metas.get(batch.index) or _read_meta(out_dir, batch, dist)
         for p in batch.prompts:
             rows[p.id] = _row(batch, p.id, out_dir, generator, meta)
     return {p.id: rows[p.id] for p in inputs.prompts}
@@ -144,6 +144,15 @@ def _settle_batch_size(generator: Generator, inputs: Inputs, plan_path: Path, di
             eio.write_json(plan_path, {"batch_size": generator.batch_size,
                                        "found_by": "auto (largest power of two that fits)"})
     log.info("batch_size=auto -> %d", generator.batch_size)
+
+
+def _read_meta(out_dir: Path, batch: Batch, dist) -> dict:
+    """Another rank's batch: its metadata file, or (when that rank's generation of it failed) a skip per clip."""
+    path = _meta_path(out_dir, batch)
+    if path.exists():
+        return eio.read_json(path)
+    why = f"generation failed on rank {batch.index % dist.world} (see its log)"
+    return {"skipped": {p.id: why for p in batch.prompts}}
 
 
 def _meta_path(out_dir: Path, batch: Batch) -> Path:
@@ -170,7 +179,14 @@ def _run_batch(batch: Batch, generator: Generator, inputs: Inputs, out_dir: Path
     if key and cache.fetch(key, paths):
         meta = {**base, "cache_key": key, "from_cache": True, "skipped": {}}
     else:
-        clips = generator.generate_batch(batch, _melodies(batch, generator, inputs, melody))
+        try:
+            clips = generator.generate_batch(batch, _melodies(batch, generator, inputs, melody))
+        except RuntimeError as exc:  # a failed batch (CUDA error, OOM, ...) must not lose the run: its clips are skipped
+            log.error("batch %d: generation failed (%s: %s); its %d clips are skipped", batch.index,
+                      type(exc).__name__, exc, len(batch.prompts))
+            why = f"generation failed: {type(exc).__name__}: {exc}"
+            return {**base, "cache_key": key, "from_cache": False, "skipped": {p.id: why for p in batch.prompts},
+                    "failed": True}  # not written to disk: a resumed run tries this batch again
         skipped = _write_clips(clips, paths, generator)
         if key and not skipped:
             cache.store(key, paths)

@@ -56,17 +56,69 @@ def metric_entry(m: Metric, df) -> dict[str, Any]:
     else:
         entry["value"] = values.get(m.spec.primary)
         entry["values"] = values
+    if m.warnings:
+        entry["warnings"] = list(m.warnings)
+        for w in m.warnings:
+            log.warning("%s: %s", m.name, w)
     entry["spec"] = m.spec.as_dict()
     return entry
 
 
+def audit_counts(df, column: str) -> tuple[dict[str, int], dict[str, list[str]]]:
+    """``{flag: n clips}`` and ``{flag: ids}`` of a ``clips.parquet`` list column (``audit_flags``)."""
+    from evalkit.stages.audit import FLAGS
+
+    ids: dict[str, list[str]] = {}
+    if column in df:
+        for cid, flags in zip(df["id"], df[column]):
+            for f in (list(flags) if flags is not None and not isinstance(flags, float) else []):
+                ids.setdefault(str(f), []).append(str(cid))
+    ordered = {f: ids[f] for f in FLAGS if f in ids}
+    return {f: len(v) for f, v in ordered.items()}, ordered
+
+
+def unused_files(inputs: Inputs, generator_unused: list[dict[str, str]], df) -> list[dict[str, str]]:
+    """Files of ``model.dir`` and ``reference.dir`` that no prompt uses or that cannot be used, with the reason."""
+    out = list(generator_unused)
+    refs = inputs.references
+    out += [{"file": str(refs.paths[i]), "reason": "no prompt id (not in the prompt set)"}
+            for i in inputs.extra_reference_ids if i in refs.paths]
+    out += [{"file": str(p), "reason": why} for p, why in refs.unusable]
+    for col, path_col in (("audit_flags", "audio_path"), ("reference_audit_flags", "reference_path")):
+        if col in df and path_col in df:
+            for flags, path in zip(df[col], df[path_col]):
+                if flags is not None and not isinstance(flags, float) and "unreadable" in list(flags) and path:
+                    out.append({"file": str(path), "reason": "unreadable"})
+    return out
+
+
+def input_accounting(spec: RunSpec, inputs: Inputs, generator_unused, df) -> dict[str, Any]:
+    """The summary's account of the inputs: the audit of both sides, unusable references, unused files, the
+    reference set's identity."""
+    audit, audit_ids = audit_counts(df, "audit_flags")
+    ref_audit, ref_audit_ids = audit_counts(df, "reference_audit_flags")
+    problems = {str(i): str(r) for i, r in zip(df["id"], df["reference_problem"]) if isinstance(r, str)} \
+        if "reference_problem" in df else {}
+    reference_set = None
+    if inputs.references.root is not None and not inputs.references.synthetic:
+        from evalkit.data.musiccaps import reference_set_identity
+
+        reference_set = {"dir": str(inputs.references.root), **(reference_set_identity(inputs.references.root) or {})}
+    return {"audit": audit, "audit_ids": audit_ids, "reference_audit": ref_audit, "reference_audit_ids": ref_audit_ids,
+            "n_unusable_reference": len(problems), "unusable_references": problems,
+            "unused_files": unused_files(inputs, generator_unused, df), "reference_set": reference_set}
+
+
 def build_summary(spec: RunSpec, out_dir: Path, inputs: Inputs, generator_desc: Mapping[str, Any],
-                  metrics: Mapping[str, Metric], skipped_metrics: Mapping[str, str], df) -> dict[str, Any]:
+                  metrics: Mapping[str, Metric], skipped_metrics: Mapping[str, str], df,
+                  generator_unused: list[dict[str, str]] = ()) -> dict[str, Any]:
     from evalkit.stages.folder import versions
 
     metrics_out: dict[str, Any] = {name: metric_entry(m, df) for name, m in metrics.items()}
     for name, why in skipped_metrics.items():
-        metrics_out[name] = {"value": None, "skipped": why}
+        from evalkit.registry import get_metric
+
+        metrics_out[name] = {"value": None, "skipped": why, "spec": get_metric(name).spec.as_dict()}
     any_random = bool(generator_desc.get("random_weights")) or bool(inputs.references.synthetic) or any(
         bool(e.get("random_weights")) for e in metrics_out.values())
     return {
@@ -83,16 +135,20 @@ def build_summary(spec: RunSpec, out_dir: Path, inputs: Inputs, generator_desc: 
         "missing_reference_ids": inputs.missing_reference_ids,
         "extra_reference_ids": inputs.extra_reference_ids[:100],
         "n_skipped": int(df["skip_reason"].notna().sum()),
+        "skip_reasons": {str(k): int(v) for k, v in df["skip_reason"].dropna().value_counts().items()},
+        "channel_view": str(spec.channel_view),
+        **input_accounting(spec, inputs, list(generator_unused), df),
         "metrics": metrics_out,
     }
 
 
-def write_outputs(spec: RunSpec, out_dir: Path, inputs: Inputs, generator_desc, metrics, skipped_metrics,
+def write_outputs(spec: RunSpec, out_dir: Path, inputs: Inputs, generator, metrics, skipped_metrics,
                   gen_rows, score_rows) -> dict[str, Any]:
     """Write ``clips.parquet``, ``summary.json`` and the reference side's artifacts; return the summary."""
     out_dir = Path(out_dir)
     df = write_clips_table(out_dir, inputs, gen_rows, score_rows)
-    summary = build_summary(spec, out_dir, inputs, generator_desc, metrics, skipped_metrics, df)
+    summary = build_summary(spec, out_dir, inputs, generator.describe(), metrics, skipped_metrics, df,
+                            generator.unused_files([p.id for p in inputs.prompts]))
     eio.write_json(out_dir / "summary.json", summary)
     if spec.reference.get("write_stats", True):
         for m in metrics.values():
@@ -110,7 +166,17 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         lines += ["", "!! " + RANDOM_WEIGHTS_NOTE, ""]
     m = summary["model"]
     lines.append(f"model: {m.get('name')} ({m.get('hub_id') or m.get('source')})   clips: {summary['n_clips']}   "
-                 f"missing references: {summary['n_missing_reference']}   skipped: {summary['n_skipped']}")
+                 f"missing references: {summary['n_missing_reference']}   unusable references: "
+                 f"{summary.get('n_unusable_reference', 0)}   skipped: {summary['n_skipped']}")
+    flagged = [("generated", summary.get("audit") or {}), ("references", summary.get("reference_audit") or {})]
+    if any(c for _, c in flagged):
+        lines.append("audit: " + "; ".join(f"{side} " + ", ".join(f"{f} {n}" for f, n in c.items())
+                                          for side, c in flagged if c)
+                     + "   (clips.parquet: audit_flags, skip_reason; summary.json: audit_ids)")
+    if summary.get("unused_files"):
+        lines.append(f"unused files: {len(summary['unused_files'])} (summary.json: unused_files)")
+    if summary.get("channel_view", "mono") != "mono":
+        lines.append(f"channel view: {summary['channel_view']} (the card's protocol scores the mono downmix)")
     lines.append(f"{'metric':<26}{'value':>12}  {'protocol':<24}{'clips':>7}")
     for name, v in summary["metrics"].items():
         label = (v.get("spec") or {}).get("card_column") or name

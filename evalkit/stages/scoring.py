@@ -111,6 +111,17 @@ class ScoreCache:
         eio.write_npz(self.path(m, key), **entry)
 
 
+def _fingerprint(chunk, gen_rows: Mapping[str, Mapping[str, Any]], inputs: Inputs) -> str:
+    """What a scoring batch was computed from: each prompt's id, caption, clip file name (or why it has none) and
+    reference file name. A resumed run rescores when this changed (a failed generation retried since)."""
+    def name(path):
+        return Path(path).name if path else None  # not the folder: two runs of one config must agree
+
+    items = [[p.id, p.caption, name(gen_rows[p.id].get("audio_path")), gen_rows[p.id].get("generation_skipped"),
+              name(inputs.references.get(p.ref_key))] for p in chunk]
+    return hashlib.sha256(json.dumps(items, default=str).encode()).hexdigest()
+
+
 def update_metric(m: Metric, clips: list[Clip], cache: ScoreCache | None) -> dict[str, ClipResult]:
     """One metric on one batch: its contribution computed on a zeroed state (or read from the cache), then added."""
     key = cache.key(m, clips) if cache is not None else None
@@ -146,6 +157,7 @@ class Scorer:
         bs = int(self.spec.metric_batch_size)
         prompts = inputs.prompts
         batches = [prompts[i:i + bs] for i in range(0, len(prompts), bs)]
+        self.fingerprints = [_fingerprint(b, gen_rows, inputs) for b in batches]
         done = self._load_state(len(batches))
         todo = [b for b in range(len(batches)) if b % self.dist.world == self.dist.rank
                 and not (b in done and self._rows_path(b).exists())]
@@ -183,7 +195,7 @@ class Scorer:
             mclips = [c for c in clips if not use_ref or c.reference is not None]
             for c in clips:
                 if use_ref and c.reference is None:
-                    rows[c.id][m.spec.skip_column] = "no reference clip"
+                    rows[c.id][m.spec.skip_column] = rows[c.id].get("reference_problem") or "no reference clip"
             if not mclips:
                 continue
             for cid, res in update_metric(m, mclips, self.cache).items():
@@ -198,7 +210,8 @@ class Scorer:
         eio.write_parquet(self._rows_path(b), pd.DataFrame(list(rows.values())))
         fault_point("score:rows")
         done.add(b)
-        state = {"__done__": np.asarray(sorted(done), np.int64), "__n_batches__": np.asarray(n_batches)}
+        state = {"__done__": np.asarray(sorted(done), np.int64), "__n_batches__": np.asarray(n_batches),
+                 "__inputs__": np.asarray([self.fingerprints[d] for d in sorted(done)])}
         for name, m in self.metrics.items():
             state.update({f"{name}/{k}": v for k, v in m.state_dict().items()})
         eio.write_npz(self.state_path, **state)
@@ -215,6 +228,9 @@ class Scorer:
             state = eio.read_npz(path)
             if int(state["__n_batches__"]) != n_batches:
                 raise ValueError("the batch layout changed")
+            finished = [int(b) for b in state["__done__"]]
+            if [str(x) for x in state["__inputs__"]] != [self.fingerprints[b] for b in finished]:
+                raise ValueError("the clips of a scored batch changed since (a generation was retried)")
             for name, m in self.metrics.items():
                 m.load_state_dict({k.split("/", 1)[1]: v for k, v in state.items() if k.startswith(name + "/")})
             return {int(b) for b in state["__done__"]}
