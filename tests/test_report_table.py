@@ -11,27 +11,42 @@ import pytest
 
 from evalkit.report import card_table, collect_runs, load_published, to_csv, to_latex, to_markdown
 from evalkit.report.__main__ import main as report_main
-from evalkit.report.rundir import RunFolderError, find_runs, load_clip_arrays, load_reference_stats, load_run
-from evalkit.report.table import per_clip_values
+from evalkit.report.rundir import (
+    RunFolderError,
+    find_runs,
+    load_clip_arrays,
+    load_reference_stats,
+    load_run,
+    load_runs,
+    scan_runs,
+)
+from evalkit.report.table import card_columns_of, cell_decimals, format_cell, per_clip_values
 from tests.conftest import REPO
-from tests.fake_runs import make_run
+from tests.fake_runs import make_run, make_unfinished_run
 
 CARD = ["Frechet Audio Distance", "KLD", "Text Consistency", "Chroma Cosine Similarity"]
+VARIANTS = ["melody-large", "stereo-small", "stereo-medium", "stereo-large", "stereo-melody", "stereo-melody-large"]
 
 
 def test_published_numbers_are_the_model_card():
-    pub = load_published().set_index("model")
-    assert list(pub.index) == ["small", "medium", "large", "melody"]
-    assert pub.loc[:, CARD[:3]].to_dict("index") == {
+    raw = load_published()
+    assert card_columns_of(raw) == CARD  # the card's columns and their order: between hub_id and source
+    pub = raw.set_index("model")
+    assert list(pub.index) == ["small", "medium", "large", "melody"] + VARIANTS
+    assert pub.loc[["small", "medium", "large", "melody"], CARD[:3]].to_dict("index") == {
         "small": {"Frechet Audio Distance": 4.88, "KLD": 1.42, "Text Consistency": 0.27},
         "medium": {"Frechet Audio Distance": 5.14, "KLD": 1.38, "Text Consistency": 0.28},
         "large": {"Frechet Audio Distance": 5.48, "KLD": 1.37, "Text Consistency": 0.28},
         "melody": {"Frechet Audio Distance": 4.93, "KLD": 1.41, "Text Consistency": 0.27},
     }
-    assert pub["Chroma Cosine Similarity"].isna().tolist() == [True, True, True, False]
+    assert pub["Chroma Cosine Similarity"].isna().tolist() == [True, True, True, False] + [True] * 6
     assert pub.loc["melody", "Chroma Cosine Similarity"] == 0.44
     assert pub.loc["medium", "hub_id"] == "facebook/musicgen-medium"
-    assert pub["source"].str.contains("MUSICGEN_MODEL_CARD.md").all()
+    assert pub.loc[VARIANTS, "hub_id"].tolist() == [f"facebook/musicgen-{v}" for v in VARIANTS]
+    assert pub.loc[["small", "medium", "large", "melody"], "source"].str.contains("MUSICGEN_MODEL_CARD.md").all()
+    # the released variants the card does not cover: no numbers, and the source says so
+    assert pub.loc[VARIANTS, CARD].isna().all().all()
+    assert pub.loc[VARIANTS, "source"].str.startswith("not on the MusicGen model card").all()
 
 
 @pytest.fixture(scope="module")
@@ -51,18 +66,21 @@ def three_runs(tmp_path_factory):
 def test_card_table_cells(three_runs):
     collected = collect_runs([three_runs], ci=False)
     table = card_table(collected)
-    assert list(table.index) == ["small", "tiny-stereo (random weights)", "my-melody"]
+    # the card's order: small, melody (my-melody matched by hub id), then models the card does not list
+    assert list(table.index) == ["small", "my-melody", "tiny-stereo (random weights)"]
     t = table[CARD + [f"{c} (published)" for c in CARD]]
     np.testing.assert_array_equal(
         t.to_numpy(float),
         np.array([
             [4.9012, 1.4049, 0.2712, np.nan, 4.88, 1.42, 0.27, np.nan],  # chroma not run: published "–" too
-            [12.5, 3.25, 0.01, np.nan, np.nan, np.nan, np.nan, np.nan],
             [5.0, 1.5, 0.3, 0.4321, 4.93, 1.41, 0.27, 0.44],
+            [12.5, 3.25, 0.01, np.nan, np.nan, np.nan, np.nan, np.nan],
         ]),
     )
     assert table.attrs["random_rows"] == ["tiny-stereo (random weights)"]
-    assert table["random_weights"].tolist() == [False, True, False]
+    assert table["random_weights"].tolist() == [False, False, True]
+    assert table.attrs["columns"] == CARD
+    assert table.attrs["arrows"] == dict(zip(CARD, [False, False, True, True]))  # from the runs' specs
 
 
 def test_markdown_rows_and_footnotes(three_runs):
@@ -71,8 +89,8 @@ def test_markdown_rows_and_footnotes(three_runs):
     assert lines[0] == ("| Model | Frechet Audio Distance ↓ | published | KLD ↓ | published | Text Consistency ↑ | "
                         "published | Chroma Cosine Similarity ↑ | published |")
     assert lines[2] == "| small | 4.90 | 4.88 | 1.40 | 1.42 | 0.271 | 0.27 | – | – |"
-    assert lines[3] == "| tiny-stereo (random weights) † | 12.50 | – | 3.25 | – | 0.010 | – | – | – |"
-    assert lines[4] == "| my-melody | 5.00 | 4.93 | 1.50 | 1.41 | 0.300 | 0.27 | 0.432 | 0.44 |"
+    assert lines[3] == "| my-melody | 5.00 | 4.93 | 1.50 | 1.41 | 0.300 | 0.27 | 0.432 | 0.44 |"
+    assert lines[4] == "| tiny-stereo (random weights) † | 12.50 | – | 3.25 | – | 0.010 | – | – | – |"
     notes = md.split("\n\n", 1)[1]
     assert "† random weights" in notes and "not comparable with the published values" in notes
     assert "the generating model and the metric backbones (fad, kld, clap)" in notes
@@ -114,7 +132,8 @@ def test_intervals_in_the_table(tmp_path):
     fad = table.loc["small"]
     assert row.startswith(f"| small | {fad.iloc[0]:.2f} [{fad['Frechet Audio Distance CI low']:.2f}, "
                           f"{fad['Frechet Audio Distance CI high']:.2f}] | 4.88 |")
-    assert "95% bootstrap interval over clips (200 draws, seed 3; FAD: basic interval" in to_markdown(table)
+    assert ("95% bootstrap interval over clips (200 draws, seed 3; Fréchet distances: basic interval centred on the "
+            "measured value") in to_markdown(table)
     # seeded: the same numbers again
     again = card_table(collect_runs([tmp_path / "r"], n_boot=200, seed=3))
     pd.testing.assert_frame_equal(table, again)
@@ -133,7 +152,7 @@ def test_find_runs(tmp_path):
     b = make_run(tmp_path / "outputs" / "tiny" / "t2", "tiny-stereo", embeddings=False)
     assert find_runs([tmp_path / "outputs"]) == [a, b]
     assert find_runs([b / "summary.json", a, a]) == [b, a]
-    with pytest.raises(RunFolderError, match="no summary.json"):
+    with pytest.raises(RunFolderError, match="not a run folder"):
         load_run(tmp_path)
     with pytest.raises(RunFolderError, match="no such run folder"):
         find_runs([tmp_path / "nope"])
@@ -143,18 +162,20 @@ def test_clip_array_layouts(tmp_path):
     e = tmp_path / "embeddings"
     e.mkdir()
     x = {i: np.full((2, 3), i, np.float32) for i in range(5)}
-    np.savez(e / "batch-00000.npz", **{"a0/_fad_gen_emb": x[0], "a0/_fad_ref_emb": x[4], "a1/_fad_gen_emb": x[1]})
+    # older runs keyed arrays "<id>/_fad_gen_emb", the run now writes "<id>/fad_gen_emb" (the name spec.arrays gives)
+    np.savez(e / "batch-00000.npz", **{"a0/_fad_gen_emb": x[0], "a0/_fad_ref_emb": x[4], "a1/fad_gen_emb": x[1]})
     np.savez(e / "a2.npz", _fad_gen_emb=x[2])  # one file per clip
     (e / "sub").mkdir()
-    np.savez(e / "sub" / "other.npz", **{"fad_gen_emb/a3": x[3], "a0/_fad_gen_emb": x[0]})  # repeat: identical
-    np.savez(e / ".batch-00001.npz.tmp-1.npz", **{"zz/_fad_gen_emb": x[1]})  # unfinished atomic write: ignored
-    got = load_clip_arrays(e, "_fad_gen_emb")
-    assert sorted(got) == ["a0", "a1", "a2", "a3"]
-    assert [float(got[k][0, 0]) for k in sorted(got)] == [0, 1, 2, 3]
-    assert list(load_clip_arrays(e, "_fad_ref_emb")) == ["a0"]
+    np.savez(e / "sub" / "other.npz", **{"fad_gen_emb/a3": x[3], "a0/fad_gen_emb": x[0]})  # repeat: identical
+    np.savez(e / ".batch-00001.npz.tmp-1.npz", **{"zz/fad_gen_emb": x[1]})  # unfinished atomic write: ignored
+    for column in ("fad_gen_emb", "_fad_gen_emb"):
+        got = load_clip_arrays(e, column)
+        assert sorted(got) == ["a0", "a1", "a2", "a3"]
+        assert [float(got[k][0, 0]) for k in sorted(got)] == [0, 1, 2, 3]
+    assert list(load_clip_arrays(e, "fad_ref_emb")) == ["a0"]
     np.savez(e / "clash.npz", **{"a1/_fad_gen_emb": x[4]})
     with pytest.raises(RunFolderError, match="second, different"):
-        load_clip_arrays(e, "_fad_gen_emb")
+        load_clip_arrays(e, "fad_gen_emb")
 
 
 def test_reference_stats_in_the_run_format(tmp_path):
@@ -205,8 +226,12 @@ def test_report_command_writes_tables_and_plots(tmp_path, capsys):
     res = pd.read_csv(out / "results.csv")
     assert set(res["metric"]) == {"fad", "kld", "clap", "chroma"} and len(res) == 8
     fi = json.loads((out / "fad_inf.json").read_text())
-    assert [p[0] for p in fi["small"]["points"]] == [int(x) for x in np.linspace(20, 90, 5)]  # 30 clips × 3 windows
-    assert "### FAD∞" in printed
+    # FAD∞ of every metric whose spec says aggregate: frechet, {label: {metric: ...}}
+    assert set(fi) == {"small", "tiny-stereo (random weights)"} and set(fi["small"]) == {"fad"}
+    assert [p[0] for p in fi["small"]["fad"]["points"]] == [int(x) for x in np.linspace(20, 90, 5)]  # 30 clips × 3
+    inf = pd.read_csv(out / "fad_inf.csv")
+    assert inf["metric"].tolist() == ["fad", "fad"] and np.isfinite(inf["inf"]).all()
+    assert "### FAD∞" in printed and "| small | Frechet Audio Distance |" in printed
 
 
 def test_report_module_entry_point(tmp_path):
