@@ -42,8 +42,8 @@ def _new_figure(width: float, height: float) -> Figure:
 
 
 class DistinctFormatter(Formatter):
-    """Tick labels with the fewest decimals (from the tick spacing up) that keep every label of the axis distinct:
-    no scientific offset, no two ticks reading alike."""
+    """Tick labels in plain decimals (no scientific offset) with the fewest decimals that write every tick exactly
+    (0.285, not 0.29) and keep every label of the axis distinct."""
 
     decimals = 2
 
@@ -52,7 +52,8 @@ class DistinctFormatter(Formatter):
         steps = [b - a for a, b in zip(vals, vals[1:])]
         step = min(steps) if steps else (abs(vals[0]) if vals and vals[0] else 1.0)
         d = max(0, -math.floor(math.log10(step)))
-        while d < 12 and len({f"{v:.{d}f}" for v in vals}) < len(vals):
+        while d < 12 and (len({f"{v:.{d}f}" for v in vals}) < len(vals)
+                          or any(abs(float(f"{v:.{d}f}") - v) > 1e-6 * step for v in vals)):
             d += 1
         self.decimals = d
         return [self(float(v)) for v in values]
@@ -60,6 +61,56 @@ class DistinctFormatter(Formatter):
     def __call__(self, x, pos=None) -> str:
         s = f"{x:.{self.decimals}f}"
         return s[1:] if s.startswith("-") and float(s) == 0 else s  # no "-0.00"
+
+
+class InsideLocator(MaxNLocator):
+    """:class:`MaxNLocator` without the ticks within ``margin`` (a fraction of the view) of either end, whose labels
+    would stick out of the panel into the next one."""
+
+    def __init__(self, nbins: int, margin: float = 0.08):
+        super().__init__(nbins=nbins)
+        self.margin = margin
+
+    def __call__(self):
+        vmin, vmax = sorted(self.axis.get_view_interval())
+        m = self.margin * (vmax - vmin)
+        nbins = self._nbins
+        for n in range(int(nbins), 10):  # at least 2 ticks inside, or there is no scale
+            self.set_params(nbins=n)
+            ticks = [t for t in self.tick_values(vmin, vmax) if vmin + m <= t <= vmax - m]
+            if len(ticks) >= 2:
+                break
+        self.set_params(nbins=nbins)
+        return ticks
+
+
+def _set_ticks(ax, nbins: int) -> None:
+    ax.xaxis.set_major_locator(InsideLocator(nbins))
+    ax.xaxis.set_major_formatter(DistinctFormatter())
+
+
+def fit_ticks(fig: Figure, axes: Sequence[Any], nbins: int = 5, pad_px: float = 6.0) -> None:
+    """Fewer x ticks on an axis while its tick labels overlap each other or a neighbouring panel's (checked on the
+    drawn figure; at least 2 ticks)."""
+    bins = {id(ax): nbins for ax in axes}
+    for ax in axes:
+        _set_ticks(ax, nbins)
+    for _ in range(nbins - 1):
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        boxes = sorted(((t.get_window_extent(renderer), ax) for ax in axes for t in ax.get_xticklabels()
+                        if t.get_visible() and t.get_text()), key=lambda item: item[0].x0)
+        crowded: set[int] = set()
+        for (left, ax1), (right, ax2) in zip(boxes, boxes[1:]):
+            if right.x0 < left.x1 + pad_px:
+                crowded |= {id(ax1), id(ax2)}
+        crowded = {i for i in crowded if bins[i] > 2}
+        if not crowded:
+            return
+        for ax in axes:
+            if id(ax) in crowded:
+                bins[id(ax)] -= 1
+                _set_ticks(ax, bins[id(ax)])
 
 
 def _arrow(table: pd.DataFrame, column: str) -> str:
@@ -100,12 +151,11 @@ def per_clip_figure(values: pd.DataFrame, metrics: Sequence[str] | None = None) 
         arrow = "" if hib is None or pd.isna(hib) else (" ↑" if hib else " ↓")
         ax.set_title(f"{first.get('column', m) if 'column' in rows.columns else m}{arrow} (per clip)")
         ax.grid(axis="x", alpha=0.3)
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
-        ax.xaxis.set_major_formatter(DistinctFormatter())
         ax.set_yticks(range(len(labels)), labels)
     axes[0].set_ylim(len(labels) - 0.4, -0.6)  # first model on top (the y axis is shared: set it once)
     axes[0].legend(loc="best", fontsize="small")
     fig.suptitle("Per-clip metric distributions")
+    fit_ticks(fig, axes)
     return fig
 
 
@@ -153,19 +203,19 @@ def _draw_panel(ax, table: pd.DataFrame, column: str) -> set[str]:
     lo_x, hi_x = float(xs.min()), float(xs.max())
     span = (hi_x - lo_x) or (abs(hi_x) * 0.2) or 1.0
     ax.set_xlim(lo_x - 0.1 * span, hi_x + 0.4 * span)  # room on the right for the labels
-    ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
-    ax.xaxis.set_major_formatter(DistinctFormatter())
     ax.set_title(f"{column}{_arrow(table, column)}", fontsize="medium")
     ax.grid(axis="x", alpha=0.3)
     return drawn
 
 
 def _legend_handles(drawn: set[str], level: float | None) -> list[Line2D]:
+    """A handle per kind of artist drawn, styled like it (the interval in the colour of the dots it belongs to)."""
     interval = f"{level:.0%} bootstrap interval" if level else "bootstrap interval"
+    bar = MEASURED_COLOR if "measured" in drawn else RANDOM_COLOR
     kinds = [
         ("measured", dict(marker="o", color=MEASURED_COLOR, ls="none"), "evalkit (measured)"),
         ("random", dict(marker="o", color=RANDOM_COLOR, ls="none"), "evalkit, random weights (pipeline check only)"),
-        ("interval", dict(color=MEASURED_COLOR, lw=2.2, alpha=0.55), interval),
+        ("interval", dict(color=bar, lw=2.2, alpha=0.55), interval),
         ("published", dict(marker="D", mfc="white", mec=PUBLISHED_COLOR, mew=1.4, ls="none"), "published (model card)"),
         ("gap", dict(color=GAP_COLOR, lw=0.8, ls="--"), "gap: measured to published"),
     ]
@@ -202,6 +252,7 @@ def published_figure(table: pd.DataFrame) -> Figure:
     handles = _legend_handles(drawn, level)
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize="small", frameon=False)
     fig.suptitle("evalkit vs the MusicGen model card")
+    fit_ticks(fig, axes, nbins=4)
     return fig
 
 
