@@ -287,13 +287,9 @@ def fad_inf(
         clips = _clip_list(gen, metric)
     dim = clips[0].shape[1]
     mu_r, sigma_r = _as_reference(reference)
-    if unit == "frames":
-        pool = np.concatenate(clips, 0)
-        max_n = pool.shape[0]
-    elif unit == "clips":
-        max_n = len(clips)
-    else:
+    if unit not in ("frames", "clips"):
         raise ValueError(f"unit must be 'frames' or 'clips', got {unit!r}")
+    max_n = sum(c.shape[0] for c in clips) if unit == "frames" else len(clips)
     if max_n <= min_n:
         raise ValueError(
             f"FAD∞ needs more than min_n={min_n} {unit}; this run has {max_n}. Lower min_n (it must stay above the "
@@ -301,34 +297,40 @@ def fad_inf(
         )
     if steps < 2:
         raise ValueError("FAD∞ needs at least 2 subset sizes")
-    rng = _rng(seed, f"{metric}_inf")
     ns = [int(x) for x in np.linspace(min_n, max_n, steps)]
+    xs, ys = _inf_points(clips, (mu_r, sigma_r), ns, unit, replace, _rng(seed, f"{metric}_inf"))
+    slope, intercept, r2 = _line_fit(np.asarray(xs), np.asarray(ys))
+    return FadInf(score=intercept, slope=slope, r2=r2, points=[(int(n), float(v)) for n, v in zip(ns, ys)],
+                  unit=unit, seed=seed, replace=replace)
+
+
+def _inf_points(clips, reference, ns, unit: str, replace: bool, rng) -> tuple[list[float], list[float]]:
+    """``(1/frames drawn, distance)`` for one draw of each subset size in ``ns`` (frames, or whole clips)."""
+    mu_r, sigma_r = reference
+    dim = clips[0].shape[1]
+    pool = np.concatenate(clips, 0) if unit == "frames" else None
+    max_n = pool.shape[0] if pool is not None else len(clips)
     xs, ys = [], []
     for n in ns:
         g = GaussianStats(dim)
         idx = rng.integers(0, max_n, size=n) if replace else rng.permutation(max_n)[:n]
-        if unit == "frames":
+        if pool is not None:
             g.update(pool[idx])
         else:
             for i in idx:
                 g.update(clips[i])
         mu, sigma = g.mean_cov(f"FAD∞ subset of {n} {unit}")
         ys.append(frechet_distance(mu, sigma, mu_r, sigma_r))
-        xs.append(1.0 / (n if unit == "frames" else g.n))
-    x, y = np.asarray(xs), np.asarray(ys)
+        xs.append(1.0 / (n if pool is not None else g.n))
+    return xs, ys
+
+
+def _line_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """Least-squares ``y = slope·x + intercept``: ``(slope, intercept, R²)`` (R² 1 when y is constant)."""
     slope, intercept = np.polyfit(x, y, 1)
     ss_res = float(np.sum((y - (slope * x + intercept)) ** 2))
     ss_tot = float(np.sum((y - y.mean()) ** 2))
-    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0
-    return FadInf(
-        score=float(intercept),
-        slope=float(slope),
-        r2=float(r2),
-        points=[(int(n), float(v)) for n, v in zip(ns, ys)],
-        unit=unit,
-        seed=seed,
-        replace=replace,
-    )
+    return float(slope), float(intercept), 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0
 
 
 # -- from a run folder ----------------------------------------------------------------------------------------------
