@@ -155,11 +155,13 @@ def make_run(
     errors: Mapping[str, str] | None = None,
     skipped: Mapping[str, str] | None = None,
     legacy: bool = False,
+    skipped_with_spec: bool = False,
 ) -> Path:
     """A finished run folder. ``specs`` adds or replaces metric specs (invented metrics); ``errors`` marks metrics
     asked for and not computed (``{"fad": "MetricUnavailable: ..."}``); ``skipped`` adds metrics not applicable to
-    the run (``{"chroma": "melody.source=none"}``, no spec, as the run writes them); ``legacy`` writes the summary
-    format of an evalkit before MetricSpec (no spec blocks; per-clip arrays keyed ``"<id>/_fad_gen_emb"``)."""
+    the run (``{"chroma": "melody.source=none"}``, no spec, as the run writes them today; with its spec when
+    ``skipped_with_spec``); ``legacy`` writes the summary format of an evalkit before MetricSpec (no spec blocks;
+    per-clip arrays keyed ``"<id>/_fad_gen_emb"``)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     all_specs = dict(metric_specs())
@@ -184,7 +186,8 @@ def make_run(
     entries = {m: _entry(m, all_specs[m], values.get(m), n=len(ids), protocol=per(protocol, m),
                          sha=per(checkpoint_sha256, m), random_weights=random_weights, error=errors.get(m),
                          legacy=legacy) for m in metrics}
-    entries.update({m: {"value": None, "skipped": why} for m, why in (skipped or {}).items()})
+    entries.update({m: {"value": None, "skipped": why, **({"spec": dict(all_specs[m])} if skipped_with_spec else {})}
+                    for m, why in (skipped or {}).items()})
     summary = {
         "evalkit_version": "0.1.0",
         "run_dir": str(folder),

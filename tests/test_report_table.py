@@ -262,3 +262,172 @@ def test_summary_disagreeing_with_its_per_clip_data_is_footnoted(tmp_path):
     md = to_markdown(card_table(collect_runs([tmp_path / "r"], n_boot=50)))
     assert "small: KLD recomputed from the per-clip data is" in md and "the summary says 9" in md
     assert "Frechet Audio Distance recomputed" not in md
+
+
+# -- folders that cannot be read (issue 18, item 1) -------------------------------------------------------------------
+def _outputs_with_a_failed_run(root):
+    """Hydra's outputs/<model>/<time> layout: two finished runs, a failed one, a running one, a stray folder."""
+    outputs = root / "outputs"
+    make_run(outputs / "small" / "t1", "small", embeddings=False, values={"fad": 4.9, "kld": 1.4, "clap": 0.27})
+    make_run(outputs / "tiny-stereo" / "t4", "tiny-stereo", random_weights=True, embeddings=False,
+             metrics=("fad", "kld", "clap"), values={"fad": 0.0024})
+    failed = make_unfinished_run(outputs / "medium" / "t2", "failed", "RuntimeError: CUDA out of memory (batch 12)")
+    running = make_unfinished_run(outputs / "large" / "t3", "running", None)
+    (outputs / "notes" / "misc").mkdir(parents=True)
+    return outputs, failed, running, outputs / "notes" / "misc"
+
+
+def test_a_failed_folder_in_the_glob_does_not_block_the_report(tmp_path, capsys):
+    outputs, failed, running, stray = _outputs_with_a_failed_run(tmp_path)
+    glob = sorted(str(p) for p in outputs.glob("*/*"))  # python -m evalkit.report outputs/*/* --out paper/
+    assert str(failed) in glob and len(glob) == 5
+    out = tmp_path / "paper"
+    assert report_main(glob + ["--out", str(out), "--no-ci", "--no-plots"]) == 0
+    md = (out / "card_table.md").read_text(encoding="utf-8")
+    assert "| small | 4.90 | 4.88 |" in md and "| tiny-stereo (random weights) † | 0.0024 | – |" in md
+    reasons = [f"{failed}: failed run (manifest.json): RuntimeError: CUDA out of memory (batch 12)",
+               f"{running}: still running (manifest.json, started 2026-11-30T10:00:00+00:00): no summary.json yet",
+               f"{stray}: not a run folder, and no run folders under it (no summary.json or manifest.json here or "
+               "below)"]
+    err = capsys.readouterr().err
+    for r in reasons:
+        assert f"- skipped {r}" in md  # a footnote line under the table
+        assert f"evalkit.report: skipped {r}" in err
+    assert (out / "card_table.tex").is_file() and len(pd.read_csv(out / "results.csv")["label"].unique()) == 2
+
+
+def test_a_failed_folder_under_a_searched_parent_is_named_too(tmp_path, capsys):
+    outputs, failed, running, stray = _outputs_with_a_failed_run(tmp_path)
+    (outputs / "small" / "t1" / ".hydra").mkdir()
+    (outputs / "small" / "t1" / ".hydra" / "config.yaml").write_text("x: 1\n")  # inside a run: not a run of its own
+    runs, skipped = load_runs([outputs])
+    assert [r.model_name for r in runs] == ["small", "tiny-stereo"]
+    assert [s.path for s in skipped] == [running, failed]  # by path; the stray folder has no run marker: not a run
+    assert report_main([str(outputs), "--out", str(tmp_path / "rep"), "--no-ci", "--no-plots"]) == 0
+    md = (tmp_path / "rep" / "card_table.md").read_text(encoding="utf-8")
+    assert f"- skipped {failed}: failed run (manifest.json): RuntimeError" in md and "| small |" in md
+
+
+def test_unreadable_and_older_summaries_are_skipped_and_named(tmp_path, capsys):
+    good = make_run(tmp_path / "good", "small", embeddings=False)
+    old = make_run(tmp_path / "old", "medium", embeddings=False, legacy=True)
+    bad = make_run(tmp_path / "bad", "large", embeddings=False)
+    (bad / "summary.json").write_text("{truncated")
+    runs, skipped = load_runs([good, old, bad])
+    assert [r.model_name for r in runs] == ["small"]
+    why = {s.path: s.reason for s in skipped}
+    assert why[old].startswith("written by an older evalkit (no 'spec' block for fad, kld, clap, chroma); re-run it")
+    assert why[bad].startswith("not valid JSON")
+    assert report_main([str(good), str(old), str(bad), "--out", str(tmp_path / "rep"), "--no-ci", "--no-plots"]) == 0
+    md = (tmp_path / "rep" / "card_table.md").read_text(encoding="utf-8")
+    assert f"- skipped {old}: written by an older evalkit" in md and f"- skipped {bad}: not valid JSON" in md
+
+
+def test_no_readable_run_exits_2_and_writes_nothing(tmp_path, capsys):
+    failed = make_unfinished_run(tmp_path / "outputs" / "medium" / "t2")
+    out = tmp_path / "rep"
+    assert report_main([str(failed), str(tmp_path / "nope"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"skipped {failed}: failed run (manifest.json): RuntimeError: CUDA out of memory" in err
+    assert f"skipped {tmp_path / 'nope'}: no such run folder or summary.json" in err
+    assert not out.exists()
+    assert report_main([str(tmp_path / "outputs"), "--out", str(out)]) == 2
+    assert scan_runs([tmp_path / "outputs"]) == ([], [scan_runs([failed])[1][0]])
+    with pytest.raises(RunFolderError, match="failed run"):
+        collect_runs([failed], ci=False)
+
+
+# -- a metric asked for without a number (issue 18, item 4) ------------------------------------------------------------
+FAD_ERROR = "MetricUnavailable: generated windows of 2 clips: 38 embeddings for dimension 128 (needs at least 129)"
+CHROMA_SKIP = "melody.source=none (text-only generation)"
+
+
+@pytest.mark.parametrize("spec_of_skipped", ["another run", "its own entry"])
+def test_a_metric_without_a_number_shows_its_reason_in_every_format(tmp_path, capsys, spec_of_skipped):
+    """FAD asked for and not computed; chroma not applicable (melody.source=none). A skipped entry carries no spec
+    today: its column comes from another run that has one (here a melody run with chroma), or from its own entry
+    when the run writes one there."""
+    make_run(tmp_path / "r", "melody", n_clips=12, embeddings=False, metrics=("fad", "kld", "clap"),
+             values={"kld": 1.41, "clap": 0.27}, errors={"fad": FAD_ERROR}, skipped={"chroma": CHROMA_SKIP},
+             skipped_with_spec=spec_of_skipped == "its own entry")
+    paths = [str(tmp_path / "r")]
+    if spec_of_skipped == "another run":
+        paths.append(str(make_run(tmp_path / "m", "stereo-melody", n_clips=12, embeddings=False, values={"fad": 5.0})))
+    out = tmp_path / "rep"
+    assert report_main(paths + ["--out", str(out), "--no-ci", "--no-plots"]) == 0
+    md = (out / "card_table.md").read_text(encoding="utf-8")
+    assert "| melody | n/a‡ | 4.93 | 1.41 | 1.41 | 0.270 | 0.27 | n/a‡ | 0.44 |" in md
+    assert f"- ‡ melody: Frechet Audio Distance not computed: {FAD_ERROR}" in md
+    assert f"- ‡ melody: Chroma Cosine Similarity not applicable: {CHROMA_SKIP}" in md
+    tex = (out / "card_table.tex").read_text(encoding="utf-8")
+    assert r"melody & n/a$^\ddagger$ & 4.93 & 1.41 & 1.41 & 0.270 & 0.27 & n/a$^\ddagger$ & 0.44 \\" in tex
+    assert r"$^\ddagger$ melody: Frechet Audio Distance not computed: MetricUnavailable: generated windows" in tex
+    assert r"Chroma Cosine Similarity not applicable: melody.source=none (text-only generation)" in tex
+    csv = pd.read_csv(out / "card_table.csv", index_col="Model")
+    assert np.isnan(csv.loc["melody", "Frechet Audio Distance"])
+    assert csv.loc["melody", "Frechet Audio Distance note"] == f"not computed: {FAD_ERROR}"
+    assert csv.loc["melody", "Chroma Cosine Similarity note"] == f"not applicable: {CHROMA_SKIP}"
+    assert np.isnan(csv.loc["melody", "KLD note"]) and csv.loc["melody", "Frechet Audio Distance (published)"] == 4.93
+    res = pd.read_csv(out / "results.csv")
+    res = res[res["label"] == "melody"].set_index("metric")
+    assert res.loc["fad", "note"] == f"not computed: {FAD_ERROR}" and np.isnan(res.loc["fad", "value"])
+    assert res.loc["chroma", "note"] == f"not applicable: {CHROMA_SKIP}" and np.isnan(res.loc["kld", "note"])
+
+
+def test_a_skipped_metric_no_run_has_a_spec_for_is_still_footnoted(tmp_path):
+    make_run(tmp_path / "r", "small", embeddings=False, metrics=("kld", "clap"), skipped={"brand_new": "needs stereo"})
+    table = card_table(collect_runs([tmp_path / "r"], ci=False))
+    assert "‡ small: brand_new not applicable: needs stereo" in table.attrs["footnotes"]
+    assert "brand_new" not in table.columns
+
+
+# -- numbers by magnitude (issue 18, item 8) ---------------------------------------------------------------------------
+@pytest.mark.parametrize("decimals, values, want", [
+    (2, (4.91, 4.80, 5.02), 2),            # a real FAD: the card's decimals
+    (2, (0.00236, 0.0019, 0.0031), 4),     # the demo's FAD: 2 significant digits
+    (3, (0.012, 0.0095, 0.015), 4),        # one bound needs more: the whole cell follows
+    (3, (0.029,), 3),                      # 0.029 already has 2 significant digits at 3 decimals
+    (2, (0.05,), 3),                       # "0.05" would show one
+    (2, (0.0, -0.0, float("nan")), 2),     # zero and missing need nothing
+    (2, (1e-30,), 10),                     # capped
+])
+def test_cell_decimals(decimals, values, want):
+    assert cell_decimals(decimals, *values) == want
+
+
+def test_cells_are_formatted_by_magnitude(tmp_path):
+    make_run(tmp_path / "r", "small", embeddings=False, values={"fad": 1.0}, metrics=("fad", "kld", "clap"))
+    table = card_table(collect_runs([tmp_path / "r"], ci=False))
+    fad, kld, clap = CARD[:3]
+
+    def put(c, v, lo, hi):
+        table.loc["small", [c, f"{c} CI low", f"{c} CI high"]] = [v, lo, hi]
+
+    put(fad, 4.91, 4.80, 5.02)
+    assert format_cell(table, "small", fad) == "4.91 [4.80, 5.02]"  # realistic: unchanged
+    put(fad, 0.00236, 0.0019, 0.0031)
+    assert format_cell(table, "small", fad) == "0.0024 [0.0019, 0.0031]"  # demo: no more 0.00 [0.00, 0.00]
+    put(kld, 0.00176, 0.00128, 0.00217)
+    put(clap, 0.029039, 0.028623, 0.029428)
+    assert format_cell(table, "small", kld) == "0.0018 [0.0013, 0.0022]"
+    assert format_cell(table, "small", clap) == "0.029 [0.029, 0.029]"  # spec decimals (3) already show 2 digits
+    md = to_markdown(table).splitlines()[2]
+    assert md == "| small | 0.0024 [0.0019, 0.0031] | 4.88 | 0.0018 [0.0013, 0.0022] | 1.42 | 0.029 [0.029, 0.029] | 0.27 | – | – |"
+    tex = to_latex(table)
+    assert r"small & 0.0024\,{\scriptsize[0.0019, 0.0031]} & 4.88 & 0.0018\,{\scriptsize[0.0013, 0.0022]} & 1.42" in tex
+    put(fad, 0.00236, float("nan"), float("nan"))
+    assert format_cell(table, "small", fad) == "0.0024"
+
+
+# -- rows in the card's order (issue 18, item 9) -----------------------------------------------------------------------
+def test_rows_follow_the_card_then_the_variants_then_the_command_line(tmp_path):
+    given = ["zeta-custom", "stereo-melody", "large", "my-model", "stereo-small", "small", "melody-large", "medium"]
+    for m in given:
+        make_run(tmp_path / m, m, embeddings=False, n_clips=5, hub_id=None)
+    table = card_table(collect_runs([tmp_path / m for m in given], ci=False))
+    assert list(table.index) == ["small", "medium", "large", "melody-large", "stereo-small", "stereo-melody",
+                                 "zeta-custom", "my-model"]
+    # a run of a released checkpoint under another evalkit name goes where its hub id is
+    make_run(tmp_path / "ft", "my-stereo", embeddings=False, n_clips=5, hub_id="facebook/musicgen-stereo-large")
+    table = card_table(collect_runs([tmp_path / "zeta-custom", tmp_path / "ft", tmp_path / "small"], ci=False))
+    assert list(table.index) == ["small", "my-stereo", "zeta-custom"]

@@ -285,7 +285,8 @@ def scan_runs(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[Skip
         else:
             inner = _candidates(p)
             if not inner:
-                skipped.append(SkippedFolder(p, "no run folders (no summary.json) under this folder"))
+                skipped.append(SkippedFolder(p, "not a run folder, and no run folders under it (no summary.json or "
+                                                "manifest.json here or below)"))
             for f in inner:
                 if (f / "summary.json").is_file():
                     found.append(f)
