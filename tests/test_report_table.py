@@ -235,14 +235,20 @@ def test_report_command_writes_tables_and_plots(tmp_path, capsys):
 
 
 def test_report_module_entry_point(tmp_path):
+    import os
+
     make_run(tmp_path / "r", "small", embeddings=False)
-    p = subprocess.run([sys.executable, "-m", "evalkit.report", str(tmp_path / "r"), "--no-ci", "--no-plots"],
-                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    failed = make_unfinished_run(tmp_path / "f")
+    # run from elsewhere, with this checkout's evalkit (not whichever one the venv has installed)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    p = subprocess.run([sys.executable, "-m", "evalkit.report", str(tmp_path / "r"), str(failed), "--no-ci",
+                        "--no-plots"], cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
     assert p.returncode == 0, p.stderr
-    assert "| small | " in p.stdout
+    assert "| small | " in p.stdout and f"- skipped {failed}: failed run" in p.stdout
+    assert f"evalkit.report: skipped {failed}: failed run" in p.stderr
     assert (tmp_path / "outputs" / "report" / "card_table.tex").is_file()  # the documented default --out
     bad = subprocess.run([sys.executable, "-m", "evalkit.report", str(tmp_path / "missing")], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=120, env=env)
     assert bad.returncode == 2 and "no such run folder" in bad.stderr
 
 
