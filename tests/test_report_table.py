@@ -437,3 +437,23 @@ def test_rows_follow_the_card_then_the_variants_then_the_command_line(tmp_path):
     make_run(tmp_path / "ft", "my-stereo", embeddings=False, n_clips=5, hub_id="facebook/musicgen-stereo-large")
     table = card_table(collect_runs([tmp_path / "zeta-custom", tmp_path / "ft", tmp_path / "small"], ci=False))
     assert list(table.index) == ["small", "my-stereo", "zeta-custom"]
+
+
+def test_channel_view_and_reference_set_are_read_and_footnoted(tmp_path):
+    """Summaries will say which channel view and which MusicCaps reference set they used; absent = mono / unknown."""
+    sha = {"dir": "/data/musiccaps", "manifest_sha256": "ab" * 32, "n_ok": 5500}
+    make_run(tmp_path / "a", "small", embeddings=False, extra_summary={"reference_set": sha})
+    make_run(tmp_path / "b", "medium", embeddings=False, extra_summary={"reference_set": sha})
+    make_run(tmp_path / "c", "large", embeddings=False, extra_summary={"channel_view": "mid"})
+    collected = collect_runs([tmp_path / "a", tmp_path / "b"], ci=False)
+    assert set(collected["channel_view"]) == {"mono"} and set(collected["reference_set"]) == {"ab" * 32}
+    notes = card_table(collected).attrs["footnotes"]
+    assert not [n for n in notes if "channel view" in n or "reference sets" in n]
+    md = to_markdown(card_table(collect_runs([tmp_path / p for p in "abc"], ci=False)))
+    assert "- large: metrics computed on the 'mid' channel view (the card's: mono); not comparable" in md
+    assert ("different MusicCaps reference sets (manifest sha256: small: abababababab…; medium: abababababab…; "
+            "large: unknown)") in md
+    assert md.splitlines()[0].endswith("| Chroma Cosine Similarity ↑ | published |")  # measured: from the spec
+    md = to_markdown(card_table(collect_runs([make_run(tmp_path / "d", "small", embeddings=False,
+                                                       metrics=("fad", "kld", "clap"))], ci=False)))
+    assert md.splitlines()[0].endswith("| Chroma Cosine Similarity | published |")  # no run measured it: no arrow

@@ -100,6 +100,7 @@ def fad_inf_report(runs, labels, args) -> tuple[list[dict], dict, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m evalkit.report``; returns the exit status: 0 when at least one run was read, else 2."""
     args = build_parser().parse_args(argv)
     try:
         published = load_published(args.published)

@@ -54,11 +54,16 @@ class IncompatibleRuns(ValueError):
 
 @dataclass(frozen=True)
 class Tolerance:
+    """How far a metric may move in its bad direction: ``value`` in the metric's units (absolute), or a fraction of
+    ``|baseline|`` when ``relative``."""
+
     value: float
     relative: bool
 
     @classmethod
     def parse(cls, spec: "Tolerance | str | float | int") -> "Tolerance":
+        """``0.05`` / ``"0.05"`` (absolute) or ``"2%"`` (relative). Raises ValueError for anything else, negative or
+        non-finite values."""
         if isinstance(spec, Tolerance):
             return spec
         if isinstance(spec, (int, float)) and not isinstance(spec, bool):
@@ -74,6 +79,7 @@ class Tolerance:
         return tol
 
     def allowed(self, baseline: float) -> float:
+        """The largest allowed move, in the metric's units, for this baseline value."""
         return self.value * abs(baseline) if self.relative else self.value
 
     def __str__(self) -> str:
@@ -82,6 +88,8 @@ class Tolerance:
 
 @dataclass
 class Row:
+    """One metric's verdict: ok | improved | regressed | missing | new | skipped (values NaN when absent)."""
+
     metric: str
     baseline: float
     current: float
@@ -100,6 +108,8 @@ class Row:
 
 @dataclass
 class Comparison:
+    """The rows of a comparison, notes (reported) and warnings (reported on stderr too); exit code 1 on a failure."""
+
     baseline: str
     current: str
     rows: list[Row]
@@ -118,6 +128,8 @@ class Comparison:
 
 # -- tolerances -----------------------------------------------------------------------------------------------------
 def load_tolerances(path: str | os.PathLike) -> dict[str, Tolerance]:
+    """``{metric or "default": Tolerance}`` from a YAML/JSON file (``{fad: 5%}`` or ``{tolerances: {...}}``).
+    Raises ValueError (not a mapping, bad value) or OSError."""
     import yaml
 
     data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
@@ -129,6 +141,7 @@ def load_tolerances(path: str | os.PathLike) -> dict[str, Tolerance]:
 
 
 def parse_tol_flags(flags: Sequence[str]) -> dict[str, Tolerance]:
+    """``{metric: Tolerance}`` from ``--tol METRIC=VALUE`` flags. Raises ValueError for a malformed flag."""
     out = {}
     for f in flags:
         if "=" not in f:
@@ -245,6 +258,8 @@ def _why_none(entry: Any) -> str:
 
 
 def verdict(baseline: float, current: float, higher_is_better: bool | None, tol: Tolerance) -> str:
+    """``missing`` (current not finite), ``new`` (baseline not finite), else ``regressed`` / ``improved`` beyond the
+    tolerance, ``ok`` within it. Raises ValueError without a direction."""
     if not math.isfinite(current):
         return "missing"
     if not math.isfinite(baseline):
@@ -310,6 +325,7 @@ def _run_notes(baseline: dict, current: dict) -> list[str]:
 
 
 def compare_paths(baseline, current, tolerances: Mapping[str, Any] | None = None) -> Comparison:
+    """:func:`compare_summaries` of two run folders or summary.json files (RunFolderError if one cannot be read)."""
     b, c = load_run(baseline), load_run(current)
     return compare_summaries(b.summary, c.summary, tolerances, baseline_name=str(b.summary_file),
                              current_name=str(c.summary_file))
@@ -325,6 +341,7 @@ def _num(x: float, fmt: str = ".5g") -> str:
 
 
 def to_markdown(cmp: Comparison) -> str:
+    """The report for CI: a verdict heading, the rows, then warnings and notes."""
     status = "❌ regression" if cmp.failed else "✅ no regression"
     lines = [
         f"## evalkit regression check: {status}",
@@ -358,6 +375,7 @@ def to_markdown(cmp: Comparison) -> str:
 
 
 def refusal_markdown(baseline: str, current: str, reasons: Sequence[str]) -> str:
+    """The report when the runs are not comparable (exit 2): the reasons, one per line."""
     return "\n".join(
         ["## evalkit regression check: ⛔ refused", "", f"Baseline: `{baseline}`  ", f"Current: `{current}`", "",
          "These runs are not comparable:"] + [f"- {r}" for r in reasons]
@@ -383,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m evalkit.compare``; returns the exit status (0 ok, 1 regression or missing, 2 refused/unreadable)."""
     args = build_parser().parse_args(argv)
     try:
         file_tol = load_tolerances(args.config) if args.config else {}

@@ -48,6 +48,7 @@ class DistinctFormatter(Formatter):
     decimals = 2
 
     def format_ticks(self, values) -> list[str]:
+        """The labels of one axis's ticks (all share the decimals chosen here)."""
         vals = sorted({float(v) for v in values})
         steps = [b - a for a, b in zip(vals, vals[1:])]
         step = min(steps) if steps else (abs(vals[0]) if vals and vals[0] else 1.0)
@@ -306,6 +307,7 @@ def png_bytes(fig: Figure) -> bytes:
 
 
 def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
+    """Write the figure as PNG to ``path`` atomically (a reader never sees half a file); returns ``path``."""
     from evalkit.io import atomic_path
 
     path = Path(path)

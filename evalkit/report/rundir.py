@@ -97,6 +97,7 @@ class RunRecord:
     # -- identity --------------------------------------------------------------------------------------------------
     @property
     def model_name(self) -> str:
+        """evalkit's model name (``summary.model.name``; the folder name when absent)."""
         model = self.summary.get("model") or {}
         if isinstance(model, str):
             return model
@@ -104,11 +105,13 @@ class RunRecord:
 
     @property
     def hub_id(self) -> str | None:
+        """The Hugging Face repository of the checkpoint, or None (random or local weights)."""
         model = self.summary.get("model") or {}
         return None if isinstance(model, str) else model.get("hub_id")
 
     @property
     def model_random(self) -> bool:
+        """True when the generating model had random weights."""
         model = self.summary.get("model") or {}
         return bool(not isinstance(model, str) and model.get("random_weights"))
 
@@ -145,6 +148,7 @@ class RunRecord:
         return {m: MetricSpec.from_dict(e["spec"]) for m, e in self.metrics.items() if isinstance(e.get("spec"), dict)}
 
     def spec(self, metric: str) -> MetricSpec | None:
+        """The metric's spec as the run recorded it, or None (not in the run, or skipped without one)."""
         return self.specs.get(metric)
 
     def value(self, metric: str) -> float:

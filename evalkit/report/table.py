@@ -39,7 +39,7 @@ import pandas as pd
 
 from evalkit.metrics.spec import MetricSpec
 from evalkit.report import bootstrap as bs
-from evalkit.report.rundir import RunFolderError, RunRecord, SkippedFolder, load_runs
+from evalkit.report.rundir import DEFAULT_CHANNEL_VIEW, RunFolderError, RunRecord, SkippedFolder, load_runs
 
 #: The published numbers shipped with evalkit.
 PUBLISHED_CSV = Path(__file__).resolve().parents[2] / "results" / "published" / "musicgen_model_card.csv"
@@ -98,6 +98,7 @@ def _published_index(published: pd.DataFrame | None, model: str, hub_id: str | N
 
 
 def published_row(published: pd.DataFrame | None, model: str, hub_id: str | None) -> pd.Series | None:
+    """The published CSV's row of a model (by evalkit model name, then hub id), or None."""
     i = _published_index(published, model, hub_id)
     return None if i is None else published.iloc[i]
 
@@ -170,7 +171,7 @@ def collect_runs(
 
     Columns: ``label, model, hub_id, run_dir, random_weights, model_random_weights, random_note, metric, section,
     column, card_column, aggregate, value, ci_low, ci_high, ci_level, n_boot, ci_value, ci_note, note, n_clips,
-    protocol, higher_is_better, decimals, published``; rows in the card's order. ``note`` says why an asked-for metric
+    protocol, higher_is_better, decimals, channel_view, reference_set, published``; rows in the card's order. ``note`` says why an asked-for metric
     has no number. ``paths``: run folders, summary.json files, folders holding runs (searched recursively), or
     :class:`RunRecord` objects. Folders that cannot be read are left out and listed in ``attrs["skipped"]`` (with
     ``skipped``, those the caller already set aside). Raises :class:`RunFolderError` when no run can be read.
@@ -245,6 +246,8 @@ def _row(run: RunRecord, label: str, m: str | None, spec: MetricSpec | None, sec
         "protocol": entry.get("protocol"),
         "higher_is_better": spec.higher_is_better if spec else None,
         "decimals": spec.decimals if spec else None,
+        "channel_view": run.channel_view,
+        "reference_set": (run.reference_set or {}).get("manifest_sha256"),
     }
 
 
@@ -319,7 +322,7 @@ def card_table(collected: pd.DataFrame) -> pd.DataFrame:
         + ". Published: MusicGen model card, MusicCaps (results/published/musicgen_model_card.csv). "
         + f"{MISSING}: not measured or not published; {NOT_AVAILABLE}{NA_MARK}: asked for, no number (reason below)."
     )
-    notes += _cell_footnotes(rows)
+    notes += _run_footnotes(collected) + _cell_footnotes(rows)
     notes += [f"{NA_MARK} {r['label']}: {r['metric']} {r['note']}" for _, r in unplaced.iterrows()]
     table.attrs.update(footnotes=notes, ci=ci, skipped=list(collected.attrs.get("skipped") or []),
                        title="Objective metrics on MusicCaps: evalkit (with bootstrap intervals) beside the MusicGen "
@@ -355,6 +358,20 @@ def _random_footnote(collected: pd.DataFrame, random_rows: Sequence[str]) -> lis
     return [f"{RANDOM_MARK} random weights (or synthesised references), so these numbers only show that the pipeline "
             "runs; they say nothing about MusicGen and are not comparable with the published values ("
             + "; ".join(which) + ")."]
+
+
+def _run_footnotes(collected: pd.DataFrame) -> list[str]:
+    """Runs whose card metrics were computed on another channel view than the card's (mono), and runs scored
+    against different MusicCaps reference sets (``reference_set.manifest_sha256``; unknown counts as different)."""
+    runs = collected.drop_duplicates("label")
+    notes = [f"{r['label']}: metrics computed on the '{r['channel_view']}' channel view (the card's: "
+             f"{DEFAULT_CHANNEL_VIEW}); not comparable with the published values."
+             for _, r in runs.iterrows() if r["channel_view"] != DEFAULT_CHANNEL_VIEW]
+    shas = [r if isinstance(r, str) and r else None for r in runs["reference_set"]]
+    if len(set(shas)) > 1:
+        which = "; ".join(f"{lab}: {s[:12] + '…' if s else 'unknown'}" for lab, s in zip(runs["label"], shas))
+        notes.append(f"The runs were scored against different MusicCaps reference sets (manifest sha256: {which}).")
+    return notes
 
 
 def _cell_footnotes(rows: pd.DataFrame) -> list[str]:
@@ -422,6 +439,7 @@ def format_cell(table: pd.DataFrame, label: str, column: str, *, missing: str = 
 
 
 def format_published(table: pd.DataFrame, label: str, column: str, missing: str = MISSING) -> str:
+    """The published value as published (2 decimals), ``missing`` when the card has none."""
     return format_number(table.loc[label, f"{column} (published)"], PUBLISHED_DECIMALS, missing)
 
 
@@ -474,6 +492,7 @@ _TEX_SYMBOLS = {"–": "--", RANDOM_MARK: r"$^\dagger$", NA_MARK: r"$^\ddagger$"
 
 
 def tex_escape(s: str) -> str:
+    """``s`` for pdflatex: special characters escaped, –, †, ‡, ↑, ↓, ∞ as LaTeX."""
     return "".join(_TEX_SYMBOLS.get(ch, _TEX_SPECIAL.get(ch, ch)) for ch in str(s))
 
 
@@ -557,7 +576,10 @@ def per_clip_values(paths_or_runs, metrics: Sequence[str] | None = None) -> pd.D
     NaN rows (skipped clips) dropped; runs in the card's order."""
     items = list(paths_or_runs)
     runs = items if all(isinstance(r, RunRecord) for r in items) else load_runs(items)[0]
-    runs = order_runs(runs, load_published())
+    try:
+        runs = order_runs(runs, load_published())
+    except (OSError, ValueError):  # no published CSV beside this evalkit: the order given
+        pass
     frames = []
     for run, label in zip(runs, run_labels(runs)):
         clips = run.clips
