@@ -5,10 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pandas as pd
-import pytest
-from matplotlib.lines import Line2D
-from matplotlib.text import Annotation
 
 from evalkit.metrics.spec import MetricSpec
 from evalkit.report import card_table, collect_runs, load_run
@@ -165,7 +161,8 @@ def _stereo_run(folder, model, seed):
 
 
 def test_stereo_scatter_from_the_spec(tmp_path):
-    runs = [load_run(_stereo_run(tmp_path / "a", "stereo-small", 1)), load_run(_stereo_run(tmp_path / "b", "stereo-medium", 2))]
+    runs = [load_run(_stereo_run(tmp_path / "a", "stereo-small", 1)),
+            load_run(_stereo_run(tmp_path / "b", "stereo-medium", 2))]
     table = card_table(collect_runs(runs, ci=False))
     # evalkit's own section, not a card column
     assert "stereo" not in table.attrs["columns"] and list(table.attrs["sections"]) == ["stereo"]
@@ -183,7 +180,8 @@ def test_stereo_scatter_from_the_spec(tmp_path):
     for run, (gen, ref) in zip(runs, (pts[0:2], pts[2:4])):
         c = run.clips
         np.testing.assert_allclose(gen.get_offsets(), c[["stereo_correlation", "stereo_side_to_mid_db"]].to_numpy())
-        np.testing.assert_allclose(ref.get_offsets(), c[["stereo_ref_correlation", "stereo_ref_side_to_mid_db"]].to_numpy())
+        ref_xy = c[["stereo_ref_correlation", "stereo_ref_side_to_mid_db"]].to_numpy()
+        np.testing.assert_allclose(ref.get_offsets(), ref_xy)
         assert np.allclose(gen.get_facecolor()[0][:3], ref.get_edgecolor()[0][:3])  # one colour per run
     assert not np.allclose(pts[0].get_facecolor()[0], pts[2].get_facecolor()[0])  # runs differ in colour
     # two marker styles: generated filled circles, references crosses

@@ -418,7 +418,8 @@ def test_cells_are_formatted_by_magnitude(tmp_path):
     assert format_cell(table, "small", kld) == "0.0018 [0.0013, 0.0022]"
     assert format_cell(table, "small", clap) == "0.029 [0.029, 0.029]"  # spec decimals (3) already show 2 digits
     md = to_markdown(table).splitlines()[2]
-    assert md == "| small | 0.0024 [0.0019, 0.0031] | 4.88 | 0.0018 [0.0013, 0.0022] | 1.42 | 0.029 [0.029, 0.029] | 0.27 | – | – |"
+    assert md == ("| small | 0.0024 [0.0019, 0.0031] | 4.88 | 0.0018 [0.0013, 0.0022] | 1.42 | 0.029 [0.029, 0.029] | "
+                  "0.27 | – | – |")
     tex = to_latex(table)
     assert r"small & 0.0024\,{\scriptsize[0.0019, 0.0031]} & 4.88 & 0.0018\,{\scriptsize[0.0013, 0.0022]} & 1.42" in tex
     put(fad, 0.00236, float("nan"), float("nan"))

@@ -171,8 +171,8 @@ def collect_runs(
 
     Columns: ``label, model, hub_id, run_dir, random_weights, model_random_weights, random_note, metric, section,
     column, card_column, aggregate, value, ci_low, ci_high, ci_level, n_boot, ci_value, ci_note, note, n_clips,
-    protocol, higher_is_better, decimals, channel_view, reference_set, published``; rows in the card's order. ``note`` says why an asked-for metric
-    has no number. ``paths``: run folders, summary.json files, folders holding runs (searched recursively), or
+    protocol, higher_is_better, decimals, channel_view, reference_set, published``; rows in the card's order.
+    ``note`` says why an asked-for metric has no number. ``paths``: run folders, summary.json files, folders holding runs (searched recursively), or
     :class:`RunRecord` objects. Folders that cannot be read are left out and listed in ``attrs["skipped"]`` (with
     ``skipped``, those the caller already set aside). Raises :class:`RunFolderError` when no run can be read.
     """
@@ -279,7 +279,8 @@ def _wide(rows: pd.DataFrame, labels: Sequence[str], columns: Sequence[str], pub
         table[f"{c} note"] = ""
     for _, r in rows.iterrows():
         c, lab = r["column"], r["label"]
-        table.loc[lab, [c, f"{c} CI low", f"{c} CI high", f"{c} note"]] = [r["value"], r["ci_low"], r["ci_high"], r["note"]]
+        cells = [r["value"], r["ci_low"], r["ci_high"], r["note"]]
+        table.loc[lab, [c, f"{c} CI low", f"{c} CI high", f"{c} note"]] = cells
         if published:
             table.loc[lab, f"{c} (published)"] = r["published"]
     for c in columns:
@@ -511,8 +512,8 @@ def _latex_env(table: pd.DataFrame, caption: str, label: str) -> list[str]:
            r"\begin{tabular}{l" + "r" * per * len(columns) + "}", r"\toprule"]
     arrows = [tex_escape(_arrow(table, c)) for c in columns]
     if published:
-        out.append(" & ".join([""] + [rf"\multicolumn{{2}}{{c}}{{{tex_escape(c)}{a}}}" for c, a in zip(columns, arrows)])
-                   + r" \\")
+        heads = [rf"\multicolumn{{2}}{{c}}{{{tex_escape(c)}{a}}}" for c, a in zip(columns, arrows)]
+        out.append(" & ".join([""] + heads) + r" \\")
         out.append(" ".join(rf"\cmidrule(lr){{{2 + 2 * i}-{3 + 2 * i}}}" for i in range(len(columns))))
         out.append(" & ".join(["Model"] + ["evalkit", "published"] * len(columns)) + r" \\")
     else:
@@ -527,7 +528,8 @@ def _latex_env(table: pd.DataFrame, caption: str, label: str) -> list[str]:
     out += [r"\bottomrule", r"\end{tabular}"]
     notes = table.attrs.get("footnotes", [])
     if notes:
-        out += [r"\par\smallskip", r"\parbox{\linewidth}{\footnotesize " + r" \\ ".join(tex_escape(n) for n in notes) + "}"]
+        body = r" \\ ".join(tex_escape(n) for n in notes)
+        out += [r"\par\smallskip", r"\parbox{\linewidth}{\footnotesize " + body + "}"]
     return out + [r"\end{table}"]
 
 
