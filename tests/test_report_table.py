@@ -458,3 +458,23 @@ def test_channel_view_and_reference_set_are_read_and_footnoted(tmp_path):
     md = to_markdown(card_table(collect_runs([make_run(tmp_path / "d", "small", embeddings=False,
                                                        metrics=("fad", "kld", "clap"))], ci=False)))
     assert md.splitlines()[0].endswith("| Chroma Cosine Similarity | published |")  # no run measured it: no arrow
+
+
+def test_a_glob_one_level_too_deep_names_the_run_folders_contents_and_reads_no_bogus_run(tmp_path):
+    """outputs/*/* where outputs/<run> is itself the run: its files and folders are named, none is read as a run
+    (manifest.json is valid JSON but not a summary)."""
+    run = make_run(tmp_path / "outputs" / "demo", "tiny-stereo", random_weights=True, embeddings=True, n_clips=5)
+    paths = sorted((tmp_path / "outputs").glob("*/*"))
+    runs, skipped = load_runs(paths)
+    assert [r.model_name for r in runs] == ["tiny-stereo"]  # from its summary.json, once
+    why = {s.path.name: s.reason for s in skipped}
+    assert why == {"clips.parquet": f"a file of the run folder {run}, not its summary.json",
+                   "config.yaml": f"a file of the run folder {run}, not its summary.json",
+                   "manifest.json": f"a file of the run folder {run}, not its summary.json",
+                   "embeddings": f"a folder inside the run folder {run}, not a run"}
+    # a summary saved under another name is read; a JSON without a metrics object is refused
+    (tmp_path / "baseline.json").write_text((run / "summary.json").read_text())
+    (tmp_path / "other.json").write_text('{"status": "finished"}')
+    runs, skipped = load_runs([tmp_path / "baseline.json", tmp_path / "other.json"])
+    assert [r.model_name for r in runs] == ["tiny-stereo"]
+    assert [s.reason for s in skipped] == ["not an evalkit summary (expected an object with a 'metrics' object)"]

@@ -73,7 +73,7 @@ def check_summary(summary: Any, source: str | os.PathLike) -> dict[str, Any]:
 
     Refused: not an object with a ``metrics`` object, or a metric with a value or an error but no ``spec`` block
     (a summary written by an evalkit older than :class:`MetricSpec`)."""
-    if not isinstance(summary, dict) or not isinstance(summary.get("metrics", {}), dict):
+    if not isinstance(summary, dict) or not isinstance(summary.get("metrics"), dict):
         raise RunFolderError(f"{source}: not an evalkit summary (expected an object with a 'metrics' object)")
     old = [m for m, e in (summary.get("metrics") or {}).items()
            if isinstance(e, dict) and not e.get("skipped") and not isinstance(e.get("spec"), dict)]
@@ -272,30 +272,51 @@ def _candidates(root: Path) -> list[Path]:
     return sorted(found)
 
 
+def _run_folder_above(p: Path) -> Path | None:
+    """The run folder (holding summary.json) that ``p`` lies inside, or None."""
+    return next((a for a in p.resolve().parents if (a / "summary.json").is_file()), None)
+
+
+def _scan_one(p: Path) -> tuple[list[Path], list[SkippedFolder]]:
+    """Run folders and skipped folders for one path (see :func:`scan_runs`)."""
+    if (p / "summary.json").is_file():
+        return [p], []
+    if p.is_file():
+        owner = _run_folder_above(p)
+        if p.name == "summary.json":
+            return [p.parent], []
+        if p.suffix == ".json" and owner is None:  # a summary saved under another name: load_run checks it
+            return [p], []
+        return [], [SkippedFolder(p, f"a file of the run folder {owner}, not its summary.json" if owner
+                                  else "not a summary.json")]
+    if not p.is_dir():
+        return [], [SkippedFolder(p, "no such run folder or summary.json")]
+    owner = _run_folder_above(p)
+    if owner is not None:
+        return [], [SkippedFolder(p, f"a folder inside the run folder {owner}, not a run")]
+    if any((p / m).is_file() for m in RUN_MARKERS):
+        return [], [SkippedFolder(p, why_no_summary(p))]
+    inner = _candidates(p)
+    if not inner:
+        return [], [SkippedFolder(p, "not a run folder, and no run folders under it (no summary.json or "
+                                     "manifest.json here or below)")]
+    return ([f for f in inner if (f / "summary.json").is_file()],
+            [SkippedFolder(f, why_no_summary(f)) for f in inner if not (f / "summary.json").is_file()])
+
+
 def scan_runs(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[SkippedFolder]]:
     """``(run folders, skipped folders)`` named by ``paths`` (see the module doc). Never raises for a bad path.
 
+    A path is a run folder, its summary.json (or a summary saved as another ``.json`` file), or a folder searched
+    recursively. Skipped, with the reason: a missing path, a file or folder inside a run folder, a folder without
+    summary.json (the reason from its manifest.json), a folder with no run folders under it.
     Order: as given; run folders found inside one folder are sorted by path. Duplicates are dropped."""
     found: list[Path] = []
     skipped: list[SkippedFolder] = []
     for raw in paths:
-        p = Path(raw)
-        if p.is_file() or (p / "summary.json").is_file():
-            found.append(p.parent if p.is_file() and p.name == "summary.json" else p)
-        elif not p.is_dir():
-            skipped.append(SkippedFolder(p, "no such run folder or summary.json"))
-        elif any((p / m).is_file() for m in RUN_MARKERS):
-            skipped.append(SkippedFolder(p, why_no_summary(p)))
-        else:
-            inner = _candidates(p)
-            if not inner:
-                skipped.append(SkippedFolder(p, "not a run folder, and no run folders under it (no summary.json or "
-                                                "manifest.json here or below)"))
-            for f in inner:
-                if (f / "summary.json").is_file():
-                    found.append(f)
-                else:
-                    skipped.append(SkippedFolder(f, why_no_summary(f)))
+        f, s = _scan_one(Path(raw))
+        found += f
+        skipped += s
     return _unique(found), skipped
 
 
