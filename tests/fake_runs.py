@@ -1,21 +1,26 @@
 """Fabricated run folders with known numbers, in the run-folder format of notes/common.md (for report/compare tests).
 
-``make_run(folder, ...)`` writes ``summary.json``, ``clips.parquet``, ``embeddings/fad.npz`` (keys
-``"<id>/_fad_gen_emb"``, ``"<id>/_fad_ref_emb"``), ``config.yaml`` and ``manifest.json``. Per-clip values and
-embeddings are drawn from known distributions (seeded); the summary's headline values are computed from them the way
-the metrics do (mean of per-clip values, frame-weighted for chroma; FAD of all generated windows against all
-reference windows) unless given explicitly.
+``make_run(folder, ...)`` writes ``summary.json`` (each metric with its ``spec`` block, taken from the real metric
+classes so the fakes cannot drift from them), ``clips.parquet``, ``embeddings/fad.npz`` (keys
+``"<id>/fad_gen_emb"``, ``"<id>/fad_ref_emb"``: the arrays the FAD spec names), ``config.yaml`` and
+``manifest.json``. Per-clip values and embeddings are drawn from known distributions (seeded); the summary's headline
+values are computed from them the way the specs say (``aggregate: mean`` - the mean of ``value_column`` weighted by
+``weight``; ``frechet`` - the Fréchet distance of all generated windows against all reference windows) unless given.
+Invented metrics (``specs={"loudness_gap": MetricSpec(...)}``), errors, skipped metrics, the older summary format
+and failed or running folders can be fabricated too.
 """
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 
 from evalkit.metrics.frechet import GaussianStats, frechet_distance
+from evalkit.metrics.spec import MetricSpec
 
 HUB = {
     "small": "facebook/musicgen-small",
@@ -25,8 +30,22 @@ HUB = {
     "tiny-stereo": None,
     "stereo-medium": "facebook/musicgen-stereo-medium",
 }
-CARD = {"fad": "Frechet Audio Distance", "kld": "KLD", "clap": "Text Consistency", "chroma": "Chroma Cosine Similarity"}
-HIB = {"fad": False, "kld": False, "clap": True, "chroma": True}
+
+
+@lru_cache(maxsize=1)
+def metric_specs() -> dict[str, dict[str, Any]]:
+    """``{name: spec dict}`` of the four real metrics, from their classes (``<Metric>.spec.as_dict()``)."""
+    from evalkit.metrics.chroma import ChromaCosineSimilarity
+    from evalkit.metrics.clap import ClapScore
+    from evalkit.metrics.fad import FAD
+    from evalkit.metrics.kld import KLD
+
+    return {c.spec.name: c.spec.as_dict() for c in (FAD, KLD, ClapScore, ChromaCosineSimilarity)}
+
+
+def card_columns() -> dict[str, str]:
+    """``{metric: card column}`` of the real metrics (from their specs)."""
+    return {m: s["card_column"] for m, s in metric_specs().items()}
 
 
 def fake_per_clip(n_clips: int, seed: int = 0, kld=(1.4, 0.3), clap=(0.27, 0.05), chroma=(0.44, 0.1)) -> pd.DataFrame:
@@ -66,6 +85,55 @@ def fad_of(gen: dict, ref: dict) -> float:
     return frechet_distance(*g.mean_cov(), *r.mean_cov())
 
 
+def _mean_value(clips: pd.DataFrame, spec: Mapping[str, Any]) -> float | None:
+    col = spec.get("value_column") or spec["primary"]
+    if col not in clips:
+        return None
+    w = clips[spec["weight"]] if spec.get("weight") and spec["weight"] in clips else np.ones(len(clips))
+    return float((clips[col] * w).sum() / w.sum())
+
+
+def _write_arrays(folder: Path, specs: Mapping[str, Mapping], metrics, embeddings, legacy: bool, values: dict,
+                  errors: dict) -> None:
+    """``embeddings/<metric>.npz`` of each Fréchet metric (generated side, reference side) and its headline value."""
+    gen, ref = embeddings
+    for m in metrics:
+        spec = specs[m]
+        if spec.get("aggregate") != "frechet" or not spec.get("arrays"):
+            continue
+        pre = "_" if legacy else ""
+        arrays = {f"{i}/{pre}{spec['arrays'][0]}": gen[i] for i in gen}
+        if len(spec["arrays"]) > 1:
+            arrays.update({f"{i}/{pre}{spec['arrays'][1]}": ref[i] for i in ref})
+        (folder / "embeddings").mkdir(exist_ok=True)
+        np.savez(folder / "embeddings" / f"{m}.npz", **arrays)
+        if m not in values:
+            try:
+                values[m] = fad_of(gen, ref)
+            except ValueError as exc:  # fewer windows than dimensions: the run could not compute it either
+                values[m] = None
+                errors.setdefault(m, f"FrechetError: {exc}")
+
+
+def _entry(m: str, spec: Mapping[str, Any], value, *, n: int, protocol, sha, random_weights: bool, error,
+           legacy: bool) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "value": None if error else value, "protocol": protocol, "n_clips": n, "n_skipped": 0,
+        "checkpoint": "random" if random_weights else f"{m}.ckpt", "checkpoint_sha256": sha,
+        "random_weights": random_weights,
+    }
+    if error:
+        entry["error"] = error
+    else:
+        entry["values"] = {spec["primary"]: value}
+    if legacy:  # the format before MetricSpec: the facts at the top level, no spec block
+        entry.update(primary=spec["primary"], higher_is_better=spec["higher_is_better"],
+                     card_column=spec["card_column"])
+    else:
+        entry["spec"] = dict(spec)
+    return entry
+
+
 def make_run(
     folder,
     model: str = "small",
@@ -83,31 +151,31 @@ def make_run(
     shift: float = 0.5,
     hub_id: Any = "default",
     extra_summary: dict | None = None,
+    specs: Mapping[str, MetricSpec | Mapping[str, Any]] | None = None,
+    errors: Mapping[str, str] | None = None,
+    skipped: Mapping[str, str] | None = None,
+    legacy: bool = False,
+    skipped_with_spec: bool = False,
 ) -> Path:
+    """A finished run folder. ``specs`` adds or replaces metric specs (invented metrics); ``errors`` marks metrics
+    asked for and not computed (``{"fad": "MetricUnavailable: ..."}``); ``skipped`` adds metrics not applicable to
+    the run (``{"chroma": "melody.source=none"}``, no spec, as the run writes them today; with its spec when
+    ``skipped_with_spec``); ``legacy`` writes the summary format of an evalkit before MetricSpec (no spec blocks;
+    per-clip arrays keyed ``"<id>/_fad_gen_emb"``)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    all_specs = dict(metric_specs())
+    all_specs.update({k: (v.as_dict() if isinstance(v, MetricSpec) else dict(v)) for k, v in (specs or {}).items()})
     clips = fake_per_clip(n_clips, seed) if clips is None else clips
     ids = list(clips["id"])
-    values = dict(values or {})
+    values, errors = dict(values or {}), dict(errors or {})
     if embeddings is True:
         embeddings = fake_embeddings(ids, dim=dim, shift=shift, seed=seed)
     if embeddings:
-        gen, ref = embeddings
-        arrays = {f"{i}/_fad_gen_emb": gen[i] for i in gen}
-        arrays.update({f"{i}/_fad_ref_emb": ref[i] for i in ref})
-        (folder / "embeddings").mkdir(exist_ok=True)
-        np.savez(folder / "embeddings" / "fad.npz", **arrays)
-        if "fad" not in values:
-            try:
-                values["fad"] = fad_of(gen, ref)
-            except ValueError:  # fewer windows than dimensions: the run could not compute FAD either
-                values["fad"] = None
-    for m in ("kld", "clap"):
-        if m in clips:
-            values.setdefault(m, float(clips[m].mean()))
-    if "chroma" in clips:
-        w = clips["chroma_frames"] if "chroma_frames" in clips else np.ones(len(clips))
-        values.setdefault("chroma", float((clips["chroma"] * w).sum() / w.sum()))
+        _write_arrays(folder, all_specs, metrics, embeddings, legacy, values, errors)
+    for m in metrics:
+        if all_specs[m].get("aggregate") == "mean":
+            values.setdefault(m, _mean_value(clips, all_specs[m]))
     keep = [c for c in clips.columns if c in ("id", "caption", "audio_path", "reference_path", "seed")
             or any(c == m or c.startswith(m + "_") for m in metrics)]
     clips[keep].to_parquet(folder / "clips.parquet", index=False)
@@ -115,6 +183,11 @@ def make_run(
     def per(x, m):
         return x[m] if isinstance(x, dict) else x
 
+    entries = {m: _entry(m, all_specs[m], values.get(m), n=len(ids), protocol=per(protocol, m),
+                         sha=per(checkpoint_sha256, m), random_weights=random_weights, error=errors.get(m),
+                         legacy=legacy) for m in metrics}
+    entries.update({m: {"value": None, "skipped": why, **({"spec": dict(all_specs[m])} if skipped_with_spec else {})}
+                    for m, why in (skipped or {}).items()})
     summary = {
         "evalkit_version": "0.1.0",
         "run_dir": str(folder),
@@ -123,25 +196,22 @@ def make_run(
         "random_weights": random_weights,
         "n_clips": len(ids),
         "n_missing_reference": 0,
-        "metrics": {
-            m: {
-                "value": values.get(m),
-                "primary": m,
-                "protocol": per(protocol, m),
-                "higher_is_better": HIB[m],
-                "card_column": CARD[m],
-                "n_clips": len(ids),
-                "n_skipped": 0,
-                "checkpoint": "random" if random_weights else f"{m}.ckpt",
-                "checkpoint_sha256": per(checkpoint_sha256, m),
-                "random_weights": random_weights,
-                "values": {m: values.get(m)},
-            }
-            for m in metrics
-        },
+        "metrics": entries,
     }
     summary.update(extra_summary or {})
     (folder / "summary.json").write_text(json.dumps(summary, indent=2))
     (folder / "config.yaml").write_text(f"model:\n  name: {model}\nseed: {seed}\n")
-    (folder / "manifest.json").write_text(json.dumps({"seed": seed, "fabricated": True}))
+    (folder / "manifest.json").write_text(json.dumps({"status": "finished", "error": None, "seed": seed,
+                                                      "fabricated": True}))
+    return folder
+
+
+def make_unfinished_run(folder, status: str = "failed", error: str | None = "RuntimeError: CUDA out of memory",
+                        model: str = "medium") -> Path:
+    """A run folder without summary.json: ``config.yaml`` and ``manifest.json`` with ``status`` (failed|running)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(f"model:\n  name: {model}\n")
+    (folder / "manifest.json").write_text(json.dumps({"status": status, "error": error,
+                                                      "start": "2026-11-30T10:00:00+00:00"}))
     return folder

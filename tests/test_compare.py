@@ -10,16 +10,18 @@ import pytest
 import yaml
 
 from evalkit.report.compare import (
-    DEFAULT_TOLERANCES,
+    DEFAULT_TOLERANCE,
     IncompatibleRuns,
     Tolerance,
     compare_summaries,
     main,
     resolve_tolerances,
+    tolerance_for,
     verdict,
 )
+from evalkit.report.rundir import RunFolderError
 from tests.conftest import REPO
-from tests.fake_runs import make_run
+from tests.fake_runs import make_run, metric_specs
 
 BASE = {"fad": 4.9, "kld": 1.4, "clap": 0.27, "chroma": 0.44}
 
@@ -44,11 +46,20 @@ def test_tolerance_parsing():
             Tolerance.parse(bad)
 
 
-def test_default_tolerances_and_layers():
-    tol = resolve_tolerances({"fad": "0.1"}, {"clap": 0.01, "default": "1%"})
-    assert tol["fad"] == Tolerance(0.1, False) and tol["clap"] == Tolerance(0.01, False)
-    assert tol["kld"] == Tolerance.parse(DEFAULT_TOLERANCES["kld"]) == Tolerance(0.02, True)
-    assert tol["default"] == Tolerance(0.01, True)
+def test_default_tolerances_come_from_the_spec_and_layers_override():
+    specs = metric_specs()
+    # no user tolerance: each metric's spec (FAD 5 %, KLD 2 %), DEFAULT_TOLERANCE without a spec
+    assert tolerance_for("fad", specs["fad"], {}) == Tolerance(0.05, True)
+    assert tolerance_for("kld", specs["kld"], {}) == Tolerance(0.02, True)
+    assert tolerance_for("gone", None, {}) == Tolerance.parse(DEFAULT_TOLERANCE)
+    tol = resolve_tolerances({"fad": "0.1"}, {"clap": 0.01})
+    assert tol == {"fad": Tolerance(0.1, False), "clap": Tolerance(0.01, False)}
+    assert tolerance_for("fad", specs["fad"], tol) == Tolerance(0.1, False)
+    assert tolerance_for("kld", specs["kld"], tol) == Tolerance(0.02, True)  # not named: still the spec's
+    # "default" replaces the spec's tolerance of the metrics not named; a named one still wins; later layers win
+    tol = resolve_tolerances({"fad": "0.1", "default": "3%"}, {"default": "1%"})
+    assert tolerance_for("kld", specs["kld"], tol) == Tolerance(0.01, True)
+    assert tolerance_for("fad", specs["fad"], tol) == Tolerance(0.1, False)
 
 
 @pytest.mark.parametrize(
@@ -111,6 +122,18 @@ def test_tolerance_file_and_flags(tmp_path, capsys):
     assert "expected METRIC=VALUE" in capsys.readouterr().err
 
 
+def test_direction_and_tolerance_are_read_from_the_spec(tmp_path):
+    """Flip a metric's spec: the same move is judged by the summary's spec, not by a table in compare.py."""
+    flipped = {**metric_specs()["kld"], "higher_is_better": True, "tolerance": "0.5"}
+    a = run(tmp_path, "a", specs={"kld": flipped})
+    b = run(tmp_path, "b", {"kld": 1.0}, specs={"kld": flipped})  # -0.4: bad when higher is better, within 0.5
+    cmp = compare_summaries(summary(a), summary(b))
+    kld = next(r for r in cmp.rows if r.metric == "kld")
+    assert kld.higher_is_better is True and kld.tolerance == Tolerance(0.5, False) and kld.verdict == "ok"
+    c = run(tmp_path, "c", {"kld": 0.8}, specs={"kld": flipped})  # -0.6: beyond 0.5 in the bad direction
+    assert {r.metric: r.verdict for r in compare_summaries(summary(a), summary(c)).rows}["kld"] == "regressed"
+
+
 def test_missing_and_new_metrics(tmp_path):
     a = make_run(tmp_path / "a", "small", embeddings=False, values=BASE, metrics=("fad", "kld", "clap"))
     b = make_run(tmp_path / "b", "small", embeddings=False, values=BASE, metrics=("fad", "kld", "chroma"))
@@ -119,6 +142,58 @@ def test_missing_and_new_metrics(tmp_path):
     assert cmp.exit_code == 1
     c = make_run(tmp_path / "c", "small", embeddings=False, values={**BASE, "kld": None})  # metric present, value null
     assert {r.metric: r.verdict for r in compare_summaries(summary(a), summary(c)).rows}["kld"] == "missing"
+    # asked for and not computed: missing, and the note says why
+    d = make_run(tmp_path / "d", "small", embeddings=False, values=BASE, errors={"fad": "MetricUnavailable: 38 windows"})
+    cmp = compare_summaries(summary(a), summary(d))
+    assert {r.metric: r.verdict for r in cmp.rows}["fad"] == "missing" and cmp.exit_code == 1
+    assert "fad missing in the current run: not computed: MetricUnavailable: 38 windows" in cmp.notes
+    # not applicable in either run: skipped, not a failure
+    e = make_run(tmp_path / "e", "small", embeddings=False, values=BASE, metrics=("fad", "kld", "clap"),
+                 skipped={"chroma": "melody.source=none"})
+    cmp = compare_summaries(summary(e), summary(e))
+    assert {r.metric: r.verdict for r in cmp.rows}["chroma"] == "skipped" and cmp.exit_code == 0
+
+
+def test_summaries_without_spec_blocks_are_refused(tmp_path, capsys):
+    a = run(tmp_path, "a")
+    old = run(tmp_path, "old", legacy=True)
+    with pytest.raises(RunFolderError, match="older evalkit"):
+        compare_summaries(summary(a), summary(old))
+    assert main([str(a), str(old)]) == 2
+    err = capsys.readouterr().err
+    assert str(old / "summary.json") in err and "re-run" in err
+
+
+@pytest.mark.parametrize("views, refused", [(("mono", "mono"), False), ((None, "mono"), False),
+                                             ((None, "mid"), True), (("left", "right"), True)])
+def test_different_channel_views_are_refused(tmp_path, capsys, views, refused):
+    extra = [{} if v is None else {"channel_view": v} for v in views]  # absent = mono
+    a, b = run(tmp_path, "a", extra_summary=extra[0]), run(tmp_path, "b", extra_summary=extra[1])
+    rc = main([str(a), str(b)])
+    out = capsys.readouterr().out
+    if refused:
+        assert rc == 2 and "not comparable" in out
+        assert f"channel_view differs (baseline {views[0] or 'mono'!r}, current {views[1]!r})" in out
+    else:
+        assert rc == 0 and "channel_view differs" not in out
+
+
+@pytest.mark.parametrize("shas, warned", [(("a" * 64, "a" * 64), None), ((None, None), None),
+                                          (("a" * 64, "b" * 64), "different reference sets"),
+                                          (("a" * 64, None), "only the baseline run names its reference set"),
+                                          ((None, "b" * 64), "only the current run names its reference set")])
+def test_different_reference_sets_warn_without_changing_the_exit_code(tmp_path, capsys, shas, warned):
+    extra = [{"reference_set": None if s is None else {"dir": "/data/musiccaps", "manifest_sha256": s, "n_ok": 5500}}
+             for s in shas]
+    a, b = run(tmp_path, "a", extra_summary=extra[0]), run(tmp_path, "b", extra_summary=extra[1])
+    assert main([str(a), str(b)]) == 0
+    c = run(tmp_path, "c", {"fad": 6.0}, extra_summary=extra[1])
+    assert main([str(a), str(c)]) == 1  # a regression still fails; the warning does not change that
+    out, err = capsys.readouterr()
+    if warned is None:
+        assert "warning" not in out and "warning" not in err
+    else:
+        assert out.count(f"- ⚠️ warning: {warned}") == 2 and err.count(f"evalkit.compare: warning: {warned}") == 2
 
 
 @pytest.mark.parametrize(
@@ -186,12 +261,11 @@ def test_ci_example_and_placeholder_baseline(tmp_path, capsys):
     assert set(resolve_tolerances(tol.get("tolerances", tol))) >= {"fad", "kld", "clap", "default"}
     baseline = json.loads((REPO / "examples" / "baseline" / "summary.json").read_text())
     assert set(baseline["metrics"]) == {"fad", "kld", "clap"} and baseline["random_weights"] is True
-    # until the lead regenerates it from a real demo run, the committed baseline is marked and refused
-    if baseline.get("placeholder"):
-        cur = make_run(tmp_path / "demo", "tiny-stereo", random_weights=True, embeddings=False,
-                       metrics=("fad", "kld", "clap"))
-        assert main([str(REPO / "examples" / "baseline" / "summary.json"), str(cur)]) == 2
-        assert "placeholder" in capsys.readouterr().out
+    # a real demo run of this evalkit: not a placeholder, every metric with its spec (compare reads them)
+    assert "placeholder" not in baseline
+    assert {m: e["spec"]["name"] for m, e in baseline["metrics"].items()} == {m: m for m in baseline["metrics"]}
+    readme = (REPO / "examples" / "README.md").read_text()
+    assert "is a **placeholder**" not in readme and "summary of a real offline demo run" in readme
 
 
 def test_committed_ci_baseline_is_a_real_demo_run():

@@ -182,16 +182,37 @@ def test_run_intervals_from_a_fabricated_run(tmp_path):
     for m, iv in ivs.items():
         assert iv.value == pytest.approx(run.value(m), rel=1e-9), m  # recomputed == the summary's number
         assert iv.low < iv.value < iv.high
+    # weighted exactly as the specs say: chroma by chroma_frames; kld by kld_rows, which this run does not have
     assert ivs["chroma"].weighted and not ivs["kld"].weighted
-    gen, ref = bs.fad_inputs(run)
-    assert ivs["fad"].value == pytest.approx(fad_of(gen, run.clip_arrays("_fad_ref_emb")), rel=1e-12)
+    gen, ref = bs.frechet_inputs(run, "fad")  # the arrays the FAD spec names: fad_gen_emb, fad_ref_emb
+    assert ivs["fad"].value == pytest.approx(fad_of(gen, run.clip_arrays("fad_ref_emb")), rel=1e-12)
+    assert bs.frechet_metrics(run) == ["fad"]
+
+
+def test_run_intervals_read_the_older_array_keys(tmp_path):
+    """Runs before the spec wrote '<id>/_fad_gen_emb': the same interval from either key layout."""
+    new = load_run(make_run(tmp_path / "new", "small", n_clips=30, dim=4))
+    old = load_run(make_run(tmp_path / "old", "small", n_clips=30, dim=4))
+    import numpy as np
+
+    with np.load(old.path / "embeddings" / "fad.npz") as z:
+        arrays = {k.replace("/fad_", "/_fad_"): z[k] for k in z.files}
+    np.savez(old.path / "embeddings" / "fad.npz", **arrays)
+    assert all("/_fad_" in k for k in arrays)
+    a, b = bs.metric_interval(new, "fad", n_boot=50), bs.metric_interval(old, "fad", n_boot=50)
+    assert (a.value, a.low, a.high) == (b.value, b.low, b.high)
 
 
 def test_run_intervals_say_why_not(tmp_path):
     # 4 clips × 3 windows = 12 embeddings for dimension 16: no covariance; no per-clip kld column
-    run = load_run(make_run(tmp_path / "r", "small", n_clips=4, dim=16))
+    run = load_run(make_run(tmp_path / "r", "small", n_clips=4, dim=16, values={"fad": 1.0}))
     run.clips.drop(columns=["kld"], inplace=True)
     ivs, why = bs.run_intervals(run, ["fad", "kld", "clap"], n_boot=20)
     assert set(ivs) == {"clap"}
     assert "at least 16" in why["fad"]
     assert "no per-clip 'kld'" in why["kld"]
+    # a metric the run could not compute has neither an interval nor a "why" (the table shows its error instead)
+    run = load_run(make_run(tmp_path / "e", "small", n_clips=4, dim=16))
+    assert "FrechetError" in run.metrics["fad"]["error"]
+    ivs, why = bs.run_intervals(run, ["fad", "clap"], n_boot=20)
+    assert set(ivs) == {"clap"} and not why

@@ -4,23 +4,41 @@ Each RUN_DIR is a run folder, its summary.json, or a folder searched recursively
 Writes into ``--out`` (default: ``outputs/report`` under the current directory - beside Hydra's default run folders
 ``outputs/<model>/<time>``, ignored by git, and never inside a run folder, which stays the untouched record of its run):
 
-- ``card_table.md``, ``card_table.tex`` (booktabs), ``card_table.csv`` - the card's layout, a row per run;
-- ``results.csv`` - the tidy frame behind it (one row per run × metric, intervals, protocol, published value);
-- ``per_clip.png``, ``measured_vs_published.png`` (unless ``--no-plots``);
-- ``fad_inf.csv`` and ``fad_inf.json`` with ``--fad-inf`` (fadtk's FAD∞: intercept, slope, R², points).
-The markdown table is also printed. Exit status 0, or 2 when no run could be read.
+- ``card_table.md``, ``card_table.tex`` (booktabs), ``card_table.csv`` - the card's layout, a row per run, in the
+  card's order; the markdown and LaTeX also hold a table per section of evalkit's own metrics (not on the card),
+  each also as ``evalkit_metrics_<section>.csv``;
+- ``results.csv`` - the tidy frame behind it (one row per run × metric, intervals, protocol, published value, ``note``:
+  why an asked-for metric has no number);
+- ``per_clip.png``, ``measured_vs_published.png`` and ``<metric>_scatter.png`` for each metric whose spec asks for a
+  scatter plot (unless ``--no-plots``);
+- ``fad_inf.csv`` and ``fad_inf.json`` with ``--fad-inf``: fadtk's FAD∞ (intercept, slope, R², points) of every metric
+  whose spec says ``aggregate: frechet``; the JSON is ``{label: {metric: {score, slope, r2, points, ...}}}``.
+
+A folder that cannot be read (a failed or unfinished run, not a run folder, unreadable or older summary.json) is
+skipped: it is named with its reason on stderr and under the markdown table, and the other runs are reported.
+The markdown table is also printed. Exit status 0 when at least one run was read, 2 when none could be.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from evalkit.report import bootstrap as bs
-from evalkit.report.rundir import RunFolderError, find_runs, load_run
-from evalkit.report.table import card_table, collect_runs, load_published, per_clip_values, to_markdown, write_tables
+from evalkit.report.rundir import load_runs
+from evalkit.report.table import (
+    card_table,
+    collect_runs,
+    load_published,
+    order_runs,
+    per_clip_values,
+    run_labels,
+    to_markdown,
+    write_tables,
+)
 
 DEFAULT_OUT = Path("outputs") / "report"
 
@@ -38,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-boot", type=int, default=bs.N_BOOT, help=f"bootstrap draws (default {bs.N_BOOT})")
     p.add_argument("--level", type=float, default=bs.LEVEL, help=f"interval level (default {bs.LEVEL})")
     p.add_argument("--seed", type=int, default=bs.SEED, help=f"bootstrap seed (default {bs.SEED})")
-    p.add_argument("--fad-inf", action="store_true", help="also compute FAD-inf (fadtk's extrapolation in 1/n)")
+    p.add_argument("--fad-inf", action="store_true",
+                   help="also compute FAD-inf (fadtk's extrapolation in 1/n) of every Fréchet metric")
     p.add_argument("--fad-inf-steps", type=int, default=bs.FAD_INF_STEPS, help=f"subset sizes (default {bs.FAD_INF_STEPS})")
     p.add_argument("--fad-inf-min-n", type=int, default=bs.FAD_INF_MIN_N, help=f"smallest subset (default {bs.FAD_INF_MIN_N})")
     p.add_argument("--fad-inf-unit", choices=("frames", "clips"), default="frames",
@@ -50,18 +69,54 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _num(x: float, fmt: str) -> str:
+    return "–" if not math.isfinite(x) else format(x, fmt)
+
+
+def fad_inf_report(runs, labels, args) -> tuple[list[dict], dict, str]:
+    """FAD∞ of every Fréchet metric of every run: ``(csv rows, {label: {metric: FadInf dict}}, markdown)``."""
+    rows, points = [], {}
+    for run, label in zip(runs, labels):
+        for m in bs.frechet_metrics(run):
+            row = {"Model": label, "metric": m, "column": run.spec(m).card_column or m, "value": run.value(m),
+                   "inf": math.nan, "slope": math.nan, "R²": math.nan, "unit": args.fad_inf_unit, "steps": 0, "note": ""}
+            try:
+                r = bs.run_fad_inf(run, m, steps=args.fad_inf_steps, min_n=args.fad_inf_min_n, seed=args.seed,
+                                   unit=args.fad_inf_unit, replace=not args.fad_inf_without_replacement)
+                row.update({"inf": r.score, "slope": r.slope, "R²": r.r2, "unit": r.unit, "steps": len(r.points)})
+                points.setdefault(label, {})[m] = r.as_dict()
+            except ValueError as exc:
+                row["note"] = str(exc)
+            rows.append(row)
+    how = "without" if args.fad_inf_without_replacement else "with"
+    md = (f"\n### FAD∞ (fadtk: the Fréchet distance at {args.fad_inf_steps} subset sizes drawn {how} replacement, "
+          "linear fit in 1/n)\n\n| Model | metric | value | ∞ | slope | R² |\n|---|---|---:|---:|---:|---:|\n")
+    for r in rows:
+        md += (f"| {r['Model']} | {r['column']} | {_num(r['value'], '.3g')} | {_num(r['inf'], '.3g')} | "
+               f"{_num(r['slope'], '.4g')} | {_num(r['R²'], '.3f')} |\n")
+    notes = [f"- {r['Model']}: no {r['column']}∞ ({r['note']})" for r in rows if r["note"]]
+    md += ("\n" + "\n".join(notes) + "\n") if notes else ""
+    return rows, points, md
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m evalkit.report``; returns the exit status: 0 when at least one run was read, else 2."""
     args = build_parser().parse_args(argv)
     try:
-        paths = find_runs(args.runs)
-        runs = [load_run(p) for p in paths]
-        published = load_published(args.published) if args.published else "default"
-    except (RunFolderError, OSError, ValueError) as exc:
+        published = load_published(args.published)
+    except (OSError, ValueError) as exc:
         print(f"evalkit.report: {exc}", file=sys.stderr)
         return 2
+    runs, skipped = load_runs(args.runs)
+    for s in skipped:
+        print(f"evalkit.report: skipped {s}", file=sys.stderr)
+    if not runs:
+        print("evalkit.report: no run could be read; nothing written", file=sys.stderr)
+        return 2
+    runs = order_runs(runs, published)
     out = Path(args.out)
     collected = collect_runs(runs, ci=not args.no_ci, n_boot=args.n_boot, level=args.level, seed=args.seed,
-                             published=published)
+                             published=published, skipped=skipped)
     table = card_table(collected)
     written = list(write_tables(table, out).values())
     from evalkit.io import write_text
@@ -69,43 +124,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_text(out / "results.csv", collected.to_csv(index=False, float_format="%.6g"))
     written.append(out / "results.csv")
     md = to_markdown(table)
-
     if args.fad_inf:
         import pandas as pd
 
-        rows, points = [], {}
-        labels = collected.attrs["labels"]
-        for run, label in zip(runs, labels):
-            try:
-                r = bs.run_fad_inf(run, steps=args.fad_inf_steps, min_n=args.fad_inf_min_n, seed=args.seed,
-                                   unit=args.fad_inf_unit, replace=not args.fad_inf_without_replacement)
-                rows.append({"Model": label, "FAD": run.value("fad"), "FAD∞": r.score, "slope": r.slope, "R²": r.r2,
-                             "unit": r.unit, "steps": len(r.points), "note": ""})
-                points[label] = r.as_dict()
-            except ValueError as exc:
-                rows.append({"Model": label, "FAD": run.value("fad"), "FAD∞": float("nan"), "slope": float("nan"),
-                             "R²": float("nan"), "unit": args.fad_inf_unit, "steps": 0, "note": str(exc)})
-        fi = pd.DataFrame(rows)
-        write_text(out / "fad_inf.csv", fi.to_csv(index=False, float_format="%.6g"))
+        rows, points, inf_md = fad_inf_report(runs, run_labels(runs), args)
+        write_text(out / "fad_inf.csv", pd.DataFrame(rows).to_csv(index=False, float_format="%.6g"))
         write_text(out / "fad_inf.json", json.dumps(points, indent=2) + "\n")
         written += [out / "fad_inf.csv", out / "fad_inf.json"]
-        how = "without" if args.fad_inf_without_replacement else "with"
-        md += f"\n### FAD∞ (fadtk: FAD at {args.fad_inf_steps} subset sizes drawn {how} replacement, linear fit in 1/n)\n\n"
-        md += "| Model | FAD | FAD∞ | slope | R² |\n|---|---:|---:|---:|---:|\n"
-        def f(x: float, spec: str) -> str:
-            return "–" if x != x else format(x, spec)
-
-        for r in rows:
-            md += (f"| {r['Model']} | {f(r['FAD'], '.3f')} | {f(r['FAD∞'], '.3f')} | {f(r['slope'], '.4g')} | "
-                   f"{f(r['R²'], '.3f')} |\n")
-        notes = [f"- {r['Model']}: no FAD∞ ({r['note']})" for r in rows if r["note"]]
-        md += ("\n" + "\n".join(notes) + "\n") if notes else ""
-
+        md += inf_md
     if not args.no_plots:
         from evalkit.report.plots import write_plots
 
-        written += write_plots(table, per_clip_values(runs), out)
-
+        written += write_plots(table, per_clip_values(runs), out, runs=runs)
     print(md, end="")
     print("\nwrote: " + ", ".join(str(p) for p in written), file=sys.stderr)
     return 0

@@ -1,23 +1,25 @@
 """Uncertainty of a run's numbers: bootstrap confidence intervals over clips, and FAD∞.
 
-Bootstrap (percentile method, seeded). The unit resampled is always the **clip** - the thing the eval set samples:
+Bootstrap (percentile method, seeded). The unit resampled is always the **clip** - the thing the eval set samples.
+How a metric's number is built, and so how it is resampled, comes from its ``spec`` (summary.json):
 
-- per-clip metrics (``kld``, ``clap``, ``chroma``; columns of ``clips.parquet``): each draw resamples the clips with
-  replacement and takes the mean of their values. A metric whose score is a mean over frames or chunks rather than
-  over clips is weighted - chroma: Σ per-frame cosine / total frames (``chroma_frames``); KLD: mean over PaSST rows
-  (chunks; ``kld_rows``, one per 10 s clip) - if ``clips.parquet`` has ``<metric>_frames``, ``<metric>_rows``,
-  ``<metric>_chunks`` or ``<metric>_weight`` (first found), a draw's value is ``Σ wᵢ·vᵢ / Σ wᵢ`` over the drawn
-  clips, which is exactly what the metric computes on that set of clips.
-- FAD: each draw resamples the clips (all of a clip's VGGish windows go together - windows of one clip are not
-  independent), rebuilds the generated side's :class:`GaussianStats` from per-clip sums (``Σx``, ``Σxxᵀ``, count)
-  weighted by how often each clip was drawn, and measures the Fréchet distance to the fixed reference statistics.
-  FAD is biased upwards at finite n (``tr Σ̂`` terms; the reason FAD∞ exists), and a resample - which repeats clips -
-  is biased more: the bootstrap draws sit about one bias *above* the measured FAD, so a plain percentile interval
-  may not even contain the measured value. evalkit reports the *basic* (pivot) interval
-  ``[F − (q_hi − F̄*), F + (F̄* − q_lo)]`` (F the measured FAD, F̄* the draws' mean, q their percentiles): the
-  sampling spread of FAD at this eval-set size, centred on the measured value. Its estimand is the FAD this protocol
+- ``aggregate: mean`` (e.g. KLD, CLAP, chroma): the number is the mean of the per-clip column ``spec.value_column``
+  of ``clips.parquet``, weighted by the per-clip column ``spec.weight`` when set (chroma: Σ per-frame cosine / total
+  frames, weight ``chroma_frames``; KLD: mean over PaSST rows, weight ``kld_rows``). Each draw resamples the clips
+  with replacement and takes ``Σ wᵢ·vᵢ / Σ wᵢ`` over the drawn clips - exactly what the metric computes on that set.
+- ``aggregate: frechet`` (e.g. FAD): each draw resamples the clips (all of a clip's embedding windows go together -
+  windows of one clip are not independent), rebuilds the generated side's :class:`GaussianStats` from per-clip sums
+  (``Σx``, ``Σxxᵀ``, count) weighted by how often each clip was drawn, and measures the Fréchet distance to the fixed
+  reference statistics. The per-clip arrays are ``spec.arrays``: the first is the generated side, the second (if
+  any) the reference side (else ``stats/<metric>*.npz`` or the statistics file the run was scored against).
+  A Fréchet distance is biased upwards at finite n (``tr Σ̂`` terms; the reason FAD∞ exists), and a resample -
+  which repeats clips - is biased more: the bootstrap draws sit about one bias *above* the measured value, so a plain
+  percentile interval may not even contain it. evalkit reports the *basic* (pivot) interval
+  ``[F − (q_hi − F̄*), F + (F̄* − q_lo)]`` (F the measured distance, F̄* the draws' mean, q their percentiles): the
+  sampling spread at this eval-set size, centred on the measured value. Its estimand is the distance this protocol
   would give, on average, for another eval set of the same size - the quantity a published FAD is a sample of.
   ``Interval.bias`` holds ``F̄* − F``. For the large-n limit use FAD∞.
+- ``aggregate: none``: no per-clip decomposition, no interval.
 
 FAD∞ (:func:`fad_inf`) follows fadtk (``microsoft/fadtk: fadtk/fad.py, FrechetAudioDistance.score_inf``):
 ``steps=25`` subset sizes ``n = int(linspace(min_n=500, N, 25))`` where N is the number of embedding frames; for each
@@ -48,8 +50,6 @@ SEED = 0
 #: fadtk ``score_inf`` defaults.
 FAD_INF_STEPS = 25
 FAD_INF_MIN_N = 500
-#: Columns of clips.parquet that weight a per-clip metric (first one present wins).
-WEIGHT_SUFFIXES = ("_frames", "_rows", "_chunks", "_weight")
 #: Memory for one block of FAD bootstrap draws' Σxxᵀ (bytes).
 _BLOCK_BYTES = 256 << 20
 
@@ -163,19 +163,20 @@ def _as_reference(reference) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(mu, np.float64), np.asarray(sigma, np.float64)
 
 
-def _clip_list(gen) -> list[np.ndarray]:
+def _clip_list(gen, metric: str = "frechet") -> list[np.ndarray]:
+    """Per-clip embeddings (a mapping, sorted by clip id, or a sequence) as ``[windows, dim]`` float64 arrays."""
     if isinstance(gen, Mapping):
         arrays = [gen[k] for k in sorted(gen)]
     else:
         arrays = list(gen)
     if not arrays:
-        raise ValueError("fad: no per-clip generated embeddings")
+        raise ValueError(f"{metric}: no per-clip generated embeddings")
     dim = np.asarray(arrays[0]).shape[-1]
     out = []
     for a in arrays:
         a = np.asarray(a, np.float64)
         if a.shape[-1] != dim:
-            raise ValueError(f"fad: embeddings of dimension {a.shape[-1]} and {dim} mixed")
+            raise ValueError(f"{metric}: embeddings of dimension {a.shape[-1]} and {dim} mixed")
         out.append(a.reshape(-1, dim))
     return out
 
@@ -222,18 +223,20 @@ def fad_bootstrap(
     n_boot: int = N_BOOT,
     level: float = LEVEL,
     seed: int = SEED,
-    metric: str = "fad",
+    metric: str = "frechet",
 ) -> Interval:
-    """Bootstrap interval of FAD resampling clips (basic interval centred on the measured FAD; see the module doc).
+    """Bootstrap interval of a Fréchet distance (FAD) resampling clips (basic interval centred on the measured value;
+    see the module doc). ``metric`` names the metric in messages and seeds its own random stream.
 
     ``gen``: per-clip generated embeddings (``{clip id: [windows, dim]}`` or a sequence of arrays);
     ``reference``: :class:`GaussianStats` or ``(mu, sigma)`` of the reference side, held fixed.
+    Raises ValueError (FrechetError) when the dimensions disagree or a covariance cannot be estimated.
     """
-    clips = _clip_list(gen)
+    clips = _clip_list(gen, metric)
     dim = clips[0].shape[1]
     mu_r, sigma_r = _as_reference(reference)
     if mu_r.shape != (dim,):
-        raise ValueError(f"fad: reference statistics have dimension {mu_r.shape}, embeddings {dim}")
+        raise ValueError(f"{metric}: reference statistics have dimension {mu_r.shape}, embeddings {dim}")
     full = GaussianStats(dim)
     for c in clips:
         full.update(c)
@@ -254,7 +257,7 @@ def fad_bootstrap(
         n_clips=n,
         seed=seed,
         bias=mean_star - value,
-        method="basic bootstrap over clips, centred on the measured FAD (generated side resampled, reference fixed)",
+        method="basic bootstrap over clips, centred on the measured value (generated side resampled, reference fixed)",
     )
 
 
@@ -267,27 +270,26 @@ def fad_inf(
     seed: int = SEED,
     unit: str = "frames",
     replace: bool = True,
+    metric: str = "frechet",
 ) -> FadInf:
     """FAD∞ by fadtk's recipe (see the module doc). ``gen``: per-clip embeddings or one ``[frames, dim]`` array.
 
     ``replace=True`` is fadtk's draw (with replacement); ``replace=False`` is Chong & Forsyth's original FID∞
     (``mchong6/FID_IS_infinity: score_infinity.py`` shuffles and takes the first n, i.e. without replacement).
+    ``metric`` seeds the draws (stream ``"<metric>_inf"``). Raises ValueError when there are no more than ``min_n``
+    units, fewer than 2 steps, or an unknown ``unit``.
     """
     if isinstance(gen, np.ndarray) and gen.ndim == 2:
         clips = [np.asarray(gen, np.float64)]
         if unit == "clips":
             raise ValueError("fad_inf(unit='clips') needs per-clip embeddings, not one stacked array")
     else:
-        clips = _clip_list(gen)
+        clips = _clip_list(gen, metric)
     dim = clips[0].shape[1]
     mu_r, sigma_r = _as_reference(reference)
-    if unit == "frames":
-        pool = np.concatenate(clips, 0)
-        max_n = pool.shape[0]
-    elif unit == "clips":
-        max_n = len(clips)
-    else:
+    if unit not in ("frames", "clips"):
         raise ValueError(f"unit must be 'frames' or 'clips', got {unit!r}")
+    max_n = sum(c.shape[0] for c in clips) if unit == "frames" else len(clips)
     if max_n <= min_n:
         raise ValueError(
             f"FAD∞ needs more than min_n={min_n} {unit}; this run has {max_n}. Lower min_n (it must stay above the "
@@ -295,67 +297,91 @@ def fad_inf(
         )
     if steps < 2:
         raise ValueError("FAD∞ needs at least 2 subset sizes")
-    rng = _rng(seed, "fad_inf")
     ns = [int(x) for x in np.linspace(min_n, max_n, steps)]
+    xs, ys = _inf_points(clips, (mu_r, sigma_r), ns, unit, replace, _rng(seed, f"{metric}_inf"))
+    slope, intercept, r2 = _line_fit(np.asarray(xs), np.asarray(ys))
+    return FadInf(score=intercept, slope=slope, r2=r2, points=[(int(n), float(v)) for n, v in zip(ns, ys)],
+                  unit=unit, seed=seed, replace=replace)
+
+
+def _inf_points(clips, reference, ns, unit: str, replace: bool, rng) -> tuple[list[float], list[float]]:
+    """``(1/frames drawn, distance)`` for one draw of each subset size in ``ns`` (frames, or whole clips)."""
+    mu_r, sigma_r = reference
+    dim = clips[0].shape[1]
+    pool = np.concatenate(clips, 0) if unit == "frames" else None
+    max_n = pool.shape[0] if pool is not None else len(clips)
     xs, ys = [], []
     for n in ns:
         g = GaussianStats(dim)
         idx = rng.integers(0, max_n, size=n) if replace else rng.permutation(max_n)[:n]
-        if unit == "frames":
+        if pool is not None:
             g.update(pool[idx])
         else:
             for i in idx:
                 g.update(clips[i])
         mu, sigma = g.mean_cov(f"FAD∞ subset of {n} {unit}")
         ys.append(frechet_distance(mu, sigma, mu_r, sigma_r))
-        xs.append(1.0 / (n if unit == "frames" else g.n))
-    x, y = np.asarray(xs), np.asarray(ys)
+        xs.append(1.0 / (n if pool is not None else g.n))
+    return xs, ys
+
+
+def _line_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """Least-squares ``y = slope·x + intercept``: ``(slope, intercept, R²)`` (R² 1 when y is constant)."""
     slope, intercept = np.polyfit(x, y, 1)
     ss_res = float(np.sum((y - (slope * x + intercept)) ** 2))
     ss_tot = float(np.sum((y - y.mean()) ** 2))
-    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0
-    return FadInf(
-        score=float(intercept),
-        slope=float(slope),
-        r2=float(r2),
-        points=[(int(n), float(v)) for n, v in zip(ns, ys)],
-        unit=unit,
-        seed=seed,
-        replace=replace,
-    )
+    return float(slope), float(intercept), 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0
 
 
 # -- from a run folder ----------------------------------------------------------------------------------------------
-PER_CLIP_METRICS = ("kld", "clap", "chroma")
+def frechet_inputs(run, metric: str) -> tuple[dict[str, np.ndarray], Any]:
+    """Per-clip generated embeddings (``{clip id: [windows, dim]}``) and the reference statistics of a Fréchet metric
+    (``spec.aggregate == "frechet"``) of a run. Raises ValueError when either is missing.
 
-
-def _weights(clips, metric: str):
-    for suffix in WEIGHT_SUFFIXES:
-        if metric + suffix in clips.columns:
-            return clips[metric + suffix].to_numpy(np.float64)
-    return None
-
-
-def fad_inputs(run) -> tuple[dict[str, np.ndarray], Any]:
-    """Per-clip generated FAD embeddings and the reference statistics of a run (raises if either is missing).
-
-    Reference side: the per-clip ``_fad_ref_emb`` arrays when the run stored them (all of them, accumulated into
-    one :class:`GaussianStats`), else the statistics in ``stats/*.npz``.
+    Generated side: the array ``spec.arrays[0]``. Reference side: the per-clip arrays ``spec.arrays[1]`` when the run
+    stored them (all of them, accumulated into one :class:`GaussianStats`), else the run's statistics
+    (``stats/*.npz``, or the file ``config.yaml`` names as ``reference.stats``).
     """
-    gen = run.clip_arrays("_fad_gen_emb")
+    spec = run.spec(metric)
+    if spec is None or spec.aggregate != "frechet" or not spec.arrays:
+        raise ValueError(f"{metric}: not a Fréchet metric with per-clip arrays (spec.aggregate, spec.arrays)")
+    gen = run.clip_arrays(spec.arrays[0])
     if not gen:
-        raise ValueError(f"{run.path}: no per-clip FAD embeddings (_fad_gen_emb) under embeddings/")
+        raise ValueError(f"{run.path}: no per-clip {metric} embeddings ({spec.arrays[0]}) under embeddings/")
     dim = np.asarray(next(iter(gen.values()))).shape[-1]
-    ref_arrays = run.clip_arrays("_fad_ref_emb")
+    ref_arrays = run.clip_arrays(spec.arrays[1]) if len(spec.arrays) > 1 else {}
     if ref_arrays:
         ref = GaussianStats(dim)
         for key in sorted(ref_arrays):
             ref.update(ref_arrays[key])
     else:
-        ref = run.reference_stats(dim=dim)
+        ref = run.reference_stats(dim=dim, metric=metric)
         if ref is None:
-            raise ValueError(f"{run.path}: no reference side for FAD (no _fad_ref_emb arrays, no stats/*.npz)")
+            raise ValueError(f"{run.path}: no reference side for {metric} (no per-clip "
+                             f"{' '.join(spec.arrays[1:]) or 'reference'} arrays, no stats/*.npz)")
     return gen, ref
+
+
+def metric_interval(run, metric: str, *, n_boot: int = N_BOOT, level: float = LEVEL, seed: int = SEED) -> Interval:
+    """The bootstrap interval of one metric of a run, as its spec's ``aggregate`` says (see the module doc).
+
+    Raises ValueError with the reason when there is none (no spec, ``aggregate: none``, no per-clip column, too few
+    embeddings for a covariance, ...)."""
+    spec = run.spec(metric)
+    if spec is None:
+        raise ValueError(f"no spec for {metric} in summary.json")
+    if spec.aggregate == "frechet":
+        gen, ref = frechet_inputs(run, metric)
+        return fad_bootstrap(gen, ref, n_boot=n_boot, level=level, seed=seed, metric=metric)
+    if spec.aggregate == "mean":
+        clips = run.clips
+        column = spec.value_column or spec.primary
+        if column not in clips.columns:
+            raise ValueError(f"no per-clip '{column}' column in clips.parquet")
+        weights = clips[spec.weight].to_numpy(np.float64) if spec.weight and spec.weight in clips.columns else None
+        return bootstrap_mean(clips[column].to_numpy(np.float64), weights, metric=metric, n_boot=n_boot, level=level,
+                              seed=seed)
+    raise ValueError(f"{metric} has no per-clip decomposition (spec.aggregate: {spec.aggregate})")
 
 
 def run_intervals(
@@ -366,26 +392,27 @@ def run_intervals(
     level: float = LEVEL,
     seed: int = SEED,
 ) -> tuple[dict[str, Interval], dict[str, str]]:
-    """Bootstrap intervals for a run's metrics. Returns ``({metric: Interval}, {metric: why none})``."""
+    """Bootstrap intervals for a run's metrics (default: all with a value). Returns ``({metric: Interval},
+    {metric: why none})``; metrics without a value (an error, skipped) get neither."""
     names = list(metrics) if metrics is not None else list(run.metrics)
     out: dict[str, Interval] = {}
     why: dict[str, str] = {}
-    clips = run.clips
     for m in names:
+        if not np.isfinite(run.value(m)):
+            continue
         try:
-            if m == "fad":
-                gen, ref = fad_inputs(run)
-                out[m] = fad_bootstrap(gen, ref, n_boot=n_boot, level=level, seed=seed, metric=m)
-            elif m in clips.columns:
-                vals = clips[m].to_numpy(np.float64)
-                out[m] = bootstrap_mean(vals, _weights(clips, m), metric=m, n_boot=n_boot, level=level, seed=seed)
-            else:
-                why[m] = f"no per-clip '{m}' column in clips.parquet"
+            out[m] = metric_interval(run, m, n_boot=n_boot, level=level, seed=seed)
         except ValueError as exc:  # FrechetError is a ValueError
             why[m] = str(exc)
     return out, why
 
 
-def run_fad_inf(run, **kw) -> FadInf:
-    gen, ref = fad_inputs(run)
-    return fad_inf(gen, ref, **kw)
+def frechet_metrics(run) -> list[str]:
+    """The run's metrics whose spec says ``aggregate: frechet`` (those FAD∞ applies to)."""
+    return [m for m, s in run.specs.items() if s.aggregate == "frechet"]
+
+
+def run_fad_inf(run, metric: str, **kw) -> FadInf:
+    """FAD∞ (:func:`fad_inf`) of one Fréchet metric of a run; ``kw`` go to :func:`fad_inf`. Raises ValueError."""
+    gen, ref = frechet_inputs(run, metric)
+    return fad_inf(gen, ref, metric=metric, **kw)

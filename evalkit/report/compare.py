@@ -1,25 +1,28 @@
 """Regression check between two runs, for CI: ``python -m evalkit.compare BASELINE CURRENT``.
 
 BASELINE and CURRENT are run folders or ``summary.json`` files. For every metric of the baseline the headline value
-(``metrics.<name>.value``) is compared with the current one:
+(``metrics.<name>.value``) is compared with the current one. Every fact about a metric comes from its ``spec`` in
+summary.json (a summary without ``spec`` blocks, from an older evalkit, is refused: re-run it):
 
-- ``delta = current − baseline``; the *bad* direction comes from the summary's ``higher_is_better`` (defaults for the
-  card metrics: fad, kld lower is better; clap, chroma higher is better);
+- ``delta = current − baseline``; the *bad* direction is the spec's ``higher_is_better``;
 - a tolerance is absolute (``0.05``) or relative to ``|baseline|`` (``"2%"``). Verdicts:
   ``ok`` (within tolerance), ``improved`` (beyond tolerance in the good direction - consider updating the baseline),
   ``regressed`` (beyond tolerance in the bad direction), ``missing`` (the baseline has the metric, the current run
-  has no finite value for it), ``new`` (only the current run has it; not checked);
+  has no finite value for it - its error is noted), ``new`` (only the current run has it; not checked),
+  ``skipped`` (neither run has a value);
 - the exit status is 0 when nothing regressed or went missing, 1 otherwise;
 - runs that are not comparable are refused with exit status 2 and the reasons: a different protocol, backbone
-  checkpoint (``checkpoint_sha256``) or random-weights flag for a shared metric, a different random-weights flag for
-  the run or its model, a different ``higher_is_better``, or a baseline marked ``"placeholder": true``.
-  A different model name or clip count is reported, not refused.
+  checkpoint (``checkpoint_sha256``), backbone random-weights flag or direction for a shared metric, a different
+  random-weights flag for the run or its model, a different ``channel_view`` (absent = ``mono``), or a baseline
+  marked ``"placeholder": true``. A different model name or clip count is noted, not refused; a different MusicCaps
+  reference set (``reference_set.manifest_sha256`` differs, or only one run names one) is a warning (markdown and
+  stderr), the exit status unchanged.
 
-Default tolerances (:data:`DEFAULT_TOLERANCES`), chosen to pass run-to-run noise of a full MusicCaps run and catch a
-protocol or pipeline change: fad 5 % (bootstrap spread of FAD on ~5.5k clips is a few %), kld 2 %, clap 2 %,
-chroma 2 %, any other metric 2 %. Override per metric with ``--tol fad=0.1 --tol clap=1%`` (``default=`` sets the
-fallback) or a YAML/JSON file (``--config``): ``{fad: 5%, kld: 0.03}`` or ``{tolerances: {fad: 5%}}``; flags win
-over the file.
+Tolerances: each metric's default is its spec's ``tolerance`` (chosen by the metric's author to pass run-to-run noise
+of a full MusicCaps run and catch a protocol or pipeline change, e.g. FAD 5 %), :data:`DEFAULT_TOLERANCE` for a
+metric without one. Override per metric with ``--tol fad=0.1 --tol clap=1%`` or a YAML/JSON file (``--config``):
+``{fad: 5%, kld: 0.03}`` or ``{tolerances: {fad: 5%}}``; the key ``default`` replaces the spec's tolerance of every
+metric the flags and file do not name. Flags win over the file; a named metric over ``default``.
 """
 from __future__ import annotations
 
@@ -32,9 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from evalkit.report.rundir import HIGHER_IS_BETTER, RunFolderError, load_run
+from evalkit.report.rundir import DEFAULT_CHANNEL_VIEW, RunFolderError, check_summary, load_run
 
-DEFAULT_TOLERANCES: dict[str, str] = {"fad": "5%", "kld": "2%", "clap": "2%", "chroma": "2%"}
+#: The tolerance of a metric whose summary entry holds no spec (a metric neither run could compute).
 DEFAULT_TOLERANCE = "2%"
 EXIT_OK, EXIT_REGRESSION, EXIT_REFUSED = 0, 1, 2
 #: float slack so that a move of exactly the tolerance is not a regression through rounding
@@ -51,11 +54,16 @@ class IncompatibleRuns(ValueError):
 
 @dataclass(frozen=True)
 class Tolerance:
+    """How far a metric may move in its bad direction: ``value`` in the metric's units (absolute), or a fraction of
+    ``|baseline|`` when ``relative``."""
+
     value: float
     relative: bool
 
     @classmethod
     def parse(cls, spec: "Tolerance | str | float | int") -> "Tolerance":
+        """``0.05`` / ``"0.05"`` (absolute) or ``"2%"`` (relative). Raises ValueError for anything else, negative or
+        non-finite values."""
         if isinstance(spec, Tolerance):
             return spec
         if isinstance(spec, (int, float)) and not isinstance(spec, bool):
@@ -71,6 +79,7 @@ class Tolerance:
         return tol
 
     def allowed(self, baseline: float) -> float:
+        """The largest allowed move, in the metric's units, for this baseline value."""
         return self.value * abs(baseline) if self.relative else self.value
 
     def __str__(self) -> str:
@@ -79,6 +88,8 @@ class Tolerance:
 
 @dataclass
 class Row:
+    """One metric's verdict: ok | improved | regressed | missing | new | skipped (values NaN when absent)."""
+
     metric: str
     baseline: float
     current: float
@@ -97,10 +108,14 @@ class Row:
 
 @dataclass
 class Comparison:
+    """The rows of a comparison, notes (reported) and warnings (reported on stderr too); exit code 1 on a failure."""
+
     baseline: str
     current: str
     rows: list[Row]
     notes: list[str] = field(default_factory=list)
+    #: worth a look but not a failure (e.g. different reference sets): markdown and stderr, exit status unchanged
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> list[Row]:
@@ -113,6 +128,8 @@ class Comparison:
 
 # -- tolerances -----------------------------------------------------------------------------------------------------
 def load_tolerances(path: str | os.PathLike) -> dict[str, Tolerance]:
+    """``{metric or "default": Tolerance}`` from a YAML/JSON file (``{fad: 5%}`` or ``{tolerances: {...}}``).
+    Raises ValueError (not a mapping, bad value) or OSError."""
     import yaml
 
     data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
@@ -124,6 +141,7 @@ def load_tolerances(path: str | os.PathLike) -> dict[str, Tolerance]:
 
 
 def parse_tol_flags(flags: Sequence[str]) -> dict[str, Tolerance]:
+    """``{metric: Tolerance}`` from ``--tol METRIC=VALUE`` flags. Raises ValueError for a malformed flag."""
     out = {}
     for f in flags:
         if "=" not in f:
@@ -134,18 +152,31 @@ def parse_tol_flags(flags: Sequence[str]) -> dict[str, Tolerance]:
 
 
 def resolve_tolerances(*layers: Mapping[str, Any] | None) -> dict[str, Tolerance]:
-    """Defaults, then each layer in order (later wins). The key ``default`` is the fallback for other metrics."""
-    tol = {k: Tolerance.parse(v) for k, v in DEFAULT_TOLERANCES.items()}
-    tol["default"] = Tolerance.parse(DEFAULT_TOLERANCE)
+    """The user's tolerances: each layer in order (later wins), parsed. The key ``default`` replaces the spec's
+    tolerance of metrics no layer names (see :func:`tolerance_for`)."""
+    tol: dict[str, Tolerance] = {}
     for layer in layers:
         for k, v in (layer or {}).items():
             tol[k] = Tolerance.parse(v)
     return tol
 
 
+def tolerance_for(name: str, spec: Mapping[str, Any] | None, user: Mapping[str, Tolerance]) -> Tolerance:
+    """``user[name]``, else ``user["default"]``, else the spec's ``tolerance``, else :data:`DEFAULT_TOLERANCE`."""
+    if name in user:
+        return user[name]
+    if "default" in user:
+        return user["default"]
+    return Tolerance.parse((spec or {}).get("tolerance") or DEFAULT_TOLERANCE)
+
+
 # -- the check ------------------------------------------------------------------------------------------------------
 def _flag(d: Mapping[str, Any] | None, key: str) -> bool:
     return bool((d or {}).get(key))
+
+
+def _spec(entry: Any) -> dict[str, Any]:
+    return entry.get("spec") or {} if isinstance(entry, dict) else {}
 
 
 def check_compatible(baseline: dict, current: dict) -> list[str]:
@@ -164,14 +195,40 @@ def check_compatible(baseline: dict, current: dict) -> list[str]:
     bm, cm = baseline.get("model") or {}, current.get("model") or {}
     if isinstance(bm, dict) and isinstance(cm, dict) and _flag(bm, "random_weights") != _flag(cm, "random_weights"):
         reasons.append("the model's random_weights differs")
+    bv = baseline.get("channel_view") or DEFAULT_CHANNEL_VIEW
+    cv = current.get("channel_view") or DEFAULT_CHANNEL_VIEW
+    if bv != cv:
+        reasons.append(f"channel_view differs (baseline {bv!r}, current {cv!r}): the metrics were computed on "
+                       "different channels of the audio")
     bmet, cmet = baseline.get("metrics") or {}, current.get("metrics") or {}
     for name in [m for m in bmet if m in cmet]:
         b, c = bmet[name] or {}, cmet[name] or {}
         for key, what in (("protocol", "protocol"), ("checkpoint_sha256", "backbone checkpoint (checkpoint_sha256)"),
-                          ("random_weights", "backbone random_weights"), ("higher_is_better", "higher_is_better")):
+                          ("random_weights", "backbone random_weights")):
             if key in b and key in c and b[key] != c[key]:
                 reasons.append(f"{name}: {what} differs (baseline {b[key]!r}, current {c[key]!r})")
+        bh, ch = _spec(b).get("higher_is_better"), _spec(c).get("higher_is_better")
+        if bh is not None and ch is not None and bool(bh) != bool(ch):
+            reasons.append(f"{name}: higher_is_better differs (baseline {bh!r}, current {ch!r})")
     return reasons
+
+
+def reference_set_warnings(baseline: dict, current: dict) -> list[str]:
+    """A warning when the runs name different MusicCaps reference sets (``reference_set.manifest_sha256``), or only
+    one of them names one."""
+    def sha(s: dict) -> str | None:
+        ref = s.get("reference_set")
+        return ref.get("manifest_sha256") if isinstance(ref, dict) else None
+
+    b, c = sha(baseline), sha(current)
+    if b == c:
+        return []
+    if b and c:
+        return [f"different reference sets: manifest_sha256 {b[:12]}… (baseline) vs {c[:12]}… (current); numbers "
+                "against different MusicCaps clips differ by more than run-to-run noise"]
+    which, other = ("baseline", "current") if b else ("current", "baseline")
+    return [f"only the {which} run names its reference set (reference_set.manifest_sha256); the {other} run's is "
+            "unknown, so the two may have been scored against different MusicCaps clips"]
 
 
 def _value(entry: Any) -> float:
@@ -179,21 +236,30 @@ def _value(entry: Any) -> float:
         return float("nan")
     v = entry.get("value")
     if v is None:
-        v = (entry.get("values") or {}).get(entry.get("primary"))
+        v = (entry.get("values") or {}).get(_spec(entry).get("primary"))
     try:
         return float(v)
     except (TypeError, ValueError):
         return float("nan")
 
 
-def _direction(name: str, *entries: Any) -> bool | None:
+def _direction(*entries: Any) -> bool | None:
     for e in entries:
-        if isinstance(e, dict) and "higher_is_better" in e:
-            return bool(e["higher_is_better"])
-    return HIGHER_IS_BETTER.get(name)
+        if "higher_is_better" in _spec(e):
+            return bool(_spec(e)["higher_is_better"])
+    return None
+
+
+def _why_none(entry: Any) -> str:
+    if not isinstance(entry, dict):
+        return "not in the run"
+    return (f"not applicable: {entry['skipped']}" if entry.get("skipped") else
+            f"not computed: {entry['error']}" if entry.get("error") else "no value")
 
 
 def verdict(baseline: float, current: float, higher_is_better: bool | None, tol: Tolerance) -> str:
+    """``missing`` (current not finite), ``new`` (baseline not finite), else ``regressed`` / ``improved`` beyond the
+    tolerance, ``ok`` within it. Raises ValueError without a direction."""
     if not math.isfinite(current):
         return "missing"
     if not math.isfinite(baseline):
@@ -218,25 +284,33 @@ def compare_summaries(
     baseline_name: str = "baseline",
     current_name: str = "current",
 ) -> Comparison:
-    """Compare two summary dicts. Raises :class:`IncompatibleRuns` when they must not be compared."""
+    """Compare two summary dicts; ``tolerances`` as :func:`resolve_tolerances` takes them (``{metric or "default":
+    "2%" | 0.05}``). Raises :class:`RunFolderError` for a summary without spec blocks and :class:`IncompatibleRuns`
+    when they must not be compared."""
+    check_summary(baseline, baseline_name)
+    check_summary(current, current_name)
     reasons = check_compatible(baseline, current)
     if reasons:
         raise IncompatibleRuns(reasons)
-    tol = resolve_tolerances(tolerances)
+    user = resolve_tolerances(tolerances)
     bmet, cmet = baseline.get("metrics") or {}, current.get("metrics") or {}
-    rows = []
+    rows, notes = [], []
     for name in list(bmet) + [m for m in cmet if m not in bmet]:
         b, c = bmet.get(name), cmet.get(name)
-        hib = _direction(name, c, b)
-        t = tol.get(name, tol["default"])
+        t = tolerance_for(name, _spec(c) or _spec(b), user)
         bv, cv = _value(b), _value(c)
         if name not in bmet or not math.isfinite(bv):
-            v = "new" if math.isfinite(cv) else "ok"
-            if not math.isfinite(bv) and not math.isfinite(cv):
-                v = "skipped"
+            v = "new" if math.isfinite(cv) else "skipped"
         else:
-            v = verdict(bv, cv, hib, t)
-        rows.append(Row(name, bv, cv, hib, t, v))
+            v = verdict(bv, cv, _direction(c, b), t)
+        if v == "missing":
+            notes.append(f"{name} missing in the current run: {_why_none(c)}")
+        rows.append(Row(name, bv, cv, _direction(c, b), t, v))
+    notes += _run_notes(baseline, current)
+    return Comparison(baseline_name, current_name, rows, notes, reference_set_warnings(baseline, current))
+
+
+def _run_notes(baseline: dict, current: dict) -> list[str]:
     notes = []
     bmod, cmod = baseline.get("model") or {}, current.get("model") or {}
     bname = bmod.get("name") if isinstance(bmod, dict) else bmod
@@ -247,10 +321,11 @@ def compare_summaries(
         notes.append(f"different clip counts: baseline {baseline.get('n_clips')}, current {current.get('n_clips')}")
     if current.get("random_weights"):
         notes.append("random weights: these numbers check the pipeline, not a model's quality")
-    return Comparison(baseline_name, current_name, rows, notes)
+    return notes
 
 
 def compare_paths(baseline, current, tolerances: Mapping[str, Any] | None = None) -> Comparison:
+    """:func:`compare_summaries` of two run folders or summary.json files (RunFolderError if one cannot be read)."""
     b, c = load_run(baseline), load_run(current)
     return compare_summaries(b.summary, c.summary, tolerances, baseline_name=str(b.summary_file),
                              current_name=str(c.summary_file))
@@ -266,6 +341,7 @@ def _num(x: float, fmt: str = ".5g") -> str:
 
 
 def to_markdown(cmp: Comparison) -> str:
+    """The report for CI: a verdict heading, the rows, then warnings and notes."""
     status = "❌ regression" if cmp.failed else "✅ no regression"
     lines = [
         f"## evalkit regression check: {status}",
@@ -289,13 +365,17 @@ def to_markdown(cmp: Comparison) -> str:
             tol += f" (±{_num(r.allowed, '.3g')})"
         lines.append(f"| {r.metric}{arrow} | {_num(r.baseline)} | {_num(r.current)} | {d} | {tol} | {_ICON[r.verdict]} |")
     lines.append("")
-    lines.append("↑ higher is better, ↓ lower is better. Fails (exit 1) on `regressed` or `missing`.")
+    lines.append("↑ higher is better, ↓ lower is better (each metric's spec). Fails (exit 1) on `regressed` or "
+                 "`missing`.")
+    for w in cmp.warnings:
+        lines.append(f"- ⚠️ warning: {w}")
     for n in cmp.notes:
         lines.append(f"- note: {n}")
     return "\n".join(lines) + "\n"
 
 
 def refusal_markdown(baseline: str, current: str, reasons: Sequence[str]) -> str:
+    """The report when the runs are not comparable (exit 2): the reasons, one per line."""
     return "\n".join(
         ["## evalkit regression check: ⛔ refused", "", f"Baseline: `{baseline}`  ", f"Current: `{current}`", "",
          "These runs are not comparable:"] + [f"- {r}" for r in reasons]
@@ -307,8 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m evalkit.compare",
         description="Compare a run with a baseline run; exit 1 on a regression beyond tolerance, 2 if not comparable.",
-        epilog="Default tolerances: " + ", ".join(f"{k}={v}" for k, v in DEFAULT_TOLERANCES.items())
-        + f", other metrics {DEFAULT_TOLERANCE}. Relative tolerances are fractions of |baseline|.",
+        epilog="Default tolerances: each metric's spec.tolerance in summary.json (--tol default=... replaces them for "
+        "the metrics not named). Relative tolerances are fractions of |baseline|.",
     )
     p.add_argument("baseline", help="baseline run folder or summary.json")
     p.add_argument("current", help="current run folder or summary.json")
@@ -321,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m evalkit.compare``; returns the exit status (0 ok, 1 regression or missing, 2 refused/unreadable)."""
     args = build_parser().parse_args(argv)
     try:
         file_tol = load_tolerances(args.config) if args.config else {}
@@ -341,6 +422,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_REFUSED
     text = to_markdown(cmp)
     print(text, end="")
+    for w in cmp.warnings:
+        print(f"evalkit.compare: warning: {w}", file=sys.stderr)
     if args.out:
         _write(args.out, text)
     if args.json_out:
@@ -350,7 +433,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = [{"metric": r.metric, "baseline": f(r.baseline), "current": f(r.current), "delta": f(r.delta),
                  "tolerance": str(r.tolerance), "allowed": f(r.allowed), "higher_is_better": r.higher_is_better,
                  "verdict": r.verdict} for r in cmp.rows]
-        _write(args.json_out, json.dumps({"exit_code": cmp.exit_code, "rows": rows, "notes": cmp.notes}, indent=2) + "\n")
+        _write(args.json_out, json.dumps({"exit_code": cmp.exit_code, "rows": rows, "notes": cmp.notes,
+                                          "warnings": cmp.warnings}, indent=2) + "\n")
     return cmp.exit_code
 
 

@@ -1,26 +1,41 @@
-"""Reading a finished run folder (read-only): ``summary.json``, ``clips.parquet``, ``embeddings/*.npz``, ``stats/*.npz``.
+"""Reading finished run folders (read-only): ``summary.json``, ``clips.parquet``, ``embeddings/*.npz``, ``stats/*.npz``.
 
 The report never writes into a run folder and never imports the run pipeline or a metric backbone: it needs only
 numpy, pandas and (for plots) matplotlib, so a CI job can report on a run made elsewhere.
 
-Per-clip embeddings (``embeddings/**/*.npz``). A metric's per-clip arrays are returned under ``_``-prefixed columns
-(FAD: ``_fad_gen_emb``, ``_fad_ref_emb``, each ``[windows, dim]``). :func:`load_clip_arrays` accepts every layout a
-run can reasonably write, in any number of npz files (shards, resumed chunks):
+Every fact about a metric (direction, card column, decimals, tolerance, per-clip columns, aggregation, arrays) is
+read from its ``spec`` block in ``summary.json`` (:class:`evalkit.metrics.spec.MetricSpec`, written by the run);
+nothing here names a metric. A summary whose computed metrics carry no ``spec`` (an older evalkit) is refused
+(:class:`RunFolderError`, "re-run it"). A metric entry is in one of three states: a ``value``; ``error`` (asked for,
+could not be computed; its ``spec`` is there); ``skipped`` (not applicable to this run, e.g. chroma of a text-only
+run; no ``spec``).
 
-- key ``"<clip id>/<column>"`` (the run's layout, e.g. ``"-0Gj8-vB1q4/_fad_gen_emb"``), or ``"<column>/<clip id>"``;
+Finding runs (:func:`scan_runs`, :func:`load_runs`): a path is a run folder (it holds ``summary.json``), a
+``summary.json``, or a folder searched recursively for run folders (folders holding ``summary.json``,
+``manifest.json`` or ``config.yaml``; hidden folders and folders inside a run folder are not searched). A folder
+that cannot be read is *skipped* with its reason (:class:`SkippedFolder`) instead of stopping the others: no
+summary.json (then ``manifest.json`` says why: the run failed, with its error, or is still running; without one it
+is not a run folder), unreadable JSON, or an older summary format.
+
+Per-clip arrays (``embeddings/**/*.npz``), e.g. a Fréchet metric's ``spec.arrays`` (``[windows, dim]`` each).
+:func:`load_clip_arrays` accepts every layout a run can reasonably write, in any number of npz files (shards,
+resumed chunks):
+
+- key ``"<clip id>/<column>"`` (the run's layout, e.g. ``"-0Gj8-vB1q4/fad_gen_emb"``), or ``"<column>/<clip id>"``;
 - key ``"<column>"`` alone in a per-clip file ``embeddings/<clip id>.npz``;
-- the column with or without its leading ``_`` (``fad_gen_emb`` matches ``_fad_gen_emb``).
+- the column with or without a leading ``_`` (older runs wrote ``"<clip id>/_fad_gen_emb"``).
 A clip id seen twice with different arrays is an error (two runs mixed in one folder); identical repeats are fine.
 
-Reference statistics (``stats/*.npz``, e.g. ``stats/fad_reference.npz`` with ``ref_n``/``ref_sum``/``ref_sum_outer``
-and ``mu``/``sigma``; or, when the run was scored against a statistics file, the file ``config.yaml`` names as
-``reference.stats``): :func:`load_reference_stats` reads :class:`GaussianStats` states (``<prefix>n``,
-``<prefix>sum``, ``<prefix>sum_outer``, as ``GaussianStats.state(prefix)`` writes them; prefixes naming the
-generated side are ignored) or a ``mu``/``sigma`` (or ``cov``) pair.
+Reference statistics (``stats/*.npz``, e.g. ``stats/<metric>_reference.npz`` with ``ref_n``/``ref_sum``/
+``ref_sum_outer`` and ``mu``/``sigma``; or, when the run was scored against a statistics file, the file
+``config.yaml`` names as ``reference.stats``): :func:`load_reference_stats` reads :class:`GaussianStats` states
+(``<prefix>n``, ``<prefix>sum``, ``<prefix>sum_outer``, as ``GaussianStats.state(prefix)`` writes them; prefixes
+naming the generated side are ignored) or a ``mu``/``sigma`` (or ``cov``) pair.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -30,35 +45,50 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-#: The model card's column for each evalkit metric (summary.json also names it per metric as ``card_column``).
-CARD_COLUMNS: dict[str, str] = {
-    "fad": "Frechet Audio Distance",
-    "kld": "KLD",
-    "clap": "Text Consistency",
-    "chroma": "Chroma Cosine Similarity",
-}
-#: Direction of each metric, used only when a summary does not say (summary.json has ``higher_is_better``).
-HIGHER_IS_BETTER: dict[str, bool] = {"fad": False, "kld": False, "clap": True, "chroma": True}
+from evalkit.metrics.spec import MetricSpec
+
+#: Files that mark a folder as a run folder (a finished run has all three).
+RUN_MARKERS = ("summary.json", "manifest.json", "config.yaml")
+#: The channel view of a summary that does not say (summaries before ``channel_view`` were mono).
+DEFAULT_CHANNEL_VIEW = "mono"
 
 
 class RunFolderError(ValueError):
-    """A path is not a run folder, or a run folder is incomplete or inconsistent."""
+    """A path is not a run folder, or a run folder is incomplete, inconsistent or in an older format."""
 
 
-def _summary_path(path: str | os.PathLike) -> Path:
-    p = Path(path)
-    if p.is_file():
-        return p
-    if (p / "summary.json").is_file():
-        return p / "summary.json"
-    if p.is_dir():
-        raise RunFolderError(f"{p}: no summary.json here - is this a finished evalkit run folder?")
-    raise RunFolderError(f"{p}: no such run folder or summary.json")
+@dataclass(frozen=True)
+class SkippedFolder:
+    """A folder the report could not read, and why (shown on stderr and under the markdown table)."""
+
+    path: Path
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+def check_summary(summary: Any, source: str | os.PathLike) -> dict[str, Any]:
+    """``summary`` if it is a summary this report can read; else :class:`RunFolderError` naming ``source``.
+
+    Refused: not an object with a ``metrics`` object, or a metric with a value or an error but no ``spec`` block
+    (a summary written by an evalkit older than :class:`MetricSpec`)."""
+    if not isinstance(summary, dict) or not isinstance(summary.get("metrics"), dict):
+        raise RunFolderError(f"{source}: not an evalkit summary (expected an object with a 'metrics' object)")
+    old = [m for m, e in (summary.get("metrics") or {}).items()
+           if isinstance(e, dict) and not e.get("skipped") and not isinstance(e.get("spec"), dict)]
+    if old:
+        raise RunFolderError(
+            f"{source}: written by an older evalkit (no 'spec' block for {', '.join(old)}); re-run it with this "
+            "evalkit (the generation and score caches make that quick) to report or compare it")
+    return summary
 
 
 @dataclass
-class Run:
-    """One run folder, read lazily. ``path`` is the folder (for a bare summary.json: its parent)."""
+class RunRecord:
+    """One finished run folder, read lazily. ``path`` is the folder (for a bare summary.json: its parent).
+
+    (Named apart from the pipeline's run: this is the report's read-only record of a run's outputs.)"""
 
     path: Path
     summary: dict[str, Any]
@@ -67,6 +97,7 @@ class Run:
     # -- identity --------------------------------------------------------------------------------------------------
     @property
     def model_name(self) -> str:
+        """evalkit's model name (``summary.model.name``; the folder name when absent)."""
         model = self.summary.get("model") or {}
         if isinstance(model, str):
             return model
@@ -74,11 +105,13 @@ class Run:
 
     @property
     def hub_id(self) -> str | None:
+        """The Hugging Face repository of the checkpoint, or None (random or local weights)."""
         model = self.summary.get("model") or {}
         return None if isinstance(model, str) else model.get("hub_id")
 
     @property
     def model_random(self) -> bool:
+        """True when the generating model had random weights."""
         model = self.summary.get("model") or {}
         return bool(not isinstance(model, str) and model.get("random_weights"))
 
@@ -93,30 +126,62 @@ class Run:
         return bool(self.summary.get("random_weights")) or self.model_random or bool(self.random_metrics)
 
     @property
+    def channel_view(self) -> str:
+        """The channel view the card's metrics were computed on (mono|left|right|mid|side; absent = mono)."""
+        return str(self.summary.get("channel_view") or DEFAULT_CHANNEL_VIEW)
+
+    @property
+    def reference_set(self) -> dict[str, Any] | None:
+        """``{"dir", "manifest_sha256", "n_ok"}`` of the MusicCaps reference set, or None (absent or unknown)."""
+        ref = self.summary.get("reference_set")
+        return dict(ref) if isinstance(ref, dict) else None
+
+    # -- metrics ---------------------------------------------------------------------------------------------------
+    @property
     def metrics(self) -> dict[str, dict[str, Any]]:
-        return dict(self.summary.get("metrics") or {})
+        """``{name: entry}`` of summary.json, in the run's order (entries that are not objects dropped)."""
+        return {k: v for k, v in (self.summary.get("metrics") or {}).items() if isinstance(v, dict)}
+
+    @cached_property
+    def specs(self) -> dict[str, MetricSpec]:
+        """``{name: MetricSpec}`` of the metrics that carry a ``spec`` block (skipped metrics carry none)."""
+        return {m: MetricSpec.from_dict(e["spec"]) for m, e in self.metrics.items() if isinstance(e.get("spec"), dict)}
+
+    def spec(self, metric: str) -> MetricSpec | None:
+        """The metric's spec as the run recorded it, or None (not in the run, or skipped without one)."""
+        return self.specs.get(metric)
 
     def value(self, metric: str) -> float:
-        """The headline value of ``metric`` (NaN when the run lacks it)."""
+        """The headline value of ``metric`` (NaN when the run lacks it, could not compute it or skipped it)."""
         entry = self.metrics.get(metric)
-        if not isinstance(entry, dict):
+        if entry is None:
             return float("nan")
         v = entry.get("value")
-        if v is None:
-            values = entry.get("values") or {}
-            v = values.get(entry.get("primary") or metric)
+        spec = self.spec(metric)
+        if v is None and spec is not None:
+            v = (entry.get("values") or {}).get(spec.primary)
         try:
-            return float(v) if v is not None else float("nan")
+            v = float(v) if v is not None else float("nan")
         except (TypeError, ValueError):
             return float("nan")
+        return v if math.isfinite(v) else float("nan")
 
-    def higher_is_better(self, metric: str) -> bool:
-        entry = self.metrics.get(metric) or {}
-        if "higher_is_better" in entry:
-            return bool(entry["higher_is_better"])
-        if metric in HIGHER_IS_BETTER:
-            return HIGHER_IS_BETTER[metric]
-        raise RunFolderError(f"{self.summary_file}: metric {metric!r} does not say whether higher is better")
+    def note(self, metric: str) -> str:
+        """Why ``metric`` has no value, in words (``"not computed: <error>"``, ``"not applicable: <reason>"``);
+        ``""`` when it has one or the run did not ask for it."""
+        entry = self.metrics.get(metric)
+        if entry is None or math.isfinite(self.value(metric)):
+            return ""
+        if entry.get("skipped"):
+            return f"not applicable: {entry['skipped']}"
+        if entry.get("error"):
+            return f"not computed: {entry['error']}"
+        return "not computed: summary.json holds no value and no reason"
+
+    def higher_is_better(self, metric: str) -> bool | None:
+        """The direction from the metric's spec (None when the run holds no spec for it)."""
+        spec = self.spec(metric)
+        return None if spec is None else bool(spec.higher_is_better)
 
     # -- per-clip data ---------------------------------------------------------------------------------------------
     @cached_property
@@ -128,6 +193,7 @@ class Run:
         return pd.read_parquet(p)
 
     def clip_arrays(self, column: str) -> dict[str, np.ndarray]:
+        """``{clip id: array}`` of one per-clip array (``spec.arrays``) under ``embeddings/``."""
         return load_clip_arrays(self.path / "embeddings", column)
 
     @cached_property
@@ -141,51 +207,153 @@ class Run:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
         return data if isinstance(data, dict) else {}
 
-    def reference_stats(self, dim: int | None = None):
-        """FAD reference statistics: ``stats/*.npz`` of the run, else the file ``config.yaml`` names as
-        ``reference.stats`` (a run scored against precomputed statistics exports none of its own)."""
-        found = load_reference_stats(self.path / "stats", dim=dim)
+    def reference_stats(self, dim: int | None = None, metric: str | None = None):
+        """Reference statistics of a Fréchet metric: ``stats/*.npz`` of the run (``stats/<metric>*.npz`` first), else
+        the file ``config.yaml`` names as ``reference.stats`` (a run scored against precomputed statistics exports
+        none of its own). None when neither exists."""
+        found = load_reference_stats(self.path / "stats", dim=dim, prefer=metric)
         if found is None:
             named = (self.config.get("reference") or {}).get("stats")
             if named and Path(str(named)).expanduser().is_file():
-                found = load_reference_stats(Path(str(named)).expanduser(), dim=dim)
+                found = load_reference_stats(Path(str(named)).expanduser(), dim=dim, prefer=metric)
         return found
 
 
-def load_run(path: str | os.PathLike) -> Run:
-    """Read one run folder (or its ``summary.json``)."""
-    sp = _summary_path(path)
+def load_run(path: str | os.PathLike) -> RunRecord:
+    """Read one run folder (or its ``summary.json``). Raises :class:`RunFolderError` (no summary.json - with the
+    reason from manifest.json -, invalid JSON, not a summary, older format)."""
+    p = Path(path)
+    if p.is_file():
+        sp = p
+    elif (p / "summary.json").is_file():
+        sp = p / "summary.json"
+    elif p.is_dir():
+        raise RunFolderError(f"{p}: {why_no_summary(p)}")
+    else:
+        raise RunFolderError(f"{p}: no such run folder or summary.json")
     try:
         summary = json.loads(sp.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RunFolderError(f"{sp}: not valid JSON ({exc})") from exc
-    if not isinstance(summary, dict) or not isinstance(summary.get("metrics", {}), dict):
-        raise RunFolderError(f"{sp}: not an evalkit summary (expected an object with a 'metrics' object)")
-    return Run(path=sp.parent, summary=summary, summary_file=sp)
+    return RunRecord(path=sp.parent, summary=check_summary(summary, sp), summary_file=sp)
+
+
+# -- finding run folders ----------------------------------------------------------------------------------------------
+def why_no_summary(folder: Path) -> str:
+    """Why ``folder`` has no summary.json, from its ``manifest.json`` (the run's status and error)."""
+    manifest = folder / "manifest.json"
+    if not manifest.is_file():
+        if (folder / "config.yaml").is_file():
+            return "no summary.json and no manifest.json (a run that stopped before its first stage, or not a run)"
+        return "not a run folder (no summary.json, no manifest.json)"
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+        return f"no summary.json, and manifest.json is unreadable ({exc})"
+    status = data.get("status") if isinstance(data, dict) else None
+    if status == "failed":
+        return f"failed run (manifest.json): {data.get('error') or 'no error recorded'}"
+    if status == "running":
+        since = f", started {data['start']}" if data.get("start") else ""
+        return f"still running (manifest.json{since}): no summary.json yet"
+    if status == "finished":
+        return "manifest.json says finished, but summary.json is missing"
+    return f"no summary.json (manifest.json status {status!r})"
+
+
+def _candidates(root: Path) -> list[Path]:
+    """Folders under ``root`` holding a run marker, outermost only, hidden folders not searched; sorted."""
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        if any(m in filenames for m in RUN_MARKERS):
+            found.append(Path(dirpath))
+            dirnames[:] = []  # a run folder's own folders (audio/, embeddings/, ...) are not runs
+    return sorted(found)
+
+
+def _run_folder_above(p: Path) -> Path | None:
+    """The run folder (holding summary.json) that ``p`` lies inside, or None."""
+    return next((a for a in p.resolve().parents if (a / "summary.json").is_file()), None)
+
+
+def _scan_one(p: Path) -> tuple[list[Path], list[SkippedFolder]]:
+    """Run folders and skipped folders for one path (see :func:`scan_runs`)."""
+    if (p / "summary.json").is_file():
+        return [p], []
+    if p.is_file():
+        owner = _run_folder_above(p)
+        if p.name == "summary.json":
+            return [p.parent], []
+        if p.suffix == ".json" and owner is None:  # a summary saved under another name: load_run checks it
+            return [p], []
+        return [], [SkippedFolder(p, f"a file of the run folder {owner}, not its summary.json" if owner
+                                  else "not a summary.json")]
+    if not p.is_dir():
+        return [], [SkippedFolder(p, "no such run folder or summary.json")]
+    owner = _run_folder_above(p)
+    if owner is not None:
+        return [], [SkippedFolder(p, f"a folder inside the run folder {owner}, not a run")]
+    if any((p / m).is_file() for m in RUN_MARKERS):
+        return [], [SkippedFolder(p, why_no_summary(p))]
+    inner = _candidates(p)
+    if not inner:
+        return [], [SkippedFolder(p, "not a run folder, and no run folders under it (no summary.json or "
+                                     "manifest.json here or below)")]
+    return ([f for f in inner if (f / "summary.json").is_file()],
+            [SkippedFolder(f, why_no_summary(f)) for f in inner if not (f / "summary.json").is_file()])
+
+
+def scan_runs(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[SkippedFolder]]:
+    """``(run folders, skipped folders)`` named by ``paths`` (see the module doc). Never raises for a bad path.
+
+    A path is a run folder, its summary.json (or a summary saved as another ``.json`` file), or a folder searched
+    recursively. Skipped, with the reason: a missing path, a file or folder inside a run folder, a folder without
+    summary.json (the reason from its manifest.json), a folder with no run folders under it.
+    Order: as given; run folders found inside one folder are sorted by path. Duplicates are dropped."""
+    found: list[Path] = []
+    skipped: list[SkippedFolder] = []
+    for raw in paths:
+        f, s = _scan_one(Path(raw))
+        found += f
+        skipped += s
+    return _unique(found), skipped
+
+
+def _unique(paths: list[Path]) -> list[Path]:
+    out, seen = [], set()
+    for f in paths:
+        if f.resolve() not in seen:
+            seen.add(f.resolve())
+            out.append(f)
+    return out
 
 
 def find_runs(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """Run folders named by ``paths``: a run folder, a summary.json, or a folder searched recursively for runs.
+    """The run folders named by ``paths`` (see :func:`scan_runs`; folders without a readable summary are left out).
 
-    Order: as given; runs found inside one folder are sorted by path. Duplicates are dropped.
-    """
-    found: list[Path] = []
-    for raw in paths:
-        p = Path(raw)
-        if p.is_file() or (p / "summary.json").is_file():
-            found.append(_summary_path(p).parent)
-        elif p.is_dir():
-            inner = sorted(s.parent for s in p.rglob("summary.json"))
-            if not inner:
-                raise RunFolderError(f"{p}: no run folders (no summary.json) under this folder")
-            found.extend(inner)
-        else:
-            raise RunFolderError(f"{p}: no such run folder or summary.json")
-    out: list[Path] = []
+    Raises :class:`RunFolderError`, naming every skipped folder and its reason, when no run folder is found."""
+    found, skipped = scan_runs(paths)
+    if not found:
+        raise RunFolderError("; ".join(str(s) for s in skipped) or "no paths given")
+    return found
+
+
+def load_runs(paths: Iterable[str | os.PathLike]) -> tuple[list[RunRecord], list[SkippedFolder]]:
+    """``(runs read, folders skipped with their reasons)``: :func:`scan_runs`, then :func:`load_run` of each found
+    folder; a summary that cannot be read (invalid JSON, older format) is skipped too. Never raises for a bad
+    folder: the caller decides what no runs at all means."""
+    found, skipped = scan_runs(paths)
+    runs: list[RunRecord] = []
     for f in found:
-        if f.resolve() not in {o.resolve() for o in out}:
-            out.append(f)
-    return out
+        try:
+            runs.append(load_run(f))
+        except RunFolderError as exc:
+            reason = str(exc)
+            for prefix in (f"{f / 'summary.json'}: ", f"{f}: "):
+                reason = reason[len(prefix):] if reason.startswith(prefix) else reason
+            skipped.append(SkippedFolder(f, reason))
+    return runs, skipped
 
 
 # -- per-clip arrays ------------------------------------------------------------------------------------------------
@@ -223,49 +391,56 @@ def load_clip_arrays(folder: str | os.PathLike, column: str) -> dict[str, np.nda
     return out
 
 
-def load_reference_stats(folder: str | os.PathLike, dim: int | None = None):
+def load_reference_stats(folder: str | os.PathLike, dim: int | None = None, prefer: str | None = None):
     """The reference side's :class:`GaussianStats` (or a ``(mu, sigma)`` pair) from ``folder/*.npz`` (or one npz
     file); None if absent.
 
-    Looks for ``<prefix>n``/``<prefix>sum``/``<prefix>sum_outer`` (preferring prefixes that mention ``ref`` or
-    ``background``), then ``mu`` + ``sigma``/``cov``. ``dim`` (if given) must match.
+    Looks for ``<prefix>n``/``<prefix>sum``/``<prefix>sum_outer`` (preferring files whose name starts with
+    ``prefer`` - the metric's name -, then prefixes that mention ``ref`` or ``background``), then ``mu`` +
+    ``sigma``/``cov``. ``dim`` (if given) must match.
     """
-    from evalkit.metrics.frechet import GaussianStats
-
     folder = Path(folder)
     if folder.is_file():
         files = [folder]
     elif folder.is_dir():
-        files = sorted(folder.rglob("*.npz"))
+        files = sorted(f for f in folder.rglob("*.npz") if not f.name.startswith("."))
     else:
         return None
     candidates: list[tuple[int, Any]] = []
     for f in files:
-        if f.name.startswith("."):
-            continue
+        bonus = 2 if prefer and f.stem.startswith(prefer) else 0
         with np.load(f, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
-        for key in data:
-            if key.endswith("sum_outer"):
-                prefix = key[: -len("sum_outer")]
-                if f"{prefix}n" in data and f"{prefix}sum" in data:
-                    st = GaussianStats.from_state(data, prefix)
-                    name = (prefix + f.stem).lower()
-                    if any(w in prefix.lower() for w in ("gen", "eval")):
-                        continue  # the generated side, not the reference
-                    candidates.append((int(any(w in name for w in ("ref", "background", "bg"))), st))
-        mu_key = next((k for k in data if k == "mu" or k.endswith(".mu") or k.endswith("_mu")), None)
-        if mu_key is not None:
-            base = mu_key[: -2]
-            sig_key = next((base + s for s in ("sigma", "cov") if base + s in data), None)
-            if sig_key is not None:
-                candidates.append((0, (np.asarray(data[mu_key], np.float64), np.asarray(data[sig_key], np.float64))))
+        candidates += [(rank + bonus, st) for rank, st in _stats_in(data, f.stem)]
     if dim is not None:
         candidates = [c for c in candidates if _dim_of(c[1]) == dim]
     if not candidates:
         return None
     candidates.sort(key=lambda c: -c[0])
     return candidates[0][1]
+
+
+def _stats_in(data: dict[str, np.ndarray], stem: str) -> list[tuple[int, Any]]:
+    """``[(rank, stats)]`` of the reference-side statistics in one npz file's arrays (see load_reference_stats)."""
+    from evalkit.metrics.frechet import GaussianStats
+
+    out: list[tuple[int, Any]] = []
+    for key in data:
+        if key.endswith("sum_outer"):
+            prefix = key[: -len("sum_outer")]
+            if f"{prefix}n" in data and f"{prefix}sum" in data:
+                if any(w in prefix.lower() for w in ("gen", "eval")):
+                    continue  # the generated side, not the reference
+                name = (prefix + stem).lower()
+                out.append((int(any(w in name for w in ("ref", "background", "bg"))),
+                            GaussianStats.from_state(data, prefix)))
+    mu_key = next((k for k in data if k == "mu" or k.endswith(".mu") or k.endswith("_mu")), None)
+    if mu_key is not None:
+        base = mu_key[: -2]
+        sig_key = next((base + s for s in ("sigma", "cov") if base + s in data), None)
+        if sig_key is not None:
+            out.append((0, (np.asarray(data[mu_key], np.float64), np.asarray(data[sig_key], np.float64))))
+    return out
 
 
 def _dim_of(stats) -> int:
