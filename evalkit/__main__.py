@@ -33,6 +33,13 @@ def main() -> None:
 
         print("\nIn the layout of the MusicGen model card (published values beside; report: python -m evalkit.report RUN_DIR):")
         print(to_markdown(card_table(collect_runs([out], ci=False))))
+        from evalkit.report.paired import paired_markdown, paired_metrics, paired_table
+        from evalkit.report.rundir import load_run
+        from evalkit.report.table import run_labels
+
+        record = load_run(out)
+        for metric in paired_metrics([record]):
+            print(paired_markdown(paired_table([record], run_labels([record]), metric), metric))
 
     _main()
 

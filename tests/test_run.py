@@ -25,7 +25,7 @@ def test_default_config_is_the_offline_demo_and_real_models_are_real():
     demo = cfg()
     assert demo.model.name == "tiny-stereo" and demo.dataset.name == "demo"
     assert demo.backbone_weights == "random" and demo.reference.synthesize is True
-    assert sorted(demo.metrics) == ["clap", "fad", "kld"]
+    assert sorted(demo.metrics) == ["clap", "fad", "kld", "stereo"]  # a stereo model adds the stereo image
     real = cfg("model=stereo-medium")
     assert real.model.hub_id == "facebook/musicgen-stereo-medium" and real.dataset.name == "musiccaps"
     assert real.backbone_weights == "released" and real.reference.synthesize is False

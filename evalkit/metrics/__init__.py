@@ -5,4 +5,4 @@ when a metric is asked for by name, so ``evalkit.metrics.frechet`` serves report
 """
 
 #: the metric modules the registry loads on demand
-METRIC_MODULES = ("fad", "kld", "clap", "chroma")
+METRIC_MODULES = ("fad", "kld", "clap", "chroma", "stereo")

@@ -152,6 +152,11 @@ class Metric:
         return None
 
     @classmethod
+    def applies_channel_view(cls) -> bool:
+        """Whether the metric scores the run's ``channel_view`` (the card's metrics) or the clip's own channels."""
+        return True
+
+    @classmethod
     def needs_reference_audio(cls, recipe: Mapping[str, Any]) -> bool:
         """Whether the run must provide reference audio for this metric (checked before any generation)."""
         return cls.spec.needs_reference

@@ -124,6 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_text(out / "results.csv", collected.to_csv(index=False, float_format="%.6g"))
     written.append(out / "results.csv")
     md = to_markdown(table)
+    from evalkit.report.paired import write_paired
+
+    paired_paths, paired_md = write_paired(runs, run_labels(runs), out)
+    written += paired_paths
+    md += paired_md
     if args.fad_inf:
         import pandas as pd
 

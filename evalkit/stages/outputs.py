@@ -56,6 +56,8 @@ def metric_entry(m: Metric, df) -> dict[str, Any]:
     else:
         entry["value"] = values.get(m.spec.primary)
         entry["values"] = values
+    if m.spec.extra.get("paired") and "value" in entry and entry.get("values"):
+        entry["paired"] = paired_summary(df, m.spec.extra["paired"])
     if m.warnings:
         entry["warnings"] = list(m.warnings)
         for w in m.warnings:
@@ -107,6 +109,37 @@ def input_accounting(spec: RunSpec, inputs: Inputs, generator_unused, df) -> dic
     return {"audit": audit, "audit_ids": audit_ids, "reference_audit": ref_audit, "reference_audit_ids": ref_audit_ids,
             "n_unusable_reference": len(problems), "unusable_references": problems,
             "unused_files": unused_files(inputs, generator_unused, df), "reference_set": reference_set}
+
+
+def paired_summary(df, pairs, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict[str, Any]:
+    """For each ``{"name", "generated", "reference"}`` pair of per-clip columns: the mean and a percentile bootstrap
+    interval over clips (:func:`evalkit.report.bootstrap.bootstrap_mean`, seeded) of the generated value, the
+    reference value and their per-clip difference (paired), and how many clips had a non-finite value (e.g. a total
+    downmix loss), which the means leave out."""
+    import numpy as np
+
+    from evalkit.report.bootstrap import bootstrap_mean
+
+    def interval(values, what):
+        v = np.asarray(values, np.float64)
+        if not np.isfinite(v).any():
+            return None
+        iv = bootstrap_mean(v, metric=what, n_boot=n_boot, level=level, seed=seed)
+        return {"value": iv.value, "low": iv.low, "high": iv.high, "n": iv.n_clips}
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        gcol, rcol = pair["generated"], pair["reference"]
+        if gcol not in df or rcol not in df:
+            continue
+        g, r = df[gcol].astype(float).to_numpy(), df[rcol].astype(float).to_numpy()
+        scored = ~(np.isnan(g) & np.isnan(r))
+        out[pair["name"]] = {
+            "generated": interval(g, gcol), "reference": interval(r, rcol), "difference": interval(g - r, gcol + "-ref"),
+            "n_not_finite": {"generated": int((~np.isfinite(g) & scored).sum()),
+                             "reference": int((~np.isfinite(r) & scored).sum())},
+            "level": level, "n_boot": n_boot}
+    return out
 
 
 def build_summary(spec: RunSpec, out_dir: Path, inputs: Inputs, generator_desc: Mapping[str, Any],

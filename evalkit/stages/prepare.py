@@ -14,8 +14,9 @@ with its reference: the file and the flag).
    LUFS (skipped below ``energy_floor`` RMS), clamped to [-1, 1] and, when shorter than its reference, zero-padded
    to it (audiocraft scores zero-padded batches) - one length rule for every metric (``postprocess=audiocraft``);
    ``postprocess=none`` scores the audio as written.
-3. ``channel_view``: ``mono`` hands the channels over as they are (every protocol takes their mean, the card's way);
-   ``left``, ``right``, ``mid`` ((L+R)/2) and ``side`` ((L-R)/2) hand over that one signal, on both sides.
+3. ``channel_view`` (:func:`in_view`, applied by the scorer to the metrics that score it): ``mono`` hands the channels
+   over as they are (every protocol takes their mean, the card's way); ``left``, ``right``, ``mid`` ((L+R)/2) and
+   ``side`` ((L-R)/2) hand over that one signal, on both sides. The audit measures the view.
 """
 from __future__ import annotations
 
@@ -141,6 +142,12 @@ def prepare_clip(prompt: Prompt, gen_row: Mapping[str, Any], reference_path: Pat
     except AudioError as exc:
         row["skip_reason"] = f"generated {path}: {exc}"
         return None, row
-    if ref is not None:
-        ref = channel_view(ref, settings.channel_view)
-    return Clip(prompt.id, prompt.caption, channel_view(wav, settings.channel_view), sr, ref, rsr), row
+    return Clip(prompt.id, prompt.caption, wav, sr, ref, rsr), row
+
+
+def in_view(clip: Clip, view: str) -> Clip:
+    """The clip as the card's metrics score it under ``channel_view`` (the same object for ``mono``)."""
+    if view == "mono":
+        return clip
+    ref = channel_view(clip.reference, view) if clip.reference is not None else None
+    return Clip(clip.id, clip.caption, channel_view(clip.audio, view), clip.sample_rate, ref, clip.reference_sr)

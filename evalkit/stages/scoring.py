@@ -33,7 +33,7 @@ from evalkit.spec import RunSpec
 from evalkit.stages import fault_point, progress_bar
 from evalkit.stages.generation import cache_root
 from evalkit.stages.inputs import Inputs
-from evalkit.stages.prepare import PrepareSettings, prepare_clip
+from evalkit.stages.prepare import PrepareSettings, in_view, prepare_clip
 
 log = logging.getLogger("evalkit")
 #: bumped whenever the layout of a score-cache entry changes (older entries are then never read)
@@ -190,9 +190,10 @@ class Scorer:
     def _score_batch(self, b: int, clips: list[Clip], rows: dict[str, dict[str, Any]], done: set[int],
                      n_batches: int) -> None:
         arrays: dict[str, np.ndarray] = {}
+        viewed = [in_view(c, self.settings.channel_view) for c in clips]
         for name, m in self.metrics.items():
             use_ref = m.uses_reference_audio
-            mclips = [c for c in clips if not use_ref or c.reference is not None]
+            mclips = [c for c in (viewed if m.applies_channel_view() else clips) if not use_ref or c.reference is not None]
             for c in clips:
                 if use_ref and c.reference is None:
                     rows[c.id][m.spec.skip_column] = rows[c.id].get("reference_problem") or "no reference clip"
