@@ -1,8 +1,51 @@
 """``python -m evalkit [overrides]``: one run, one folder. With no overrides: the offline demo (tiny random-weight
-stereo MusicGen, shipped prompts, synthesised references, random-weight backbones, all labelled as such)."""
+stereo MusicGen, shipped prompts, synthesised references, random-weight backbones, all labelled as such).
+
+Exit status: 0 the run finished and every metric asked for has a number; 2 a setting or an input cannot work (the
+message names it and the fix; no traceback); 3 the run finished but a metric asked for could not be computed (its
+reason is printed where its value would be; ``allow_missing_metrics=true`` makes this 0); 1 anything unexpected.
+"""
 from __future__ import annotations
 
 import sys
+
+EXIT_OK, EXIT_UNEXPECTED, EXIT_INPUT, EXIT_MISSING_METRIC = 0, 1, 2, 3
+
+
+def user_errors() -> tuple[type, ...]:
+    """Errors that mean "this setting or input cannot work": printed as one message, exit status 2."""
+    from evalkit.backbones.tokenizers import TokenizerError
+    from evalkit.backbones.weights import CheckpointError
+    from evalkit.data.prompts import PromptError
+    from evalkit.data.references import ReferenceError
+    from evalkit.generate.folder import FolderError
+    from evalkit.generate.musicgen import ModelLoadError
+    from evalkit.metrics.fad import FADError
+    from evalkit.spec import SpecError
+    from evalkit.stages import RunError
+
+    return (SpecError, RunError, PromptError, ReferenceError, FolderError, CheckpointError, TokenizerError,
+            ModelLoadError, FADError)
+
+
+def missing_metrics(summary: dict) -> list[str]:
+    """Metrics asked for that have no number, with the reason (metrics that do not apply are not counted)."""
+    return [f"{name}: {e.get('error')}" for name, e in summary.get("metrics", {}).items()
+            if e.get("value") is None and e.get("error")]
+
+
+def print_tables(summary: dict, out) -> None:
+    from evalkit.report.paired import paired_markdown, paired_metrics, paired_table
+    from evalkit.report.rundir import load_run
+    from evalkit.report.table import card_table, collect_runs, run_labels, to_markdown
+    from evalkit.run import format_summary
+
+    print(format_summary(summary))
+    print("\nIn the layout of the MusicGen model card (published values beside; report: python -m evalkit.report RUN_DIR):")
+    print(to_markdown(card_table(collect_runs([out], ci=False))))
+    record = load_run(out)
+    for metric in paired_metrics([record]):
+        print(paired_markdown(paired_table([record], run_labels([record]), metric), metric))
 
 
 def main() -> None:
@@ -17,29 +60,27 @@ def main() -> None:
     @hydra.main(config_path="../conf", config_name="config", version_base=None)
     def _main(cfg) -> None:
         from evalkit import distributed
-        from evalkit.run import format_summary, run
+        from evalkit.run import run
         from evalkit.spec import RunSpec
 
-        spec = RunSpec.from_config(cfg)
-        dist = distributed.init()
-        # under torchrun every rank resolves ${now:...} on its own: rank 0's folder is the run's
-        out = dist.broadcast(HydraConfig.get().runtime.output_dir)
-        summary = run(spec, out)
+        try:
+            spec = RunSpec.from_config(cfg)
+            dist = distributed.init()
+            # under torchrun every rank resolves ${now:...} on its own: rank 0's folder is the run's
+            out = dist.broadcast(HydraConfig.get().runtime.output_dir)
+            summary = run(spec, out)
+        except user_errors() as exc:
+            print(f"evalkit: {exc}", file=sys.stderr)
+            sys.exit(EXIT_INPUT)
         dist.close()
         if not summary:
             return
-        print(format_summary(summary))
-        from evalkit.report.table import card_table, collect_runs, to_markdown
-
-        print("\nIn the layout of the MusicGen model card (published values beside; report: python -m evalkit.report RUN_DIR):")
-        print(to_markdown(card_table(collect_runs([out], ci=False))))
-        from evalkit.report.paired import paired_markdown, paired_metrics, paired_table
-        from evalkit.report.rundir import load_run
-        from evalkit.report.table import run_labels
-
-        record = load_run(out)
-        for metric in paired_metrics([record]):
-            print(paired_markdown(paired_table([record], run_labels([record]), metric), metric))
+        print_tables(summary, out)
+        missing = missing_metrics(summary)
+        if missing and not spec.allow_missing_metrics:
+            print("evalkit: metrics asked for without a number (exit status 3; allow_missing_metrics=true to accept):"
+                  "\n  " + "\n  ".join(missing), file=sys.stderr)
+            sys.exit(EXIT_MISSING_METRIC)
 
     _main()
 

@@ -27,7 +27,7 @@ from typing import Any, Iterable, Mapping, Sequence
 #: The ``conf/`` folder beside the package.
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 #: Config keys that change no number: they may differ between a run and its resumption.
-VOLATILE_KEYS = ("progress", "num_workers", "overwrite", "device", "cache")
+VOLATILE_KEYS = ("progress", "num_workers", "overwrite", "device", "cache", "allow_missing_metrics")
 PRECISIONS = ("fp32", "fp16", "bf16")
 BACKBONE_WEIGHTS = ("released", "random")
 CHANNEL_VIEWS = ("mono", "left", "right", "mid", "side")
@@ -150,6 +150,7 @@ class RunSpec:
     backbone_size: str = "full"
     audit: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     channel_view: str = "mono"
+    allow_missing_metrics: bool = False
 
     # -- construction ------------------------------------------------------------------------------------------------
     @classmethod

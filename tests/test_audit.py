@@ -220,8 +220,8 @@ def test_a_nan_clip_from_the_generator_is_skipped_and_the_run_finishes(tmp_path,
 
     real = mg.MusicGenGenerator.generate_batch
 
-    def nan_for_one(self, batch, melodies=None, max_new_tokens=None):
-        clips = real(self, batch, melodies, max_new_tokens)
+    def nan_for_one(self, batch, melodies=None, **kw):
+        clips = real(self, batch, melodies, **kw)
         for c in clips[:1]:
             c.audio[:, 100:200] = float("nan")  # a known fp16 failure
         return clips
@@ -241,7 +241,7 @@ def test_a_nan_clip_from_the_generator_is_skipped_and_the_run_finishes(tmp_path,
 def test_a_failed_batch_is_skipped_and_retried_on_resume(tmp_path, monkeypatch):
     import evalkit.generate.musicgen as mg
 
-    def boom(self, batch, melodies=None, max_new_tokens=None):
+    def boom(self, batch, melodies=None, **kw):
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
     monkeypatch.setattr(mg.MusicGenGenerator, "generate_batch", boom)

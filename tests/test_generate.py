@@ -1,6 +1,7 @@
 """MusicGen generation on tiny random-weight models: exact sample counts, channels, seeds, sampling settings,
 the tokenizer guard, local-path loading, offline errors, melody conditioning sanity."""
 import pytest
+from pathlib import Path
 import torch
 
 from evalkit.data.prompts import Prompt
@@ -80,7 +81,7 @@ def test_empty_tokenizer_is_refused():
 
     empty = T5TokenizerFast(extra_ids=0)  # what an offline from_pretrained can silently return
     assert len(empty) < 10
-    with pytest.raises(TokenizerError, match="model=small: .*special/unknown tokens only.*huggingface-cli download"):
+    with pytest.raises(TokenizerError, match=r"model=small: .*special/unknown tokens only.*`hf download <hub id>`"):
         check_text_tokenizer(empty, "model=small")
     check_text_tokenizer(tiny_tokenizer(), "model=tiny")  # a real one passes
 
@@ -97,8 +98,23 @@ def test_bad_settings_are_named():
 def test_offline_hub_model_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache
-    with pytest.raises(ModelLoadError, match="huggingface-cli download facebook/musicgen-small"):
+    with pytest.raises(ModelLoadError, match="`hf download facebook/musicgen-small`"):
         MusicGenGenerator({"name": "small", "hub_id": "facebook/musicgen-small"}, GEN, device="cpu")
+
+
+def test_the_download_command_the_messages_name_exists():
+    """The advice must work: huggingface_hub (installed with evalkit) ships `hf`; `huggingface-cli` is gone."""
+    import shutil
+    import subprocess
+    import sys
+
+    from evalkit.generate.musicgen import download_command
+
+    cmd = download_command("facebook/musicgen-small").split()
+    exe = shutil.which(cmd[0], path=str(Path(sys.executable).parent)) or shutil.which(cmd[0])
+    assert exe, "the `hf` command is not installed"
+    out = subprocess.run([exe, cmd[1], "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "REPO_ID" in out.stdout
 
 
 def test_local_path_loads_released_layout(tmp_path):

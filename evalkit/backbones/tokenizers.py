@@ -99,8 +99,8 @@ def tiny_roberta_tokenizer() -> Any:
 
 ROBERTA_DOWNLOAD_HINT = (
     "Download the tokenizer files once with internet access (`hf download roberta-base vocab.json merges.txt "
-    "tokenizer.json tokenizer_config.json config.json`, or `huggingface-cli download roberta-base ...`, which fills "
-    "the Hugging Face cache that HF_HUB_OFFLINE=1 then reads), or put them in a folder and pass "
+    "tokenizer.json tokenizer_config.json config.json`; `hf` is huggingface_hub's command line, installed with "
+    "evalkit; it fills the Hugging Face cache that HF_HUB_OFFLINE=1 then reads), or put them in a folder and pass "
     "{setting}=/path/to/that/folder."
 )
 

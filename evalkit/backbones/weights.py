@@ -85,7 +85,8 @@ def resolve_checkpoint(
         if offline():
             raise CheckpointError(
                 f"{filename} is not in the cache ({path}) and downloads are off (HF_HUB_OFFLINE/EVALKIT_OFFLINE). "
-                f"Download it from {url} and put it there, or pass {setting}=PATH."
+                f"Download it from {url} and put it there, or pass {setting}=PATH; to try the pipeline without "
+                f"weights, backbone_weights=random (every number is then labelled random and means nothing)."
             )
         _download(url, path)
     return Checkpoint(name=filename, path=path, sha256=_verify(path, expected_sha256, setting), random=False)

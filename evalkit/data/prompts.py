@@ -150,6 +150,25 @@ def load_musiccaps(path: str | None = None, subset: str = "all", split: str = "t
     return validate(prompts, src)
 
 
+def load_folder_prompts(folder: str | None, captions: str | None = None) -> list[Prompt]:
+    """``dataset=folder``: one prompt per clip of ``folder`` (``<id>.<ext>``), its caption from ``captions`` (a prompts
+    file) or empty. A caption for an id that has no clip is ignored; a clip without a caption keeps an empty one
+    (metrics that need captions skip it, naming the reason)."""
+    from evalkit.data.references import list_audio_files
+
+    if not folder:
+        raise PromptError("dataset=folder takes its prompts from the clips of model.dir: use it with model=folder "
+                          "model.dir=DIR (or choose dataset=musiccaps / dataset=prompts)")
+    root = Path(str(folder)).expanduser()
+    if not root.is_dir():
+        raise PromptError(f"model.dir={folder}: no such folder")
+    paths, _ = list_audio_files(root, "model.dir")
+    if not paths:
+        raise PromptError(f"model.dir={folder}: no audio files named <id>.wav|flac|mp3|ogg")
+    table = {p.id: p.caption for p in load_prompt_file(captions)} if captions else {}
+    return [Prompt(i, table.get(i, "")) for i in sorted(paths)]
+
+
 def load_musiccaps_dataset(path: str | None = None, subset: str = "all", split: str = "train"):
     """The MusicCaps table as a ``datasets.Dataset`` (every column, e.g. ``start_s``/``end_s``), filtered to
     ``subset``, and the name of its source (the file, or the hub id): the rows :func:`load_musiccaps` reads.
@@ -202,6 +221,8 @@ def load_prompts(cfg) -> list[Prompt]:
         prompts = load_prompt_file(cfg["path"])
     elif name == "demo":
         prompts = load_prompt_file(cfg.get("path") or DEMO_PROMPTS)
+    elif name == "folder":
+        prompts = load_folder_prompts(cfg.get("dir"), cfg.get("captions"))
     else:
-        raise PromptError(f"dataset={name!r}: expected musiccaps, prompts or demo")
+        raise PromptError(f"dataset={name!r}: expected musiccaps, prompts, folder or demo")
     return select(prompts, cfg.get("limit"))

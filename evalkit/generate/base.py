@@ -62,10 +62,15 @@ class Generator(ABC):
         """The batches, in generation order; deterministic for the same prompts and settings."""
 
     @abstractmethod
-    def generate_batch(self, batch: Batch, melodies: Sequence[tuple[torch.Tensor, int] | None] | None = None
-                       ) -> list[GeneratedClip]:
+    def generate_batch(self, batch: Batch, melodies: Sequence[tuple[torch.Tensor, int] | None] | None = None,
+                       on_step=None) -> list[GeneratedClip]:
         """The clips of ``batch`` (one per prompt, in the batch's order). ``melodies``: one ``(wav [C, T], rate)``
-        or None per prompt for a melody generator (None for text-only generation)."""
+        or None per prompt for a melody generator (None for text-only generation). ``on_step(n)``, when given, is
+        called as work progresses, in the units of :meth:`progress_units`."""
+
+    def progress_units(self, batch: Batch) -> tuple[int, str]:
+        """How much progress a batch is and in what unit (MusicGen: decoding steps; default: clips)."""
+        return len(batch.prompts), "clip"
 
     @property
     def expected_samples(self) -> int | None:

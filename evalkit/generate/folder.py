@@ -61,7 +61,7 @@ class FolderGenerator(Generator):
                if i not in ids]
         return out + [{"file": str(p), "reason": why} for p, why in self.unusable]
 
-    def generate_batch(self, batch: Batch, melodies=None) -> list[GeneratedClip]:
+    def generate_batch(self, batch: Batch, melodies=None, on_step=None) -> list[GeneratedClip]:
         out = []
         for p in batch.prompts:
             path = self.paths.get(p.id)

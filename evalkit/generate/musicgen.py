@@ -11,6 +11,7 @@ from the run seed and its ids (recorded per clip), so a resumed run regenerates 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from typing import Any, Sequence
 
@@ -49,8 +50,14 @@ def check_text_tokenizer(tokenizer, setting: str) -> None:
     ``T5Tokenizer.from_pretrained``/``AutoTokenizer`` can return an *empty* tokenizer without raising, and generating
     from its ``<unk>`` prompts would give unconditional audio and a silently wrong evaluation."""
     check_tokenizer(tokenizer, TOKENIZER_PROBE, setting,
-                    download_hint="Download the model's files while online (`huggingface-cli download <hub id>`) or "
+                    download_hint="Download the model's files while online (`hf download <hub id>`) or "
                                   "pass model.path=DIR with a complete local copy.")
+
+
+def download_command(hub_id: str | None) -> str:
+    """The command that puts a model's files in the Hugging Face cache: huggingface_hub's ``hf`` (its older
+    ``huggingface-cli`` is gone from current releases)."""
+    return f"hf download {hub_id}"
 
 
 def derive_seed(run_seed: int, key: str) -> int:
@@ -135,7 +142,7 @@ class MusicGenGenerator(Generator):
         except (OSError, ValueError) as exc:
             hint = ("the folder must hold the released files (config.json, model weights, tokenizer, "
                     "preprocessor_config.json)" if cfg.get("path") else
-                    f"downloads are off (HF_HUB_OFFLINE=1): run `huggingface-cli download {cfg.get('hub_id')}` "
+                    f"downloads are off (HF_HUB_OFFLINE=1): run `{download_command(cfg.get('hub_id'))}` "
                     f"while online, or pass model.path=DIR" if local_only else "check the hub id and your network")
             raise ModelLoadError(f"cannot load {src} for model={cfg.get('name')}: {exc}. {hint}") from exc
         return model, processor.tokenizer, getattr(processor, "feature_extractor", None) if self.melody else None, src
@@ -169,12 +176,15 @@ class MusicGenGenerator(Generator):
     def batch_meta(self) -> dict[str, Any]:
         return {"max_new_tokens": self.max_new_tokens}
 
+    def progress_units(self, batch: Batch) -> tuple[int, str]:
+        return self.max_new_tokens, "step"
+
     def plan(self, prompts: Sequence[Prompt]) -> list[Batch]:
         if self.batch_size == "auto":
             raise ValueError("batch_size=auto: call find_batch_size(prompts) first")
         prompts = list(prompts)
         if self.gen_cfg.get("sort_by_length", True):
-            lengths = {p.id: len(self.tokenizer(p.caption)["input_ids"]) for p in prompts}
+            lengths = {p.id: len(self.tokenizer(p.caption, verbose=False)["input_ids"]) for p in prompts}
             prompts.sort(key=lambda p: (lengths[p.id], p.id))
         batches = []
         for i in range(0, len(prompts), self.batch_size):
@@ -198,9 +208,11 @@ class MusicGenGenerator(Generator):
 
     @torch.no_grad()
     def generate_batch(self, batch: Batch, melodies: Sequence[tuple[torch.Tensor, int]] | None = None,
-                       max_new_tokens: int | None = None) -> list[GeneratedClip]:
+                       max_new_tokens: int | None = None, on_step=None) -> list[GeneratedClip]:
         captions = [p.caption for p in batch.prompts]
-        inputs = self.tokenizer(captions, padding=True, return_tensors="pt")
+        # as audiocraft's T5Conditioner: padding, no truncation (T5's relative positions take captions of any
+        # length); verbose=False only silences transformers' "longer than 512" notice, which does not apply
+        inputs = self.tokenizer(captions, padding=True, return_tensors="pt", verbose=False)
         inputs = {k: v.to(self.device) for k, v in inputs.items() if k in ("input_ids", "attention_mask")}
         if self.melody:
             if melodies is None:
@@ -211,6 +223,8 @@ class MusicGenGenerator(Generator):
         if self.device.type == "cuda":
             torch.cuda.manual_seed_all(batch.seed)
         kw = self._sampling_kwargs()
+        if on_step is not None:
+            kw["logits_processor"] = _step_counter(on_step)
         if max_new_tokens is not None:  # probing memory (find_batch_size): no clips are returned
             kw["max_new_tokens"] = max_new_tokens
             self.model.generate(**inputs, **kw)
@@ -227,7 +241,7 @@ class MusicGenGenerator(Generator):
     def find_batch_size(self, prompts: Sequence[Prompt], start: int = 256) -> int:
         """The largest batch (a power of two <= ``start``) whose generation of the longest prompts fits in memory,
         halving on out-of-memory. Probing generates a few frames only. Sets and returns ``self.batch_size``."""
-        longest = sorted(prompts, key=lambda p: len(self.tokenizer(p.caption)["input_ids"]))[-1:]
+        longest = sorted(prompts, key=lambda p: len(self.tokenizer(p.caption, verbose=False)["input_ids"]))[-1:]
         n = max(1, min(int(start), len(prompts)))
         n = 1 << (n.bit_length() - 1)
         full = self.max_new_tokens
@@ -265,4 +279,34 @@ class MusicGenGenerator(Generator):
         return feats["input_features"]
 
 
+def _step_counter(on_step):
+    """A logits processor that leaves the scores alone and calls ``on_step(1)`` once per decoding step (progress)."""
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    class StepCounter(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            on_step(1)
+            return scores
+
+    return LogitsProcessorList([StepCounter()])
+
+
 register_generator("musicgen-melody")(MusicGenGenerator)
+
+
+class _MusicgenSpecialTokenNotice(logging.Filter):
+    """transformers' generic config check (``PreTrainedConfig.validate_token_ids``, run on the composite
+    ``MusicgenConfig``) warns that ``pad_token_id``/``bos_token_id`` 2048 lie outside a 2048-entry vocabulary. MusicGen
+    reserves id 2048 on purpose: its decoder embeds ``vocab_size + 1`` tokens, and transformers' own
+    ``MusicgenDecoderConfig.validate_token_ids`` accepts it. The released configs (``facebook/musicgen-*``) raise the
+    same notice; it changes nothing, so it is dropped here, and only for that exact case."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not ("_token_id must be `None` or an integer within the vocabulary (between 0 and 2047), got 2048"
+                    in msg)
+
+
+for _name in ("transformers.configuration_utils", "transformers.models.musicgen.configuration_musicgen",
+              "transformers.models.musicgen_melody.configuration_musicgen_melody"):
+    logging.getLogger(_name).addFilter(_MusicgenSpecialTokenNotice())

@@ -62,6 +62,8 @@ class RunContext:
 
     melody_model: bool = False
     melody_source: str = "none"
+    #: False when the prompt set has no captions (dataset=folder without dataset.captions)
+    captions: bool = True
 
 
 class Metric:

@@ -87,10 +87,30 @@ def claim(spec: RunSpec, out_dir: Path, dist) -> None:
                 raise RunError(
                     f"{out_dir} holds a run of another config (differs in: {', '.join(diff[:8])}). Resuming would "
                     f"mix two runs. Use a new folder (hydra.run.dir=...) or overwrite=true to start afresh.")
-            log.info("resuming the run in %s", out_dir)
+            log.info("%s", resume_message(out_dir))
     import yaml
 
     eio.write_text(cfg_path, yaml.safe_dump(spec.to_dict(), sort_keys=False, allow_unicode=True))
+
+
+def resume_message(out_dir: Path) -> str:
+    """What running again in ``out_dir`` does, in words: what the earlier attempt left, and how it ended."""
+    import json
+
+    done = {sub: sum(1 for _ in (out_dir / sub).glob(pat)) for sub, pat in (("audio", "*.flac"),
+                                                                          ("scores", "rows-*.parquet"))}
+    try:
+        manifest = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        manifest = {}
+    status = manifest.get("status", "unknown")
+    how = {"failed": f"the earlier attempt failed ({manifest.get('error')})",
+           "running": "the earlier attempt did not finish (killed?)",
+           "finished": "the earlier attempt finished"}.get(status, "an earlier attempt left it")
+    if not any(done.values()):
+        return f"{out_dir}: {how}; nothing of it is reusable, running it from the start"
+    return (f"{out_dir}: {how}; resuming with its {done['audio']} generated clips and {done['scores']} scored batches "
+            f"(the numbers will equal an uninterrupted run's)")
 
 
 def write_manifest(spec: RunSpec, out_dir: Path, dist, device, start: float, end: float | None, status: str,

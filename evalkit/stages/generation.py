@@ -117,10 +117,13 @@ def generate(spec: RunSpec, inputs: Inputs, generator: Generator, out_dir: Path,
     batches = generator.plan(inputs.prompts)
     mine = [b for b in batches if b.index % dist.world == dist.rank]
     metas: dict[int, dict] = {}
-    with progress_bar(sum(len(b.prompts) for b in mine), spec.progress and dist.rank == 0, "generate", "clip") as bar:
-        for batch in mine:
-            metas[batch.index] = _run_batch(batch, generator, inputs, out_dir, cache, melody)
-            bar.update(len(batch.prompts))
+    units = [generator.progress_units(b) for b in mine]
+    unit = units[0][1] if units else "clip"
+    with progress_bar(sum(n for n, _ in units), spec.progress and dist.rank == 0, "generate", unit) as bar:
+        for batch, (n, _) in zip(mine, units):
+            done = _Counter(bar, n)
+            metas[batch.index] = _run_batch(batch, generator, inputs, out_dir, cache, melody, done)
+            done(n)  # the rest: a batch found finished or cached, or fewer steps than planned
     dist.barrier()  # every rank's clips are on disk before anyone scores
     rows: dict[str, dict[str, Any]] = {}
     for batch in batches:
@@ -163,7 +166,21 @@ def _clip_paths(out_dir: Path, batch: Batch) -> dict[str, Path]:
     return {p.id: out_dir / "audio" / f"{p.id}.flac" for p in batch.prompts}
 
 
-def _run_batch(batch: Batch, generator: Generator, inputs: Inputs, out_dir: Path, cache, melody: str) -> dict:
+class _Counter:
+    """Forwards a generator's progress to the bar and counts it, at most ``cap`` units (the batch's plan)."""
+
+    def __init__(self, bar, cap: int) -> None:
+        self.bar, self.n, self.cap = bar, 0, cap
+
+    def __call__(self, k: int = 1) -> None:
+        k = min(k, self.cap - self.n)
+        if k > 0:
+            self.n += k
+            self.bar.update(k)
+
+
+def _run_batch(batch: Batch, generator: Generator, inputs: Inputs, out_dir: Path, cache, melody: str,
+               on_step=None) -> dict:
     """One batch: done already, from the cache, or generated now. Returns its metadata (``skipped`` ids)."""
     meta_path = _meta_path(out_dir, batch)
     paths = _clip_paths(out_dir, batch)
@@ -180,7 +197,7 @@ def _run_batch(batch: Batch, generator: Generator, inputs: Inputs, out_dir: Path
         meta = {**base, "cache_key": key, "from_cache": True, "skipped": {}}
     else:
         try:
-            clips = generator.generate_batch(batch, _melodies(batch, generator, inputs, melody))
+            clips = generator.generate_batch(batch, _melodies(batch, generator, inputs, melody), on_step=on_step)
         except RuntimeError as exc:  # a failed batch (CUDA error, OOM, ...) must not lose the run: its clips are skipped
             log.error("batch %d: generation failed (%s: %s); its %d clips are skipped", batch.index,
                       type(exc).__name__, exc, len(batch.prompts))

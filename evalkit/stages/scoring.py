@@ -41,7 +41,8 @@ SCORE_CACHE_FORMAT = "evalkit.score-cache/2"
 
 
 def run_context(spec: RunSpec) -> RunContext:
-    return RunContext(melody_model=spec.melody_model, melody_source=spec.melody_source)
+    captions = not (spec.dataset.get("name") == "folder" and not spec.dataset.get("captions"))
+    return RunContext(melody_model=spec.melody_model, melody_source=spec.melody_source, captions=captions)
 
 
 def build_metrics(spec: RunSpec, device) -> tuple[dict[str, Metric], dict[str, str]]:
