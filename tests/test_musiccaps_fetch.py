@@ -447,3 +447,33 @@ def test_command_line(tmp_path):
                    "--audio-format", "wav", "--download-sections", "*30-40", "--force-keyframes-at-cuts",
                    "-o", str(tmp_path / "w" / "-0Gj8-vB1q4.%(ext)s"), "--",
                    "https://www.youtube.com/watch?v=-0Gj8-vB1q4"]
+
+
+def test_a_run_records_its_reference_set_and_compare_warns_when_two_differ(tmp_path):
+    """reference.dir=DIR with a manifest: summary.json records which reference set (the manifest's sha256) the numbers
+    were computed against, and compare warns (exit status unchanged) when two runs used different sets."""
+    import evalkit
+    from evalkit.audio import save_audio
+    from evalkit.data.references import synth_clip
+    from evalkit.report.compare import compare_paths
+
+    ids = ["aaa", "bbb", "ccc"]
+    table = write_table(tmp_path / "table.csv", ids)
+    refs, gen = tmp_path / "refs", tmp_path / "gen"
+    for i in ids:
+        save_audio(refs / f"{i}.wav", synth_clip(f"r{i}", 44100, 10.0), 44100)
+        save_audio(gen / f"{i}.flac", synth_clip(f"g{i}", 32000, 10.0), 32000)
+    mc.check(refs, mc.load_clips(table), progress=False)
+    ident = mc.reference_set_identity(refs)
+    common = ["model=folder", f"model.dir={gen}", "dataset=musiccaps", f"dataset.path={table}", f"reference.dir={refs}",
+              "metrics=[kld]", "backbone_weights=random", "backbone_size=tiny", "progress=false"]
+    a = evalkit.evaluate(common, out_dir=tmp_path / "a")
+    assert a["reference_set"] == {"dir": str(refs), **ident} and ident["n_ok"] == 3
+    assert "manifest.csv" not in json.dumps(a["unused_files"])  # the manifest is not an unusable clip
+    (refs / "ccc.wav").unlink()
+    mc.check(refs, mc.load_clips(table), progress=False)  # one reference fewer: another reference set
+    b = evalkit.evaluate(common, out_dir=tmp_path / "b")
+    assert b["reference_set"]["manifest_sha256"] != a["reference_set"]["manifest_sha256"]
+    assert b["reference_set"]["n_missing"] == 1 and b["n_missing_reference"] == 1
+    cmp = compare_paths(tmp_path / "a", tmp_path / "b", {"default": "1e9"})  # numbers aside: the warning alone
+    assert cmp.exit_code == 0 and any("reference set" in w for w in cmp.warnings)
