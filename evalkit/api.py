@@ -61,12 +61,14 @@ def _prompts_csv(generated: Path, captions, metrics: Sequence[str], folder: Path
         table = {str(k): str(v) for k, v in captions.items()}
     else:
         table = {p.id: p.caption for p in load_prompt_file(captions)}
-    if "clap" in metrics:
-        lacking = [i for i in ids if not table.get(i, "").strip()]
-        if lacking:
-            raise SpecError(f"score(): the clap metric pairs each clip with its caption, and {len(lacking)} clips have "
-                            f"none (e.g. {', '.join(lacking[:3])}): pass captions={{id: text}} or a prompts file "
-                            f"(.csv/.jsonl/.txt), or leave clap out of metrics")
+    from evalkit.registry import get_metric
+
+    readers = [m for m in metrics if get_metric(m).spec.needs_captions]
+    lacking = [i for i in ids if not table.get(i, "").strip()]
+    if readers and lacking:
+        raise SpecError(f"score(): the {', '.join(readers)} metric pairs each clip with its caption, and {len(lacking)} "
+                        f"clips have none (e.g. {', '.join(lacking[:3])}): pass captions={{id: text}} or a prompts "
+                        f"file (.csv/.jsonl/.txt), or leave {', '.join(readers)} out of metrics")
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "prompts.csv"
     with open(path, "w", newline="", encoding="utf-8") as fh:

@@ -27,15 +27,25 @@ def register_generator(name: str):
     return _register(GENERATORS, "generator", name)
 
 
+def metric_names() -> list[str]:
+    """Every metric evalkit ships: the modules of ``evalkit/metrics/`` that register one (found on disk, so a new
+    metric is its module and its conf files, nothing else)."""
+    import pkgutil
+
+    import evalkit.metrics as pkg
+
+    skip = {"base", "spec", "frechet"}  # the contract and shared math, not metrics
+    return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if m.name not in skip)
+
+
 def get_metric(name: str) -> type:
+    """The metric class registered as ``name``, importing ``evalkit.metrics.<name>`` on first use."""
     import importlib
 
-    from evalkit.metrics import METRIC_MODULES
-
-    if name not in METRICS and name in METRIC_MODULES:
+    if name not in METRICS and name in metric_names():
         importlib.import_module(f"evalkit.metrics.{name}")  # registers it
     if name not in METRICS:
-        raise KeyError(f"unknown metric {name!r}; known: {sorted(METRICS)}")
+        raise KeyError(f"unknown metric {name!r}; known: {metric_names()}")
     return METRICS[name]
 
 

@@ -579,6 +579,25 @@ def _reuse(dir: Path, clip: Clip, row: Mapping[str, str] | None) -> dict[str, st
     return keep
 
 
+def _to_fetch(dir: Path, clips: Sequence[Clip], rows: dict, progress: bool) -> list[Clip]:
+    """The clips to download: not verified on disk, not known to be unavailable. Updates ``rows`` (verified files
+    reused, the others marked missing until attempted)."""
+    from tqdm.auto import tqdm
+
+    todo = []
+    for clip in tqdm(clips, desc="musiccaps: checking existing files", unit="clip", disable=not progress, leave=False):
+        prev = rows.get(clip.ytid)
+        reused = _reuse(dir, clip, prev)
+        if reused is not None:
+            rows[clip.ytid] = reused
+        elif prev is not None and prev["status"] == "unavailable":
+            continue
+        else:
+            rows[clip.ytid] = _row(clip.ytid, "missing", "not attempted yet")
+            todo.append(clip)
+    return todo
+
+
 def download(out: str | os.PathLike, clips: Sequence[Clip], *, downloader: str = DEFAULT_DOWNLOADER,
              jobs: int = DEFAULT_JOBS, timeout_s: float = DEFAULT_TIMEOUT_S, retries: int = DEFAULT_RETRIES,
              backoff_s: float = DEFAULT_BACKOFF_S, progress: bool = True) -> dict:
@@ -602,18 +621,7 @@ def download(out: str | os.PathLike, clips: Sequence[Clip], *, downloader: str =
         runner = _Runner(dir, exe, float(timeout_s), int(retries), float(backoff_s))
         shutil.rmtree(runner.work_root, ignore_errors=True)  # what a killed run left behind
         rows = _manifest_rows(dir)
-        todo = []
-        for clip in tqdm(clips, desc="musiccaps: checking existing files", unit="clip", disable=not progress,
-                         leave=False):
-            prev = rows.get(clip.ytid)
-            reused = _reuse(dir, clip, prev)
-            if reused is not None:
-                rows[clip.ytid] = reused
-            elif prev is not None and prev["status"] == "unavailable":
-                continue
-            else:
-                rows[clip.ytid] = _row(clip.ytid, "missing", "not attempted yet")
-                todo.append(clip)
+        todo = _to_fetch(dir, clips, rows, progress)
         write_manifest(dir, rows)
         counts = {"ok": 0, "failed": 0, "unavailable": 0}
         fatal = ""

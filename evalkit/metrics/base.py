@@ -150,7 +150,10 @@ class Metric:
     # -- hooks the run asks ------------------------------------------------------------------------------------------
     @classmethod
     def run_skip_reason(cls, recipe: Mapping[str, Any], ctx: RunContext) -> str | None:
-        """Why this metric does not apply to the run at all (it is then listed as skipped), or None."""
+        """Why this metric does not apply to the run at all (it is then listed as skipped), or None. Default: a
+        metric that reads captions does not apply to a prompt set without them."""
+        if cls.spec.needs_captions and not ctx.captions:
+            return "no captions: the prompt set is the clips of model.dir; give dataset.captions=FILE (id,caption)"
         return None
 
     @classmethod

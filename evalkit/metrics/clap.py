@@ -34,7 +34,7 @@ from evalkit.backbones.clap import (AUDIO_CFG, CROPS, FILLS, ClapBackbone, ClapE
 from evalkit.backbones.tokenizers import (CHECK_CAPTION, ROBERTA_DOWNLOAD_HINT, TokenizerError, check_tokenizer,
                                           load_hf_tokenizer, tiny_roberta_tokenizer)
 from evalkit.backbones.weights import resolve_checkpoint
-from evalkit.metrics.base import Clip, ClipResult, Metric, RunContext
+from evalkit.metrics.base import Clip, ClipResult, Metric
 from evalkit.metrics.spec import MetricSpec
 from evalkit.registry import register_metric
 
@@ -66,16 +66,9 @@ class ClapScore(Metric):
     spec = MetricSpec(
         name="clap", primary="clap", higher_is_better=True, card_column="Text Consistency", decimals=3,
         tolerance="2%", per_clip=("clap",), aggregate="mean", value_column="clap", needs_reference=False,
-        min_clips=1,
+        needs_captions=True, min_clips=1,
         description="cosine similarity of LAION-CLAP audio and caption embeddings, mean over clips",
     )
-
-    @classmethod
-    def run_skip_reason(cls, recipe, ctx: RunContext) -> str | None:
-        """Text consistency needs each clip's caption."""
-        if not ctx.captions:
-            return "no captions: the prompt set is the clips of model.dir; give dataset.captions=FILE (id,caption)"
-        return None
 
     def __init__(self, recipe, device: str | torch.device = "cpu") -> None:
         super().__init__(recipe, device)

@@ -33,6 +33,7 @@ class MetricSpec:
     value_column: the per-clip column whose (weighted) mean is ``primary`` (``aggregate == "mean"``).
     weight: the per-clip column that weights the mean (chroma: frames), or None.
     needs_reference: whether it compares against reference audio (or reference statistics).
+    needs_captions: whether it reads each clip's caption (text consistency).
     min_clips: the fewest 10 s clips that give a number (FAD's 128-d covariance needs 128 windows: 7 clips).
     section: ``card`` (a column of the model card) or the name of evalkit's own table (``stereo``).
     """
@@ -49,6 +50,7 @@ class MetricSpec:
     value_column: str | None = None
     weight: str | None = None
     needs_reference: bool = True
+    needs_captions: bool = False
     min_clips: int = 1
     section: str = "card"
     description: str = ""
