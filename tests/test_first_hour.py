@@ -124,3 +124,28 @@ def test_folder_mode_prompts_come_from_the_folder(tmp_path):
     spec = RunSpec.from_overrides(["model=folder", f"model.dir={gen}", f"dataset.captions={caps}"])
     assert [(p.id, p.caption) for p in load_prompts(spec.dataset)] == [("a", "a piano"), ("b", "")]
     assert run_context(spec).captions is True
+
+
+def _readme_block(section: str, index: int = 0) -> list[str]:
+    """The commands of the ``index``-th bash block of a README section, line continuations joined."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    body = text.split(f"## {section}", 1)[1].split("\n## ", 1)[0]
+    block = re.findall(r"```bash\n(.*?)```", body, flags=re.S)[index]
+    lines = block.replace("\\\n", " ").splitlines()
+    return [ln.split("#", 1)[0].strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
+
+
+@pytest.mark.slow
+def test_the_readme_demo_and_folder_mode_commands_run_offline_as_written(tmp_path):
+    (tmp_path / "evalkit").symlink_to(REPO / "evalkit")  # the commands name paths relative to a checkout
+    env = {**ENV, "EVALKIT_CACHE": str(tmp_path / "cache")}
+    demo = [c for c in _readme_block("The offline demo (no GPU, no hub)") if c.startswith("python")]
+    folder = _readme_block("Score your own clips (folder mode)", 1)
+    assert demo == ["python -m evalkit hydra.run.dir=outputs/demo"] and len(folder) == 1
+    for cmd in demo + folder:
+        p = subprocess.run(cmd.replace("python", sys.executable, 1).split(), cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=900)
+        assert p.returncode == 0, (cmd, p.stderr[-3000:])
+    s = json.loads((tmp_path / "outputs" / "folder-demo" / "summary.json").read_text())
+    assert s["n_clips"] == 8 and s["model"]["name"] == "folder"
+    assert all(e["value"] is not None for e in s["metrics"].values()), s["metrics"]
