@@ -260,7 +260,7 @@ def test_ci_example_and_placeholder_baseline(tmp_path, capsys):
     tol = yaml.safe_load((REPO / "examples" / "tolerances.yaml").read_text())
     assert set(resolve_tolerances(tol.get("tolerances", tol))) >= {"fad", "kld", "clap", "default"}
     baseline = json.loads((REPO / "examples" / "baseline" / "summary.json").read_text())
-    assert set(baseline["metrics"]) == {"fad", "kld", "clap"} and baseline["random_weights"] is True
+    assert set(baseline["metrics"]) == {"fad", "kld", "clap", "stereo"} and baseline["random_weights"] is True
     # a real demo run of this evalkit: not a placeholder, every metric with its spec (compare reads them)
     assert "placeholder" not in baseline
     assert {m: e["spec"]["name"] for m, e in baseline["metrics"].items()} == {m: m for m in baseline["metrics"]}
@@ -280,7 +280,7 @@ def test_committed_ci_baseline_is_a_real_demo_run():
     base = repo / "examples" / "baseline" / "summary.json"
     s = json.loads(base.read_text())
     assert not s.get("placeholder") and s["model"]["name"] == "tiny-stereo" and s["random_weights"] is True
-    assert sorted(s["metrics"]) == ["clap", "fad", "kld"] and all(m["value"] is not None for m in s["metrics"].values())
+    assert sorted(s["metrics"]) == ["clap", "fad", "kld", "stereo"] and all(m["value"] is not None for m in s["metrics"].values())
     p = subprocess.run([sys.executable, "-m", "evalkit.compare", str(base), str(base), "--config",
                         str(repo / "examples" / "tolerances.yaml")], capture_output=True, text=True, cwd=repo)
     assert p.returncode == 0, p.stdout + p.stderr
