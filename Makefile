@@ -2,21 +2,29 @@
 PY ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
+PY_REF ?= python3.11
+VENV_REF ?= build/venv-reference
 
-.PHONY: setup demo test report clean
+.PHONY: setup setup-reference demo test test-reference report clean
 
-setup:            ## fresh virtual environment with evalkit and its test tools
+setup:            ## fresh virtual environment with evalkit and its test tools (the README's two set-up commands)
 	$(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[test]"
 	$(BIN)/python -m pip check
+
+setup-reference:  ## the reference environment (Python 3.11, numpy 1.x, frechet-audio-distance + laion-clap)
+	$(PY_REF) -m venv $(VENV_REF)
+	$(VENV_REF)/bin/python -m pip install -q -e ".[dev]"
+	$(VENV_REF)/bin/python -m pip check
 
 demo:             ## the offline demo (random weights, labelled as such)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m evalkit hydra.run.dir=outputs/demo
 
-test:
+test:             ## the whole suite (the reference tests skip, naming the extra)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+test-reference:   ## the parity tests, in the reference environment
+	HF_HUB_OFFLINE=1 $(VENV_REF)/bin/python -m pytest -q -m reference
 
 report:           ## card-layout tables and plots of every run under outputs/
 	$(BIN)/python -m evalkit.report outputs --out outputs/report

@@ -1,6 +1,7 @@
 """Shared test setup: offline by construction, paths to the shared data beside the repo, tone/chord synthesis."""
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 from pathlib import Path
@@ -22,6 +23,30 @@ MUSICCAPS_CSV = SHARED / "musiccaps-public.csv"
 MUSIC_DIR = SHARED / "music"
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+#: The parity references of the extra evalkit[reference] (they need numpy<2, so evalkit's own install has neither).
+REFERENCE_EXTRA = "pip install -e '.[reference]': Python 3.10-3.12 with numpy<2, see the README's Tests section"
+
+
+def have(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def needs_reference(module: str):
+    """Mark a test (or class, or ``pytest.param``'s marks) ``reference`` and skip it, naming the extra, when the
+    reference package ``module`` is not installed. ``pytest -m reference`` runs exactly these."""
+    return [pytest.mark.reference,
+            pytest.mark.skipif(not have(module), reason=f"{module} is not installed: needs the extra "
+                                                        f"evalkit[reference] ({REFERENCE_EXTRA})")]
+
+
+def reference_test(module: str):
+    """Decorator form of :func:`needs_reference`."""
+    def deco(obj):
+        for mark in needs_reference(module):
+            obj = mark(obj)
+        return obj
+    return deco
 
 
 def sine(freq: float, sr: int = 32000, seconds: float = 1.0, amp: float = 0.5, channels: int = 1) -> torch.Tensor:

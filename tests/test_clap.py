@@ -2,7 +2,6 @@
 the deterministic crop, laion_clap's repeat-pad rule, pairing by id, silent audio, checkpoint loading, state."""
 from __future__ import annotations
 
-import importlib.util
 import math
 import random
 
@@ -13,7 +12,7 @@ import yaml
 
 from evalkit.metrics.base import Clip
 from evalkit.spec import metric_recipe
-from tests.conftest import REPO, chord, noise, sine
+from tests.conftest import REPO, chord, noise, reference_test, sine
 
 SR = 48000
 N = 480000
@@ -34,9 +33,8 @@ def metric():
     return ClapScore(clap_recipe())
 
 
-HAVE_LAION = importlib.util.find_spec("laion_clap") is not None
-needs_laion = pytest.mark.skipif(not HAVE_LAION, reason="laion_clap is not installed: parity with laion_clap's own "
-                                 "CLAP_Module needs the extra evalkit[reference] (pip install -e '.[reference]')")
+# parity with laion_clap's own CLAP_Module: the extra evalkit[reference]
+needs_laion = reference_test("laion_clap")
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ embeddings and on the audiocraft score (cosine with eps 1e-8 per pair, then the 
 from __future__ import annotations
 
 import csv
-import importlib.util
 import inspect
 import json
 import os
@@ -27,15 +26,14 @@ from evalkit.backbones.clap import (AUDIO_CFG, DROPPED_KEYS, SYNTHESISED_KEYS, C
                                     _convert, build_clap_hf, clap_config, convert_laion_state_dict, fit_to_length)
 from tests.laion_reference import LaionEmbedder
 from evalkit.backbones.tokenizers import tiny_roberta_tokenizer
-from tests.conftest import MUSIC_DIR, REPO, sine
+from tests.conftest import MUSIC_DIR, REPO, have, needs_reference, reference_test, sine
 
 TOL = 1e-5
 SR = 48000
 N = 480000
-HAVE_LAION = importlib.util.find_spec("laion_clap") is not None
-needs_laion = pytest.mark.skipif(
-    not HAVE_LAION, reason="laion_clap is not installed: the parity tests compare against laion_clap's own CLAP "
-                           "classes, which come with the extra evalkit[reference] (pip install -e '.[reference]')")
+HAVE_LAION = have("laion_clap")
+# the parity tests compare against laion_clap's own CLAP classes: the extra evalkit[reference]
+needs_laion = reference_test("laion_clap")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -454,11 +452,12 @@ def test_embedder_has_clapembedders_interface():
         ClapEmbedder(small, small_info, tok)
 
 
-def test_runs_without_laion_clap_or_torchlibrosa(tmp_path):
-    """Import, build (tiny), embed audio and text with laion_clap, clap_module and torchlibrosa unimportable; and,
-    when a laion-format checkpoint can be made here, load it too."""
+@pytest.mark.parametrize("weights", ["random", pytest.param("laion-checkpoint", marks=needs_reference("laion_clap"))])
+def test_runs_without_laion_clap_or_torchlibrosa(tmp_path, weights):
+    """Import, build (tiny), embed audio and text with laion_clap, clap_module and torchlibrosa unimportable; and
+    (the reference environment, where a laion-format checkpoint can be made) load one too."""
     ckpt = None
-    if HAVE_LAION:
+    if weights == "laion-checkpoint":
         from tests.laion_reference import build_clap
 
         model, _ = build_clap("tiny", vocab_size=261, seed=1)

@@ -17,8 +17,10 @@ import torch
 
 from evalkit.audio import load_audio
 from evalkit.metrics.base import Clip
+from tests.conftest import needs_reference
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = needs_reference("frechet_audio_distance")
 
 
 from tests import test_fad_reference as ref  # the numpy transcription of Google's and torchvggish's recipes

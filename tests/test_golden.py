@@ -9,6 +9,12 @@ One deliberate change since: random-weight CLAP is built on ``transformers.ClapM
 time), whose seeded initialisation differs from laion_clap's, so the ``clap`` entries (summary and per clip) were
 re-recorded then; every other value is still the one of commit 3207dba. On identical weights ClapModel equals
 laion_clap to <= 1.6e-7 (tests/test_clap_backbone.py).
+
+And one fix since: the three ``fad`` summary values were recorded with numpy 1.26's OpenBLAS on two threads, whose
+``eigh`` gives other last bits than on one thread (the recorded values differed from the one-thread ones by 1e-13
+relative). The Frechet step now runs on one BLAS thread (evalkit/metrics/frechet.py), so the recorded values are the
+one-thread ones, which numpy 1.26 and numpy 2.x both reproduce bit for bit, at any core count. Nothing upstream of
+it changed: the FAD statistics are the same bits as before.
 """
 from __future__ import annotations
 

@@ -26,7 +26,8 @@ def test_local_multirun_over_two_models(tmp_path):
 
 
 def test_slurm_launcher_config():
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher",
+                        reason="hydra-submitit-launcher is not installed: needs the extra evalkit[slurm]")
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
         c = compose("config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "model=stereo-large"],
                     return_hydra_config=True)
