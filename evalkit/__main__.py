@@ -3,13 +3,14 @@ stereo MusicGen, shipped prompts, synthesised references, random-weight backbone
 
 Exit status: 0 the run finished and every metric asked for has a number; 2 a setting or an input cannot work (the
 message names it and the fix; no traceback); 3 the run finished but a metric asked for could not be computed (its
-reason is printed where its value would be; ``allow_missing_metrics=true`` makes this 0); 1 anything unexpected.
+reason is printed where its value would be; ``allow_missing_metrics=true`` makes this 0); 130 interrupted (Ctrl-C;
+what is finished is kept); 1 anything unexpected.
 """
 from __future__ import annotations
 
 import sys
 
-EXIT_OK, EXIT_UNEXPECTED, EXIT_INPUT, EXIT_MISSING_METRIC = 0, 1, 2, 3
+EXIT_OK, EXIT_UNEXPECTED, EXIT_INPUT, EXIT_MISSING_METRIC, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 def user_errors() -> tuple[type, ...]:
@@ -29,9 +30,10 @@ def user_errors() -> tuple[type, ...]:
 
 
 def missing_metrics(summary: dict) -> list[str]:
-    """Metrics asked for that have no number, with the reason (metrics that do not apply are not counted)."""
-    return [f"{name}: {e.get('error')}" for name, e in summary.get("metrics", {}).items()
-            if e.get("value") is None and e.get("error")]
+    """Metrics asked for (in ``metrics=``) that have no number, with the reason: could not be computed, or does not
+    apply to this run (a CI job must not pass on a metric it never got)."""
+    return [f"{name}: {e.get('error') or 'not applicable: ' + str(e.get('skipped'))}"
+            for name, e in summary.get("metrics", {}).items() if e.get("value") is None]
 
 
 def print_tables(summary: dict, out) -> None:
@@ -56,6 +58,14 @@ def main() -> None:
 
     # metrics.<m>.protocol=<p> chooses the protocol file (a config group): metrics/<m>=<p>
     sys.argv[1:] = rewrite_overrides(sys.argv[1:])
+    if not any(a.startswith("-") for a in sys.argv[1:]):  # a plain run (no -m sweep, --help, --cfg): check first
+        from evalkit.spec import SpecError, compose
+
+        try:
+            compose(sys.argv[1:])
+        except SpecError as exc:  # Hydra would print a search path and exit 1: one line and exit 2 instead
+            print(f"evalkit: {exc}", file=sys.stderr)
+            sys.exit(EXIT_INPUT)
 
     @hydra.main(config_path="../conf", config_name="config", version_base=None)
     def _main(cfg) -> None:
@@ -72,6 +82,10 @@ def main() -> None:
         except user_errors() as exc:
             print(f"evalkit: {exc}", file=sys.stderr)
             sys.exit(EXIT_INPUT)
+        except KeyboardInterrupt:
+            print(f"\nevalkit: interrupted; what is finished is kept: run the same command again to resume "
+                  f"({HydraConfig.get().runtime.output_dir})", file=sys.stderr)
+            sys.exit(EXIT_INTERRUPTED)
         dist.close()
         if not summary:
             return

@@ -63,6 +63,11 @@ def _prompts_csv(generated: Path, captions, metrics: Sequence[str], folder: Path
         table = {p.id: p.caption for p in load_prompt_file(captions)}
     from evalkit.registry import get_metric
 
+    from evalkit.registry import metric_names
+
+    unknown = [m for m in metrics if m not in metric_names()]
+    if unknown:
+        raise SpecError(f"score(metrics={list(metrics)}): unknown {unknown}; known: {', '.join(metric_names())}")
     readers = [m for m in metrics if get_metric(m).spec.needs_captions]
     lacking = [i for i in ids if not table.get(i, "").strip()]
     if readers and lacking:

@@ -157,7 +157,8 @@ def loudness_lufs(wav: torch.Tensor, sample_rate: int) -> float:
     from scipy.signal import lfilter
 
     if wav.shape[-2] > 5:
-        raise AudioError(f"BS.1770 loudness takes at most 5 channels (torchaudio refuses more), got {wav.shape[-2]}")
+        raise AudioError(f"BS.1770 loudness takes at most 5 channels (torchaudio refuses more), got {wav.shape[-2]}: "
+                         f"downmix the file to stereo, or score it without loudness normalisation (postprocess=none)")
     x = wav.detach().cpu().double().numpy()
     for b, a in _biquad_kweight(sample_rate):
         x = np.clip(lfilter(b, a, x, axis=-1), -1.0, 1.0)

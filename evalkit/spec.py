@@ -31,6 +31,7 @@ VOLATILE_KEYS = ("progress", "num_workers", "overwrite", "device", "cache", "all
 PRECISIONS = ("fp32", "fp16", "bf16")
 BACKBONE_WEIGHTS = ("released", "random")
 CHANNEL_VIEWS = ("mono", "left", "right", "mid", "side")
+BACKBONE_SIZES = ("full", "tiny")
 
 
 class SpecError(ValueError):
@@ -81,10 +82,54 @@ def compose(overrides: Sequence[str] = (), conf_dir: str | Path | None = None):
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    if GlobalHydra.instance().is_initialized():  # inside @hydra.main or another compose: leave it as it is
-        return hydra_compose("config", overrides=rewrite_overrides(overrides), return_hydra_config=True)
-    with initialize_config_dir(config_dir=str(Path(conf_dir or CONF_DIR).resolve()), version_base=None):
-        return hydra_compose("config", overrides=rewrite_overrides(overrides), return_hydra_config=True)
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        if GlobalHydra.instance().is_initialized():  # inside @hydra.main or another compose: leave it as it is
+            return hydra_compose("config", overrides=rewrite_overrides(overrides), return_hydra_config=True)
+        with initialize_config_dir(config_dir=str(Path(conf_dir or CONF_DIR).resolve()), version_base=None):
+            return hydra_compose("config", overrides=rewrite_overrides(overrides), return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise SpecError(composition_message(exc, conf_dir)) from None
+
+
+def composition_message(exc: Exception, conf_dir: str | Path | None = None) -> str:
+    """Hydra's composition error in one line, with the choices where it names a group (and, for a key that does not
+    exist, why ``+key=`` is not the fix: a key nothing reads is refused anyway)."""
+    import re
+
+    text = str(exc)
+    first = text.strip().splitlines()[0]
+    m = re.search(r"Could not (?:load|find) '([\w/.-]+)/([\w.-]+)'", text)
+    if m:
+        group = Path(conf_dir or CONF_DIR) / m[1]
+        options = sorted(f.stem for f in group.glob("*.yaml")) if group.is_dir() else []
+        return f"{m[1]}={m[2]}: no such choice; known: {', '.join(options)}"
+    m = re.search(r"Could not override '([\w.]+)'", text)
+    if m:
+        return f"{m[1]}: no such setting{_nearest_setting(m[1])} (a run's config.yaml lists every setting)"
+    return first
+
+
+def _nearest_setting(key: str) -> str:
+    """`` (did you mean X?)`` for a mistyped ``metrics.<m>.<key>`` or ``generation.<key>``, else ''."""
+    import difflib
+
+    import yaml
+
+    parts = key.split(".")
+    try:
+        if parts[0] == "metrics" and len(parts) == 3:
+            known = set(recipe_from_files(parts[1]))
+        elif parts[0] == "generation" and len(parts) == 2:
+            known = {k for f in (CONF_DIR / "generation").glob("*.yaml") for k in (yaml.safe_load(f.read_text()) or {})}
+        else:
+            return ""
+    except (OSError, StopIteration, KeyError):
+        return ""
+    near = difflib.get_close_matches(parts[-1], sorted(known), n=1)
+    return f" (did you mean {'.'.join(parts[:-1] + near)}?)" if near else ""
 
 
 def metric_recipe(name: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -226,25 +271,9 @@ class RunSpec:
 
     # -- validation --------------------------------------------------------------------------------------------------
     def validate(self, choices: Mapping[str, str] | None = None) -> None:
-        """Out-of-range settings stop the run before any work, each naming the setting."""
-        g = self.generation
-        checks = [
-            (float(g["duration"]) > 0, f"generation.duration={g['duration']}: must be > 0 seconds"),
-            (float(g["guidance_scale"]) >= 1 or float(g["guidance_scale"]) == 0,
-             f"generation.guidance_scale={g['guidance_scale']}: must be >= 1 (1 or 0 = no guidance)"),
-            (int(g["top_k"]) >= 0, f"generation.top_k={g['top_k']}: must be >= 0"),
-            (0 <= float(g["top_p"]) <= 1, f"generation.top_p={g['top_p']}: must be in [0, 1] (0 = off, audiocraft)"),
-            (float(g["temperature"]) > 0, f"generation.temperature={g['temperature']}: must be > 0"),
-            (str(self.batch_size) == "auto" or _int(self.batch_size) >= 1,
-             f"batch_size={self.batch_size}: must be >= 1 or auto"),
-            (_int(self.metric_batch_size) >= 1, f"metric_batch_size={self.metric_batch_size}: must be >= 1"),
-            (str(self.precision) in PRECISIONS, f"precision={self.precision}: one of {', '.join(PRECISIONS)}"),
-            (str(self.backbone_weights) in BACKBONE_WEIGHTS,
-             f"backbone_weights={self.backbone_weights}: released or random"),
-            (self.melody_source in ("reference", "none"), f"melody.source={self.melody_source}: reference or none"),
-            (self.channel_view in CHANNEL_VIEWS, f"channel_view={self.channel_view}: one of {', '.join(CHANNEL_VIEWS)}"),
-        ]
-        for ok, msg in checks:
+        """Out-of-range settings, values of the wrong type and keys that no code reads stop the run before any work,
+        each naming the setting (:class:`SpecError`)."""
+        for ok, msg in self._checks():
             if not ok:
                 raise SpecError(msg)
         from evalkit.stages.audit import AuditSettings
@@ -253,16 +282,76 @@ class RunSpec:
             AuditSettings.from_config(self.audit)
         except (TypeError, ValueError) as exc:
             raise SpecError(str(exc)) from exc
+        self._check_known_keys()
         for name, recipe in self.metrics.items():
-            if "protocol" not in recipe:
-                raise SpecError(f"metrics.{name}: no protocol (conf/metrics/{name}.yaml must select a file of "
-                                f"conf/metrics/{name}/)")
             chosen = (choices or {}).get(f"metrics/{name}")
-            if chosen is not None and chosen != recipe["protocol"]:
+            if chosen is not None and chosen != recipe.get("protocol"):
                 raise SpecError(
-                    f"metrics.{name}.protocol={recipe['protocol']} but the constants are those of "
+                    f"metrics.{name}.protocol={recipe.get('protocol')} but the constants are those of "
                     f"conf/metrics/{name}/{chosen}.yaml: choose a protocol with metrics/{name}=<file> (or "
                     f"metrics.{name}.protocol=<file> on the command line), not by editing its label")
+
+    def _checks(self) -> list[tuple[bool, str]]:
+        g = self.generation
+        num = lambda key, cast=float: _number(g.get(key), f"generation.{key}", cast)  # noqa: E731
+        return [
+            (num("duration") > 0, f"generation.duration={g['duration']}: must be > 0 seconds"),
+            (num("guidance_scale") >= 1 or num("guidance_scale") == 0,
+             f"generation.guidance_scale={g['guidance_scale']}: must be >= 1 (1 or 0 = no guidance)"),
+            (num("top_k", int) >= 0, f"generation.top_k={g['top_k']}: must be >= 0"),
+            (0 <= num("top_p") <= 1, f"generation.top_p={g['top_p']}: must be in [0, 1] (0 = off, audiocraft)"),
+            (num("temperature") > 0, f"generation.temperature={g['temperature']}: must be > 0"),
+            (str(self.batch_size) == "auto" or _int(self.batch_size) >= 1,
+             f"batch_size={self.batch_size}: must be >= 1 or auto"),
+            (_int(self.metric_batch_size) >= 1, f"metric_batch_size={self.metric_batch_size}: must be >= 1"),
+            (str(self.precision) in PRECISIONS, f"precision={self.precision}: one of {', '.join(PRECISIONS)}"),
+            (str(self.backbone_weights) in BACKBONE_WEIGHTS,
+             f"backbone_weights={self.backbone_weights}: released or random"),
+            (str(self.backbone_size) in BACKBONE_SIZES, f"backbone_size={self.backbone_size}: full or tiny"),
+            (self.melody_source in ("reference", "none"), f"melody.source={self.melody_source}: reference or none"),
+            (self.channel_view in CHANNEL_VIEWS, f"channel_view={self.channel_view}: one of {', '.join(CHANNEL_VIEWS)}"),
+        ]
+
+    def _check_known_keys(self) -> None:
+        """A key added with ``+key=value`` that no code reads would be recorded in config.yaml and do nothing: refused,
+        with the nearest known key (``+metrics.kld.pad_chunk=true`` -> did you mean pad_chunks?)."""
+        import difflib
+
+        known = _known_keys(self.metrics, self.postprocess.get("name"))
+        for group, allowed in known.items():
+            node = self.metrics.get(group[len("metrics."):], {}) if group.startswith("metrics.") else \
+                getattr(self, group)
+            unknown = sorted(set(node) - allowed)
+            if unknown:
+                near = difflib.get_close_matches(unknown[0], sorted(allowed), n=1)
+                hint = f" (did you mean {group}.{near[0]}?)" if near else ""
+                raise SpecError(f"{group}.{unknown[0]}: not a setting of {group}, so it would do nothing{hint}; "
+                                f"known: {', '.join(sorted(allowed))}")
+
+
+def _known_keys(metrics: Mapping[str, Any], postprocess_name: str | None) -> dict[str, set[str]]:
+    """The keys each checked group may hold: its conf files' keys (a metric: its run settings and its protocol's
+    constants; generation and audit: config.yaml's and conf/generation/'s)."""
+    import yaml
+
+    out: dict[str, set[str]] = {}
+    for name, recipe in metrics.items():
+        try:
+            out[f"metrics.{name}"] = set(recipe_from_files(name, str(recipe.get("protocol") or "")))
+        except (OSError, KeyError, StopIteration):
+            continue  # a metric defined outside conf/ (tests): nothing to check against
+    gen = {k for f in (CONF_DIR / "generation").glob("*.yaml") for k in (yaml.safe_load(f.read_text()) or {})}
+    out["generation"] = gen
+    base = yaml.safe_load((CONF_DIR / "config.yaml").read_text(encoding="utf-8"))
+    out["audit"] = set(base.get("audit") or {})
+    return out
+
+
+def _number(value: Any, setting: str, cast=float) -> float:
+    try:
+        return cast(value)
+    except (TypeError, ValueError):
+        raise SpecError(f"{setting}={value}: not a number") from None
 
 
 def _int(v: Any) -> int:

@@ -284,3 +284,21 @@ def test_committed_ci_baseline_is_a_real_demo_run():
     p = subprocess.run([sys.executable, "-m", "evalkit.compare", str(base), str(base), "--config",
                         str(repo / "examples" / "tolerances.yaml")], capture_output=True, text=True, cwd=repo)
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_runs_of_another_recipe_or_generation_are_not_compared():
+    """A changed recipe constant (pad_chunks) or generation setting (duration) is another measurement: refused
+    (exit 2), naming the constant; a different seed is run-to-run noise and is compared."""
+    import copy
+
+    from evalkit.report.compare import check_compatible
+
+    base = json.loads((REPO / "examples" / "baseline" / "summary.json").read_text())
+    cur = copy.deepcopy(base)
+    cur["metrics"]["kld"]["recipe"]["pad_chunks"] = True
+    cur["settings"]["generation"]["duration"] = 2.0
+    reasons = check_compatible(base, cur)
+    assert any("kld recipe: pad_chunks differs (baseline False, current True)" in r for r in reasons)
+    assert any("generation: duration differs (baseline 10.0, current 2.0)" in r for r in reasons)
+    assert check_compatible(base, copy.deepcopy(base)) == []
+    assert "seed" not in base["settings"]["generation"]

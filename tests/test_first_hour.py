@@ -122,8 +122,21 @@ def test_folder_mode_prompts_come_from_the_folder(tmp_path):
     caps = tmp_path / "c.csv"
     caps.write_text("id,caption\na,a piano\nzz,unused\n", encoding="utf-8")
     spec = RunSpec.from_overrides(["model=folder", f"model.dir={gen}", f"dataset.captions={caps}"])
-    assert [(p.id, p.caption) for p in load_prompts(spec.dataset)] == [("a", "a piano"), ("b", "")]
+    from evalkit.data.prompts import PromptError
+
+    with pytest.raises(PromptError, match=r"no caption for 1 of the 2 clips of model.dir \(e\.g\. b\)"):
+        load_prompts(spec.dataset)  # a clip without its caption is named, never scored as "empty caption"
+    caps.write_text("id,caption\na,a piano\nb,drums\nzz,unused\n", encoding="utf-8")
+    assert [(p.id, p.caption) for p in load_prompts(spec.dataset)] == [("a", "a piano"), ("b", "drums")]
     assert run_context(spec).captions is True
+    tsv = tmp_path / "p.tsv"
+    tsv.write_text("id\tcaption\np1\tpiano\n", encoding="utf-8")
+    with pytest.raises(PromptError, match=r"\.tsv is none of them"):
+        load_prompts(RunSpec.from_overrides(["dataset=prompts", f"dataset.path={tsv}"]).dataset)
+    txt = tmp_path / "p.txt"
+    txt.write_text("id,caption\np1,piano\n", encoding="utf-8")
+    with pytest.raises(PromptError, match="line 1 looks like a table header"):
+        load_prompts(RunSpec.from_overrides(["dataset=prompts", f"dataset.path={txt}"]).dataset)
 
 
 def _readme_block(section: str, index: int = 0) -> list[str]:
@@ -149,3 +162,59 @@ def test_the_readme_demo_and_folder_mode_commands_run_offline_as_written(tmp_pat
     s = json.loads((tmp_path / "outputs" / "folder-demo" / "summary.json").read_text())
     assert s["n_clips"] == 8 and s["model"]["name"] == "folder"
     assert all(e["value"] is not None for e in s["metrics"].values()), s["metrics"]
+
+
+def test_typos_exit_2_with_the_choices_and_ctrl_c_is_not_a_traceback(tmp_path):
+    for args, msg in ((["metrics=[fadd]"], "metrics=fadd: no such choice; known: chroma, clap, fad, kld, stereo"),
+                      (["model=stereo-mediumm"], "model=stereo-mediumm: no such choice"),
+                      (["+metrics.kld.pad_chunk=true"], "did you mean metrics.kld.pad_chunks?")):
+        p = cli(*args, f"hydra.run.dir={tmp_path / 'o'}")
+        assert p.returncode == 2 and msg in p.stderr and "Traceback" not in p.stderr, p.stderr[-1500:]
+    import evalkit
+    from evalkit.spec import SpecError
+
+    (tmp_path / "a.wav").write_bytes(b"")
+    with pytest.raises(SpecError, match="unknown \\['fadd'\\]"):
+        evalkit.score(tmp_path, metrics=["fadd"])
+    with pytest.raises(SpecError, match="chanel_view: no such setting"):
+        evalkit.evaluate(["chanel_view=side"], out_dir=tmp_path / "x")
+
+
+def test_a_metric_that_does_not_apply_is_still_missing_for_the_exit_status():
+    from evalkit.__main__ import missing_metrics
+
+    s = {"metrics": {"fad": {"value": 1.0}, "clap": {"value": None, "skipped": "no captions"},
+                     "kld": {"value": None, "error": "MetricUnavailable: x"}}}
+    assert missing_metrics(s) == ["clap: not applicable: no captions", "kld: MetricUnavailable: x"]
+
+
+def test_a_killed_run_is_reported_as_unfinished_not_running(tmp_path):
+    import platform
+
+    from evalkit.report.rundir import why_no_summary
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    (tmp_path / "manifest.json").write_text(json.dumps({"status": "running", "pid": pid,
+                                                        "hostname": platform.node(), "start": "t0"}))
+    assert "unfinished" in why_no_summary(tmp_path) and f"process {pid}" in why_no_summary(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({"status": "running", "pid": os.getpid(),
+                                                        "hostname": platform.node()}))
+    assert "still running" in why_no_summary(tmp_path)
+
+
+def test_the_headline_never_prints_a_nonzero_value_as_zero():
+    from evalkit.stages.outputs import _number
+
+    assert (_number(2.99e-06), _number(0.0024), _number(0.0)) == ("2.99e-06", "0.0024", "0.0000")
+
+
+def test_the_side_view_of_dual_mono_says_why_it_is_silent():
+    import torch
+
+    from evalkit.stages.audit import AuditSettings, audit_signal
+    from evalkit.stages.prepare import _scored_signal
+
+    x = torch.sin(torch.arange(32000) * 0.05)[None].repeat(2, 1) * 0.3
+    a = audit_signal(x, 32000, _scored_signal(x, "side"), AuditSettings(), 1.0, "the protocol", "side")
+    assert a.names == ["silent"] and "not silent" in a.flags["silent"] and "dual mono" in a.flags["silent"]

@@ -468,7 +468,8 @@ def test_a_run_records_its_reference_set_and_compare_warns_when_two_differ(tmp_p
     common = ["model=folder", f"model.dir={gen}", "dataset=musiccaps", f"dataset.path={table}", f"reference.dir={refs}",
               "metrics=[kld]", "backbone_weights=random", "backbone_size=tiny", "progress=false"]
     a = evalkit.evaluate(common, out_dir=tmp_path / "a")
-    assert a["reference_set"] == {"dir": str(refs), **ident} and ident["n_ok"] == 3
+    assert {k: a["reference_set"][k] for k in ("dir", *ident)} == {"dir": str(refs), **ident} and ident["n_ok"] == 3
+    assert a["reference_set"]["n_files"] == 3 and len(a["reference_set"]["listing_sha256"]) == 64
     assert "manifest.csv" not in json.dumps(a["unused_files"])  # the manifest is not an unusable clip
     (refs / "ccc.wav").unlink()
     mc.check(refs, mc.load_clips(table), progress=False)  # one reference fewer: another reference set

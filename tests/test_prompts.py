@@ -53,7 +53,7 @@ def test_prompt_files(tmp_path):
 @pytest.mark.parametrize("content, match", [
     ("id,caption\na,hello\nb,\n", "'b'.*empty caption"),
     ("id,caption\na,hello\na,world\n", "duplicate id 'a'"),
-    ("id,text\na,hello\n", "no 'caption'"),
+    ("id,text\na,hello\n", "the header\\) is id, text; a prompts table needs the columns id and caption"),
 ])
 def test_bad_prompt_files(tmp_path, content, match):
     f = tmp_path / "bad.csv"

@@ -143,3 +143,21 @@ def test_compose_outside_and_inside_hydra(demo):
     assert cfg.model.name == "tiny-mono" and "metrics/fad" in cfg.hydra.runtime.choices
     assert RunSpec.from_config(cfg).model["channels"] == 1
     assert demo.melody_source == "none" and RunSpec.from_overrides(["model=tiny-melody"]).melody_source == "reference"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("+metrics.kld.pad_chunk=true", r"metrics\.kld\.pad_chunk: not a setting of metrics\.kld, so it would do nothing "
+                                    r"\(did you mean metrics\.kld\.pad_chunks\?\)"),
+    ("+generation.topk=50", r"generation\.topk: .*did you mean generation\.top_k\?"),
+    ("metrics.kld.pad_chunk=true", r"metrics\.kld\.pad_chunk: no such setting \(did you mean metrics\.kld\.pad_chunks\?\)"),
+    ("metrics=[fadd]", r"metrics=fadd: no such choice; known: chroma, clap, fad, kld, stereo"),
+    ("metrics.fad.protocol=fad-package", r"metrics/fad=fad-package: no such choice; known: audiocraft, "
+                                         r"frechet-audio-distance"),
+    ("generation.guidance_scale=abc", r"generation\.guidance_scale=abc: not a number"),
+    ("backbone_size=small", r"backbone_size=small: full or tiny"),
+    ("audit.silent_below_dbfs=abc", r"audit\.silent_below_dbfs=abc: not a number"),
+])
+def test_a_key_that_does_nothing_and_a_typo_are_named_errors(override, message):
+    """Hydra's own advice for a typo (`+key=value`) would record a key no code reads: refused, with the nearest key."""
+    with pytest.raises(SpecError, match=message):
+        RunSpec.from_overrides([override])

@@ -10,6 +10,8 @@ import csv
 import hashlib
 import io
 import json
+import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -19,6 +21,10 @@ MUSICCAPS_HUB_ID = "google/MusicCaps"
 #: MusicCaps subsets by their boolean column (2,858 and 1,000 rows); `all` keeps every row.
 MUSICCAPS_SUBSETS = {"all": None, "audioset_eval": "is_audioset_eval", "balanced": "is_balanced_subset"}
 DEMO_PROMPTS = Path(__file__).with_name("demo_prompts.csv")
+PROMPT_SUFFIXES = (".txt", ".csv", ".jsonl")
+
+
+log = logging.getLogger("evalkit")
 
 
 class PromptError(ValueError):
@@ -88,8 +94,16 @@ def load_prompt_file(path: str | Path) -> list[Prompt]:
     e.g. an unquoted comma in a caption; not JSON; empty or duplicate id; empty caption) raises
     :class:`PromptError` naming the file and the line."""
     path = Path(path)
+    if path.suffix.lower() not in PROMPT_SUFFIXES:
+        raise PromptError(f"{path}: a prompts file is .txt (one caption a line), .csv or .jsonl (id, caption); "
+                          f"{path.suffix or 'no extension'} is none of them")
     text = _read_text(path)
     src = str(path)
+    if path.suffix.lower() == ".txt":
+        first = next((ln.strip().lower() for ln in text.splitlines() if ln.strip()), "")
+        if re.match(r"^(y?t?id)\s*[,\t;]\s*caption", first):
+            raise PromptError(f"{src}: line 1 looks like a table header ({first!r}), but a .txt file is one caption a "
+                              f"line: save it as .csv (or .jsonl) to use its ids")
     if path.suffix == ".jsonl":
         rows, lines = [], []
         for n, line in enumerate(text.splitlines(), 1):
@@ -118,6 +132,9 @@ def _read_csv(text: str, src: str) -> tuple[list[Prompt], list[int]]:
         header = [h.strip() for h in next(reader)]
     except StopIteration:
         raise PromptError(f"{src}: empty file (expected a header line: id,caption)") from None
+    if "caption" not in header or not ({"id", "ytid"} & set(header)):
+        raise PromptError(f"{src}: line 1 (the header) is {', '.join(header)}; a prompts table needs the columns id "
+                          f"and caption")
     prompts, lines = [], []
     for fields in reader:
         n = reader.line_num
@@ -165,8 +182,19 @@ def load_folder_prompts(folder: str | None, captions: str | None = None) -> list
     paths, _ = list_audio_files(root, "model.dir")
     if not paths:
         raise PromptError(f"model.dir={folder}: no audio files named <id>.wav|flac|mp3|ogg")
-    table = {p.id: p.caption for p in load_prompt_file(captions)} if captions else {}
-    return [Prompt(i, table.get(i, "")) for i in sorted(paths)]
+    if not captions:
+        return [Prompt(i, "") for i in sorted(paths)]
+    table = {p.id: p.caption for p in load_prompt_file(captions)}
+    lacking = [i for i in sorted(paths) if i not in table]
+    if lacking:
+        raise PromptError(f"dataset.captions={captions}: no caption for {len(lacking)} of the {len(paths)} clips of "
+                          f"model.dir (e.g. {', '.join(lacking[:3])}); give every clip its caption, or leave "
+                          f"dataset.captions out (text consistency is then skipped)")
+    orphans = sorted(set(table) - set(paths))
+    if orphans:
+        log.warning("dataset.captions=%s: %d captions have no clip in model.dir (e.g. %s)", captions, len(orphans),
+                    ", ".join(orphans[:3]))
+    return [Prompt(i, table[i]) for i in sorted(paths)]
 
 
 def load_musiccaps_dataset(path: str | None = None, subset: str = "all", split: str = "train"):

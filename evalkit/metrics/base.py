@@ -131,8 +131,8 @@ class Metric:
         self.warnings = []
         if self.count("n_clips") <= 0:
             raise MetricUnavailable(
-                f"no clip was scored ({self.count('n_skipped')} skipped; the reasons are in clips.parquet, column "
-                f"{self.spec.skip_column})")
+                f"no clip was scored: every clip was kept from it (the reasons: summary.json skip_reasons, "
+                f"clips.parquet columns skip_reason and {self.spec.skip_column})")
         return self._compute()
 
     def _compute(self) -> dict[str, float]:

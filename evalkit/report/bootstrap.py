@@ -18,7 +18,8 @@ How a metric's number is built, and so how it is resampled, comes from its ``spe
   ``[F − (q_hi − F̄*), F + (F̄* − q_lo)]`` (F the measured distance, F̄* the draws' mean, q their percentiles): the
   sampling spread at this eval-set size, centred on the measured value. Its estimand is the distance this protocol
   would give, on average, for another eval set of the same size - the quantity a published FAD is a sample of.
-  ``Interval.bias`` holds ``F̄* − F``. For the large-n limit use FAD∞.
+  ``Interval.bias`` holds ``F̄* − F``. The lower bound is clamped at 0 (a distance is never negative). For the
+  large-n limit use FAD∞.
 - ``aggregate: none``: no per-clip decomposition, no interval.
 
 FAD∞ (:func:`fad_inf`) follows fadtk (``microsoft/fadtk: fadtk/fad.py, FrechetAudioDistance.score_inf``):
@@ -249,7 +250,7 @@ def fad_bootstrap(
     return Interval(
         metric=metric,
         value=value,
-        low=value - (q_hi - mean_star),
+        low=max(0.0, value - (q_hi - mean_star)),  # a Fréchet distance is never negative
         high=value + (mean_star - q_lo),
         std=float(stats.std(ddof=1)) if n_boot > 1 else 0.0,
         level=level,

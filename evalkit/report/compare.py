@@ -210,25 +210,44 @@ def check_compatible(baseline: dict, current: dict) -> list[str]:
         bh, ch = _spec(b).get("higher_is_better"), _spec(c).get("higher_is_better")
         if bh is not None and ch is not None and bool(bh) != bool(ch):
             reasons.append(f"{name}: higher_is_better differs (baseline {bh!r}, current {ch!r})")
+        reasons += _setting_differences(f"{name} recipe", b.get("recipe"), c.get("recipe"))
+    bs, cs = baseline.get("settings") or {}, current.get("settings") or {}
+    for group in sorted(set(bs) & set(cs)):
+        reasons += _setting_differences(group, bs[group], cs[group])
     return reasons
 
 
-def reference_set_warnings(baseline: dict, current: dict) -> list[str]:
-    """A warning when the runs name different MusicCaps reference sets (``reference_set.manifest_sha256``), or only
-    one of them names one."""
-    def sha(s: dict) -> str | None:
-        ref = s.get("reference_set")
-        return ref.get("manifest_sha256") if isinstance(ref, dict) else None
-
-    b, c = sha(baseline), sha(current)
-    if b == c:
+def _setting_differences(what: str, b: Any, c: Any) -> list[str]:
+    """One reason per constant that differs between two recorded settings blocks (absent in either: no check)."""
+    if not isinstance(b, dict) or not isinstance(c, dict):
         return []
-    if b and c:
-        return [f"different reference sets: manifest_sha256 {b[:12]}… (baseline) vs {c[:12]}… (current); numbers "
-                "against different MusicCaps clips differ by more than run-to-run noise"]
-    which, other = ("baseline", "current") if b else ("current", "baseline")
-    return [f"only the {which} run names its reference set (reference_set.manifest_sha256); the {other} run's is "
-            "unknown, so the two may have been scored against different MusicCaps clips"]
+    return [f"{what}: {k} differs (baseline {b.get(k)!r}, current {c.get(k)!r}): another recipe, not a regression"
+            for k in sorted(set(b) | set(c), key=str) if b.get(k) != c.get(k)]
+
+
+def reference_set_warnings(baseline: dict, current: dict) -> list[str]:
+    """Warnings when the runs were scored against different inputs: another MusicCaps reference set
+    (``reference_set.manifest_sha256``), another reference folder's contents (``reference_set.listing_sha256``), or
+    another prompt set (``prompt_set_sha256``); also when only one of them says."""
+    def get(s: dict, key: str) -> str | None:
+        ref = s.get("reference_set")
+        return ref.get(key) if isinstance(ref, dict) else None
+
+    out = []
+    for key, what in (("manifest_sha256", "MusicCaps reference sets (manifest_sha256)"),
+                      ("listing_sha256", "reference folders (their files' names, sizes, times)")):
+        b, c = get(baseline, key), get(current, key)
+        if b and c and b != c:
+            out.append(f"different reference sets ({what}): {b[:12]}… (baseline) vs {c[:12]}… (current); numbers "
+                       "against different references differ by more than run-to-run noise")
+        elif bool(b) != bool(c) and key == "manifest_sha256":
+            which, other = ("baseline", "current") if b else ("current", "baseline")
+            out.append(f"only the {which} run names its reference set (reference_set.manifest_sha256); the {other} "
+                       "run's is unknown, so the two may have been scored against different MusicCaps clips")
+    bp, cp = baseline.get("prompt_set_sha256"), current.get("prompt_set_sha256")
+    if bp and cp and bp != cp:
+        out.append(f"different prompt sets (ids and captions): {bp[:12]}… (baseline) vs {cp[:12]}… (current)")
+    return out
 
 
 def _value(entry: Any) -> float:

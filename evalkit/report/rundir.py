@@ -239,6 +239,22 @@ def load_run(path: str | os.PathLike) -> RunRecord:
 
 
 # -- finding run folders ----------------------------------------------------------------------------------------------
+def _process_gone(manifest: dict) -> bool:
+    """True when the manifest names a process on this machine that no longer exists (a killed run)."""
+    import platform
+
+    pid = manifest.get("pid")
+    if not isinstance(pid, int) or manifest.get("hostname") != platform.node():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists, owned by someone else
+        return False
+    return False
+
+
 def why_no_summary(folder: Path) -> str:
     """Why ``folder`` has no summary.json, from its ``manifest.json`` (the run's status and error)."""
     manifest = folder / "manifest.json"
@@ -255,6 +271,9 @@ def why_no_summary(folder: Path) -> str:
         return f"failed run (manifest.json): {data.get('error') or 'no error recorded'}"
     if status == "running":
         since = f", started {data['start']}" if data.get("start") else ""
+        if _process_gone(data):
+            return (f"unfinished (manifest.json{since}): its process {data.get('pid')} on this machine is gone (killed?); "
+                    f"run the same command again to resume it")
         return f"still running (manifest.json{since}): no summary.json yet"
     if status == "finished":
         return "manifest.json says finished, but summary.json is missing"

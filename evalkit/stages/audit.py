@@ -45,11 +45,16 @@ class AuditSettings:
         unknown = sorted(set(skip) - set(FLAGS))
         if unknown:
             raise ValueError(f"audit.skip={list(skip)}: unknown flags {unknown}; known: {list(FLAGS)}")
-        d = node.get("duration_s")
-        return cls(skip=skip, silent_below_dbfs=float(node.get("silent_below_dbfs", -70.0)),
-                   constant_below_dbfs=float(node.get("constant_below_dbfs", -70.0)),
-                   duration_s=float(d) if d is not None else None,
-                   duration_tolerance_s=float(node.get("duration_tolerance_s", 0.05)))
+        def num(key, default):
+            v = node.get(key, default)
+            try:
+                return None if v is None else float(v)
+            except (TypeError, ValueError):
+                raise ValueError(f"audit.{key}={v}: not a number") from None
+
+        return cls(skip=skip, silent_below_dbfs=num("silent_below_dbfs", -70.0),
+                   constant_below_dbfs=num("constant_below_dbfs", -70.0), duration_s=num("duration_s", None),
+                   duration_tolerance_s=num("duration_tolerance_s", 0.05))
 
 
 @dataclass
@@ -81,7 +86,7 @@ def dbfs(x: float) -> str:
 
 
 def audit_signal(wav: torch.Tensor, sample_rate: int, view: torch.Tensor, settings: AuditSettings,
-                 expected_s: float | None, expected_what: str) -> Audit:
+                 expected_s: float | None, expected_what: str, view_name: str = "mono") -> Audit:
     """Audit a loaded clip. ``wav``: ``[C, T]`` as read; ``view``: ``[C', T]``, the signal the metrics score (the
     mono downmix for the card's protocol); ``expected_s``: the duration it should have (``expected_what`` says whose:
     "its reference", "the protocol"). Returns every flag that applies."""
@@ -95,23 +100,27 @@ def audit_signal(wav: torch.Tensor, sample_rate: int, view: torch.Tensor, settin
     if peak > 1.0:
         n = int((wav.abs() > 1.0).sum())
         a.flag("clipped", f"{n} samples beyond ±1 (peak {peak:.3g})")
-    _level_flags(a, wav, view, settings)
+    _level_flags(a, wav, view, settings, view_name)
     _duration_flags(a, settings, expected_s, expected_what)
     return a
 
 
-def _level_flags(a: Audit, wav: torch.Tensor, view: torch.Tensor, settings: AuditSettings) -> None:
+def _level_flags(a: Audit, wav: torch.Tensor, view: torch.Tensor, settings: AuditSettings, view_name: str) -> None:
     x = view.double()
     rms = float(x.pow(2).mean().sqrt()) if x.numel() else 0.0
     silent = 10 ** (settings.silent_below_dbfs / 20)
     if rms < silent:
         channel_rms = wav.double().pow(2).mean(-1).sqrt()
-        if wav.shape[0] > 1 and float(channel_rms.max()) >= silent:
-            levels = ", ".join(dbfs(float(r)) for r in channel_rms)
-            a.flag("silent", f"the scored signal has RMS {dbfs(rms)} although its channels have {levels}: they "
-                             f"cancel (anti-phase, or the channel view is empty)")
-        else:
+        levels = ", ".join(dbfs(float(r)) for r in channel_rms)
+        if float(channel_rms.max()) < silent:
             a.flag("silent", f"RMS {dbfs(rms)} < {settings.silent_below_dbfs:g} dBFS")
+        elif view_name != "mono":
+            why = "its channels are equal (dual mono, or a mono file)" if view_name == "side" else "that channel is silent"
+            a.flag("silent", f"the file is not silent (channels {levels}) but its {view_name} signal is "
+                             f"(RMS {dbfs(rms)}): {why}; channel_view={view_name} has nothing to score here")
+        else:
+            a.flag("silent", f"the mono mix has RMS {dbfs(rms)} although the channels have {levels}: they cancel "
+                             f"(anti-phase)")
         return
     std = float(x.std(dim=-1, unbiased=False).max()) if x.shape[-1] > 1 else 0.0
     if std < 10 ** (settings.constant_below_dbfs / 20):

@@ -105,7 +105,7 @@ def resume_message(out_dir: Path) -> str:
         manifest = {}
     status = manifest.get("status", "unknown")
     how = {"failed": f"the earlier attempt failed ({manifest.get('error')})",
-           "running": "the earlier attempt did not finish (killed?)",
+           "running": "the earlier attempt did not finish (killed, or another process is running it now)",
            "finished": "the earlier attempt finished"}.get(status, "an earlier attempt left it")
     if not any(done.values()):
         return f"{out_dir}: {how}; nothing of it is reusable, running it from the start"
@@ -117,7 +117,7 @@ def write_manifest(spec: RunSpec, out_dir: Path, dist, device, start: float, end
                    error: str | None = None) -> None:
     iso = lambda t: _dt.datetime.fromtimestamp(t, _dt.timezone.utc).isoformat()  # noqa: E731
     eio.write_json(out_dir / "manifest.json", {
-        "status": status, "error": error, "argv": sys.argv, "cwd": os.getcwd(),
+        "status": status, "error": error, "argv": sys.argv, "cwd": os.getcwd(), "pid": os.getpid(),
         "start": iso(start), "end": iso(end) if end else None, "seconds": round(end - start, 3) if end else None,
         "git_sha": git_sha(), "versions": versions(), **device_info(device),
         "seed": int(spec.seed), "world_size": dist.world, "config": spec.to_dict(),

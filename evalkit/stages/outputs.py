@@ -18,6 +18,13 @@ from evalkit.stages.inputs import Inputs
 
 log = logging.getLogger("evalkit")
 
+#: recipe keys that say how a run executes, not what it computes (the checkpoint's identity is recorded apart, as its
+#: sha256): left out of summary.json's ``recipe`` so that compare judges recipes, not paths or batch sizes
+RUN_ONLY_KEYS = ("batch_size", "save_embeddings", "save_probs", "trust_checkpoint", "checkpoint", "reference_stats",
+                 "backbone_weights", "tokenizer")
+#: generation settings meant to give the same samples faster (conf/generation/audiocraft.yaml "Speed")
+SPEED_KEYS = ("cache_implementation", "compile", "compile_mode", "attn_implementation")
+
 RANDOM_WEIGHTS_NOTE = (
     "RANDOM WEIGHTS: the model and/or the metric backbones of this run have random weights. These numbers exercise "
     "the pipeline and say nothing about any released model."
@@ -63,6 +70,9 @@ def metric_entry(m: Metric, df) -> dict[str, Any]:
         for w in m.warnings:
             log.warning("%s: %s", m.name, w)
     entry["spec"] = m.spec.as_dict()
+    from evalkit.spec import thaw
+
+    entry["recipe"] = {k: thaw(v) for k, v in m.recipe.items() if k not in RUN_ONLY_KEYS}
     return entry
 
 
@@ -94,6 +104,19 @@ def unused_files(inputs: Inputs, generator_unused: list[dict[str, str]], df) -> 
     return out
 
 
+def listing_identity(paths: Mapping[str, Path]) -> dict[str, Any]:
+    """A cheap identity of a folder of clips: sha256 over each clip's id, file name, size and modification time
+    (any folder; a MusicCaps folder also has its manifest's sha256)."""
+    import hashlib
+    import json
+
+    items = []
+    for cid, p in sorted(paths.items()):
+        st = Path(p).stat()
+        items.append([cid, Path(p).name, st.st_size, st.st_mtime_ns])
+    return {"listing_sha256": hashlib.sha256(json.dumps(items).encode()).hexdigest(), "n_files": len(items)}
+
+
 def input_accounting(spec: RunSpec, inputs: Inputs, generator_unused, df) -> dict[str, Any]:
     """The summary's account of the inputs: the audit of both sides, unusable references, unused files, the
     reference set's identity."""
@@ -105,7 +128,8 @@ def input_accounting(spec: RunSpec, inputs: Inputs, generator_unused, df) -> dic
     if inputs.references.root is not None and not inputs.references.synthetic:
         from evalkit.data.musiccaps import reference_set_identity
 
-        reference_set = {"dir": str(inputs.references.root), **(reference_set_identity(inputs.references.root) or {})}
+        reference_set = {"dir": str(inputs.references.root), **listing_identity(inputs.references.paths),
+                         **(reference_set_identity(inputs.references.root) or {})}
     return {"audit": audit, "audit_ids": audit_ids, "reference_audit": ref_audit, "reference_audit_ids": ref_audit_ids,
             "n_unusable_reference": len(problems), "unusable_references": problems,
             "unused_files": unused_files(inputs, generator_unused, df), "reference_set": reference_set}
@@ -142,6 +166,26 @@ def paired_summary(df, pairs, n_boot: int = 1000, level: float = 0.95, seed: int
     return out
 
 
+def run_settings(spec: RunSpec, generator_desc: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings besides the metrics' recipes that decide the numbers (compare refuses runs that differ in them):
+    generation (not for existing files; speed settings left out) and its precision, post-processing, the audit
+    policy. The seed is not one of them: runs of two seeds differ by sampling noise, which is what compare measures."""
+    d = spec.to_dict()
+    out = {"postprocess": d["postprocess"], "audit": d["audit"]}
+    if generator_desc.get("name") != "folder" and spec.generator_name != "folder":
+        out["generation"] = {k: v for k, v in d["generation"].items() if k not in SPEED_KEYS}
+        out["generation"]["precision"] = d["precision"]
+    return out
+
+
+def prompt_set_sha256(inputs: Inputs) -> str:
+    """sha256 over the prompt set (ids and captions, in order): two runs on different prompts are told apart."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps([[p.id, p.caption] for p in inputs.prompts]).encode()).hexdigest()
+
+
 def build_summary(spec: RunSpec, out_dir: Path, inputs: Inputs, generator_desc: Mapping[str, Any],
                   metrics: Mapping[str, Metric], skipped_metrics: Mapping[str, str], df,
                   generator_unused: list[dict[str, str]] = ()) -> dict[str, Any]:
@@ -170,6 +214,8 @@ def build_summary(spec: RunSpec, out_dir: Path, inputs: Inputs, generator_desc: 
         "n_skipped": int(df["skip_reason"].notna().sum()),
         "skip_reasons": {str(k): int(v) for k, v in df["skip_reason"].dropna().value_counts().items()},
         "channel_view": str(spec.channel_view),
+        "settings": run_settings(spec, generator_desc),
+        "prompt_set_sha256": prompt_set_sha256(inputs),
         **input_accounting(spec, inputs, list(generator_unused), df),
         "metrics": metrics_out,
     }
@@ -192,6 +238,17 @@ def write_outputs(spec: RunSpec, out_dir: Path, inputs: Inputs, generator, metri
     return summary
 
 
+def _number(v: float) -> str:
+    """4 decimals, or 2 significant digits when those would show a nonzero value as 0.0000."""
+    return f"{v:.2e}" if v != 0 and abs(v) < 5e-5 else f"{v:.4f}"
+
+
+def _is_audit_reason(reason: str) -> bool:
+    from evalkit.stages.audit import FLAGS
+
+    return any(f": {flag} (" in reason for flag in FLAGS)
+
+
 def format_summary(summary: Mapping[str, Any]) -> str:
     """A plain-text results table for the terminal (the report package writes the paper tables)."""
     lines = []
@@ -206,16 +263,20 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         lines.append("audit: " + "; ".join(f"{side} " + ", ".join(f"{f} {n}" for f, n in c.items())
                                           for side, c in flagged if c)
                      + "   (clips.parquet: audit_flags, skip_reason; summary.json: audit_ids)")
+    others = {r: n for r, n in (summary.get("skip_reasons") or {}).items() if not _is_audit_reason(r)}
+    if others:
+        lines.append("skipped for other reasons: " + "; ".join(f"{r} ({n})" for r, n in list(others.items())[:3]))
     if summary.get("unused_files"):
         lines.append(f"unused files: {len(summary['unused_files'])} (summary.json: unused_files)")
     if summary.get("channel_view", "mono") != "mono":
         lines.append(f"channel view: {summary['channel_view']} (the card's protocol scores the mono downmix)")
     lines.append(f"{'metric':<26}{'value':>12}  {'protocol':<24}{'clips':>7}")
     for name, v in summary["metrics"].items():
-        label = (v.get("spec") or {}).get("card_column") or name
+        spec = v.get("spec") or {}
+        label = spec.get("card_column") or (f"{name} ({spec['primary']})" if spec.get("primary", name) != name else name)
         if v.get("value") is None:
             lines.append(f"{label:<26}{'–':>12}  {v.get('skipped') or v.get('error', '')}")
             continue
-        lines.append(f"{label:<26}{v['value']:>12.4f}  {str(v.get('protocol')):<24}{v.get('n_clips', 0):>7}")
+        lines.append(f"{label:<26}{_number(v['value']):>12}  {str(v.get('protocol')):<24}{v.get('n_clips', 0):>7}")
     lines.append(f"run folder: {summary['run_dir']}")
     return "\n".join(lines)

@@ -73,7 +73,7 @@ def load_reference(path: Path | None, settings: PrepareSettings) -> tuple[torch.
     except AudioError as exc:
         return None, None, unreadable(str(exc))
     audit = audit_signal(ref, rsr, _scored_signal(ref, settings.channel_view), settings.audit,
-                         settings.audit.duration_s, "the protocol")
+                         settings.audit.duration_s, "the protocol", settings.channel_view)
     pp = settings.postprocess
     if pp.get("reference_sample_rate") and "non_finite" not in audit.flags:
         ref = convert_audio(ref, rsr, int(pp["reference_sample_rate"]), settings.model_channels or ref.shape[0])
@@ -117,8 +117,9 @@ def prepare_clip(prompt: Prompt, gen_row: Mapping[str, Any], reference_path: Pat
     row: dict[str, Any] = {"id": prompt.id, "skip_reason": None, "reference_problem": None}
     ref, rsr, ref_audit = load_reference(reference_path, settings)
     _record(row, "reference_", ref_audit)
-    if ref_audit is not None and ref_audit.blocking(settings.audit):
-        row["reference_problem"] = f"reference {reference_path}: {ref_audit.reason(ref_audit.blocking(settings.audit))}"
+    if ref_audit is not None and (ref_audit.blocking(settings.audit) or ref is None):
+        flags = ref_audit.blocking(settings.audit) or ref_audit.names
+        row["reference_problem"] = f"reference {reference_path}: {ref_audit.reason(flags)}"
         ref, rsr = None, None
     path = gen_row.get("audio_path")
     if not path:
@@ -131,9 +132,12 @@ def prepare_clip(prompt: Prompt, gen_row: Mapping[str, Any], reference_path: Pat
         gen_audit = unreadable(str(exc))
     else:
         expected = (ref.shape[-1] / rsr, "its reference") if ref is not None else (settings.audit.duration_s, "the protocol")
-        gen_audit = audit_signal(wav, sr, _scored_signal(wav, settings.channel_view), settings.audit, *expected)
+        gen_audit = audit_signal(wav, sr, _scored_signal(wav, settings.channel_view), settings.audit, *expected,
+                                 settings.channel_view)
     _record(row, "", gen_audit)
     blocking = gen_audit.blocking(settings.audit)
+    if "unreadable" in gen_audit.flags and "unreadable" not in blocking:
+        blocking = ["unreadable"]  # whatever the policy: a file that cannot be read cannot be scored
     if blocking:
         row["skip_reason"] = f"generated {path}: {gen_audit.reason(blocking)}"
         return None, row
