@@ -64,8 +64,8 @@ class ClapPart:
         overrides = {"batch_size": batch} if batch else {}
         self.recipe = recipe_from_files("clap", PROTOCOL, model_size=size, checkpoint="random", random_seed=0,
                                         backbone_weights="random", **overrides)
-        self.metric = None
         self.metric = _evalkit_metric(self.recipe, *self._laion(size, build_clap), device)
+        self.laion.model.to(self.metric.device)
         self.build_s = time.perf_counter() - t0
         self.clips = clips
         emb = self.metric.embedder

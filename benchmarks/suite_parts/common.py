@@ -72,10 +72,18 @@ class Recorder:
         """Seconds to run every recorded call again, back to back, through ``fn`` (default: the original)."""
         fn = fn or self.original
         with torch.inference_mode():
+            sync()
             t0 = time.perf_counter()
             for args, kwargs in self.calls:
                 fn(*args, **kwargs)
+            sync()
             return time.perf_counter() - t0
+
+
+def sync() -> None:
+    """Wait for queued CUDA work (timings on a GPU); nothing on a CPU."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 def _clone(x):

@@ -63,8 +63,11 @@ class KldPart:
         self.wrapper = _package_wrapper(self.metric.model.net)
         self.build_s = time.perf_counter() - t0
         self.clips = clips
+        self.wrapper.to(self.metric.device)
+        original = self.wrapper.forward
+        dev = self.metric.device
         self.clock = Clock()
-        self.clock.patch(self.wrapper, "forward")
+        self.wrapper.forward = self.clock.wrap(lambda x: original(x.to(dev)).cpu())  # audiocraft: model(wav.to(device))
         self.recorder = Recorder(self.metric.model, "forward")
 
     def info(self) -> dict:
@@ -80,7 +83,7 @@ class KldPart:
         with torch.inference_mode():
             x = torch.zeros(1, 32000)
             self.wrapper(x)
-            self.metric.model(x)
+            self.metric.model(x.to(self.metric.device))
 
     def reference(self) -> Outcome:
         from evalkit.audio import load_audio

@@ -18,6 +18,7 @@ after the other on all of them (PaSST at batch 1: 1.3x on 2 cores under load).
 from __future__ import annotations
 
 import contextlib
+import threading
 from abc import ABC, abstractmethod
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
@@ -51,22 +52,57 @@ def all_finite(x: torch.Tensor) -> bool:
     return bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))
 
 
+_POOL: Any = None
+_POOL_LOCK = threading.Lock()
+_LOCAL = threading.local()
+
+
+def _pool(workers: int):
+    """One process-wide pool of forward workers, grown on demand and reused: threads created per call would leave a
+    malloc arena each behind (peak memory growing with the number of batches)."""
+    global _POOL
+    from concurrent.futures import ThreadPoolExecutor
+
+    with _POOL_LOCK:
+        if _POOL is None or _POOL._max_workers < workers:
+            old, _POOL = _POOL, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="evalkit-forward")
+            if old is not None:
+                old.shutdown(wait=False)
+        return _POOL
+
+
 def run_calls(fn: Callable[[T], R], items: Sequence[T], workers: int) -> list[R]:
     """``[fn(x) for x in items]``, computed on up to ``workers`` threads with one intra-op thread each (independent
     forward calls side by side instead of one after the other on every core). Results in order; the same values as
-    the sequential loop (outputs do not depend on the thread count). ``workers <= 1`` or one item: the plain loop."""
-    if workers <= 1 or len(items) <= 1:
+    the sequential loop (outputs do not depend on the thread count). ``workers <= 1``, one item, or a call from
+    inside a worker: the plain loop."""
+    items = list(items)
+    if workers <= 1 or len(items) <= 1 or getattr(_LOCAL, "worker", False):
         return [fn(x) for x in items]
-    from concurrent.futures import ThreadPoolExecutor
+    results: list[Any] = [None] * len(items)
+    next_item = iter(range(len(items)))
+    lock = threading.Lock()
 
-    def one(x: T) -> R:
-        with torch.inference_mode(), cpu_threads(1):
-            return fn(x)
+    def runner() -> None:
+        _LOCAL.worker = True
+        try:
+            with torch.inference_mode(), cpu_threads(1):
+                while True:
+                    with lock:
+                        i = next(next_item, None)
+                    if i is None:
+                        return
+                    results[i] = fn(items[i])
+        finally:
+            _LOCAL.worker = False
 
-    with ThreadPoolExecutor(max_workers=min(int(workers), len(items)), thread_name_prefix="evalkit-forward") as pool:
-        return list(pool.map(one, items))
+    from concurrent.futures import wait
 
-from evalkit.backbones.weights import Checkpoint, read_state_dict
+    futures = [_pool(workers).submit(runner) for _ in range(min(int(workers), len(items)))]
+    wait(futures)  # every runner has stopped before an error is raised
+    for f in futures:
+        f.result()
+    return results
 
 
 class Backbone(ABC):

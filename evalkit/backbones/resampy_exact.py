@@ -26,6 +26,7 @@ many rates. 1-D float input only; anything else goes to resampy.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 
@@ -146,16 +147,17 @@ def _taps_general(x, win, delta, step, n_arr, offl, etal, imax, offr, etar, kmax
             y[t0 + j] = acc[j]
 
 
-def _resample(x: np.ndarray, sr_orig: int, sr_new: int) -> np.ndarray:
-    """The computation of ``resampy.core.resample`` (kaiser_best, 1-D) with the kernels above."""
+@functools.lru_cache(maxsize=16)
+def _plan(n_in: int, sr_orig: int, sr_new: int) -> tuple:
+    """Everything of a resampling that does not depend on the samples (filter, per-output constants, weights),
+    computed once per input length and rates: clips of one length share it."""
     from resampy.filters import get_filter
 
     k = _jit()
     sample_ratio = float(sr_new) / sr_orig
-    n_out = int(x.shape[0] * float(sr_new) / float(sr_orig))
+    n_out = int(n_in * float(sr_new) / float(sr_orig))
     if n_out < 1:
-        raise ValueError(f"Input signal length={x.shape[0]} is too small to resample from {sr_orig}->{sr_new}")
-    y = np.zeros(n_out, dtype=x.dtype)
+        raise ValueError(f"Input signal length={n_in} is too small to resample from {sr_orig}->{sr_new}")
     interp_win, precision, _ = get_filter("kaiser_best")
     if sample_ratio < 1:
         interp_win = sample_ratio * interp_win
@@ -164,20 +166,31 @@ def _resample(x: np.ndarray, sr_orig: int, sr_new: int) -> np.ndarray:
     t_out = np.arange(n_out) * (1.0 / sample_ratio)
     p = [np.empty(n_out, np.int64), np.empty(n_out, np.int64), np.empty(n_out), np.empty(n_out, np.int64),
          np.empty(n_out, np.int64), np.empty(n_out), np.empty(n_out, np.int64)]
-    k["params"](t_out, interp_win.shape[0], x.shape[0], precision, scale, *p)
+    k["params"](t_out, interp_win.shape[0], n_in, precision, scale, *p)
     n_arr, offl, etal, imax, offr, etar, kmax = p
     step = int(scale * precision)
     c = int(n_arr[1] - n_arr[0]) if n_out > 1 else 0
     if c >= 1 and all((a == a[0]).all() for a in (offl, etal, offr, etar)) and np.array_equal(
             n_arr, c * np.arange(n_out)):
+        wl = k["weights"](interp_win, interp_delta, offl[0], etal[0], step, max(int(imax.max()), 0))
+        wr = k["weights"](interp_win, interp_delta, offr[0], etar[0], step, max(int(kmax.max()), 0))
+        return n_out, ("uniform", c, wl, wr, imax, kmax)
+    return n_out, ("general", interp_win, interp_delta, step, *p)
+
+
+def _resample(x: np.ndarray, sr_orig: int, sr_new: int) -> np.ndarray:
+    """The computation of ``resampy.core.resample`` (kaiser_best, 1-D) with the kernels above."""
+    n_out, plan = _plan(int(x.shape[0]), int(sr_orig), int(sr_new))
+    y = np.zeros(n_out, dtype=x.dtype)
+    k = _jit()
+    if plan[0] == "uniform":
+        _, c, wl, wr, imax, kmax = plan
         xs = np.zeros((c, -(-x.shape[0] // c)), x.dtype)
         for r in range(c):
             xs[r, :len(x[r::c])] = x[r::c]
-        wl = k["weights"](interp_win, interp_delta, offl[0], etal[0], step, max(int(imax.max()), 0))
-        wr = k["weights"](interp_win, interp_delta, offr[0], etar[0], step, max(int(kmax.max()), 0))
         k["uniform"](xs, wl, wr, c, imax, kmax, y)
     else:
-        k["general"](x, interp_win, interp_delta, step, *p, y)
+        k["general"](x, *plan[1:], y)
     return y
 
 
