@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from evalkit.audio import AudioError, convert_audio
+from evalkit.backbones.base import all_finite, cpu_threads, run_calls
 from evalkit.backbones.clap import (AUDIO_CFG, CROPS, FILLS, ClapBackbone, ClapEmbedder, ClapError, fit_to_length,
                                     quantize_int16)
 from evalkit.backbones.tokenizers import (CHECK_CAPTION, ROBERTA_DOWNLOAD_HINT, TokenizerError, check_tokenizer,
@@ -125,7 +126,7 @@ class ClapScore(Metric):
         if audio.dim() == 1:
             audio = audio[None]
         audio = audio.to(torch.float32)
-        if not bool(torch.isfinite(audio).all()):
+        if not all_finite(audio):
             raise AudioError("audio holds NaN or infinite samples")
         wav = convert_audio(audio, int(clip.sample_rate), self.sample_rate, 1)[0]
         wav, longer = fit_to_length(wav, self.max_samples, crop=self.crop, fill=self.fill)
@@ -136,6 +137,36 @@ class ClapScore(Metric):
     def cosine(self, audio_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.cosine_similarity(audio_emb, text_emb, dim=1, eps=self.eps)
 
+    def _prepare_all(self, clips: Sequence[Clip], out: dict[str, ClipResult]
+                     ) -> list[tuple[str, str, torch.Tensor, bool]]:
+        """``(id, caption, model input, longer)`` of each scorable clip; skipped clips go to ``out`` with the reason.
+        On a CPU the clips are prepared side by side on the intra-op threads' count of workers, one thread each
+        (resampling is small ops; a clip's result does not depend on where it was computed)."""
+        ready: list[tuple[str, str, torch.Tensor, bool]] = []
+        seen: set[str] = set()
+        for clip in clips:
+            if clip.id in seen:
+                raise ValueError(f"clip id {clip.id!r} appears twice in one batch")
+            seen.add(clip.id)
+        cpu = self.device.type == "cpu"
+        workers = torch.get_num_threads() if cpu else 1
+        with cpu_threads(1 if cpu else None):
+            prepared = run_calls(self._try_prepare, list(clips), workers)
+        for clip, (inputs, why) in zip(clips, prepared):
+            if why is not None:
+                out[clip.id] = self.skip(why)
+            else:
+                ready.append((clip.id, clip.caption, *inputs))
+        return ready
+
+    def _try_prepare(self, clip: Clip) -> tuple[tuple[torch.Tensor, bool] | None, str | None]:
+        if not isinstance(clip.caption, str) or not clip.caption.strip():
+            return None, "empty caption"
+        try:
+            return self.prepare(clip), None
+        except AudioError as exc:
+            return None, str(exc)
+
     def update(self, clips: Sequence[Clip]) -> dict[str, ClipResult]:
         """Cosine similarity of each clip's audio embedding with its own caption's (``clip.caption``; pairs by id).
 
@@ -144,21 +175,7 @@ class ClapScore(Metric):
         caption or unusable audio (empty, non-finite) is skipped with the reason. Raises ``ValueError`` when a clip id
         appears twice in one batch (two captions for one audio)."""
         out: dict[str, ClipResult] = {}
-        ready: list[tuple[str, str, torch.Tensor, bool]] = []
-        seen: set[str] = set()
-        for clip in clips:
-            if clip.id in seen:
-                raise ValueError(f"clip id {clip.id!r} appears twice in one batch")
-            seen.add(clip.id)
-            if not isinstance(clip.caption, str) or not clip.caption.strip():
-                out[clip.id] = self.skip("empty caption")
-                continue
-            try:
-                wav, longer = self.prepare(clip)
-            except AudioError as exc:
-                out[clip.id] = self.skip(str(exc))
-                continue
-            ready.append((clip.id, clip.caption, wav, longer))
+        ready = self._prepare_all(clips, out)
         for start in range(0, len(ready), self.batch_size):
             chunk = ready[start:start + self.batch_size]
             a = self.embedder.embed_audio([c[2].to(self.device) for c in chunk], [c[3] for c in chunk])

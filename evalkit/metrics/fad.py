@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from evalkit.audio import AudioError, convert_audio, i16_pcm, peak_normalize, resample, to_channels
+from evalkit.backbones.base import all_finite, cpu_threads, run_calls
 from evalkit.backbones.vggish import EMBEDDING_DIM, LogMel, VGGishBackbone, VGGishError
 from evalkit.backbones.weights import CheckpointError, UnsafeCheckpointError, resolve_checkpoint
 from evalkit.metrics.base import Clip, ClipResult, Metric, MetricUnavailable
@@ -47,6 +48,9 @@ class FADError(ValueError):
 
 
 def _resampy(x: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """``resampy.resample(x, from_rate, to_rate)`` (kaiser_best), as ``frechet_audio_distance`` 0.3.4's
+    ``load_audio_task`` calls it. resampy's kernel releases the GIL, so the scoring stage's preparation workers run
+    it side by side on different clips."""
     import resampy
 
     return resampy.resample(x, int(from_rate), int(to_rate))
@@ -113,7 +117,7 @@ class FAD(Metric):
     def _samples(self, wav: torch.Tensor, sr: int, crop: int | None) -> torch.Tensor:
         """``[C, T]`` -> 1-D float64 samples at 16 kHz, ready to window. Raises :class:`AudioError`."""
         r = self.recipe
-        if not torch.isfinite(wav).all():
+        if not all_finite(wav):
             raise AudioError("the audio holds NaN or infinite samples")
         wav = wav.detach().cpu().float()
         solver_sr = r.get("solver_sample_rate")
@@ -172,8 +176,9 @@ class FAD(Metric):
         Raises :class:`FrechetError` if VGGish itself returns non-finite embeddings."""
         jobs: list[tuple[str, str, torch.Tensor]] = []  # (clip id, side, examples)
         results: dict[str, ClipResult] = {}
+        prepared = iter(self._prepare_sides(clips))
         for clip in clips:
-            results[clip.id] = self._prepare_pair(clip, jobs)
+            results[clip.id] = self._prepare_pair(clip, jobs, prepared)
         if not jobs:
             return results
         emb = self.model.embed(torch.cat([e for _, _, e in jobs]), self.batch_size).cpu()
@@ -190,13 +195,28 @@ class FAD(Metric):
                 results[cid].arrays[f"fad_{side}_emb"] = np.array(e, dtype=np.float32)
         return results
 
-    def _prepare_pair(self, clip: Clip, jobs: list) -> ClipResult:
-        """Both sides' examples appended to ``jobs``; the clip's result with the reasons of a skipped side.
-        audiocraft writes each side's wav on its own: a failure on one side drops only that side."""
+    def _prepare_sides(self, clips: Sequence[Clip]) -> list[tuple[torch.Tensor | None, str | None]]:
+        """:meth:`_prepare` of every side to embed, in order (generated, then reference if any, per clip). On a CPU
+        the sides are prepared side by side on the intra-op threads' count of workers, one thread each (resampling and
+        log-mel are small ops; each side's result does not depend on where it was computed)."""
+        tasks = []
+        for clip in clips:
+            crop = _crop_length(clip, self.recipe)
+            tasks.append((clip.audio, clip.sample_rate, crop, "generated"))
+            if self.uses_reference_audio and clip.reference is not None:
+                tasks.append((clip.reference, int(clip.reference_sr or clip.sample_rate), crop, "reference"))
+        cpu = self._fe_device.type == "cpu"
+        workers = torch.get_num_threads() if cpu else 1
+        with cpu_threads(1 if cpu else None):
+            return run_calls(lambda t: self._prepare(*t), tasks, workers)
+
+    def _prepare_pair(self, clip: Clip, jobs: list, prepared) -> ClipResult:
+        """Both sides' examples (the next items of ``prepared``) appended to ``jobs``; the clip's result with the
+        reasons of a skipped side. audiocraft writes each side's wav on its own: a failure on one side drops only that
+        side."""
         res = ClipResult(values={"fad_windows": 0})
         reasons = []
-        crop = _crop_length(clip, self.recipe)
-        ex, why = self._prepare(clip.audio, clip.sample_rate, crop, "generated")
+        ex, why = next(prepared)
         if ex is None:
             reasons.append(why)
             self.state["n_gen_skipped"] += 1
@@ -205,10 +225,7 @@ class FAD(Metric):
             self.state["n_clips"] += 1
         if self.uses_reference_audio:
             res.values["fad_ref_windows"] = 0
-            if clip.reference is None:
-                ex, why = None, "no reference audio"
-            else:
-                ex, why = self._prepare(clip.reference, int(clip.reference_sr or clip.sample_rate), crop, "reference")
+            ex, why = (None, "no reference audio") if clip.reference is None else next(prepared)
             if ex is None:
                 reasons.append(why)
                 self.state["n_ref_skipped"] += 1

@@ -39,7 +39,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from evalkit.audio import AudioError, check_finite, convert_audio, peak_normalize, to_channels
+from evalkit.audio import AudioError, convert_audio, peak_normalize, to_channels
+from evalkit.backbones.base import all_finite, cpu_threads, run_calls
 from evalkit.backbones.passt import MelConfig, PasstBackbone, PasstClassifier, min_input_samples
 from evalkit.backbones.weights import Checkpoint, CheckpointError, resolve_checkpoint
 from evalkit.metrics.base import Clip, ClipResult, Metric
@@ -103,6 +104,22 @@ def collect_rows(logits: torch.Tensor, collect: str) -> torch.Tensor:
     raise ValueError(f"metrics.kld.collect={collect!r}: expected rows, mean_probs or mean_logits")
 
 
+def default_batch_size(setting: Any, device: torch.device, model_size: str) -> int:
+    """PaSST inputs per forward pass: ``batch_size`` when set, else per device (``conf/metrics/kld.yaml``: null).
+
+    CUDA: 16. CPU: 1 for the full-size PaSST: a forward pass at 10 s is compute-bound already at batch 1 and larger
+    batches are slower per input (batch 4: +13 %; their attention matrices, 68 MB per input and layer, leave the
+    cache), and batch 1 lets independent passes run side by side on the cores (:meth:`KLD.logits`).
+    ``model_size=tiny`` keeps 16 on the CPU too, although batch 1 would be faster there as well (measured: 18 vs 31 ms
+    per input on one thread): batching moves PaSST's outputs by float rounding (~1e-7), and the tiny model's numbers
+    are pinned by ``tests/test_golden.py``."""
+    if setting:
+        return max(1, int(setting))
+    if torch.device(device).type == "cpu" and model_size == "full":
+        return 1
+    return 16
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The metric
 # ---------------------------------------------------------------------------------------------------------------
@@ -145,7 +162,7 @@ class KLD(Metric):
         self.model_size = r.get("model_size", "full") or "full"
         if self.model_size not in ("full", "tiny"):
             raise ValueError(f"metrics.kld.model_size={self.model_size!r}: expected full or tiny")
-        self.batch_size = max(1, int(r.get("batch_size") or 16))
+        self.batch_size = default_batch_size(r.get("batch_size"), self.device, self.model_size)
         self.mel_cfg = MelConfig.from_recipe(r)
         self.min_model_samples = min_input_samples(self.mel_cfg)
         self._checkpoint: Checkpoint | None = None
@@ -183,7 +200,8 @@ class KLD(Metric):
     # -- audio -> model inputs -----------------------------------------------------------------------------------------
     def _to_model_rate(self, wav: torch.Tensor, sr: int, what: str) -> torch.Tensor:
         """``[C, T]`` at ``sr`` -> mono ``[T]`` float32 at 32 kHz, the protocol's way."""
-        check_finite(wav, what)
+        if not all_finite(wav):
+            raise AudioError(f"{what}: the audio holds NaN or infinite samples")
         wav = wav.float()
         if self.recipe["resampler"] == "julius":
             out = convert_audio(wav, sr, self.sample_rate, 1)[0]
@@ -235,19 +253,24 @@ class KLD(Metric):
     # -- forward pass, batched across clips ----------------------------------------------------------------------------
     def logits(self, segments: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """PaSST logits (float32, CPU) for each ``[T]`` segment; segments of equal length share a forward pass,
-        at most ``batch_size`` at a time."""
+        at most ``batch_size`` at a time. On a CPU the forward passes run side by side on the intra-op threads'
+        count of workers, one thread each (:func:`~evalkit.backbones.base.run_calls`: the same passes, the same
+        values as one after the other)."""
         out: list[torch.Tensor | None] = [None] * len(segments)
         by_len: dict[int, list[int]] = defaultdict(list)
         for i, s in enumerate(segments):
             by_len[int(s.shape[-1])].append(i)
+        parts = [idx[k:k + self.batch_size] for _, idx in sorted(by_len.items())
+                 for k in range(0, len(idx), self.batch_size)]
         model = self.model
-        for _, idx in sorted(by_len.items()):
-            for k in range(0, len(idx), self.batch_size):
-                part = idx[k:k + self.batch_size]
-                batch = torch.stack([segments[i] for i in part]).to(self.device, torch.float32)
-                res = model(batch).float().cpu()
-                for j, i in enumerate(part):
-                    out[i] = res[j]
+
+        def forward(part: list[int]) -> torch.Tensor:
+            return model(torch.stack([segments[i] for i in part]).to(self.device, torch.float32)).float().cpu()
+
+        workers = torch.get_num_threads() if self.device.type == "cpu" else 1
+        for part, res in zip(parts, run_calls(forward, parts, workers)):
+            for j, i in enumerate(part):
+                out[i] = res[j]
         return out  # type: ignore[return-value]
 
     def probabilities(self, clips_segments: Sequence[list[torch.Tensor]]) -> list[torch.Tensor]:
@@ -273,13 +296,14 @@ class KLD(Metric):
         one PaSST input) is skipped with the reason."""
         results: dict[str, ClipResult] = {}
         ready: list[tuple[Clip, list[torch.Tensor], list[torch.Tensor]]] = []
-        for clip in clips:
-            try:
-                gen, ref = self.prepare(clip)
-            except AudioError as exc:
-                results[clip.id] = self.skip(str(exc))
-                continue
-            ready.append((clip, gen, ref))
+        with cpu_threads(1 if self.device.type == "cpu" else None):  # small ops: one thread (backbones/base.py)
+            for clip in clips:
+                try:
+                    gen, ref = self.prepare(clip)
+                except AudioError as exc:
+                    results[clip.id] = self.skip(str(exc))
+                    continue
+                ready.append((clip, gen, ref))
         if not ready:
             return results
         probs = self.probabilities([segs for _, g, r in ready for segs in (g, r)])

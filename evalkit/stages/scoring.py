@@ -12,8 +12,9 @@
   the cache), and kept in the score cache (``cache.scores``) under a hash of the recipe, the backbone's identity and
   the exact clip contents: a later run scoring the same audio with the same recipe reads it back.
 - Rank 0 merges every rank's states (sums) after a barrier: N processes give the one-process number.
-- Audio decoding, resampling and post-processing (stage 3) of batch i+1 run in worker threads while the metrics
-  compute on batch i (soundfile, julius and numpy release the GIL).
+- Audio decoding, resampling and post-processing (stage 3) of the next batches run in worker threads while the
+  metrics compute on batch i (:class:`Prefetcher`: one task per clip, two batches ahead, one intra-op thread each;
+  soundfile, julius and numpy release the GIL).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from evalkit import io as eio
+from evalkit.backbones.base import cpu_threads
 from evalkit.metrics.base import Clip, ClipResult, Metric, RunContext
 from evalkit.registry import get_metric
 from evalkit.spec import RunSpec
@@ -141,6 +143,40 @@ def update_metric(m: Metric, clips: list[Clip], cache: ScoreCache | None) -> dic
     return results
 
 
+class Prefetcher:
+    """Stage 3 for the batches to come, in worker threads, while the metrics score the current one: every clip is its
+    own task (the clips of a batch are read side by side, so the first batch waits half as long on two workers), up
+    to ``ahead`` batches ahead of the one being scored, each task on one intra-op thread (the metrics' forward passes
+    own the others: evalkit/backbones/base.py). ``get(i)`` returns batch i's clips (those that can be scored) and every
+    prompt's row, in prompt order."""
+
+    def __init__(self, prepare, batches: list, workers: int, ahead: int = 2) -> None:
+        self.prepare, self.batches, self.ahead = prepare, batches, int(ahead)
+        self.pool = ThreadPoolExecutor(max_workers=max(1, int(workers)), thread_name_prefix="evalkit-prepare")
+        self.futures: dict[int, list] = {}
+        self.submitted = 0
+
+    def _one(self, prompt):
+        with cpu_threads(1):
+            return self.prepare(prompt)
+
+    def get(self, i: int) -> tuple[list[Clip], dict[str, dict[str, Any]]]:
+        while self.submitted < len(self.batches) and self.submitted <= i + self.ahead:
+            self.futures[self.submitted] = [self.pool.submit(self._one, p) for p in self.batches[self.submitted]]
+            self.submitted += 1
+        clips, rows = [], {}
+        for p, future in zip(self.batches[i], self.futures.pop(i)):
+            clip, row = future.result()
+            if clip is not None:
+                clips.append(clip)
+            rows[p.id] = row
+        return clips, rows
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.futures.clear()
+
+
 class Scorer:
     def __init__(self, spec: RunSpec, metrics: dict[str, Metric], out_dir: Path, dist) -> None:
         self.spec, self.metrics, self.out, self.dist = spec, metrics, Path(out_dir), dist
@@ -162,31 +198,21 @@ class Scorer:
         done = self._load_state(len(batches))
         todo = [b for b in range(len(batches)) if b % self.dist.world == self.dist.rank
                 and not (b in done and self._rows_path(b).exists())]
-        pool = ThreadPoolExecutor(max_workers=max(1, int(self.spec.num_workers or 0) or 2))
-        load = lambda b: pool.submit(self._prepare_batch, batches[b], inputs, gen_rows)  # noqa: E731
-        futures = {todo[0]: load(todo[0])} if todo else {}
+        prepare = lambda p: prepare_clip(p, gen_rows[p.id], inputs.references.get(p.ref_key), self.settings)  # noqa
+        prefetch = Prefetcher(prepare, [batches[b] for b in todo], max(1, int(self.spec.num_workers or 0) or 2))
         total = sum(len(batches[b]) for b in todo)
-        with progress_bar(total, self.spec.progress and self.dist.rank == 0, "score", "clip") as bar:
-            for i, b in enumerate(todo):
-                if i + 1 < len(todo):
-                    futures[todo[i + 1]] = load(todo[i + 1])
-                clips, rows = futures.pop(b).result()
-                self._score_batch(b, clips, rows, done, len(batches))
-                bar.update(len(batches[b]))
-        pool.shutdown()
+        try:
+            with progress_bar(total, self.spec.progress and self.dist.rank == 0, "score", "clip") as bar:
+                for i, b in enumerate(todo):
+                    clips, rows = prefetch.get(i)
+                    self._score_batch(b, clips, rows, done, len(batches))
+                    bar.update(len(batches[b]))
+        finally:
+            prefetch.close()
         self.dist.barrier()
         if self.dist.world > 1:
             self._merge_ranks()
         return self._read_rows(len(batches))
-
-    def _prepare_batch(self, chunk, inputs: Inputs, gen_rows) -> tuple[list[Clip], dict[str, dict[str, Any]]]:
-        clips, rows = [], {}
-        for p in chunk:
-            clip, row = prepare_clip(p, gen_rows[p.id], inputs.references.get(p.ref_key), self.settings)
-            if clip is not None:
-                clips.append(clip)
-            rows[p.id] = row
-        return clips, rows
 
     def _score_batch(self, b: int, clips: list[Clip], rows: dict[str, dict[str, Any]], done: set[int],
                      n_batches: int) -> None:

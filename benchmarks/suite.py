@@ -1,0 +1,161 @@
+"""Metric throughput at full size: evalkit vs the tools it replaces, and vs the backbone floor, in one run.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/suite.py --device cpu --size full --json benchmarks/results/cpu-full.json
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/suite.py --only fad,chroma --clips 8 --rounds 1   # a quick look
+
+Per metric, three contenders on the same files (``suite_parts/data.py``: 32 pairs of 10 s music built from the
+shared clips), the same weights (random: speed does not depend on their values) and the same machine:
+
+* ``reference``: the tool evalkit replaces, run its own way (FAD: the ``frechet_audio_distance`` package's
+  ``score``; KLD: audiocraft's clip-by-clip loop on hear21passt's own wrapper; CLAP: laion_clap's ``CLAP_Module``
+  per clip, audio then caption; chroma: one pair per update), reading the files itself;
+* ``evalkit``: the run's scoring stage (``Scorer.score``: prefetching workers read, audit and prepare batch i+1 while
+  the metric updates on batch i) then ``compute()``, cold (no score cache);
+* ``floor``: evalkit's backbone calls alone, on the same batches (recorded during its run, replayed back to back);
+  for chroma, which has no network, the STFT + chroma filter bank.
+
+Rounds alternate the contenders (reference, evalkit, floor, then rotated) and each contender's best round counts,
+so that load from other processes hits all of them. Every line reports clips/s, ``ratio`` (evalkit / reference),
+``floor_fraction`` (floor time / evalkit time) and ``reference_floor_fraction`` (the reference's own backbone time /
+its total), whether the two numbers agree, the seconds of every round, threads, batch sizes and the load average.
+The JSON is rewritten after every metric.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from suite_parts.common import best, load_average  # noqa: E402
+
+METRICS = ("fad", "kld", "clap", "chroma")
+#: default rounds per metric on a CPU: KLD (64 inputs through the 20 s PaSST) takes minutes per contender
+ROUNDS = {"fad": 3, "kld": 1, "clap": 2, "chroma": 5}
+
+
+def build_part(name: str, clips, tmp: Path, args):
+    import importlib
+
+    mod = importlib.import_module(f"suite_parts.{name}")
+    cls = {"fad": "FadPart", "kld": "KldPart", "clap": "ClapPart", "chroma": "ChromaPart"}[name]
+    return getattr(mod, cls)(clips, tmp, args.size, args.batch.get(name), args.device)
+
+
+def run_rounds(part, rounds: int) -> dict[str, list]:
+    """``rounds`` rounds, contenders rotated between rounds; every outcome kept."""
+    order = ["reference", "evalkit", "floor"]
+    out: dict[str, list] = {k: [] for k in order}
+    for r in range(rounds):
+        for name in order[r % 3:] + order[:r % 3]:
+            o = getattr(part, name)()
+            out[name].append(o)
+            print(f"    round {r + 1} {name:9s} {o.seconds:8.2f} s", flush=True)
+    return out
+
+
+def summarise(part, outcomes: dict[str, list], load_start: float | None) -> dict[str, Any]:
+    n = part.n_items()
+    ref, ek, fl = best(outcomes["reference"]), best(outcomes["evalkit"]), best(outcomes["floor"])
+    row = {
+        "evalkit_clips_per_s": n / ek.seconds, "reference_clips_per_s": n / ref.seconds,
+        "ratio": ref.seconds / ek.seconds, "floor_fraction": fl.seconds / ek.seconds,
+        "reference_floor_fraction": (ref.backbone_s / ref.seconds) if ref.backbone_s is not None else None,
+        "floor_clips_per_s": n / fl.seconds, "clips": n,
+        "evalkit_s": ek.seconds, "reference_s": ref.seconds, "floor_s": fl.seconds,
+        "reference_backbone_s": ref.backbone_s,
+        "rounds_s": {k: [round(o.seconds, 3) for o in v] for k, v in outcomes.items()},
+        "evalkit_value": ek.value, "reference_value": ref.value,
+        **part.info(), **ek.extra, **fl.extra,
+        "load_average_start": load_start, "load_average_end": load_average(),
+    }
+    if ek.value is not None and ref.value is not None:
+        diff = abs(ek.value - ref.value)
+        row.update(abs_diff=diff, rel_diff=diff / max(abs(ref.value), 1e-30))
+    return row
+
+
+def environment(args) -> dict[str, Any]:
+    import torch
+
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        sha = None
+    return {"suite": f"{args.device}-{args.size}", "started": time.strftime("%Y-%m-%d %H:%M:%S"), "git_sha": sha,
+            "python": platform.python_version(), "torch": torch.__version__,
+            "device": torch.cuda.get_device_name() if args.device == "cuda" else
+            f"cpu: {platform.machine()} x{os.cpu_count()}", "torch_threads": torch.get_num_threads(),
+            "random_weights": True, "clips": args.clips, "load_average_start": load_average()}
+
+
+def print_table(results: dict[str, Any]) -> None:
+    print(f"\n{'metric':7s} {'evalkit':>9s} {'reference':>10s} {'ratio':>7s} {'floor_fr':>8s} {'ref_floor_fr':>12s}"
+          f"  (clips/s; load {results.get('load_average_start')} -> {results.get('load_average_end')})")
+    for name, r in results["metrics"].items():
+        if "ratio" not in r:
+            print(f"{name:7s} {r.get('status')}")
+            continue
+        rff = r["reference_floor_fraction"]
+        print(f"{name:7s} {r['evalkit_clips_per_s']:9.2f} {r['reference_clips_per_s']:10.2f} {r['ratio']:6.2f}x "
+              f"{r['floor_fraction']:8.2f} {rff if rff is None else round(rff, 2)!s:>12s}")
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--size", default="full", choices=["full", "tiny"])
+    ap.add_argument("--only", default=",".join(METRICS), help="comma-separated metrics (fad,kld,clap,chroma)")
+    ap.add_argument("--clips", type=int, default=32, help="pairs of 10 s clips (1..36)")
+    ap.add_argument("--rounds", type=int, default=None, help="rounds per metric (default: fad 3, kld 1, clap 2, "
+                                                               "chroma 5)")
+    ap.add_argument("--batch", default="", help="evalkit batch sizes, e.g. kld=1,clap=8 (default: the recipe's)")
+    ap.add_argument("--json", default=None, help="write the results here (rewritten after every metric)")
+    args = ap.parse_args(argv)
+    args.only = [m for m in args.only.split(",") if m]
+    unknown = set(args.only) - set(METRICS)
+    if unknown:
+        ap.error(f"--only: unknown metrics {sorted(unknown)}")
+    args.batch = {k: int(v) for k, v in (kv.split("=") for kv in args.batch.split(",") if kv)}
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from suite_parts.data import build_clip_set, describe
+
+    results: dict[str, Any] = {**environment(args), "clip_set": describe(), "metrics": {}}
+    with tempfile.TemporaryDirectory(prefix="evalkit-suite-") as tmp:
+        tmp = Path(tmp)
+        clips = build_clip_set(tmp / "clips", args.clips)
+        for name in args.only:
+            print(f"{name}: building ...", flush=True)
+            load_start = load_average()
+            part = build_part(name, clips, tmp, args)
+            part.warm_up()
+            outcomes = run_rounds(part, args.rounds or ROUNDS[name])
+            results["metrics"][name] = summarise(part, outcomes, load_start)
+            del part
+            results["load_average_end"] = load_average()
+            if args.json:
+                Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+                Path(args.json).write_text(json.dumps(results, indent=1, default=str) + "\n")
+    print_table(results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

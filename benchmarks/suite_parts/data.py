@@ -1,0 +1,132 @@
+"""The full-size suite's clip set: 32 pairs of 10 s music built from the 12 shared pieces (``shared/data/music``).
+
+Every pair k (k = 0..31) takes piece ``i = k % 12`` and variant ``v = k // 12``:
+
+* reference ``ref/<id>.wav`` (16-bit PCM, 32 kHz stereo: MusicCaps references are 16-bit wav files):
+  v = 0 the piece's full arrangement; v = 1 the arrangement transposed up ``1 + i % 5`` semitones (played faster by
+  resampling, then looped to 10 s); v = 2 (k = 24..31) a mix of piece i (0.6) and piece ``(i + 5) % 12`` (0.4).
+* "generated" ``gen/<id>.flac`` (16-bit FLAC, 32 kHz stereo: what evalkit's generation stage writes): the piece's
+  melody line (mono, panned left/right at 0.8/0.6) over its arrangement at -9 dB, the whole at a gain of
+  ``-2 - (k % 7)`` dB; v = 1 transposed like its reference; v = 2 over the other piece's arrangement instead.
+* caption: the piece's caption from ``metadata.csv``, plus the variant ("transposed up 3 semitones", "mixed with a
+  church organ").
+
+So the set has 32 different spectra and harmonies (CLAP, VGGish and PaSST see 32 different inputs), generated clips
+that follow their reference's melody in 24 of 32 pairs (a chroma score that is not constant) and two file formats
+to decode. Written once per suite run into a temporary folder; both contenders of every metric read these files.
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SR = 32000
+SECONDS = 10.0
+MUSIC = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "music"
+
+
+@dataclass(frozen=True)
+class ClipSet:
+    root: Path
+    ids: list[str]
+    captions: dict[str, str]
+
+    @property
+    def gen_dir(self) -> Path:
+        return self.root / "gen"
+
+    @property
+    def ref_dir(self) -> Path:
+        return self.root / "ref"
+
+    def gen(self, cid: str) -> Path:
+        return self.gen_dir / f"{cid}.flac"
+
+    def ref(self, cid: str) -> Path:
+        return self.ref_dir / f"{cid}.wav"
+
+
+def _pieces(music: Path) -> list[dict]:
+    with open(music / "metadata.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if len(rows) < 12:
+        raise FileNotFoundError(f"{music}: expected the 12 shared pieces, found {len(rows)}")
+    return rows[:12]
+
+
+def _read(path: Path) -> torch.Tensor:
+    from evalkit.audio import load_audio
+
+    wav, sr = load_audio(path)
+    if sr != SR:
+        raise ValueError(f"{path}: {sr} Hz, expected {SR}")
+    return wav
+
+
+def _fit(wav: torch.Tensor, n: int) -> torch.Tensor:
+    """Loop (tile) or cut to ``n`` samples."""
+    reps = -(-n // wav.shape[-1])
+    return wav.repeat(1, reps)[..., :n]
+
+
+def _transpose(wav: torch.Tensor, semitones: int) -> torch.Tensor:
+    """Up by ``semitones``: resample to ``SR / 2**(s/12)`` and play back at ``SR`` (faster and higher)."""
+    import julius
+
+    new_sr = int(round(SR / 2 ** (semitones / 12)))
+    return julius.resample_frac(wav, SR, new_sr)
+
+
+def _pair(k: int, pieces: list[dict], music: Path) -> tuple[torch.Tensor, torch.Tensor, str]:
+    n = int(SR * SECONDS)
+    i, v = k % 12, k // 12
+    row = pieces[i]
+    full, melody = _read(music / f"{row['id']}.flac"), _read(music / f"{row['id']}.melody.flac")
+    caption = row["caption"]
+    if v == 1:
+        s = 1 + i % 5
+        full, melody = _transpose(full, s), _transpose(melody, s)
+        caption += f", transposed up {s} semitone{'s' if s > 1 else ''}"
+    ref, backing = _fit(full, n), _fit(full, n)
+    if v == 2:
+        other = pieces[(i + 5) % 12]
+        backing = _fit(_read(music / f"{other['id']}.flac"), n)
+        ref = 0.6 * ref + 0.4 * backing
+        caption += f", mixed with {other['instrument']}"
+    mel = _fit(melody.mean(0, keepdim=True), n)
+    gen = torch.cat([0.8 * mel, 0.6 * mel]) + 10 ** (-9 / 20) * backing
+    gen = gen * 10 ** ((-2 - k % 7) / 20)
+    return gen.clamp(-1, 1), ref.clamp(-1, 1), caption
+
+
+def build_clip_set(root: Path, n_clips: int = 32, music: Path = MUSIC) -> ClipSet:
+    """Write ``n_clips`` (<= 36) pairs under ``root`` (see the module doc) and return what was written."""
+    from evalkit.audio import save_audio
+
+    if not 1 <= n_clips <= 36:
+        raise ValueError(f"n_clips={n_clips}: the recipe makes 1..36 pairs")
+    pieces = _pieces(music)
+    ids, captions = [], {}
+    for k in range(n_clips):
+        gen, ref, caption = _pair(k, pieces, music)
+        cid = f"pair{k:02d}"
+        save_audio(root / "gen" / f"{cid}.flac", gen, SR)
+        save_audio(root / "ref" / f"{cid}.wav", ref, SR)
+        ids.append(cid)
+        captions[cid] = caption
+    with open(root / "prompts.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "caption"])
+        w.writerows([(cid, captions[cid]) for cid in ids])
+    return ClipSet(root, ids, captions)
+
+
+def describe() -> str:
+    return __doc__.split("\n\n")[1].replace("\n", " ")
+
+
+__all__ = ["ClipSet", "build_clip_set", "describe", "SR", "SECONDS"]
