@@ -24,6 +24,8 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import torch
 
+from evalkit.backbones.weights import Checkpoint, read_state_dict
+
 T = TypeVar("T")
 R = TypeVar("R")
 
