@@ -11,8 +11,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
 from evalkit.audio import convert_audio
 from evalkit.metrics.base import Clip

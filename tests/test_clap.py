@@ -8,11 +8,10 @@ import random
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from evalkit.metrics.base import Clip
 from evalkit.spec import metric_recipe
-from tests.conftest import REPO, chord, noise, reference_test, sine
+from tests.conftest import chord, noise, reference_test, sine
 
 SR = 48000
 N = 480000

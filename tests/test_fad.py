@@ -14,7 +14,6 @@ import torch
 
 from evalkit.metrics.base import Clip
 from evalkit.spec import metric_recipe
-from evalkit.metrics.frechet import FrechetError
 
 REPO = Path(__file__).resolve().parents[1]
 

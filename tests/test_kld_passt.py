@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 
 from evalkit.audio import convert_audio, load_audio
 from evalkit.backbones.passt import MelConfig, PasstMel, build_passt_net, min_input_samples

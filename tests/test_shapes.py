@@ -3,7 +3,6 @@ model built on the meta device (no memory, no weights)."""
 import math
 
 import pytest
-import torch
 
 from evalkit.generate import shapes
 

@@ -2,11 +2,8 @@
 the card's metrics on another channel view, and the report's stereo section."""
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch

@@ -21,7 +21,6 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 SR = 32000

@@ -23,7 +23,6 @@ import contextlib
 import io
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Mapping
 
 import torch

@@ -42,7 +42,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from evalkit.audio import AudioError, convert_audio, crop_or_pad
+from evalkit.audio import convert_audio, crop_or_pad
 from evalkit.backbones.base import all_finite, cpu_threads, run_calls
 from evalkit.metrics.base import Clip, ClipResult, Metric, RunContext
 from evalkit.metrics.spec import MetricSpec
