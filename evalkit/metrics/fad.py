@@ -181,8 +181,7 @@ class FAD(Metric):
             results[clip.id] = self._prepare_pair(clip, jobs, prepared)
         if not jobs:
             return results
-        emb = self.model.embed(torch.cat([e for _, _, e in jobs]), self.batch_size).cpu()
-        emb = emb.numpy()
+        emb = self.model.embed(torch.cat([e for _, _, e in jobs]), self.batch_size).cpu().numpy()
         if not np.isfinite(emb).all():
             raise FrechetError("VGGish produced NaN or infinite embeddings")
         start = 0
@@ -272,13 +271,8 @@ class FAD(Metric):
                     f"FADs of full-rank sets")
         fad = frechet_distance(mu_g, sigma_g, mu_r, sigma_r, eps=float(self.recipe.get("fd_eps", 1e-7)),
                                warnings=self.warnings)
-        return {
-            "fad": float(fad),
-            "n_gen_windows": int(gen.n),
-            "n_ref_windows": int(n_ref),
-            "n_gen_skipped": int(round(float(self.state["n_gen_skipped"]))),
-            "n_ref_skipped": int(round(float(self.state["n_ref_skipped"]))),
-        }
+        skipped = {f"n_{s}_skipped": int(round(float(self.state[f"n_{s}_skipped"]))) for s in ("gen", "ref")}
+        return {"fad": float(fad), "n_gen_windows": int(gen.n), "n_ref_windows": int(n_ref), **skipped}
 
     def describe(self) -> dict[str, Any]:
         return {
