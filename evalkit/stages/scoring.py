@@ -114,15 +114,18 @@ class ScoreCache:
         eio.write_npz(self.path(m, key), **entry)
 
 
-def _fingerprint(chunk, gen_rows: Mapping[str, Mapping[str, Any]], inputs: Inputs) -> str:
-    """What a scoring batch was computed from: each prompt's id, caption, clip file name (or why it has none) and
-    reference file name. A resumed run rescores when this changed (a failed generation retried since)."""
-    def name(path):
-        return Path(path).name if path else None  # not the folder: two runs of one config must agree
-
-    items = [[p.id, p.caption, name(gen_rows[p.id].get("audio_path")), gen_rows[p.id].get("generation_skipped"),
-              name(inputs.references.get(p.ref_key))] for p in chunk]
-    return hashlib.sha256(json.dumps(items, default=str).encode()).hexdigest()
+def file_sha256(path) -> str | None:
+    """sha256 of a file's bytes (None for no file, "unreadable: <error>" when it cannot be read)."""
+    if not path:
+        return None
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError as exc:
+        return f"unreadable: {exc.strerror or exc}"
+    return h.hexdigest()
 
 
 def update_metric(m: Metric, clips: list[Clip], cache: ScoreCache | None) -> dict[str, ClipResult]:
@@ -177,6 +180,38 @@ class Prefetcher:
         self.futures.clear()
 
 
+class _LazyFingerprints:
+    """What scoring batch ``b`` was computed from: each prompt's id, caption, the sha256 of its clip file (or why it
+    has none) and of its reference file. A resumed run rescores a batch when this changed: a failed generation retried
+    since, or a clip or reference replaced in place under the same name (names and file times would not tell).
+    Computed on first use (only finished batches need one); the prefetching workers hash each file right after
+    reading it (:meth:`warm`), so the hashing overlaps the metrics' work."""
+
+    def __init__(self, batches: list, gen_rows: Mapping[str, Mapping[str, Any]], inputs: Inputs) -> None:
+        self.batches, self.gen_rows, self.inputs = batches, gen_rows, inputs
+        self.files: dict[str, str | None] = {}
+        self.known: dict[int, str] = {}
+
+    def _sha(self, path) -> str | None:
+        if path and str(path) not in self.files:
+            self.files[str(path)] = file_sha256(path)
+        return self.files.get(str(path)) if path else None
+
+    def _item(self, p) -> list:
+        row = self.gen_rows[p.id]
+        return [p.id, p.caption, self._sha(row.get("audio_path")), row.get("generation_skipped"),
+                self._sha(self.inputs.references.get(p.ref_key))]
+
+    def warm(self, prompt) -> None:
+        self._item(prompt)
+
+    def __getitem__(self, b: int) -> str:
+        if b not in self.known:
+            items = [self._item(p) for p in self.batches[b]]
+            self.known[b] = hashlib.sha256(json.dumps(items, default=str).encode()).hexdigest()
+        return self.known[b]
+
+
 class Scorer:
     def __init__(self, spec: RunSpec, metrics: dict[str, Metric], out_dir: Path, dist) -> None:
         self.spec, self.metrics, self.out, self.dist = spec, metrics, Path(out_dir), dist
@@ -194,11 +229,15 @@ class Scorer:
         bs = int(self.spec.metric_batch_size)
         prompts = inputs.prompts
         batches = [prompts[i:i + bs] for i in range(0, len(prompts), bs)]
-        self.fingerprints = [_fingerprint(b, gen_rows, inputs) for b in batches]
+        self.fingerprints = _LazyFingerprints(batches, gen_rows, inputs)
         done = self._load_state(len(batches))
         todo = [b for b in range(len(batches)) if b % self.dist.world == self.dist.rank
                 and not (b in done and self._rows_path(b).exists())]
-        prepare = lambda p: prepare_clip(p, gen_rows[p.id], inputs.references.get(p.ref_key), self.settings)  # noqa
+        def prepare(p):
+            out = prepare_clip(p, gen_rows[p.id], inputs.references.get(p.ref_key), self.settings)
+            self.fingerprints.warm(p)  # the files were just read: hash them here, beside the metrics' work
+            return out
+
         prefetch = Prefetcher(prepare, [batches[b] for b in todo], max(1, int(self.spec.num_workers or 0) or 2))
         total = sum(len(batches[b]) for b in todo)
         try:
@@ -258,7 +297,8 @@ class Scorer:
                 raise ValueError("the batch layout changed")
             finished = [int(b) for b in state["__done__"]]
             if [str(x) for x in state["__inputs__"]] != [self.fingerprints[b] for b in finished]:
-                raise ValueError("the clips of a scored batch changed since (a generation was retried)")
+                raise ValueError("the clips of a scored batch changed since (a generation was retried, or a clip or "
+                                 "reference file was replaced)")
             for name, m in self.metrics.items():
                 m.load_state_dict({k.split("/", 1)[1]: v for k, v in state.items() if k.startswith(name + "/")})
             return {int(b) for b in state["__done__"]}
