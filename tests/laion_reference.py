@@ -121,21 +121,10 @@ def build_clap(size: str = "full", amodel: str = "HTSAT-base", *, vocab_size: in
 def load_clap_weights(model: torch.nn.Module, path, drop_keys=("text_branch.embeddings.position_ids",),
                       setting: str = "checkpoint", trust: bool = False) -> None:
     """Load a checkpoint strictly (as audiocraft does); a mismatch names the first differing keys."""
-    from evalkit.backbones.clap import read_clap_state_dict
+    from evalkit.backbones.clap import load_converted, read_clap_state_dict
 
     sd = read_clap_state_dict(path, drop_keys, trust)
-    own = model.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    shapes = [f"{k}: {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own
-              if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or shapes:
-        raise ClapError(
-            f"{setting}={path}: does not fit the CLAP model built here (missing {len(missing)}: {missing[:4]}, "
-            f"unexpected {len(unexpected)}: {unexpected[:4]}, shape mismatches {len(shapes)}: {shapes[:3]}). "
-            f"The audiocraft protocol needs a HTSAT-base, non-fusion LAION-CLAP checkpoint "
-            f"(music_audioset_epoch_15_esc_90.14.pt) and model_size=full.")
-    model.load_state_dict(sd, strict=True)
+    load_converted(model, sd, setting=f"{setting}={path}")
 
 
 class LaionEmbedder:

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from evalkit.audio import AudioError
 from evalkit.backbones.base import Backbone
-from evalkit.backbones.weights import Checkpoint, CheckpointError, read_state_dict
+from evalkit.backbones.weights import Checkpoint, CheckpointError, load_strict, read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -380,21 +380,14 @@ def front_end_from_checkpoint(dropped: dict[str, torch.Tensor], setting: str = "
 # ----------------------------------------------------------------------------------------------------------------
 # Building
 # ----------------------------------------------------------------------------------------------------------------
+#: what a CLAP checkpoint that does not fit should have been
+CLAP_CHECKPOINT_HINT = ("The audiocraft protocol needs a HTSAT-base, non-fusion LAION-CLAP checkpoint "
+                        "(music_audioset_epoch_15_esc_90.14.pt) and model_size=full.")
+
+
 def load_converted(model: torch.nn.Module, converted: dict[str, torch.Tensor], setting: str = "checkpoint") -> None:
-    """``model.load_state_dict(converted, strict=True)``, with an error that names missing / unexpected keys and
-    shape mismatches first."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in converted]
-    unexpected = [k for k in converted if k not in own]
-    shapes = [f"{k}: {tuple(converted[k].shape)} vs {tuple(own[k].shape)}" for k in own
-              if k in converted and tuple(converted[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or shapes:
-        raise ClapError(
-            f"{setting}: does not fit the ClapModel built here (missing {len(missing)}: {missing[:6]}, unexpected "
-            f"{len(unexpected)}: {unexpected[:6]}, shape mismatches {len(shapes)}: {shapes[:4]}). The audiocraft "
-            f"protocol needs a HTSAT-base, non-fusion LAION-CLAP checkpoint (music_audioset_epoch_15_esc_90.14.pt) "
-            f"and model_size=full.")
-    model.load_state_dict(converted, strict=True)
+    """:func:`~evalkit.backbones.weights.load_strict` raising :class:`ClapError` with what the file should be."""
+    load_strict(model, converted, setting=setting, hint=CLAP_CHECKPOINT_HINT, error=ClapError)
 
 
 def read_clap_state_dict(path: str | os.PathLike, drop_keys: Sequence[str] = DROP_KEYS, trust: bool = False,

@@ -148,16 +148,16 @@ def read_state_dict(path: str | os.PathLike, *, setting: str, trust: bool = Fals
     return dict(obj)
 
 
-def load_strict(module, state: dict, *, setting: str, hint: str = "") -> None:
-    """``module.load_state_dict(state, strict=True)``; a mismatch raises :class:`CheckpointError` naming the first
-    missing and unexpected keys and shape mismatches (and ``hint``: what the file should be)."""
+def load_strict(module, state: dict, *, setting: str, hint: str = "", error: type[Exception] | None = None) -> None:
+    """``module.load_state_dict(state, strict=True)``; a mismatch raises ``error`` (default :class:`CheckpointError`)
+    naming the first missing and unexpected keys and shape mismatches (and ``hint``: what the file should be)."""
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shapes = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
               if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or shapes:
-        raise CheckpointError(
+        raise (error or CheckpointError)(
             f"{setting}: the file does not fit the network built here (missing {len(missing)}: {missing[:4]}, "
             f"unexpected {len(unexpected)}: {unexpected[:4]}, shape mismatches {len(shapes)}: {shapes[:3]}). {hint}")
     module.load_state_dict(state, strict=True)
