@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import os
 import subprocess
 import sys
@@ -279,3 +280,25 @@ def test_temp_files_never_look_finished_and_a_killed_write_is_swept(tmp_path):
     assert p.returncode == 0, p.stderr[-2000:]
     assert sorted(f.name for f in (out / "audio").iterdir()) == sorted(
         f"{i}.flac" for i in pd.read_parquet(out / "clips.parquet")["id"])
+
+
+@pytest.mark.parametrize("dc, noise_db, want", [
+    (0.999, -80.0, ["constant"]),  # full-scale DC with a -80 dBFS hum: stuck (threshold -70 dBFS)
+    (0.5, -60.0, []),             # DC under real signal at -60 dBFS: not constant
+    (-0.99, -75.0, ["constant"]),
+    (0.0, -80.0, ["silent"]),     # no DC, -80 dBFS noise: silent before constant
+    (0.0, -60.0, []),
+])
+def test_level_flags_from_float64_sums_match_the_closed_form(dc, noise_db, want):
+    """audit_signal's RMS and per-channel standard deviation come from float64 sums over float32 samples (no float64
+    copy of the clip): a DC offset of up to full scale must not hide or invent an AC level 70 dB below it."""
+    from evalkit.stages.audit import AuditSettings, audit_signal
+
+    n = 320000
+    noise = np.sin(2 * np.pi * 440 * np.arange(n) / 32000) * math.sqrt(2) * 10 ** (noise_db / 20)  # RMS noise_db
+    x = torch.from_numpy((dc + noise).astype(np.float32))[None].repeat(2, 1)
+    a = audit_signal(x, 32000, x.mean(0, keepdim=True), AuditSettings.from_config({}), None, "the protocol")
+    assert a.names == want, a.flags
+    if want == ["constant"]:
+        ac = float(re.search(r"AC (-?[\d.]+) dBFS", a.flags["constant"]).group(1))
+        assert abs(ac - noise_db) < 0.5

@@ -91,12 +91,13 @@ def audit_signal(wav: torch.Tensor, sample_rate: int, view: torch.Tensor, settin
     mono downmix for the card's protocol); ``expected_s``: the duration it should have (``expected_what`` says whose:
     "its reference", "the protocol"). Returns every flag that applies."""
     a = Audit(duration_s=wav.shape[-1] / float(sample_rate), sample_rate=int(sample_rate), channels=int(wav.shape[0]))
-    finite = torch.isfinite(wav)
-    if not bool(finite.all()):
-        bad = int((~finite).sum())
+    # one pass for finiteness and peak (min/max propagate NaN and reach inf); the rest only when something is off
+    lo, hi = (float(v) for v in torch.aminmax(wav)) if wav.numel() else (0.0, 0.0)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        bad = int((~torch.isfinite(wav)).sum())
         a.flag("non_finite", f"{bad} of {wav.numel()} samples are NaN or infinite")
         return a
-    peak = float(wav.abs().max()) if wav.numel() else 0.0
+    peak = max(-lo, hi)
     if peak > 1.0:
         n = int((wav.abs() > 1.0).sum())
         a.flag("clipped", f"{n} samples beyond ±1 (peak {peak:.3g})")
@@ -106,8 +107,11 @@ def audit_signal(wav: torch.Tensor, sample_rate: int, view: torch.Tensor, settin
 
 
 def _level_flags(a: Audit, wav: torch.Tensor, view: torch.Tensor, settings: AuditSettings, view_name: str) -> None:
-    x = view.double()
-    rms = float(x.pow(2).mean().sqrt()) if x.numel() else 0.0
+    """``silent`` (RMS of the scored signal) and ``constant`` (its largest per-channel standard deviation), from
+    float64 sums over the float32 samples (no float64 copy of the clip)."""
+    n = view.shape[-1]
+    sq = torch.linalg.vector_norm(view, dim=-1, dtype=torch.float64).pow(2) if view.numel() else None  # per channel
+    rms = math.sqrt(float(sq.sum()) / view.numel()) if sq is not None else 0.0
     silent = 10 ** (settings.silent_below_dbfs / 20)
     if rms < silent:
         channel_rms = wav.double().pow(2).mean(-1).sqrt()
@@ -122,9 +126,14 @@ def _level_flags(a: Audit, wav: torch.Tensor, view: torch.Tensor, settings: Audi
             a.flag("silent", f"the mono mix has RMS {dbfs(rms)} although the channels have {levels}: they cancel "
                              f"(anti-phase)")
         return
-    std = float(x.std(dim=-1, unbiased=False).max()) if x.shape[-1] > 1 else 0.0
+    if n <= 1:
+        std, mean = 0.0, float(view.double().mean())
+    else:
+        means = view.sum(-1, dtype=torch.float64) / n
+        std = float((sq / n - means.pow(2)).clamp_min(0).sqrt().max())
+        mean = float(means.mean())
     if std < 10 ** (settings.constant_below_dbfs / 20):
-        a.flag("constant", f"stuck at {float(x.mean()):.4g} (AC {dbfs(std)}, DC {dbfs(abs(float(x.mean())))})")
+        a.flag("constant", f"stuck at {mean:.4g} (AC {dbfs(std)}, DC {dbfs(abs(mean))})")
 
 
 def _duration_flags(a: Audit, settings: AuditSettings, expected_s: float | None, expected_what: str) -> None:
