@@ -80,6 +80,21 @@ class Recorder:
             return time.perf_counter() - t0
 
 
+def test_module(filename: str):
+    """``tests/<filename>`` imported by path, once (the suite reuses the tests' reference transcriptions)."""
+    import importlib.util
+    import sys
+
+    name = "evalkit_suite_" + filename.removesuffix(".py")
+    if name not in sys.modules:
+        root = Path(__file__).resolve().parents[2]
+        spec = importlib.util.spec_from_file_location(name, root / "tests" / filename)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[name]
+
+
 def sync() -> None:
     """Wait for queued CUDA work (timings on a GPU); nothing on a CPU."""
     if torch.cuda.is_available() and torch.cuda.is_initialized():

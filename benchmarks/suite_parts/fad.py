@@ -11,27 +11,19 @@
 """
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-from .common import Clock, Outcome, Recorder, score_with_evalkit
+from .common import test_module, Clock, Outcome, Recorder, score_with_evalkit
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTOCOL = "frechet-audio-distance"
 
 
 def _reference_module():
-    name = "evalkit_fad_numpy_reference"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "test_fad_reference.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
+    return test_module("test_fad_reference.py")
 
 
 def _package(tmp: Path, model):

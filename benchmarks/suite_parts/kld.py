@@ -12,28 +12,20 @@ clip-by-clip loop, same network object (random weights, seed 0), same files.
 """
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from .common import Clock, Outcome, Recorder, score_with_evalkit
+from .common import test_module, Clock, Outcome, Recorder, score_with_evalkit
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTOCOL = "audiocraft"
 
 
 def _tests_module():
-    name = "evalkit_kld_passt_tests"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "test_kld_passt.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
+    return test_module("test_kld_passt.py")
 
 
 def _package_wrapper(net: torch.nn.Module):
