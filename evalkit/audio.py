@@ -28,8 +28,8 @@ class AudioError(ValueError):
 def load_audio(path: str | os.PathLike, check_finite: bool = True) -> tuple[torch.Tensor, int]:
     """Read a file with soundfile (not ``torchaudio.load``) -> (float32 ``[C, T]``, sample rate).
 
-    Raises :class:`AudioError` naming the file when it is missing, unreadable, empty or (with ``check_finite``)
-    holds NaN/inf; the run's audit reads with ``check_finite=False`` and flags non-finite samples itself.
+    Raises :class:`AudioError` naming the file when it is missing, unreadable, empty, a WAV cut off before the end
+    its header declares (:func:`wav_truncation`) or (with ``check_finite``) holds NaN/inf; the run's audit reads with ``check_finite=False`` and flags non-finite samples itself.
     mp3 is read by libsndfile >= 1.1 (soundfile wheels ship it); other formats fall back to librosa/audioread.
     """
     import soundfile as sf
@@ -43,9 +43,46 @@ def load_audio(path: str | os.PathLike, check_finite: bool = True) -> tuple[torc
         raise AudioError(f"{path}: not a readable audio file ({type(exc).__name__}: {exc})") from exc
     if data.shape[0] == 0:
         raise AudioError(f"{path}: the file holds no samples")
+    cut = wav_truncation(path)
+    if cut is not None:
+        declared, present = cut
+        raise AudioError(
+            f"{path}: truncated: its WAV header declares {declared} bytes of audio "
+            f"({data.shape[0] * declared / max(present, 1) / sr:.2f} s) but the file holds {present} "
+            f"({data.shape[0] / sr:.2f} s); it was cut off (an interrupted copy, download or write): "
+            f"copy or generate it again")
     if check_finite and not np.isfinite(data).all():
         raise AudioError(f"{path}: the audio holds NaN or infinite samples")
     return torch.from_numpy(np.ascontiguousarray(data.T)), int(sr)
+
+
+def wav_truncation(path: str | os.PathLike) -> tuple[int, int] | None:
+    """``(declared, present)`` bytes of the ``data`` chunk when ``path`` is a RIFF/RIFX WAVE file cut off before
+    the end its header declares, else ``None`` (not a WAV, intact, or a streaming placeholder size 0 / 0xFFFFFFFF;
+    RF64 files keep their sizes elsewhere and are not checked).
+
+    libsndfile reads such a file without an error, as the shorter audio that is there (it only notes
+    "should be ..." in its log), so a file cut by an interrupted copy would be scored as a short clip."""
+    import struct
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+            if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+                return None
+            order = "<" if head[:4] == b"RIFF" else ">"
+            size = os.fstat(fh.fileno()).st_size
+            pos = 12
+            while pos + 8 <= size:
+                fh.seek(pos)
+                chunk, n = struct.unpack(order + "4sI", fh.read(8))
+                if chunk == b"data":
+                    present = size - pos - 8
+                    return (n, present) if n not in (0, 0xFFFFFFFF) and n > present else None
+                pos += 8 + n + (n & 1)  # RIFF chunks are padded to an even size
+    except OSError:
+        return None
+    return None
 
 
 def save_audio(path: str | os.PathLike, wav: torch.Tensor, sample_rate: int, subtype: str = "PCM_16") -> Path:

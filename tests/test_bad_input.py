@@ -25,6 +25,15 @@ def cfg(*overrides):
         return compose("config", overrides=list(overrides))
 
 
+def _cut_wav(path: Path, seconds: float, subtype: str = "PCM_16", channels: int = 2) -> None:
+    """A WAV whose header declares ``seconds`` of audio, with only the first third of its bytes left (an
+    interrupted copy): libsndfile reads it without an error as a 3.33 s clip."""
+    x = 0.1 * np.random.default_rng(1).standard_normal((int(32000 * seconds), channels)).astype(np.float32)
+    sf.write(str(path), x, 32000, subtype=subtype)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+
+
 @pytest.fixture(scope="module")
 def bad_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("bad")
@@ -46,6 +55,10 @@ def bad_run(tmp_path_factory):
     add("empty", lambda g: (g / "empty.wav").write_bytes(b""))
     add("textfile", lambda g: (g / "textfile.mp3").write_text("not audio at all"))
     add("truncated", lambda g: (g / "truncated.flac").write_bytes((g / "ok0.flac").read_bytes()[:3000]))
+    add("truncwav", lambda g: _cut_wav(g / "truncwav.wav", 10.0))  # header 10 s, a third of the bytes left
+    add("cutref", lambda g: save_audio(g / "cutref.flac", synth_clip("cutref", 32000, 10.0) * 0.9, 32000),
+        with_ref=False)
+    _cut_wav(ref / "cutref.wav", 10.0)  # the reference side: an unusable reference, named and counted
     add("nan", lambda g: sf.write(str(g / "nan.wav"), np.full((32000, 1), np.nan, np.float32), 32000, subtype="FLOAT"))
     add("silent", lambda g: sf.write(str(g / "silent.wav"), np.zeros((320000, 1), np.float32), 32000))
     add("short", lambda g: sf.write(str(g / "short.wav"), 0.3 * rng.standard_normal((3000, 1)).astype(np.float32), 32000))
@@ -65,6 +78,8 @@ REASONS = {
     "empty": "empty.wav: not a readable audio file",
     "textfile": "textfile.mp3: not a readable audio file",
     "truncated": "truncated.flac: not a readable audio file",
+    "truncwav": "truncwav.wav: truncated: its WAV header declares 1280000 bytes of audio (10.00 s) but the file "
+                "holds",
     "nan": "nan.wav: non_finite (32000 of 32000 samples are NaN or infinite)",
     "short": "loudness needs at least 12800 samples",
     "sixch": "at most 5 channels",
@@ -76,7 +91,7 @@ def test_unusable_clips_are_skipped_with_the_file_named(bad_run):
     s, df = bad_run
     for cid, reason in REASONS.items():
         assert reason in df.loc[cid, "skip_reason"], cid
-    assert s["n_skipped"] == len(REASONS) and s["n_clips"] == 18  # 8 good + 10 odd
+    assert s["n_skipped"] == len(REASONS) and s["n_clips"] == 20  # 8 good + 12 odd
     for name in ("fad", "kld", "clap", "chroma"):
         assert all(pd.isna(df.loc[cid, name]) for cid in REASONS if name in df.columns), name
 
@@ -89,17 +104,56 @@ def test_missing_and_extra_references_are_listed(bad_run):
     assert np.isfinite(df.loc["noref", "clap"])  # CLAP needs no reference
 
 
+def test_a_truncated_reference_is_an_unusable_reference(bad_run):
+    s, df = bad_run
+    assert s["n_unusable_reference"] == 1
+    assert list(s["unusable_references"]) == ["cutref"]
+    assert "cutref.wav: truncated: its WAV header declares 1280000 bytes" in s["unusable_references"]["cutref"]
+    assert s["reference_audit"].get("unreadable") == 1, s["reference_audit"]
+    for name in ("fad", "kld", "chroma"):
+        assert "cutref.wav: truncated" in df.loc["cutref", f"{name}_skipped"], name
+    assert np.isfinite(df.loc["cutref", "clap"])  # CLAP needs no reference
+
+
+@pytest.mark.parametrize("subtype,channels", [("PCM_16", 2), ("PCM_24", 1), ("FLOAT", 2)])
+def test_a_cut_off_wav_is_unreadable_not_short(tmp_path, subtype, channels):
+    p = tmp_path / "cut.wav"
+    _cut_wav(p, 10.0, subtype, channels)
+    assert sf.info(str(p)).frames < 32000 * 4  # what libsndfile reads without complaint: ~3.3 s
+    with pytest.raises(AudioError, match=r"cut\.wav: truncated: its WAV header declares .* \(10\.00 s\)"):
+        load_audio(p)
+
+
+def test_intact_wavs_are_not_truncated(tmp_path):
+    from evalkit.audio import wav_truncation
+
+    x = 0.1 * np.random.default_rng(2).standard_normal((32000, 2)).astype(np.float32)
+    p = tmp_path / "ok.wav"
+    sf.write(str(p), x, 32000, subtype="PCM_16")
+    assert wav_truncation(p) is None
+    with open(p, "ab") as fh:  # a chunk after the audio (LIST/INFO metadata): still whole
+        fh.write(b"LIST" + (6).to_bytes(4, "little") + b"INFOab")
+    assert wav_truncation(p) is None and load_audio(p)[0].shape == (2, 32000)
+    data = bytearray(p.read_bytes()[:-14])
+    data[40:44] = (0xFFFFFFFF).to_bytes(4, "little")  # a streaming writer's placeholder size
+    p.write_bytes(bytes(data))
+    assert wav_truncation(p) is None
+    assert wav_truncation(tmp_path / "missing.wav") is None
+    p.write_bytes(b"fLaC" + bytes(40))
+    assert wav_truncation(p) is None
+
+
 def test_usable_odd_clips_are_scored_and_counted(bad_run):
     s, df = bad_run
     # 25 s at 16 kHz: resampled and cropped to the 10 s reference -> 19 FAD windows, like every 10 s clip
     assert df.loc["long16k", "fad_windows"] == 19 and np.isfinite(df.loc["long16k", "kld"])
     assert list(df.loc["long16k", "audit_flags"]) == ["long"] and df.loc["long16k", "duration_s"] == 25.0
     m = s["metrics"]
-    # 18 clips - 8 unusable (silent among them: no metric scores silence) = 10 scored by CLAP; KLD, chroma and FAD
-    # also lose `noref`
-    assert m["clap"]["n_clips"] == 10
+    # 20 clips - 9 unusable (silent among them: no metric scores silence) = 11 scored by CLAP; KLD, chroma and FAD
+    # also lose `noref` and `cutref` (its reference is truncated)
+    assert m["clap"]["n_clips"] == 11
     assert m["chroma"]["n_clips"] == 9 and m["kld"]["n_clips"] == 9
-    assert m["fad"]["n_clips"] == 9 and m["fad"]["n_skipped"] == 1  # noref
+    assert m["fad"]["n_clips"] == 9 and m["fad"]["n_skipped"] == 2  # noref, cutref
     for v in m.values():
         assert v["value"] is not None and np.isfinite(v["value"])
 

@@ -478,3 +478,17 @@ def test_a_run_records_its_reference_set_and_compare_warns_when_two_differ(tmp_p
     assert b["reference_set"]["n_missing"] == 1 and b["n_missing_reference"] == 1
     cmp = compare_paths(tmp_path / "a", tmp_path / "b", {"default": "1e9"})  # numbers aside: the warning alone
     assert cmp.exit_code == 0 and any("reference set" in w for w in cmp.warnings)
+
+
+def test_verify_clip_refuses_a_wav_cut_off_before_its_declared_end(tmp_path):
+    """libsndfile reads a WAV cut to a third of its bytes as a 3.33 s clip; the check names it truncated rather
+    than "wrong duration" (the header says 10 s), and a whole file passes."""
+    p = tmp_path / "clip.wav"
+    sf.write(str(p), 0.1 * np.random.default_rng(0).standard_normal((320000, 2)).astype(np.float32), 32000,
+             subtype="PCM_16")
+    assert mc.verify_clip(p, 10.0).ok
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 3])
+    check = mc.verify_clip(p, 10.0)
+    # 44-byte header + 1,280,000 bytes of audio, cut to 1,280,044 // 3 = 426,681 bytes: 426,637 bytes of audio left
+    assert not check.ok and check.reason.startswith("unreadable: clip.wav is truncated (426637 of the 1280000 bytes")
