@@ -45,6 +45,45 @@ def cpu_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+#: glibc ``mallopt`` parameters (malloc.h): M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
+_MALLOC_STATE: dict[str, Any] = {}
+
+
+def reuse_freed_memory() -> str:
+    """Let glibc's malloc keep freed blocks for reuse instead of handing every large one back to the kernel: one
+    arena (``M_ARENA_MAX=1``), blocks up to 1 GiB from the heap (``M_MMAP_THRESHOLD``), the heap trimmed only
+    above 2 GiB free (``M_TRIM_THRESHOLD``). Process-wide, once; values are unchanged (only where memory comes from).
+
+    Why: torch's CPU tensors come from ``malloc``, and glibc serves any block over 32 MiB (and, in a thread's own
+    arena, over 64 MiB) with a fresh ``mmap`` that is unmapped on ``free``. The full PaSST's attention matrices at
+    10 s are 68 MB each (12 heads x 1,190^2 patches, three per layer), so every forward pass page-faulted ~1.5 GB of
+    new zeroed pages: 5.4 M minor faults and 9.8 s of system time for 9 passes, ~30 % of KLD's CPU time, and worse
+    with two passes side by side (measured: ``benchmarks/README.md``, issue 16). Only effective for threads that have
+    not picked an arena yet, hence called at the start of a run and before a backbone is loaded.
+
+    Returns what was done: ``"reuse"``, ``"system"`` (``EVALKIT_MALLOC=system``: leave malloc as it is) or
+    ``"unavailable"`` (not glibc)."""
+    if "mode" in _MALLOC_STATE:
+        return _MALLOC_STATE["mode"]
+    import os
+    import platform
+
+    mode = "system" if os.environ.get("EVALKIT_MALLOC", "").lower() == "system" else "unavailable"
+    if mode != "system" and platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        import ctypes
+
+        try:
+            mallopt = ctypes.CDLL(None).mallopt
+            ok = [mallopt(_M_ARENA_MAX, 1), mallopt(_M_MMAP_THRESHOLD, 1 << 30),
+                  mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1)]
+            mode = "reuse" if all(ok) else "unavailable"
+        except (OSError, AttributeError):
+            mode = "unavailable"
+    _MALLOC_STATE["mode"] = mode
+    return mode
+
+
 def all_finite(x: torch.Tensor) -> bool:
     """``bool(torch.isfinite(x).all())`` in one reduction without a mask tensor (~15x faster on audio): ``aminmax``
     propagates NaN and the infinities, so both extremes are finite exactly when every element is."""
@@ -130,6 +169,8 @@ class Backbone(ABC):
         """The network for ``checkpoint`` (random weights when it has no file), in eval mode on ``device``.
         ``setting`` (e.g. ``metrics.fad.checkpoint``) and the file are named in every error; ``trust`` is the
         metric's ``trust_checkpoint`` (full unpickling of a file that needs it)."""
+        if torch.device(device).type == "cpu":
+            reuse_freed_memory()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             module = self.build()

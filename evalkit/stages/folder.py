@@ -58,7 +58,10 @@ def versions() -> dict[str, str]:
 def device_info(device) -> dict[str, Any]:
     import torch
 
-    info = {"device": str(device), "cpu": platform.processor() or platform.machine(), "hostname": platform.node()}
+    from evalkit.backbones.base import reuse_freed_memory
+
+    info = {"device": str(device), "cpu": platform.processor() or platform.machine(), "hostname": platform.node(),
+            "torch_threads": torch.get_num_threads(), "malloc": reuse_freed_memory()}
     if device.type == "cuda" and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
