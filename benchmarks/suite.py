@@ -135,9 +135,11 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from evalkit.backbones.base import reuse_freed_memory
     from suite_parts.data import build_clip_set, describe
 
-    results: dict[str, Any] = {**environment(args), "clip_set": describe(), "metrics": {}}
+    malloc = reuse_freed_memory()  # as a run does first (evalkit/run.py); the reference loops share the process
+    results: dict[str, Any] = {**environment(args), "malloc": malloc, "clip_set": describe(), "metrics": {}}
     with tempfile.TemporaryDirectory(prefix="evalkit-suite-") as tmp:
         tmp = Path(tmp)
         clips = build_clip_set(tmp / "clips", args.clips)
