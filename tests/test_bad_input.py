@@ -184,7 +184,10 @@ def test_config_errors_name_the_setting(tmp_path):
 def test_checkpoint_checks(tmp_path):
     f = tmp_path / "w.pt"
     torch.save({"x": torch.zeros(2)}, f)
-    with pytest.raises(CheckpointError, match="does not match the expected"):
+    with pytest.raises(CheckpointError, match=r"w.pt: sha256 [0-9a-f]{64} does not start with 10086976, the released "
+                                              r"checkpoint's sha256 prefix pinned by metrics.fad.checkpoint_sha256. If it "
+                                              r"is your own export of the same network, set "
+                                              r"metrics.fad.checkpoint_sha256=null"):
         resolve_checkpoint(str(f), setting="metrics.fad.checkpoint", filename="vggish-10086976.pth", url="u",
                            expected_sha256="10086976")
     with pytest.raises(CheckpointError, match="metrics.fad.checkpoint=.*no such file"):
@@ -204,6 +207,16 @@ def test_a_checkpoint_of_another_backbone_is_refused(tmp_path):
     recipe.update(checkpoint=str(f), backbone_weights="released", reference_stats=None, checkpoint_sha256=None)
     with pytest.raises(Exception, match="passt.pt"):
         get_metric("fad")(recipe, device="cpu")
+
+
+@pytest.mark.parametrize("trust", [False, True])
+def test_a_file_that_is_no_checkpoint_is_named_as_such(tmp_path, trust):
+    from evalkit.backbones.weights import read_state_dict
+
+    f = tmp_path / "garbage.pt"
+    f.write_bytes(np.random.default_rng(0).integers(0, 256, 100_000, dtype=np.uint8).tobytes())
+    with pytest.raises(CheckpointError, match=r"metrics.fad.checkpoint=.*garbage.pt: not a PyTorch checkpoint"):
+        read_state_dict(f, setting="metrics.fad.checkpoint", trust=trust)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

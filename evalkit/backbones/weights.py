@@ -45,14 +45,17 @@ def offline() -> bool:
     return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "EVALKIT_OFFLINE"))
 
 
-def _verify(path: Path, expected: str | None, what: str) -> str:
+def _verify(path: Path, expected: str | None, setting: str, downloaded: bool) -> str:
+    """``path``'s sha256, checked against ``expected`` (a prefix is enough) when one is pinned; a mismatch names
+    what to do for a cached download (delete it) or for a file the user passed (another file, or unpin)."""
     digest = sha256_file(path)
     if expected and not digest.startswith(expected.lower()):
+        fix = ("The download is corrupt: delete it and it will be downloaded again." if downloaded else
+               f"If it is your own export of the same network, set {setting}_sha256=null (the run records the file's "
+               f"sha256 instead); otherwise pass the released file.")
         raise CheckpointError(
-            f"{path}: sha256 {digest} does not match the expected {expected} for {what}. "
-            f"The file is corrupt or is another checkpoint; delete it (it will be downloaded again) or pass the "
-            f"right file with {what}=PATH."
-        )
+            f"{setting}={path}: sha256 {digest} does not start with {expected}, the released checkpoint's "
+            f"sha256{' prefix' if len(expected) < 64 else ''} pinned by {setting}_sha256. {fix}")
     return digest
 
 
@@ -79,7 +82,7 @@ def resolve_checkpoint(
         path = Path(spec).expanduser()
         if not path.is_file():
             raise CheckpointError(f"{setting}={spec}: no such file")
-        return Checkpoint(name=path.name, path=path, sha256=_verify(path, expected_sha256, setting), random=False)
+        return Checkpoint(name=path.name, path=path, sha256=_verify(path, expected_sha256, setting, False), random=False)
     path = cache_dir() / filename
     if not path.is_file():
         if offline():
@@ -89,7 +92,7 @@ def resolve_checkpoint(
                 f"weights, backbone_weights=random (every number is then labelled random and means nothing)."
             )
         _download(url, path)
-    return Checkpoint(name=filename, path=path, sha256=_verify(path, expected_sha256, setting), random=False)
+    return Checkpoint(name=filename, path=path, sha256=_verify(path, expected_sha256, setting, True), random=False)
 
 
 def _download(url: str, path: Path) -> None:
@@ -107,6 +110,14 @@ def _download(url: str, path: Path) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 class UnsafeCheckpointError(CheckpointError):
     """The file holds Python objects other than tensors: loading it would run code from it."""
+
+
+def _looks_like_torch_save(path: Path) -> bool:
+    """The first bytes of what ``torch.save`` writes: a zip archive (``PK\\x03\\x04``, torch >= 1.6) or a pickle
+    (protocol marker ``\\x80``, the legacy format)."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
 
 
 def read_state_dict(path: str | os.PathLike, *, setting: str, trust: bool = False,
@@ -128,13 +139,20 @@ def read_state_dict(path: str | os.PathLike, *, setting: str, trust: bool = Fals
         except RuntimeError:  # not a zip-format file: no mmap
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if not _looks_like_torch_save(path):
+            raise CheckpointError(f"{setting}={path}: not a PyTorch checkpoint (neither the zip archive nor the "
+                                  f"pickle that torch.save writes): pass the .pt/.pth/.ckpt file") from exc
         if not trust:
             raise UnsafeCheckpointError(
                 f"{setting}={path}: holds objects other than tensors and plain containers, so it cannot be loaded "
                 f"safely (weights_only=True: {str(exc).splitlines()[0]}). If you trust the file, set "
                 f"{setting.rsplit('.', 1)[0]}.trust_checkpoint=true; better, save its state_dict and pass that."
             ) from exc
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc2:
+            raise CheckpointError(f"{setting}={path}: not a readable PyTorch checkpoint, even trusted "
+                                  f"({type(exc2).__name__}: {exc2})") from exc2
     except Exception as exc:  # truncated files, not a checkpoint at all
         raise CheckpointError(f"{setting}={path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
     for key in unwrap:
