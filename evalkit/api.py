@@ -94,9 +94,12 @@ def score(generated: str | Path, reference: str | Path | None = None, captions: 
     clap. ``overrides``: any setting, e.g. ``backbone_weights="random"``, ``**{"metrics.fad.protocol":
     "frechet-audio-distance"}``. Returns the summary; the run folder (default ``outputs/score/<time>``) holds
     clips.parquet and the rest."""
+    from evalkit.io import folder_problem
+
     generated = Path(generated).expanduser()
-    if not generated.is_dir():
-        raise SpecError(f"score(generated={generated}): no such folder")
+    problem = folder_problem(generated)
+    if problem:
+        raise SpecError(f"score(generated={generated}): {problem}")
     metrics = list(metrics)
     out = Path(out_dir) if out_dir else Path("outputs") / "score" / _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     prompts = _prompts_csv(generated, captions, metrics, out / "inputs")

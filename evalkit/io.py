@@ -135,6 +135,17 @@ def write_parquet(path: str | os.PathLike, df) -> Path:
     return Path(path)
 
 
+def folder_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot be used as a folder (``"no such folder"``, or that it is a file and which folder holds
+    it), for the caller's error after ``setting=path: ``; ``None`` when it is a folder."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        return None
+    if p.exists():
+        return f"is a file, not a folder: pass the folder that holds the clips (this file is in {p.parent})"
+    return "no such folder"
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     import hashlib
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import logging
 import re
 import subprocess
 import sys
@@ -74,7 +75,7 @@ def test_score_refuses_what_cannot_work(tmp_path):
         evalkit.evaluate("model=small")
 
 
-def test_readme_python_example_runs_as_written(tmp_path, monkeypatch):
+def test_readme_python_example_runs_as_written(tmp_path, monkeypatch, caplog):
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     section = readme.split("## Python API", 1)[1].split("\n## ", 1)[0]
     (code,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
@@ -84,3 +85,5 @@ def test_readme_python_example_runs_as_written(tmp_path, monkeypatch):
     demo, scored = namespace["demo"], namespace["scored"]
     assert demo["random_weights"] is True and scored["n_clips"] == demo["n_clips"]
     assert _values(scored)["kld"] == _values(demo)["kld"]  # the same clips and references: the same KLD
+    # the documented example logs no error or warning from evalkit (a new user saw FAD's "could not be computed")
+    assert not [r.getMessage() for r in caplog.records if r.name.startswith("evalkit") and r.levelno >= logging.WARNING]

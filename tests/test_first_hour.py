@@ -25,6 +25,15 @@ def test_a_bad_setting_is_one_line_with_exit_status_2_not_a_traceback(tmp_path):
     assert p.returncode == 2, p.stderr[-2000:]
     assert "Traceback" not in p.stderr
     assert re.search(r"evalkit: model\.dir=.*nowhere: no such folder", p.stderr)
+    clip = tmp_path / "c0.wav"
+    clip.write_bytes(b"")
+    p = cli("model=folder", f"model.dir={clip}", f"hydra.run.dir={tmp_path / 'o1'}")  # a clip instead of its folder
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert f"evalkit: model.dir={clip}: is a file, not a folder: pass the folder that holds the clips (this file is " \
+           f"in {tmp_path})" in p.stderr, p.stderr[-2000:]
+    p = cli("model=folder", f"hydra.run.dir={tmp_path / 'o3'}")  # model.dir forgotten
+    assert p.returncode == 2 and "evalkit: model.dir is not set: model=folder / dataset=folder read the clips" in p.stderr, \
+        p.stderr[-2000:]
     p = cli("generation.top_p=3", f"hydra.run.dir={tmp_path / 'o2'}")
     assert p.returncode == 2 and "evalkit: generation.top_p=3: must be in [0, 1]" in p.stderr and "Traceback" not in p.stderr
 
@@ -218,3 +227,20 @@ def test_the_side_view_of_dual_mono_says_why_it_is_silent():
     x = torch.sin(torch.arange(32000) * 0.05)[None].repeat(2, 1) * 0.3
     a = audit_signal(x, 32000, _scored_signal(x, "side"), AuditSettings(), 1.0, "the protocol", "side")
     assert a.names == ["silent"] and "not silent" in a.flags["silent"] and "dual mono" in a.flags["silent"]
+
+
+def test_progress_bars_in_a_log_file_are_redrawn_every_30_s_not_every_tenth(monkeypatch):
+    """A new user's redirected log held hundreds of carriage-return redraws per bar."""
+    import io
+
+    from evalkit.stages import progress_bar
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    for stream, interval in ((io.StringIO(), 30.0), (Tty(), 0.1)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        with progress_bar(10, True, "scoring", "clip") as bar:
+            assert bar.mininterval == interval
+            bar.update(10)

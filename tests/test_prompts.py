@@ -89,3 +89,24 @@ def test_synth_clip_is_deterministic():
     a, b = synth_clip("demo-piano", 32000, 1.0), synth_clip("demo-piano", 32000, 1.0)
     assert a.shape == (1, 32000) and a.equal(b)
     assert not a.equal(synth_clip("demo-strings", 32000, 1.0))
+
+
+def test_folder_prompts_refuse_captions_without_ids_and_a_file_as_folder(tmp_path):
+    from evalkit.audio import save_audio
+    from evalkit.data.prompts import load_folder_prompts
+
+    for cid in ("c0", "c1"):
+        save_audio(tmp_path / f"{cid}.wav", synth_clip(cid, 32000, 1.0), 32000)
+    txt = tmp_path / "captions.txt"
+    txt.write_text("a calm piano\na loud drum\n", encoding="utf-8")
+    with pytest.raises(PromptError, match=r"captions.txt: a .txt file is one caption a line, without ids.*save it as "
+                                          r"\.csv \(id,caption\)"):
+        load_folder_prompts(str(tmp_path), str(txt))
+    csv = tmp_path / "captions.csv"
+    csv.write_text("id,caption\nc0,a calm piano\nc1,a loud drum\n", encoding="utf-8")
+    assert [(p.id, p.caption) for p in load_folder_prompts(str(tmp_path), str(csv))] == \
+        [("c0", "a calm piano"), ("c1", "a loud drum")]
+    with pytest.raises(PromptError, match=r"c0.wav: is a file, not a folder"):
+        load_folder_prompts(str(tmp_path / "c0.wav"), str(csv))
+    with pytest.raises(ReferenceError, match=r"reference.dir=.*c1.wav: is a file, not a folder"):
+        ReferenceSet.from_dir(tmp_path / "c1.wav")

@@ -671,9 +671,12 @@ def check(dir: str | os.PathLike, clips: Sequence[Clip], *, progress: bool = Tru
     Returns the same summary as :func:`download` (without ``n_fetched``/``fatal``)."""
     from tqdm.auto import tqdm
 
+    from evalkit.io import folder_problem
+
     dir = Path(dir).expanduser().resolve()
-    if not dir.is_dir():
-        raise MusicCapsError(f"{dir}: no such folder (the folder of <ytid>.wav|flac|mp3 clips to check)")
+    problem = folder_problem(dir)
+    if problem:
+        raise MusicCapsError(f"{dir}: {problem} (the folder of <ytid>.wav|flac|mp3 clips to check)")
     with _folder_lock(dir):
         rows = _manifest_rows(dir)
         for clip in tqdm(clips, desc="musiccaps: checking", unit="clip", disable=not progress):

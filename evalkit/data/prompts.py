@@ -173,17 +173,25 @@ def load_folder_prompts(folder: str | None, captions: str | None = None) -> list
     (metrics that need captions skip it, naming the reason)."""
     from evalkit.data.references import list_audio_files
 
-    if not folder:
-        raise PromptError("dataset=folder takes its prompts from the clips of model.dir: use it with model=folder "
-                          "model.dir=DIR (or choose dataset=musiccaps / dataset=prompts)")
+    from evalkit.io import folder_problem
+
+    if not folder or str(folder) == "???":
+        raise PromptError("model.dir is not set: model=folder / dataset=folder read the clips (and their ids) from "
+                          "model.dir=DIR, a folder of <id>.wav|flac|mp3|ogg clips (or choose dataset=musiccaps / "
+                          "dataset=prompts)")
     root = Path(str(folder)).expanduser()
-    if not root.is_dir():
-        raise PromptError(f"model.dir={folder}: no such folder")
+    problem = folder_problem(root)
+    if problem:
+        raise PromptError(f"model.dir={folder}: {problem}")
     paths, _ = list_audio_files(root, "model.dir")
     if not paths:
         raise PromptError(f"model.dir={folder}: no audio files named <id>.wav|flac|mp3|ogg")
     if not captions:
         return [Prompt(i, "") for i in sorted(paths)]
+    if Path(str(captions)).suffix.lower() == ".txt":
+        raise PromptError(f"dataset.captions={captions}: a .txt file is one caption a line, without ids, so its "
+                          f"captions cannot be matched to the clips of model.dir: save it as .csv (id,caption) or "
+                          f".jsonl, with each clip's file name without its extension as the id")
     table = {p.id: p.caption for p in load_prompt_file(captions)}
     lacking = [i for i in sorted(paths) if i not in table]
     if lacking:

@@ -53,9 +53,12 @@ class ReferenceSet:
 
     @classmethod
     def from_dir(cls, root: str | Path, setting: str = "reference.dir") -> "ReferenceSet":
+        from evalkit.io import folder_problem
+
         root = Path(root).expanduser()
-        if not root.is_dir():
-            raise ReferenceError(f"{setting}={root}: no such folder")
+        problem = folder_problem(root)
+        if problem:
+            raise ReferenceError(f"{setting}={root}: {problem}")
         paths, unusable = list_audio_files(root, setting)
         if not paths:
             raise ReferenceError(f"{setting}={root}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) named <id>.<ext>")

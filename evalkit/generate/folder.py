@@ -33,9 +33,12 @@ class FolderGenerator(Generator):
         d = model_cfg.get("dir")
         if not d or d == "???":
             raise FolderError("model=folder needs model.dir=DIR (a folder of clips named <id>.wav|flac|mp3|ogg)")
+        from evalkit.io import folder_problem
+
         self.root = Path(str(d)).expanduser()
-        if not self.root.is_dir():
-            raise FolderError(f"model.dir={d}: no such folder")
+        problem = folder_problem(self.root)
+        if problem:
+            raise FolderError(f"model.dir={d}: {problem}")
         try:
             self.paths, self.unusable = list_audio_files(self.root, "model.dir")
         except ReferenceError as exc:

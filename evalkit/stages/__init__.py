@@ -35,9 +35,14 @@ class _NoBar:
 
 def progress_bar(total: int, enabled: bool, desc: str, unit: str):
     """A ``tqdm`` bar (a context manager; ``update(n)``) counting ``unit``s with rate and ETA when ``enabled``
-    (rank 0 with ``progress=true``), else a silent stand-in with the same methods."""
+    (rank 0 with ``progress=true``), else a silent stand-in with the same methods. When stderr is not a terminal
+    (a log file, CI) the bar is redrawn at most every 30 s instead of every 0.1 s, so a log keeps a few lines of
+    progress rather than hundreds of carriage returns."""
     if not enabled:
         return _NoBar()
+    import sys
+
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
+    interactive = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, mininterval=0.1 if interactive else 30.0)

@@ -112,7 +112,8 @@ def resume_message(out_dir: Path) -> str:
            "finished": "the earlier attempt finished"}.get(status, "an earlier attempt left it")
     if not any(done.values()):
         return f"{out_dir}: {how}; nothing of it is reusable, running it from the start"
-    return (f"{out_dir}: {how}; resuming with its {done['audio']} generated clips and {done['scores']} scored batches "
+    kept = ([f"{done['audio']} generated clips"] if done["audio"] else []) + [f"{done['scores']} scored batches"]
+    return (f"{out_dir}: {how}; resuming with its {' and '.join(kept)} "
             f"(the numbers will equal an uninterrupted run's)")
 
 
