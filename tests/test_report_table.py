@@ -467,11 +467,14 @@ def test_a_glob_one_level_too_deep_names_the_run_folders_contents_and_reads_no_b
     paths = sorted((tmp_path / "outputs").glob("*/*"))
     runs, skipped = load_runs(paths)
     assert [r.model_name for r in runs] == ["tiny-stereo"]  # from its summary.json, once
-    why = {s.path.name: s.reason for s in skipped}
-    assert why == {"clips.parquet": f"a file of the run folder {run}, not its summary.json",
-                   "config.yaml": f"a file of the run folder {run}, not its summary.json",
-                   "manifest.json": f"a file of the run folder {run}, not its summary.json",
-                   "embeddings": f"a folder inside the run folder {run}, not a run"}
+    # one entry for the run folder, not one per file (a new user's glob printed 18 lines twice)
+    assert [(s.path, s.reason) for s in skipped] == [
+        (run, "4 paths inside this run folder were given as well (clips.parquet, config.yaml, embeddings, "
+              "manifest.json): a glob one level too deep? The run is reported once")]
+    # a file of a run folder that is not itself reported is still named on its own
+    runs, skipped = load_runs([run / "config.yaml", tmp_path / "baseline-missing.json"])
+    assert not runs
+    assert [s.reason for s in skipped][0] == f"a file of the run folder {run}, not its summary.json"
     # a summary saved under another name is read; a JSON without a metrics object is refused
     (tmp_path / "baseline.json").write_text((run / "summary.json").read_text())
     (tmp_path / "other.json").write_text('{"status": "finished"}')

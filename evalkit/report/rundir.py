@@ -63,6 +63,8 @@ class SkippedFolder:
 
     path: Path
     reason: str
+    #: the run folder ``path`` lies inside, when it does
+    owner: Path | None = None
 
     def __str__(self) -> str:
         return f"{self.path}: {self.reason}"
@@ -307,12 +309,12 @@ def _scan_one(p: Path) -> tuple[list[Path], list[SkippedFolder]]:
         if p.suffix == ".json" and owner is None:  # a summary saved under another name: load_run checks it
             return [p], []
         return [], [SkippedFolder(p, f"a file of the run folder {owner}, not its summary.json" if owner
-                                  else "not a summary.json")]
+                                  else "not a summary.json", owner)]
     if not p.is_dir():
         return [], [SkippedFolder(p, "no such run folder or summary.json")]
     owner = _run_folder_above(p)
     if owner is not None:
-        return [], [SkippedFolder(p, f"a folder inside the run folder {owner}, not a run")]
+        return [], [SkippedFolder(p, f"a folder inside the run folder {owner}, not a run", owner)]
     if any((p / m).is_file() for m in RUN_MARKERS):
         return [], [SkippedFolder(p, why_no_summary(p))]
     inner = _candidates(p)
@@ -329,14 +331,35 @@ def scan_runs(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[Skip
     A path is a run folder, its summary.json (or a summary saved as another ``.json`` file), or a folder searched
     recursively. Skipped, with the reason: a missing path, a file or folder inside a run folder, a folder without
     summary.json (the reason from its manifest.json), a folder with no run folders under it.
-    Order: as given; run folders found inside one folder are sorted by path. Duplicates are dropped."""
+    Order: as given; run folders found inside one folder are sorted by path. Duplicates are dropped. The files and
+    folders inside a run folder that is itself reported (what a glob such as ``outputs/*/*`` adds) are named in one
+    entry per run folder, not one each."""
     found: list[Path] = []
     skipped: list[SkippedFolder] = []
     for raw in paths:
         f, s = _scan_one(Path(raw))
         found += f
         skipped += s
-    return _unique(found), skipped
+    found = _unique(found)
+    return found, _collapse_inside_reported(skipped, found)
+
+
+def _collapse_inside_reported(skipped: list[SkippedFolder], found: list[Path]) -> list[SkippedFolder]:
+    reported = {f.resolve() if f.is_dir() else f.resolve().parent for f in found}
+    inside: dict[Path, list[str]] = {}
+    for s in skipped:
+        if s.owner is not None and s.owner.resolve() in reported:
+            inside.setdefault(s.owner, []).append(s.path.name)
+    out: list[SkippedFolder] = []
+    for s in skipped:
+        if s.owner not in inside:
+            out.append(s)
+        elif not any(o.path == s.owner for o in out):
+            names = inside[s.owner]
+            out.append(SkippedFolder(s.owner, f"{len(names)} paths inside this run folder were given as well "
+                                              f"({', '.join(names[:4])}{', ...' if len(names) > 4 else ''}): a glob "
+                                              f"one level too deep? The run is reported once", s.owner))
+    return out
 
 
 def _unique(paths: list[Path]) -> list[Path]:
