@@ -27,18 +27,19 @@ def _reference_module():
 
 
 def _package(tmp: Path, model):
-    """The package's FrechetAudioDistance (defaults) whose hub load builds torchvggish with ``model``'s weights."""
+    """The package's FrechetAudioDistance (defaults) whose hub load builds torchvggish with ``model``'s weights, and
+    the module whose ``TorchVGGishVGG`` the fake hub builds (its forward is the reference's backbone time)."""
     from frechet_audio_distance import FrechetAudioDistance
 
     ref = _reference_module()
     repo = tmp / "torch_hub" / "harritaylor_torchvggish_master"
     channels = tuple(model.features[i].out_channels for i in (0, 3, 6, 11))
-    ref.write_fake_hub(repo, model.state_dict(), channels, model.embeddings[0].out_features)
+    hub = ref.write_fake_hub(repo, model.state_dict(), channels, model.embeddings[0].out_features)
     original = torch.hub.load
     torch.hub.load = lambda repo_or_dir, model, *a, **k: original(str(repo), model, source="local")
     try:
         return FrechetAudioDistance(ckpt_dir=str(tmp / "torch_hub"), model_name="vggish", sample_rate=16000,
-                                    use_pca=False, use_activation=False, verbose=False)
+                                    use_pca=False, use_activation=False, verbose=False), hub
     finally:
         torch.hub.load = original
 
@@ -55,11 +56,11 @@ class FadPart:
         self.recipe = recipe_from_files("fad", PROTOCOL, model_size=size, checkpoint="random", random_seed=0,
                                         backbone_weights="random", reference_stats=None, **overrides)
         self.metric = FAD(self.recipe, device=device)
-        self.package = _package(tmp, self.metric.model)
+        self.package, hub = _package(tmp, self.metric.model)
         self.build_s = time.perf_counter() - t0
         self.clips = clips
         self.clock = Clock()
-        self.clock.patch(_reference_module().TorchVGGishVGG, "forward")
+        self.clock.patch(hub.TorchVGGishVGG, "forward")  # the class the package's hub load instantiated
         self.recorder = Recorder(self.metric.model, "forward")
 
     def info(self) -> dict:
