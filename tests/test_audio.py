@@ -91,3 +91,24 @@ def test_roundtrip_and_bad_files(tmp_path):
     sf.write(str(nan), np.array([[0.1], [np.nan]], np.float32), 16000, subtype="FLOAT")
     with pytest.raises(AudioError, match="NaN"):
         load_audio(nan)
+
+
+@pytest.mark.parametrize("fmt,subtype", [("WAV", "PCM_16"), ("FLAC", "PCM_16"), ("WAV", "PCM_24"), ("WAV", "FLOAT"),
+                                         ("FLAC", "PCM_24"), ("WAV", "PCM_U8")])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_load_audio_equals_libsndfiles_float_conversion(tmp_path, fmt, subtype, channels):
+    """16-bit files are read as int16 and scaled by 2^-15 in evalkit: bit for bit libsndfile's float32 conversion,
+    extremes included (-32768 -> -1.0, 32767 -> 0.999969...); other subtypes are libsndfile's float32 as they are."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(channels)
+    x = rng.integers(-32768, 32768, size=(4000, channels), dtype=np.int16)
+    x[:2] = [[-32768] * channels, [32767] * channels]
+    path = tmp_path / f"x.{fmt.lower()}"
+    sf.write(str(path), x, 32000, subtype=subtype, format=fmt)
+    expected, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    got, got_sr = load_audio(path)
+    assert got.dtype == torch.float32 and got.shape == (channels, 4000) and got.is_contiguous() and got_sr == sr
+    np.testing.assert_array_equal(got.numpy(), expected.T)
+    if subtype == "PCM_16":
+        assert got[0, 0] == -1.0 and got[0, 1] == 32767 / 32768
