@@ -28,8 +28,8 @@ class AudioError(ValueError):
 def load_audio(path: str | os.PathLike, check_finite: bool = True) -> tuple[torch.Tensor, int]:
     """Read a file with soundfile (not ``torchaudio.load``) -> (float32 ``[C, T]``, sample rate).
 
-    Raises :class:`AudioError` naming the file when it is missing, unreadable, empty, a WAV cut off before the end
-    its header declares (:func:`wav_truncation`) or (with ``check_finite``) holds NaN/inf; the run's audit reads
+    Raises :class:`AudioError` naming the file when it is missing, unreadable, empty, cut off or with a header that
+    disagrees with its audio (:func:`integrity_problem`) or (with ``check_finite``) holds NaN/inf; the run's audit reads
     with ``check_finite=False`` and flags non-finite samples itself. mp3 is read by libsndfile >= 1.1 (soundfile
     wheels ship it). 16-bit PCM (WAV, FLAC) is read as int16 and scaled by 2^-15 here: the same float32 values
     as libsndfile's own conversion (``tests/test_audio.py``), in 2.8 instead of 4.8 ms for 10 s of stereo WAV.
@@ -41,20 +41,16 @@ def load_audio(path: str | os.PathLike, check_finite: bool = True) -> tuple[torc
         raise AudioError(f"{path}: no such audio file")
     try:
         with sf.SoundFile(str(path)) as fh:
-            sr, pcm16 = fh.samplerate, fh.subtype == "PCM_16"
+            sr, pcm16, declared = fh.samplerate, fh.subtype == "PCM_16", fh.frames
             raw = fh.read(dtype="int16" if pcm16 else "float32", always_2d=True)
     except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError / TypeError
-        raise AudioError(f"{path}: not a readable audio file ({type(exc).__name__}: {exc})") from exc
+        raise AudioError(f"{path}: not a readable audio file ({type(exc).__name__}: {exc}); if it was copied or "
+                         f"downloaded, it may be damaged or cut off: copy or generate it again") from exc
     if raw.shape[0] == 0:
         raise AudioError(f"{path}: the file holds no samples")
-    cut = wav_truncation(path)
-    if cut is not None:
-        declared, present = cut
-        raise AudioError(
-            f"{path}: truncated: its WAV header declares {declared} bytes of audio "
-            f"({raw.shape[0] * declared / max(present, 1) / sr:.2f} s) but the file holds {present} "
-            f"({raw.shape[0] / sr:.2f} s); it was cut off (an interrupted copy, download or write): "
-            f"copy or generate it again")
+    problem = integrity_problem(path, declared, raw.shape[0], sr)
+    if problem:
+        raise AudioError(f"{path}: {problem}")
     data = np.ascontiguousarray(raw.T)  # [C, T]
     if pcm16:
         data = data.astype(np.float32)
@@ -64,13 +60,34 @@ def load_audio(path: str | os.PathLike, check_finite: bool = True) -> tuple[torc
     return torch.from_numpy(data), int(sr)
 
 
-def wav_truncation(path: str | os.PathLike) -> tuple[int, int] | None:
-    """``(declared, present)`` bytes of the ``data`` chunk when ``path`` is a RIFF/RIFX WAVE file cut off before
-    the end its header declares, else ``None`` (not a WAV, intact, or a streaming placeholder size 0 / 0xFFFFFFFF;
-    RF64 files keep their sizes elsewhere and are not checked).
+def integrity_problem(path: str | os.PathLike, declared_frames: int, decoded_frames: int, sample_rate: int
+                      ) -> str | None:
+    """Why a file that libsndfile decoded without an error is still not the audio it claims to be, or ``None``.
 
-    libsndfile reads such a file without an error, as the shorter audio that is there (it only notes
-    "should be ..." in its log), so a file cut by an interrupted copy would be scored as a short clip."""
+    libsndfile reads a cut-off file as the audio that is left, so an interrupted copy would be scored as a short
+    clip. Three checks, each on what the container itself declares:
+
+    * WAV (RIFF/RIFX): the ``data`` chunk's declared size against the bytes present, both ways: fewer (cut off), or
+      more bytes after it that are no RIFF chunk (a header declaring less audio than the file holds);
+    * a header frame count (mp3's Xing/LAME header) above what decodes, by more than 1 % and two mp3 frames;
+    * Ogg (Vorbis, Opus, FLAC in Ogg): the last page lacks the end-of-stream flag.
+
+    ``declared_frames``: ``SoundFile.frames``; ``decoded_frames``: what ``read`` returned."""
+    wav = _riff_problem(path)
+    if wav:
+        return wav
+    if declared_frames - decoded_frames > max(0.01 * declared_frames, 2304):
+        return (f"truncated: its header declares {declared_frames / sample_rate:.2f} s but only "
+                f"{decoded_frames / sample_rate:.2f} s decode; it was cut off (an interrupted copy, download or "
+                f"write): copy or generate it again")
+    if _ogg_without_end(path):
+        return ("truncated: its last Ogg page does not end the stream (no end-of-stream flag), so the file was cut "
+                f"off after {decoded_frames / sample_rate:.2f} s (an interrupted copy, download or write): copy or "
+                f"generate it again")
+    return None
+
+
+def _riff_problem(path: str | os.PathLike) -> str | None:
     import struct
 
     try:
@@ -79,18 +96,60 @@ def wav_truncation(path: str | os.PathLike) -> tuple[int, int] | None:
             if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
                 return None
             order = "<" if head[:4] == b"RIFF" else ">"
-            size = os.fstat(fh.fileno()).st_size
-            pos = 12
+            size, pos, byte_rate = os.fstat(fh.fileno()).st_size, 12, 0
             while pos + 8 <= size:
                 fh.seek(pos)
                 chunk, n = struct.unpack(order + "4sI", fh.read(8))
+                if chunk == b"fmt " and n >= 12:
+                    byte_rate = struct.unpack(order + "I", fh.read(12)[8:12])[0]
                 if chunk == b"data":
-                    present = size - pos - 8
-                    return (n, present) if n not in (0, 0xFFFFFFFF) and n > present else None
+                    return _data_chunk_problem(fh, order, pos, n, size, byte_rate)
                 pos += 8 + n + (n & 1)  # RIFF chunks are padded to an even size
     except OSError:
         return None
     return None
+
+
+def _data_chunk_problem(fh, order: str, pos: int, n: int, size: int, byte_rate: int) -> str | None:
+    """The WAV ``data`` chunk at ``pos`` declaring ``n`` bytes, in a file of ``size`` bytes (see
+    :func:`integrity_problem`). 0 and 0xFFFFFFFF are streaming writers' placeholders: not checked."""
+    import struct
+
+    def secs(b: int) -> str:
+        return f" ({b / byte_rate:.2f} s)" if byte_rate else ""
+
+    if n in (0, 0xFFFFFFFF):
+        return None
+    present = size - pos - 8
+    if n > present:
+        return (f"truncated: its WAV header declares {n} bytes of audio{secs(n)} but the file holds {present}"
+                f"{secs(present)}; it was cut off (an interrupted copy, download or write): copy or generate it again")
+    after = pos + 8 + n + (n & 1)
+    if size - after >= 8:
+        fh.seek(after)
+        chunk, m = struct.unpack(order + "4sI", fh.read(8))
+        tag_or_padding = chunk[:3] == b"ID3" or chunk == b"\0\0\0\0"  # an appended ID3 tag, zero padding
+        if not tag_or_padding and not (all(32 <= c < 127 for c in chunk) and after + 8 + m <= size + 1):
+            return (f"its WAV header declares {n} bytes of audio{secs(n)} but {size - after} more bytes follow that "
+                    f"are no RIFF chunk: the header is wrong (a writer that did not finish it?), so the audio read "
+                    f"would be cut short: rewrite the file")
+    return None
+
+
+def _ogg_without_end(path: str | os.PathLike) -> bool:
+    """An Ogg file whose last page (the last ``OggS`` capture pattern in its final 64 KiB) lacks the
+    end-of-stream flag (header type bit 0x04)."""
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(4) != b"OggS":
+                return False
+            size = os.fstat(fh.fileno()).st_size
+            fh.seek(max(0, size - 65536))
+            tail = fh.read()
+    except OSError:
+        return False
+    i = tail.rfind(b"OggS")
+    return i >= 0 and i + 5 < len(tail) and not (tail[i + 5] & 0x04)
 
 
 def save_audio(path: str | os.PathLike, wav: torch.Tensor, sample_rate: int, subtype: str = "PCM_16") -> Path:

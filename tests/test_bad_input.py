@@ -124,23 +124,59 @@ def test_a_cut_off_wav_is_unreadable_not_short(tmp_path, subtype, channels):
         load_audio(p)
 
 
-def test_intact_wavs_are_not_truncated(tmp_path):
-    from evalkit.audio import wav_truncation
+def test_intact_files_have_no_integrity_problem(tmp_path):
+    from evalkit.audio import integrity_problem
+
+    def problem(p):
+        with sf.SoundFile(str(p)) as fh:
+            return integrity_problem(p, fh.frames, len(fh.read()), fh.samplerate)
 
     x = 0.1 * np.random.default_rng(2).standard_normal((32000, 2)).astype(np.float32)
     p = tmp_path / "ok.wav"
     sf.write(str(p), x, 32000, subtype="PCM_16")
-    assert wav_truncation(p) is None
+    assert problem(p) is None
     with open(p, "ab") as fh:  # a chunk after the audio (LIST/INFO metadata): still whole
         fh.write(b"LIST" + (6).to_bytes(4, "little") + b"INFOab")
-    assert wav_truncation(p) is None and load_audio(p)[0].shape == (2, 32000)
-    data = bytearray(p.read_bytes()[:-14])
+    assert problem(p) is None and load_audio(p)[0].shape == (2, 32000)
+    with open(p, "ab") as fh:  # an ID3 tag appended without a chunk header, as some taggers do
+        fh.write(b"ID3\x03\x00\x00" + bytes(40))
+    assert problem(p) is None
+    data = bytearray(p.read_bytes()[:32000 * 4 + 44])
     data[40:44] = (0xFFFFFFFF).to_bytes(4, "little")  # a streaming writer's placeholder size
     p.write_bytes(bytes(data))
-    assert wav_truncation(p) is None
-    assert wav_truncation(tmp_path / "missing.wav") is None
-    p.write_bytes(b"fLaC" + bytes(40))
-    assert wav_truncation(p) is None
+    assert problem(p) is None
+    for ext, fmt, subtype in (("ogg", "OGG", "VORBIS"), ("mp3", "MP3", "MPEG_LAYER_III"), ("flac", "FLAC", "PCM_16")):
+        q = tmp_path / f"ok.{ext}"
+        sf.write(str(q), x, 32000, format=fmt, subtype=subtype)
+        assert problem(q) is None, ext
+
+
+@pytest.mark.parametrize("ext,fmt,subtype", [("ogg", "OGG", "VORBIS"), ("mp3", "MP3", "MPEG_LAYER_III")])
+def test_cut_off_compressed_files_are_truncated_not_short(tmp_path, ext, fmt, subtype):
+    """libsndfile decodes the first third of these without an error: the Ogg stream's last page lacks the
+    end-of-stream flag; the mp3's Xing header declares 10 s."""
+    x = 0.1 * np.random.default_rng(3).standard_normal((320000, 2)).astype(np.float32)
+    p = tmp_path / f"cut.{ext}"
+    sf.write(str(p), x, 32000, format=fmt, subtype=subtype)
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 3])
+    assert len(sf.read(str(p))[0]) > 32000  # what would have been scored: seconds of it
+    with pytest.raises(AudioError, match=rf"cut\.{ext}: truncated: "):
+        load_audio(p)
+
+
+def test_a_wav_header_declaring_less_than_the_file_holds_is_refused(tmp_path):
+    """A writer that never finished its header: it declares 5 s while 10 s of audio follow. libsndfile reads 5 s."""
+    p = tmp_path / "half.wav"
+    sf.write(str(p), 0.1 * np.random.default_rng(4).standard_normal((320000, 1)).astype(np.float32), 32000,
+             subtype="PCM_16")
+    data = bytearray(p.read_bytes())
+    data[40:44] = (320000).to_bytes(4, "little")  # 5 s of 16-bit mono instead of 10 s
+    p.write_bytes(bytes(data))
+    assert sf.info(str(p)).frames == 160000
+    with pytest.raises(AudioError, match=r"half\.wav: its WAV header declares 320000 bytes of audio \(5\.00 s\) but "
+                                         r"320000 more bytes follow that are no RIFF chunk"):
+        load_audio(p)
 
 
 def test_usable_odd_clips_are_scored_and_counted(bad_run):

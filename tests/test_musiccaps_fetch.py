@@ -491,4 +491,5 @@ def test_verify_clip_refuses_a_wav_cut_off_before_its_declared_end(tmp_path):
     p.write_bytes(data[: len(data) // 3])
     check = mc.verify_clip(p, 10.0)
     # 44-byte header + 1,280,000 bytes of audio, cut to 1,280,044 // 3 = 426,681 bytes: 426,637 bytes of audio left
-    assert not check.ok and check.reason.startswith("unreadable: clip.wav is truncated (426637 of the 1280000 bytes")
+    assert not check.ok and check.reason.startswith("unreadable: clip.wav: truncated: its WAV header declares 1280000 "
+                                                    "bytes of audio (10.00 s) but the file holds 426637 (3.33 s)")

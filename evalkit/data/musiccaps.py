@@ -208,12 +208,11 @@ def verify_clip(path: str | os.PathLike, expected_s: float) -> ClipCheck:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # LibsndfileError, RuntimeError, TypeError, OSError
         return ClipCheck(False, f"unreadable: soundfile cannot read {path.name} ({type(exc).__name__}: {_one_line(exc)})")
-    from evalkit.audio import wav_truncation
+    from evalkit.audio import integrity_problem
 
-    cut = wav_truncation(path)
-    if cut is not None:
-        return ClipCheck(False, f"unreadable: {path.name} is truncated ({cut[1]} of the {cut[0]} bytes of audio its "
-                                f"header declares)")
+    problem = integrity_problem(path, int(sf.info(str(path)).frames), int(data.shape[0]), int(sr))
+    if problem:
+        return ClipCheck(False, f"unreadable: {path.name}: {problem}")
     frames, channels, sr = int(data.shape[0]), int(data.shape[1]), int(sr)
     info = dict(duration_s=frames / sr if sr else None, sample_rate=sr, channels=channels)
     expected_frames = expected_s * sr
