@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -58,7 +59,17 @@ def _prompts_csv(generated: Path, captions, metrics: Sequence[str], folder: Path
     if captions is None:
         table = {}
     elif isinstance(captions, Mapping):
-        table = {str(k): str(v) for k, v in captions.items()}
+        bad = [(k, v) for k, v in captions.items() if not isinstance(v, str) or not v.strip()]
+        if bad:
+            raise SpecError(f"score(captions=...): a caption is a non-empty string; {len(bad)} are not "
+                            f"(e.g. {bad[0][0]!r}: {bad[0][1]!r})")
+        table = {str(k): v for k, v in captions.items()}
+    elif not isinstance(captions, (str, os.PathLike)):
+        raise SpecError(f"score(captions=...): expected {{id: caption}} or a prompts file path, got "
+                        f"{type(captions).__name__}")
+    elif Path(captions).suffix.lower() == ".txt":
+        raise SpecError(f"score(captions={captions}): a .txt file is one caption a line, without ids, so it cannot "
+                        f"be matched to the clips: pass {{id: caption}} or a .csv/.jsonl with id,caption")
     else:
         table = {p.id: p.caption for p in load_prompt_file(captions)}
     from evalkit.registry import get_metric
@@ -73,7 +84,7 @@ def _prompts_csv(generated: Path, captions, metrics: Sequence[str], folder: Path
     if readers and lacking:
         raise SpecError(f"score(): the {', '.join(readers)} metric pairs each clip with its caption, and {len(lacking)} "
                         f"clips have none (e.g. {', '.join(lacking[:3])}): pass captions={{id: text}} or a prompts "
-                        f"file (.csv/.jsonl/.txt), or leave {', '.join(readers)} out of metrics")
+                        f"file (.csv/.jsonl with id,caption), or leave {', '.join(readers)} out of metrics")
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "prompts.csv"
     with open(path, "w", newline="", encoding="utf-8") as fh:
@@ -90,12 +101,17 @@ def score(generated: str | Path, reference: str | Path | None = None, captions: 
     """Score the clips in ``generated`` (``<id>.<ext>``) against ``reference`` (a folder of ``<id>.<ext>`` clips;
     None for metrics that need none, e.g. ``metrics=("clap",)``) with the model card's protocols.
 
-    ``captions``: ``{id: caption}``, or a prompts file (``.csv``/``.jsonl`` with id,caption, or ``.txt``); needed by
-    clap. ``overrides``: any setting, e.g. ``backbone_weights="random"``, ``**{"metrics.fad.protocol":
+    ``captions``: ``{id: caption}`` (non-empty strings), or a prompts file (``.csv``/``.jsonl`` with id,caption);
+    needed by clap. ``metrics``: names, or one name. ``overrides``: any setting, e.g. ``backbone_weights="random"``, ``**{"metrics.fad.protocol":
     "frechet-audio-distance"}``. Returns the summary; the run folder (default ``outputs/score/<time>``) holds
     clips.parquet and the rest."""
     from evalkit.io import folder_problem
 
+    for name, value in (("generated", generated), ("reference", reference), ("out_dir", out_dir)):
+        if not (value is None and name != "generated") and not isinstance(value, (str, os.PathLike)):
+            raise SpecError(f"score({name}=...): expected a folder path, got {type(value).__name__} {value!r:.60}")
+    if isinstance(metrics, str):
+        metrics = [metrics]  # score(metrics="kld"): one metric, not the letters k, l, d
     generated = Path(generated).expanduser()
     problem = folder_problem(generated)
     if problem:

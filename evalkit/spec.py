@@ -310,7 +310,11 @@ class RunSpec:
             (str(self.backbone_size) in BACKBONE_SIZES, f"backbone_size={self.backbone_size}: full or tiny"),
             (self.melody_source in ("reference", "none"), f"melody.source={self.melody_source}: reference or none"),
             (self.channel_view in CHANNEL_VIEWS, f"channel_view={self.channel_view}: one of {', '.join(CHANNEL_VIEWS)}"),
-        ]
+            (_is_int(self.seed), f"seed={self.seed}: must be an integer"),
+            (_is_int(self.num_workers) and int(self.num_workers) >= 0,
+             f"num_workers={self.num_workers}: must be an integer >= 0"),
+        ] + [(isinstance(getattr(self, k), bool), f"{k}={getattr(self, k)!r}: must be true or false")
+             for k in ("progress", "overwrite", "allow_missing_metrics")]
 
     def _check_known_keys(self) -> None:
         """A key added with ``+key=value`` that no code reads would be recorded in config.yaml and do nothing: refused,
@@ -352,6 +356,15 @@ def _number(value: Any, setting: str, cast=float) -> float:
         return cast(value)
     except (TypeError, ValueError):
         raise SpecError(f"{setting}={value}: not a number") from None
+
+
+def _is_int(v: Any) -> bool:
+    """An integer setting: an int (not a bool) or a string of one (``seed="7"`` from a command line)."""
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, int):
+        return True
+    return isinstance(v, str) and v.strip().lstrip("+-").isdigit()
 
 
 def _int(v: Any) -> int:

@@ -73,6 +73,34 @@ def test_score_refuses_what_cannot_work(tmp_path):
         evalkit.score(tmp_path / "g", metrics=["clap"])
     with pytest.raises(TypeError, match="list of overrides"):
         evalkit.evaluate("model=small")
+    # wrong types name the argument (a second new-user trial: a caption None was scored as the text "None")
+    g = tmp_path / "g"
+    with pytest.raises(SpecError, match=r"a caption is a non-empty string; 2 are not \(e.g. 'a': None\)"):
+        evalkit.score(g, captions={"a": None, "b": 1}, metrics=["clap"])
+    with pytest.raises(SpecError, match=r"score\(captions=...\): expected \{id: caption\} or a prompts file path, "
+                                        r"got list"):
+        evalkit.score(g, captions=["a calm piano"], metrics=["clap"])
+    (tmp_path / "c.txt").write_text("a calm piano\n", encoding="utf-8")
+    with pytest.raises(SpecError, match=r"c.txt\): a .txt file is one caption a line, without ids"):
+        evalkit.score(g, captions=tmp_path / "c.txt", metrics=["clap"])
+    with pytest.raises(SpecError, match=r"score\(generated=...\): expected a folder path, got list"):
+        evalkit.score([g])
+    with pytest.raises(SpecError, match=r"score\(reference=...\): expected a folder path, got int"):
+        evalkit.score(g, reference=3)
+    with pytest.raises(SpecError, match="clap metric pairs each clip"):  # one name, not the letters c, l, a, p
+        evalkit.score(g, metrics="clap")
+
+
+@pytest.mark.parametrize("override,message", [
+    ("seed=abc", "seed=abc: must be an integer"), ("seed=1.5", "seed=1.5: must be an integer"),
+    ("num_workers=-1", "num_workers=-1: must be an integer >= 0"),
+    ("progress=no", "progress='no': must be true or false"),
+    ("allow_missing_metrics=1", "allow_missing_metrics=1: must be true or false"),
+])
+def test_settings_of_the_wrong_type_are_named_before_any_work(override, message):
+    with pytest.raises(SpecError, match=re.escape(message)):
+        RunSpec.from_overrides([override])
+    assert RunSpec.from_overrides(["seed=7", "progress=false"]).seed == 7
 
 
 def test_readme_python_example_runs_as_written(tmp_path, monkeypatch, caplog):
