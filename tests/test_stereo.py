@@ -139,3 +139,14 @@ def test_stereo_is_on_for_stereo_models_and_its_section_is_reported(tmp_path):
     mono_model = evaluate(["model=tiny-mono", "generation.duration=1.0", "dataset.limit=2", "metrics=[clap]",
                            "progress=false", f"cache.dir={tmp_path / 'c'}"], out_dir=tmp_path / "mono")
     assert "stereo" not in mono_model["metrics"]
+
+
+def test_stereo_against_mono_references_says_why_it_has_no_number(tmp_path):
+    """A second new-user trial: the error pointed at summary.json skip_reasons, which were empty (the clips were
+    kept from this metric only); the reason is now in the metric's error itself."""
+    wide = lambda i: torch.cat([synth_clip(f"L{i}", SR, 10.0), synth_clip(f"R{i}", SR, 10.0)])  # noqa: E731
+    s = evaluate([*_pairs(tmp_path, wide, n=2, ref_channels=1), "metrics=[stereo]", "allow_missing_metrics=true"],
+                 out_dir=tmp_path / "o")
+    err = s["metrics"]["stereo"]["error"]
+    assert s["metrics"]["stereo"]["value"] is None
+    assert err.endswith("; most common reasons: no stereo reference: the reference has 1 channel(s) (2 clips)"), err

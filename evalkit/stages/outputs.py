@@ -58,8 +58,9 @@ def metric_entry(m: Metric, df) -> dict[str, Any]:
     try:
         values = m.compute()
     except Exception as exc:  # e.g. FAD with fewer windows than dimensions: report it, keep the others
-        log.error("%s could not be computed: %s", m.name, exc)
-        entry["error"] = f"{type(exc).__name__}: {exc}"
+        reasons = _top_reasons(df, col)
+        log.error("%s could not be computed: %s%s", m.name, exc, reasons)
+        entry["error"] = f"{type(exc).__name__}: {exc}{reasons}"
     else:
         entry["value"] = values.get(m.spec.primary)
         entry["values"] = values
@@ -74,6 +75,18 @@ def metric_entry(m: Metric, df) -> dict[str, Any]:
 
     entry["recipe"] = {k: thaw(v) for k, v in m.recipe.items() if k not in RUN_ONLY_KEYS}
     return entry
+
+
+def _top_reasons(df, column: str, n: int = 3) -> str:
+    """``"; most common reasons: <reason> (k clips), ..."`` from a per-clip skip column, or ``""``: the reason a
+    metric has no number, where it is read (the column alone was easy to miss)."""
+    if column not in df:
+        return ""
+    counts = df[column].dropna().astype(str).value_counts()
+    if counts.empty:
+        return ""
+    return "; most common reasons: " + "; ".join(f"{r} ({k} clip{'s' if k != 1 else ''})"
+                                                 for r, k in counts.head(n).items())
 
 
 def audit_counts(df, column: str) -> tuple[dict[str, int], dict[str, list[str]]]:
