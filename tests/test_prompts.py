@@ -110,3 +110,24 @@ def test_folder_prompts_refuse_captions_without_ids_and_a_file_as_folder(tmp_pat
         load_folder_prompts(str(tmp_path / "c0.wav"), str(csv))
     with pytest.raises(ReferenceError, match=r"reference.dir=.*c1.wav: is a file, not a folder"):
         ReferenceSet.from_dir(tmp_path / "c1.wav")
+
+
+def test_ids_match_across_unicode_normalisations(tmp_path):
+    """A file named caf\u00e9 written decomposed (NFD, as macOS does) matches the composed id of a caption table and
+    of a reference file: they look identical, and a new user could not see why 'no caption' was raised."""
+    import unicodedata
+
+    from evalkit.audio import save_audio
+    from evalkit.data.prompts import load_folder_prompts
+
+    nfd, nfc = unicodedata.normalize("NFD", "café"), "café"
+    assert nfd != nfc
+    gen, ref = tmp_path / "gen", tmp_path / "ref"
+    save_audio(gen / f"{nfd}.wav", synth_clip("x", 32000, 1.0), 32000)
+    save_audio(ref / f"{nfc}.wav", synth_clip("y", 32000, 1.0), 32000)
+    csv = tmp_path / "c.csv"
+    csv.write_text(f"id,caption\n{nfc},a calm piano\n", encoding="utf-8")
+    [p] = load_folder_prompts(str(gen), str(csv))
+    assert p.id == nfd and p.caption == "a calm piano"
+    refs = ReferenceSet.from_dir(ref)
+    assert refs.get(nfd) == ref / f"{nfc}.wav" and refs.missing([nfd]) == [] and refs.extra([nfd]) == []

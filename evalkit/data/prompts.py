@@ -192,17 +192,19 @@ def load_folder_prompts(folder: str | None, captions: str | None = None) -> list
         raise PromptError(f"dataset.captions={captions}: a .txt file is one caption a line, without ids, so its "
                           f"captions cannot be matched to the clips of model.dir: save it as .csv (id,caption) or "
                           f".jsonl, with each clip's file name without its extension as the id")
-    table = {p.id: p.caption for p in load_prompt_file(captions)}
-    lacking = [i for i in sorted(paths) if i not in table]
+    from evalkit.data.references import id_key
+
+    table = {id_key(p.id): p.caption for p in load_prompt_file(captions)}  # ids match in NFC form
+    lacking = [i for i in sorted(paths) if id_key(i) not in table]
     if lacking:
         raise PromptError(f"dataset.captions={captions}: no caption for {len(lacking)} of the {len(paths)} clips of "
                           f"model.dir (e.g. {', '.join(lacking[:3])}); give every clip its caption, or leave "
                           f"dataset.captions out (text consistency is then skipped)")
-    orphans = sorted(set(table) - set(paths))
+    orphans = sorted(set(table) - {id_key(i) for i in paths})
     if orphans:
         log.warning("dataset.captions=%s: %d captions have no clip in model.dir (e.g. %s)", captions, len(orphans),
                     ", ".join(orphans[:3]))
-    return [Prompt(i, table[i]) for i in sorted(paths)]
+    return [Prompt(i, table[id_key(i)]) for i in sorted(paths)]
 
 
 def load_musiccaps_dataset(path: str | None = None, subset: str = "all", split: str = "train"):

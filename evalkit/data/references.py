@@ -43,6 +43,14 @@ def list_audio_files(root: Path, setting: str) -> tuple[dict[str, Path], list[tu
     return paths, unusable
 
 
+def id_key(clip_id: str) -> str:
+    """The form in which clip ids are matched across files and tables: Unicode NFC. macOS writes file names
+    decomposed (NFD: ``cafe\u0301``) while a typed caption table holds ``caf\u00e9``; both look the same."""
+    import unicodedata
+
+    return unicodedata.normalize("NFC", str(clip_id))
+
+
 @dataclass
 class ReferenceSet:
     root: Path | None
@@ -69,14 +77,18 @@ class ReferenceSet:
         return cls(root=None)
 
     def get(self, key: str) -> Path | None:
-        return self.paths.get(key)
+        """The reference of clip id ``key``; ids match in Unicode NFC form (:func:`id_key`)."""
+        return self.paths.get(key) or self._by_key().get(id_key(key))
 
     def missing(self, keys: Iterable[str]) -> list[str]:
-        return [k for k in keys if k not in self.paths]
+        return [k for k in keys if self.get(k) is None]
 
     def extra(self, keys: Iterable[str]) -> list[str]:
-        keys = set(keys)
-        return sorted(k for k in self.paths if k not in keys)
+        keys = {id_key(k) for k in keys}
+        return sorted(k for k in self.paths if id_key(k) not in keys)
+
+    def _by_key(self) -> dict[str, Path]:
+        return {id_key(k): p for k, p in self.paths.items()}
 
 
 # ----------------------------------------------------------------------------------------------------------------

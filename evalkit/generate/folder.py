@@ -48,7 +48,10 @@ class FolderGenerator(Generator):
         self.model_cfg = dict(model_cfg)
 
     def path(self, clip_id: str) -> Path | None:
-        return self.paths.get(clip_id)
+        """The clip file of ``clip_id``; ids match in Unicode NFC form (``references.id_key``)."""
+        from evalkit.data.references import id_key
+
+        return self.paths.get(clip_id) or {id_key(i): p for i, p in self.paths.items()}.get(id_key(clip_id))
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.model_cfg.get("name", "folder"), "hub_id": None, "source": str(self.root),
@@ -59,14 +62,16 @@ class FolderGenerator(Generator):
         return [Batch(i // FOLDER_BATCH, None, prompts[i:i + FOLDER_BATCH]) for i in range(0, len(prompts), FOLDER_BATCH)]
 
     def unused_files(self, ids) -> list[dict[str, str]]:
-        ids = set(ids)
+        from evalkit.data.references import id_key
+
+        ids = {id_key(i) for i in ids}
         out = [{"file": str(p), "reason": "no prompt id (not in the prompt set)"} for i, p in self.paths.items()
-               if i not in ids]
+               if id_key(i) not in ids]
         return out + [{"file": str(p), "reason": why} for p, why in self.unusable]
 
     def generate_batch(self, batch: Batch, melodies=None, on_step=None) -> list[GeneratedClip]:
         out = []
         for p in batch.prompts:
-            path = self.paths.get(p.id)
+            path = self.path(p.id)
             out.append(GeneratedClip(p.id, path=path, skipped=None if path else f"no file {p.id}.<ext> in model.dir"))
         return out
