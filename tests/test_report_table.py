@@ -468,9 +468,9 @@ def test_a_glob_one_level_too_deep_names_the_run_folders_contents_and_reads_no_b
     runs, skipped = load_runs(paths)
     assert [r.model_name for r in runs] == ["tiny-stereo"]  # from its summary.json, once
     # one entry for the run folder, not one per file (a new user's glob printed 18 lines twice)
-    assert [(s.path, s.reason) for s in skipped] == [
-        (run, "4 paths inside this run folder were given as well (clips.parquet, config.yaml, embeddings, "
-              "manifest.json): a glob one level too deep? The run is reported once")]
+    assert [str(s) for s in skipped] == [
+        f"4 paths inside the run folder {run} (clips.parquet, config.yaml, embeddings, manifest.json): a glob one "
+        f"level too deep? The run folder itself is reported, once"]
     # a file of a run folder that is not itself reported is still named on its own
     runs, skipped = load_runs([run / "config.yaml", tmp_path / "baseline-missing.json"])
     assert not runs

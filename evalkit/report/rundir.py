@@ -65,9 +65,11 @@ class SkippedFolder:
     reason: str
     #: the run folder ``path`` lies inside, when it does
     owner: Path | None = None
+    #: what is named instead of ``path`` (several paths inside one run folder)
+    label: str | None = None
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.reason}"
+        return f"{self.label or self.path}: {self.reason}"
 
 
 def check_summary(summary: Any, source: str | os.PathLike) -> dict[str, Any]:
@@ -356,9 +358,10 @@ def _collapse_inside_reported(skipped: list[SkippedFolder], found: list[Path]) -
             out.append(s)
         elif not any(o.path == s.owner for o in out):
             names = inside[s.owner]
-            out.append(SkippedFolder(s.owner, f"{len(names)} paths inside this run folder were given as well "
-                                              f"({', '.join(names[:4])}{', ...' if len(names) > 4 else ''}): a glob "
-                                              f"one level too deep? The run is reported once", s.owner))
+            out.append(SkippedFolder(
+                s.owner, "a glob one level too deep? The run folder itself is reported, once", s.owner,
+                label=f"{len(names)} paths inside the run folder {s.owner} ({', '.join(names[:4])}"
+                      f"{', ...' if len(names) > 4 else ''})"))
     return out
 
 

@@ -56,7 +56,7 @@ def load_inputs(spec: RunSpec, out_dir: str | Path) -> Inputs:
         if need:
             raise RunError(
                 f"metrics {', '.join(need)} compare with reference audio, and none was given: pass reference.dir=DIR "
-                f"(clips named <id>.wav|flac|mp3; for MusicCaps, <ytid>.wav), reference.stats=FILE for FAD, or "
+                f"(clips named <id>.wav|flac|mp3|ogg; for MusicCaps, <ytid>.wav), reference.stats=FILE for FAD, or "
                 f"leave them out (e.g. metrics=[clap])")
         if spec.melody_model and spec.melody_source == "reference":
             raise RunError("a melody model conditions each prompt on its reference clip: give reference.dir=DIR, or "
