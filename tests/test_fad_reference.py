@@ -10,7 +10,7 @@ The reference half of this file is written from the published formulas (not copi
   non-overlapping 96-frame examples) and ``vggish.py`` (``VGG`` with its two transposes and a final ReLU; ``VGGish``
   with ``forward(x, fs)``, ``preprocess``/``postprocess`` flags and ``device``).
 ``test_fad_parity.py`` serves this module to ``frechet_audio_distance`` as the torch hub ``harritaylor/torchvggish``
-repo (a fake hubconf.py in a tmp dir), and ``benchmarks/bench_fad.py`` does the same.
+repo (a fake hubconf.py in a tmp dir), and ``benchmarks/suite_parts/fad.py`` does the same.
 """
 from __future__ import annotations
 
