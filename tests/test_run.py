@@ -148,3 +148,25 @@ def test_score_cache_reuses_a_metric_when_another_is_added(tmp_path, monkeypatch
     # other audio -> other key -> computed (and here: the patched update is called)
     with pytest.raises(AssertionError, match="chroma recomputed"):
         run(cfg(*FAST, "dataset.limit=3", "metrics=[chroma]", "seed=5"), tmp_path / "c")
+
+
+def test_generation_mode_names_a_cut_off_reference_and_scores_the_rest(tmp_path):
+    """The truncated-file fault in generation mode: a reference WAV cut to a third of its bytes (libsndfile reads
+    3.33 s of it without an error) is an unusable reference, named, never zero-padded and scored."""
+    import numpy as np
+
+    prompts = tmp_path / "p.csv"
+    prompts.write_text("id,caption\nr0,a calm piano\nr1,a loud drum\n", encoding="utf-8")
+    ref = tmp_path / "ref"
+    save_audio(ref / "r0.wav", synth_clip("r0", 32000, 1.0), 32000)
+    sf.write(str(ref / "r1.wav"), 0.1 * np.random.default_rng(0).standard_normal((32000, 1)).astype(np.float32),
+             32000, subtype="PCM_16")
+    data = (ref / "r1.wav").read_bytes()
+    (ref / "r1.wav").write_bytes(data[: len(data) // 3])
+    s = run(cfg("model=tiny-mono", *FAST, "dataset=prompts", f"dataset.path={prompts}", f"reference.dir={ref}",
+                "metrics=[kld]", "backbone_weights=random", "backbone_size=tiny"), tmp_path / "out")
+    assert list(s["unusable_references"]) == ["r1"]
+    assert "r1.wav: truncated: its WAV header declares 64000 bytes of audio (1.00 s)" in s["unusable_references"]["r1"]
+    assert s["metrics"]["kld"]["n_clips"] == 1
+    df = pd.read_parquet(tmp_path / "out" / "clips.parquet").set_index("id")
+    assert "r1.wav: truncated" in df.loc["r1", "kld_skipped"] and pd.isna(df.loc["r0", "kld_skipped"])
