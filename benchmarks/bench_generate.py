@@ -134,7 +134,7 @@ def build_model(name: str, dtype: torch.dtype, device: torch.device, prompts: li
         model, tok, _ = tiny_musicgen(name)
         tok.model_max_length = 4096  # character-level: long captions are long, and T5's relative positions allow it
         return model.to(device, dtype), tok
-    from evalkit.generate.shapes import random_released_model
+    from benchmarks.musicgen_shapes import random_released_model
 
     model = random_released_model(name, dtype=dtype, device=device)
     return model, word_tokenizer([p.caption for p in prompts])
@@ -402,7 +402,7 @@ def main(argv=None) -> dict[str, Any]:
     res["musiccaps"] = {"n_clips": args.n_prompts, "steps": steps, "projected_wall_s": est,
                         "from": "evalkit+static" if best is res.get("evalkit+static") else "evalkit",
                         "batch": best["batch"]}
-    from evalkit.generate.shapes import RELEASED, generation_floor
+    from benchmarks.musicgen_shapes import RELEASED, generation_floor
 
     if model_name in RELEASED:
         text_len = sum(len(tok(p.caption)["input_ids"]) for p in prompts) / len(prompts)

@@ -135,7 +135,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from evalkit.backbones.base import reuse_freed_memory
+    from evalkit.cpu import reuse_freed_memory
     from suite_parts.data import build_clip_set, describe
 
     malloc = reuse_freed_memory()  # as a run does first (evalkit/run.py); the reference loops share the process

@@ -14,19 +14,11 @@ EXIT_OK, EXIT_UNEXPECTED, EXIT_INPUT, EXIT_MISSING_METRIC, EXIT_INTERRUPTED = 0,
 
 
 def user_errors() -> tuple[type, ...]:
-    """Errors that mean "this setting or input cannot work": printed as one message, exit status 2."""
-    from evalkit.backbones.tokenizers import TokenizerError
-    from evalkit.backbones.weights import CheckpointError
-    from evalkit.data.prompts import PromptError
-    from evalkit.data.references import ReferenceError
-    from evalkit.generate.folder import FolderError
-    from evalkit.generate.musicgen import ModelLoadError
-    from evalkit.metrics.fad import FADError
-    from evalkit.spec import SpecError
-    from evalkit.stages import RunError
+    """Errors that mean "this setting or input cannot work": printed as one message, exit status 2. Every layer's
+    such error derives from :class:`evalkit.errors.InputError`."""
+    from evalkit.errors import InputError
 
-    return (SpecError, RunError, PromptError, ReferenceError, FolderError, CheckpointError, TokenizerError,
-            ModelLoadError, FADError)
+    return (InputError,)
 
 
 def missing_metrics(summary: dict) -> list[str]:

@@ -179,6 +179,34 @@ def resample(wav: torch.Tensor, from_rate: int, to_rate: int) -> torch.Tensor:
     return julius.resample_frac(wav, int(from_rate), int(to_rate))
 
 
+def resample_with(wav: torch.Tensor, from_rate: int, to_rate: int, method: str = "julius") -> torch.Tensor:
+    """Resample ``[..., T]`` with the named resampler, each a tool's own:
+
+    - ``julius``: ``julius.resample_frac`` (audiocraft's ``convert_audio``);
+    - ``resampy``: ``resampy.resample(x, from, to)`` (kaiser_best; the frechet-audio-distance package), computed bit
+      for bit by :mod:`evalkit.resampy_exact`, per channel, float32;
+    - ``soxr_hq``: ``librosa.resample(x, orig_sr=from, target_sr=to, res_type="soxr_hq")`` (``librosa.load``'s
+      default; stable-audio-metrics), per channel.
+    """
+    if int(from_rate) == int(to_rate):
+        return wav
+    if method == "julius":
+        return resample(wav, from_rate, to_rate)
+    rows = wav.reshape(-1, wav.shape[-1]).detach().cpu().numpy()
+    if method == "resampy":
+        from evalkit import resampy_exact
+
+        out = [resampy_exact.resample(r, int(from_rate), int(to_rate)) for r in rows]
+    elif method == "soxr_hq":
+        import librosa
+
+        out = [librosa.resample(r, orig_sr=int(from_rate), target_sr=int(to_rate), res_type="soxr_hq") for r in rows]
+    else:
+        raise ValueError(f"resampler {method!r}: expected julius, resampy or soxr_hq")
+    res = torch.from_numpy(np.ascontiguousarray(np.stack(out)))
+    return res.reshape(*wav.shape[:-1], res.shape[-1])
+
+
 def to_channels(wav: torch.Tensor, channels: int) -> torch.Tensor:
     """``audiocraft/data/audio_utils.py: convert_audio_channels``: mono = mean over channels; mono -> N by
     repetition; N -> M (M < N) keeps the first M channels."""
@@ -210,14 +238,16 @@ def crop_or_pad(wav: torch.Tensor, length: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------------------------
 # Normalisations (audiocraft/data/audio_utils.py)
 # ----------------------------------------------------------------------------------------------------------------
-def peak_normalize(wav: torch.Tensor, headroom_db: float = 1.0) -> torch.Tensor:
-    """``normalize_audio(strategy='peak', peak_clip_headroom_db=headroom_db)``: scale so max|x| = 10**(-h/20).
+def peak_normalize(wav: torch.Tensor, peak_dbfs: float = -1.0) -> torch.Tensor:
+    """Scale so that max|x| = ``10 ** (peak_dbfs / 20)``: the peak at ``peak_dbfs`` dB relative to full scale
+    (-1.0: 1 dB below). audiocraft's ``normalize_audio(strategy='peak', peak_clip_headroom_db=1)`` and pyloudnorm's
+    ``normalize.peak(x, -1.0)`` are both ``peak_dbfs=-1.0``.
 
     Silent audio (max|x| == 0) cannot be peak-normalised: raises :class:`AudioError` instead of returning NaN."""
     peak = wav.abs().max()
     if not torch.isfinite(peak) or peak == 0:
         raise AudioError("peak normalisation of silent or non-finite audio")
-    return wav * (10 ** (-headroom_db / 20) / peak)
+    return wav * (10 ** (peak_dbfs / 20) / peak)
 
 
 def i16_pcm(wav: torch.Tensor) -> torch.Tensor:
@@ -229,6 +259,13 @@ def i16_pcm(wav: torch.Tensor) -> torch.Tensor:
     if candidate.max() >= 2**15:
         candidate = (wav * (2**15 - 1)).round()
     return candidate.to(torch.int16)
+
+
+def quantize_int16_laion(wav: torch.Tensor) -> torch.Tensor:
+    """laion_clap's ``int16_to_float32(float32_to_int16(x))``: clip to ±1, ``* 32767``, truncate to int16,
+    ``/ 32767`` (what its ``use_tensor=False`` path and stable-audio-metrics do; audiocraft does not)."""
+    q = (torch.clamp(wav, -1.0, 1.0) * 32767.0).to(torch.int16)
+    return q.to(torch.float32) / 32767.0
 
 
 def _biquad_kweight(sample_rate: int) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -27,15 +27,19 @@ def register_generator(name: str):
     return _register(GENERATORS, "generator", name)
 
 
+def _modules(package) -> list[str]:
+    import pkgutil
+
+    return sorted(m.name for m in pkgutil.iter_modules(package.__path__))
+
+
 def metric_names() -> list[str]:
     """Every metric evalkit ships: the modules of ``evalkit/metrics/`` that register one (found on disk, so a new
     metric is its module and its conf files, nothing else)."""
-    import pkgutil
-
     import evalkit.metrics as pkg
 
-    skip = {"base", "spec", "frechet"}  # the contract and shared math, not metrics
-    return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if m.name not in skip)
+    skip = {"base", "spec"}  # the contract, not metrics
+    return [m for m in _modules(pkg) if m not in skip]
 
 
 def get_metric(name: str) -> type:
@@ -50,8 +54,14 @@ def get_metric(name: str) -> type:
 
 
 def get_generator(name: str) -> type:
-    import evalkit.generate  # noqa: F401
+    """The generator class registered as ``name``, importing the modules of ``evalkit/generate/`` on first use."""
+    import importlib
 
+    import evalkit.generate as pkg
+
+    if name not in GENERATORS:
+        for module in _modules(pkg):
+            importlib.import_module(f"evalkit.generate.{module}")
     if name not in GENERATORS:
         raise KeyError(f"unknown generator {name!r}; known: {sorted(GENERATORS)}")
     return GENERATORS[name]

@@ -39,7 +39,7 @@ def run(spec: RunSpec | Any, out_dir: str | Path) -> dict[str, Any]:
     (``{}`` on ranks other than 0)."""
     import torch
 
-    from evalkit.backbones.base import reuse_freed_memory
+    from evalkit.cpu import reuse_freed_memory
 
     reuse_freed_memory()  # before any thread picks a malloc arena (backbones/base.py)
     spec = spec if isinstance(spec, RunSpec) else RunSpec.from_config(spec)

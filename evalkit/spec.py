@@ -24,6 +24,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping, Sequence
 
+from evalkit.errors import InputError
+
 #: The ``conf/`` folder beside the package.
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 #: Config keys that change no number: they may differ between a run and its resumption.
@@ -34,7 +36,7 @@ CHANNEL_VIEWS = ("mono", "left", "right", "mid", "side")
 BACKBONE_SIZES = ("full", "tiny")
 
 
-class SpecError(ValueError):
+class SpecError(InputError, ValueError):
     """A setting that cannot work; the message names the setting and the fix."""
 
 
@@ -81,7 +83,6 @@ def compose(overrides: Sequence[str] = (), conf_dir: str | Path | None = None):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
@@ -113,7 +114,8 @@ def composition_message(exc: Exception, conf_dir: str | Path | None = None) -> s
 
 
 def _nearest_setting(key: str) -> str:
-    """`` (did you mean X?)`` for a mistyped ``metrics.<m>.<key>`` or ``generation.<key>``, else ''."""
+    """`` (did you mean X?)`` for a mistyped ``metrics.<m>.<key>`` or ``generation.<key>``, else ''. A constant of the
+    metric's embedding (``conf/embeddings/``) lives under ``metrics.<m>.embedder``: that is the hint then."""
     import difflib
 
     import yaml
@@ -121,12 +123,16 @@ def _nearest_setting(key: str) -> str:
     parts = key.split(".")
     try:
         if parts[0] == "metrics" and len(parts) == 3:
-            known = set(recipe_from_files(parts[1]))
+            recipe = recipe_from_files(parts[1])
+            if parts[2] in (recipe.get("embedder") or {}):
+                return (f" here: it is a constant of the {recipe['embedding']} embedding "
+                        f"(conf/embeddings/{recipe['embedding']}.yaml), set with +metrics.{parts[1]}.embedder.{parts[2]}=")
+            known = set(recipe)
         elif parts[0] == "generation" and len(parts) == 2:
             known = {k for f in (CONF_DIR / "generation").glob("*.yaml") for k in (yaml.safe_load(f.read_text()) or {})}
         else:
             return ""
-    except (OSError, StopIteration, KeyError):
+    except (OSError, StopIteration, KeyError, SpecError):
         return ""
     near = difflib.get_close_matches(parts[-1], sorted(known), n=1)
     return f" (did you mean {'.'.join(parts[:-1] + near)}?)" if near else ""
@@ -143,27 +149,58 @@ _RUN_LEVEL = {"backbone_weights": "released", "backbone_size": "full", "referenc
 
 
 def recipe_from_files(name: str, protocol: str | None = None, conf_dir: str | Path | None = None,
-                      **settings: Any) -> dict[str, Any]:
+                      postprocess: str = "audiocraft", **settings: Any) -> dict[str, Any]:
     """The recipe :func:`metric_recipe` composes, read from the YAML files without Hydra (for benchmark scripts on
     machines that carry only PyYAML): ``conf/metrics/<name>/<protocol>.yaml`` under the run settings of
-    ``conf/metrics/<name>.yaml``, then ``settings``. Run-level interpolations (``${backbone_weights}``,
-    ``${backbone_size}``, ``${reference.stats}``) take their defaults unless ``settings`` gives the key.
+    ``conf/metrics/<name>.yaml``, then ``settings``, with its embedding's constants filled in
+    (:func:`resolve_recipe`). Run-level interpolations (``${backbone_weights}``, ``${backbone_size}``,
+    ``${reference.stats}``) take their defaults unless ``settings`` gives the key; the input path's
+    ``${postprocess.<side>}`` comes from ``conf/postprocess/<postprocess>.yaml``.
     ``tests/test_spec.py`` checks it equals the composed recipe for every metric and protocol."""
     import yaml
 
-    root = Path(conf_dir or CONF_DIR) / "metrics"
+    conf = Path(conf_dir or CONF_DIR)
+    root = conf / "metrics"
     node = yaml.safe_load((root / f"{name}.yaml").read_text(encoding="utf-8"))
     default = next(d[name] for d in node["defaults"] if isinstance(d, dict) and name in d)
     protocol = protocol or default
     recipe = yaml.safe_load((root / name / f"{protocol}.yaml").read_text(encoding="utf-8"))
     recipe.update(node.get(name) or {})
+    post = yaml.safe_load((conf / "postprocess" / f"{postprocess}.yaml").read_text(encoding="utf-8"))
     for k, v in recipe.items():
         if isinstance(v, str) and v.startswith("${") and v.endswith("}"):
             ref = v[2:-1]
             if ref not in _RUN_LEVEL:
                 raise SpecError(f"conf/metrics/{name}.yaml: {k}: {v} is not a run-level setting recipe_from_files knows")
             recipe[k] = settings.get(k, _RUN_LEVEL[ref])
+    for side, v in dict(recipe.get("input") or {}).items():
+        if isinstance(v, str) and v.startswith("${postprocess.") and v.endswith("}"):
+            recipe["input"][side] = post[v[len("${postprocess."):-1]]
     recipe.update(settings)
+    return resolve_recipe(name, recipe)
+
+
+def resolve_recipe(name: str, recipe: Mapping[str, Any]) -> dict[str, Any]:
+    """A metric's recipe with its embedding's constants filled in: ``embedder`` = ``conf/embeddings/<embedding>.yaml``
+    (or a registered embedder's conf) under the recipe's own ``embedder`` entries, which win (the command line's
+    ``+metrics.<m>.embedder.<key>=``, or a saved config's values). A metric without ``embedding`` is returned as it
+    is. Raises :class:`SpecError` for an unknown embedding or an ``embedder`` key the embedding does not have."""
+    recipe = dict(recipe)
+    emb = recipe.get("embedding")
+    if not emb:
+        return recipe
+    from evalkit.embeddings import EmbeddingError, embedder_conf
+
+    try:
+        base = embedder_conf(str(emb))
+    except EmbeddingError as exc:
+        raise SpecError(f"metrics.{name}.embedding={emb}: {exc}") from None
+    own = dict(recipe.get("embedder") or {})
+    unknown = sorted(set(own) - set(base))
+    if unknown:
+        raise SpecError(f"metrics.{name}.embedder.{unknown[0]}: not a constant of the {emb} embedding "
+                        f"(conf/embeddings/{emb}.yaml); known: {', '.join(sorted(base))}")
+    recipe["embedder"] = {**base, **own}
     return recipe
 
 
@@ -207,7 +244,7 @@ class RunSpec:
         unknown = sorted(set(cfg) - names)
         if unknown:
             raise SpecError(f"unknown settings {unknown}; known: {sorted(names)}")
-        cfg["metrics"] = cfg.get("metrics") or {}
+        cfg["metrics"] = {name: resolve_recipe(name, recipe) for name, recipe in (cfg.get("metrics") or {}).items()}
         cfg["melody"] = cfg.get("melody") or {}
         spec = cls(**{k: freeze(v) for k, v in cfg.items()})
         spec.validate(choices)
@@ -269,6 +306,14 @@ class RunSpec:
     def generator_name(self) -> str:
         return str(self.model.get("generator", "musicgen"))
 
+    def context(self):
+        """What the metrics may ask about this run (:class:`~evalkit.metrics.spec.RunContext`)."""
+        from evalkit.metrics.spec import RunContext
+
+        captions = not (self.dataset.get("name") == "folder" and not self.dataset.get("captions"))
+        return RunContext(melody_model=self.melody_model, melody_source=self.melody_source, captions=captions,
+                          channel_view=str(self.channel_view), audit=self.audit)
+
     # -- validation --------------------------------------------------------------------------------------------------
     def validate(self, choices: Mapping[str, str] | None = None) -> None:
         """Out-of-range settings, values of the wrong type and keys that no code reads stop the run before any work,
@@ -276,7 +321,7 @@ class RunSpec:
         for ok, msg in self._checks():
             if not ok:
                 raise SpecError(msg)
-        from evalkit.stages.audit import AuditSettings
+        from evalkit.audit import AuditSettings
 
         try:
             AuditSettings.from_config(self.audit)
@@ -321,7 +366,7 @@ class RunSpec:
         with the nearest known key (``+metrics.kld.pad_chunk=true`` -> did you mean pad_chunks?)."""
         import difflib
 
-        known = _known_keys(self.metrics, self.postprocess.get("name"))
+        known = _known_keys(self.metrics)
         for group, allowed in known.items():
             node = self.metrics.get(group[len("metrics."):], {}) if group.startswith("metrics.") else \
                 getattr(self, group)
@@ -333,7 +378,7 @@ class RunSpec:
                                 f"known: {', '.join(sorted(allowed))}")
 
 
-def _known_keys(metrics: Mapping[str, Any], postprocess_name: str | None) -> dict[str, set[str]]:
+def _known_keys(metrics: Mapping[str, Any]) -> dict[str, set[str]]:
     """The keys each checked group may hold: its conf files' keys (a metric: its run settings and its protocol's
     constants; generation and audit: config.yaml's and conf/generation/'s)."""
     import yaml

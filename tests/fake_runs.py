@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from evalkit.metrics.frechet import GaussianStats, frechet_distance
+from evalkit.statistics.frechet import GaussianStats, frechet_distance
 from evalkit.metrics.spec import MetricSpec
 
 HUB = {

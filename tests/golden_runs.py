@@ -72,7 +72,7 @@ RUNS: dict[str, Callable[[Path, Path], list[str]]] = {
     # every 0.48 s instead of 0.96 s: 12 clips give 10 examples each, too few for the 128-d covariance)
     "folder-music-raw": lambda tmp, music: _folder_music(tmp, music, [
         "postprocess=none", "metrics/fad=frechet-audio-distance", "metrics/kld=stable-audio-metrics",
-        "metrics.fad.example_hop_frames=48"]),
+        "+metrics.fad.embedder.example_hop_frames=48"]),
 }
 
 

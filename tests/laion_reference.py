@@ -1,6 +1,6 @@
 """laion_clap's own CLAP, built offline: the parity reference for evalkit's CLAP (tests only).
 
-evalkit computes CLAP with ``transformers.ClapModel`` (``evalkit/backbones/clap.py``); these are laion_clap's classes
+evalkit computes CLAP with ``transformers.ClapModel`` (``evalkit/embeddings/clap.py``); these are laion_clap's classes
 (``clap_module.model.CLAP``, HTSAT-base + roberta, non-fusion), built the way ``laion_clap.CLAP_Module`` builds them
 but without its hub downloads, so tests can load the same weights into both and compare. Needs the extra
 ``evalkit[reference]`` (laion-clap, which pins numpy<2).
@@ -24,7 +24,7 @@ from unittest import mock
 
 import torch
 
-from evalkit.backbones.clap import ROBERTA_BASE, TINY_HTSAT, TINY_ROBERTA, ClapError
+from evalkit.embeddings.clap import ROBERTA_BASE, TINY_HTSAT, TINY_ROBERTA, ClapError
 
 _BUILD_LOCK = threading.Lock()
 
@@ -121,7 +121,7 @@ def build_clap(size: str = "full", amodel: str = "HTSAT-base", *, vocab_size: in
 def load_clap_weights(model: torch.nn.Module, path, drop_keys=("text_branch.embeddings.position_ids",),
                       setting: str = "checkpoint", trust: bool = False) -> None:
     """Load a checkpoint strictly (as audiocraft does); a mismatch names the first differing keys."""
-    from evalkit.backbones.clap import load_converted, read_clap_state_dict
+    from evalkit.embeddings.clap import load_converted, read_clap_state_dict
 
     sd = read_clap_state_dict(path, drop_keys, trust)
     load_converted(model, sd, setting=f"{setting}={path}")
@@ -169,7 +169,7 @@ class LaionEmbedder:
     @torch.no_grad()
     def embed_text(self, captions: Sequence[str]) -> torch.Tensor:
         """RoBERTa tokens (``padding="max_length", truncation=True, max_length=77``) -> ``CLAP.get_text_embedding``."""
-        from evalkit.backbones.tokenizers import encode_batch
+        from evalkit.embeddings.tokenizers import encode_batch
 
         enc = encode_batch(self.tokenizer, captions, max_length=self.text_max_length, padding=self.text_padding,
                            truncation=self.text_truncation)

@@ -40,7 +40,7 @@ def test_i16_pcm_rules():
 
 def test_peak_normalize():
     x = torch.tensor([[0.1, -0.5, 0.25]])
-    out = peak_normalize(x, 1.0)
+    out = peak_normalize(x, -1.0)
     assert out.abs().max().item() == pytest.approx(10 ** (-1 / 20))
     with pytest.raises(AudioError, match="silent"):
         peak_normalize(torch.zeros(1, 10))

@@ -20,7 +20,7 @@ from evalkit import evaluate
 from evalkit.audio import save_audio
 from evalkit.data.prompts import PromptError, load_prompt_file
 from evalkit.data.references import ReferenceSet, synth_clip
-from evalkit.metrics.frechet import covariance_rank, frechet_distance
+from evalkit.statistics.frechet import covariance_rank, frechet_distance
 
 REPO = Path(__file__).resolve().parents[1]
 SR = 32000
@@ -87,7 +87,11 @@ def flags(df, cid, side=""):
 
 def test_every_flag_lands_on_the_right_clip(audited):
     s, df, _ = audited
-    expect = {"silent": ["silent"], "antiphase": ["silent"], "dc": ["constant"], "stuck": ["constant"],
+    # dc: 0.25 DC under a -120 dBFS hiss: the file has a DC offset; loudness normalisation ignores DC, adds ~28 dB,
+    # and the clamp turns it into a full-scale constant (issue 26): clamped and constant where the metrics look.
+    # stuck: NaN written to int16 (-1.0 throughout): the same, from full scale
+    expect = {"silent": ["silent"], "antiphase": ["silent"], "dc": ["constant", "clamped", "dc_offset"],
+              "stuck": ["constant", "clamped", "dc_offset"],
               "clipped": ["clipped"], "short": ["short"], "long": ["long"], "nangen": ["non_finite"],
               "corruptgen": ["unreadable"]}
     for cid, want in expect.items():
@@ -99,7 +103,7 @@ def test_every_flag_lands_on_the_right_clip(audited):
         assert flags(df, cid, "reference_") == want, cid
     assert "cancel" in df.loc["antiphase", "skip_reason"]  # the channels are loud; their mix is not
     assert s["audit"] == {"non_finite": 1, "silent": 2, "constant": 2, "clipped": 1, "short": 1, "long": 1,
-                          "unreadable": 1}
+                          "unreadable": 1, "clamped": 2, "dc_offset": 2}
     assert s["audit_ids"]["silent"] == ["antiphase", "silent"] or sorted(s["audit_ids"]["silent"]) == ["antiphase", "silent"]
     assert s["reference_audit"] == {"non_finite": 1, "silent": 1, "unreadable": 2}
 
@@ -290,14 +294,14 @@ def test_temp_files_never_look_finished_and_a_killed_write_is_swept(tmp_path):
     (0.0, -60.0, []),
 ])
 def test_level_flags_from_float64_sums_match_the_closed_form(dc, noise_db, want):
-    """audit_signal's RMS and per-channel standard deviation come from float64 sums over float32 samples (no float64
+    """audit_scored's RMS and per-channel standard deviation come from float64 sums over float32 samples (no float64
     copy of the clip): a DC offset of up to full scale must not hide or invent an AC level 70 dB below it."""
-    from evalkit.stages.audit import AuditSettings, audit_signal
+    from evalkit.audit import AuditSettings, audit_scored
 
     n = 320000
     noise = np.sin(2 * np.pi * 440 * np.arange(n) / 32000) * math.sqrt(2) * 10 ** (noise_db / 20)  # RMS noise_db
     x = torch.from_numpy((dc + noise).astype(np.float32))[None].repeat(2, 1)
-    a = audit_signal(x, 32000, x.mean(0, keepdim=True), AuditSettings.from_config({}), None, "the protocol")
+    a = audit_scored(x.mean(0, keepdim=True), 32000, AuditSettings.from_config({}), raw=x)
     assert a.names == want, a.flags
     if want == ["constant"]:
         ac = float(re.search(r"AC (-?[\d.]+) dBFS", a.flags["constant"]).group(1))

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from evalkit.audio import AudioError, load_audio, save_audio
-from evalkit.backbones.weights import CheckpointError, resolve_checkpoint
+from evalkit.embeddings.weights import CheckpointError, resolve_checkpoint
 from evalkit.data.prompts import PromptError, load_prompt_file
 from evalkit.data.references import synth_clip
 from evalkit.run import run
@@ -183,13 +183,17 @@ def test_usable_odd_clips_are_scored_and_counted(bad_run):
     s, df = bad_run
     # 25 s at 16 kHz: resampled and cropped to the 10 s reference -> 19 FAD windows, like every 10 s clip
     assert df.loc["long16k", "fad_windows"] == 19 and np.isfinite(df.loc["long16k", "kld"])
-    assert list(df.loc["long16k", "audit_flags"]) == ["long"] and df.loc["long16k", "duration_s"] == 25.0
+    # sampled at 16 kHz: nothing above 8 kHz, where PaSST (KLD) looks up to 15 kHz and CLAP up to 14 kHz (issue 26)
+    assert list(df.loc["long16k", "audit_flags"]) == ["long", "low_sample_rate"]
+    assert df.loc["long16k", "duration_s"] == 25.0
     m = s["metrics"]
     # 20 clips - 9 unusable (silent among them: no metric scores silence) = 11 scored by CLAP; KLD, chroma and FAD
     # also lose `noref` and `cutref` (its reference is truncated)
     assert m["clap"]["n_clips"] == 11
     assert m["chroma"]["n_clips"] == 9 and m["kld"]["n_clips"] == 9
-    assert m["fad"]["n_clips"] == 9 and m["fad"]["n_skipped"] == 2  # noref, cutref
+    # noref, cutref, and the three that every metric skips at its own input path and audit (silent, short, sixch);
+    # the files that cannot be decoded (nan, corrupt, ...) reach no metric
+    assert m["fad"]["n_clips"] == 9 and m["fad"]["n_skipped"] == 5
     for v in m.values():
         assert v["value"] is not None and np.isfinite(v["value"])
 
@@ -247,7 +251,7 @@ def test_a_checkpoint_of_another_backbone_is_refused(tmp_path):
 
 @pytest.mark.parametrize("trust", [False, True])
 def test_a_file_that_is_no_checkpoint_is_named_as_such(tmp_path, trust):
-    from evalkit.backbones.weights import read_state_dict
+    from evalkit.embeddings.weights import read_state_dict
 
     f = tmp_path / "garbage.pt"
     f.write_bytes(np.random.default_rng(0).integers(0, 256, 100_000, dtype=np.uint8).tobytes())
@@ -289,7 +293,7 @@ class _NotATensor:  # anything a weights_only load refuses
 def test_unsafe_checkpoint_is_not_unpickled_unless_trusted(tmp_path, metric):
     """Every backbone reads its file through the one reader: weights_only=True, and a file that needs full
     unpickling is refused naming the metric's trust switch."""
-    from evalkit.backbones.weights import UnsafeCheckpointError
+    from evalkit.embeddings.weights import UnsafeCheckpointError
     from evalkit.registry import get_metric
     from evalkit.spec import metric_recipe
 
@@ -298,10 +302,10 @@ def test_unsafe_checkpoint_is_not_unpickled_unless_trusted(tmp_path, metric):
     recipe = dict(metric_recipe(metric), checkpoint=str(f), checkpoint_sha256=None, model_size="tiny", tokenizer="tiny")
     m = get_metric(metric)
     with pytest.raises(UnsafeCheckpointError, match=rf"metrics\.{metric}\.trust_checkpoint=true"):
-        getattr(m(recipe), "model", None)  # KLD builds its network on first use
+        m(recipe).embedder.network  # KLD builds its network on first use
     # trusted, the file is read and then refused for what it is (not a backbone state dict), naming the file
     with pytest.raises(Exception, match=f"{metric}.pt"):
-        getattr(m(dict(recipe, trust_checkpoint=True)), "model", None)
+        m(dict(recipe, trust_checkpoint=True)).embedder.network
 
 
 def test_reference_metrics_without_references_stop_before_generation(tmp_path):

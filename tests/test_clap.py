@@ -17,10 +17,12 @@ SR = 48000
 N = 480000
 
 
-def clap_recipe(**over) -> dict:
-    """conf/metrics/clap.yaml with its audiocraft protocol file, resolved as the run does, shrunken random model."""
+def clap_recipe(*extra: str, **over) -> dict:
+    """conf/metrics/clap.yaml with its audiocraft protocol file, resolved as the run does, shrunken random model; the
+    metric alone (``postprocess=none``: the solver's post-processing is tested through the command line)."""
     over = {"model_size": "tiny", "checkpoint": "random", **over}
-    recipe = metric_recipe("clap", [f"metrics.clap.{k}={'null' if v is None else v}" for k, v in over.items()])
+    recipe = metric_recipe("clap", [f"metrics.clap.{k}={'null' if v is None else v}" for k, v in over.items()]
+                           + ["postprocess=none", *extra])
     recipe["backbone_weights"] = "random" if recipe["checkpoint"] == "random" else "released"
     return recipe
 
@@ -42,7 +44,7 @@ def laion_pair(tmp_path_factory):
     metric loading the *same* weights from a laion-format checkpoint file (the released file's layout)."""
     from laion_clap import CLAP_Module
 
-    from evalkit.backbones.tokenizers import tiny_roberta_tokenizer
+    from evalkit.embeddings.tokenizers import tiny_roberta_tokenizer
     from evalkit.metrics.clap import ClapScore
     from tests.laion_reference import build_clap
 
@@ -61,33 +63,40 @@ def laion_pair(tmp_path_factory):
     return ClapScore(clap_recipe(checkpoint=str(path), tokenizer="tiny")), mod
 
 
+def prepare(metric, clip):
+    """The metric's input path, then its embedding's 10 s rule: ``(wave, longer)`` as the model gets it."""
+    return metric.embedder.fit(metric.input.apply(clip).generated.wav[0])
+
+
 def ours(metric, waves_48k):
-    prepared = [metric.prepare(Clip(id=str(i), caption="x", audio=w[None], sample_rate=SR))
+    prepared = [prepare(metric, Clip(id=str(i), caption="x", audio=w[None], sample_rate=SR))
                 for i, w in enumerate(waves_48k)]
-    return metric.embedder.embed_audio([p[0] for p in prepared], [p[1] for p in prepared])
+    return metric.embedder.clap.embed_audio([p[0] for p in prepared], [p[1] for p in prepared])
 
 
 # ---------------------------------------------------------------------------------------------------------------
 def test_recipe_is_audiocrafts(metric):
-    from evalkit.backbones.clap import AUDIO_CFG, ROBERTA_BASE
+    from evalkit.embeddings.clap import AUDIO_CFG, ROBERTA_BASE
     from evalkit.registry import get_metric
 
     r = clap_recipe(model_size="full", checkpoint=None)
-    assert (r["protocol"], r["amodel"], r["enable_fusion"], r["sample_rate"], r["max_samples"]) == \
-        ("audiocraft", "HTSAT-base", False, 48000, 480000)
-    assert (r["fill"], r["crop"], r["quantize_int16"], r["cosine_eps"]) == ("repeatpad", "start", False, 1e-8)
-    assert (r["tokenizer_name"], r["text_max_length"], r["text_padding"], r["text_truncation"]) == \
+    e = r["embedder"]
+    assert (r["protocol"], r["embedding"], e["amodel"], e["enable_fusion"], e["sample_rate"], e["max_samples"]) == \
+        ("audiocraft", "clap-laion-music", "HTSAT-base", False, 48000, 480000)
+    assert (e["fill"], e["crop"], r["cosine_eps"]) == ("repeatpad", "start", 1e-8)
+    assert r["input"]["both"] == [{"resample": {"rate": "embedder", "with": "julius"}}, {"channels": 1}]  # no int16
+    assert (e["tokenizer_name"], e["text_max_length"], e["text_padding"], e["text_truncation"]) == \
         ("roberta-base", 77, "max_length", True)
-    assert r["checkpoint_file"] == "music_audioset_epoch_15_esc_90.14.pt"
-    assert r["checkpoint_url"] == ("https://huggingface.co/lukewys/laion_clap/resolve/main/"
+    assert e["checkpoint_file"] == "music_audioset_epoch_15_esc_90.14.pt"
+    assert e["checkpoint_url"] == ("https://huggingface.co/lukewys/laion_clap/resolve/main/"
                                    "music_audioset_epoch_15_esc_90.14.pt")
-    assert r["drop_state_keys"] == ["text_branch.embeddings.position_ids"]
-    assert clap_recipe(crop="center")["crop"] == "center"  # a user override wins over the protocol
+    assert e["drop_state_keys"] == ["text_branch.embeddings.position_ids"]
+    assert clap_recipe("+metrics.clap.embedder.crop=center")["embedder"]["crop"] == "center"  # a user override wins
     assert (AUDIO_CFG["sample_rate"], AUDIO_CFG["clip_samples"]) == (48000, 480000)  # HTSAT-base.json audio_cfg
     # roberta-base config.json, not transformers' RobertaConfig() defaults (512 positions, 2 types, eps 1e-12)
     assert (ROBERTA_BASE["max_position_embeddings"], ROBERTA_BASE["type_vocab_size"], ROBERTA_BASE["layer_norm_eps"],
             ROBERTA_BASE["pad_token_id"], ROBERTA_BASE["vocab_size"]) == (514, 1, 1e-5, 1, 50265)
-    text_cfg = metric.embedder.model.text_model.config
+    text_cfg = metric.embedder.clap.model.text_model.config
     assert (text_cfg.layer_norm_eps, text_cfg.pad_token_id, text_cfg.type_vocab_size) == (1e-5, 1, 1)
     cls = get_metric("clap")
     assert cls is type(metric)
@@ -111,7 +120,7 @@ def test_audio_parity_with_laion_clap_exact_length_and_repeatpad(laion_pair):
 
 
 def test_repeatpad_rule_is_laion_claps():
-    from evalkit.backbones.clap import fit_to_length
+    from evalkit.embeddings.clap import fit_to_length
 
     x = torch.arange(1, 150002, dtype=torch.float32)  # 150001 samples: int(480000 / 150001) = 3 copies
     y, longer = fit_to_length(x, N)
@@ -141,7 +150,7 @@ def test_text_parity_with_laion_clap(laion_pair):
 @needs_laion
 def test_long_audio_crop_is_deterministic_unlike_laion_clap(metric, laion_pair):
     laion_metric, laion = laion_pair
-    from evalkit.backbones.clap import fit_to_length
+    from evalkit.embeddings.clap import fit_to_length
     from evalkit.metrics.clap import ClapScore
 
     long = noise(SR, 12.5, 0.1, seed=3)[0]  # 600,000 samples
@@ -206,26 +215,33 @@ def test_score_is_cosine_and_pairs_by_id_not_by_order(metric):
 
 
 def ours_from_clips(metric, clips):
-    prepared = [metric.prepare(c) for c in clips]
-    return metric.embedder.embed_audio([p[0] for p in prepared], [p[1] for p in prepared])
+    prepared = [prepare(metric, c) for c in clips]
+    return metric.embedder.clap.embed_audio([p[0] for p in prepared], [p[1] for p in prepared])
 
 
 def test_prepare_resamples_then_downmixes_like_audiocraft(metric):
     import julius
 
     x = torch.cat([sine(440, 32000, 10.0), noise(32000, 10.0, seed=2)], dim=0)  # stereo, 10 s at 32 kHz
-    wav, longer = metric.prepare(Clip(id="s", caption="c", audio=x, sample_rate=32000))
+    wav, longer = prepare(metric, Clip(id="s", caption="c", audio=x, sample_rate=32000))
     expect = julius.resample_frac(x, 32000, 48000).mean(dim=0)
     assert wav.shape == (N,) and not longer  # 10 s at 32 kHz = exactly 480,000 samples at 48 kHz
     assert torch.equal(wav, expect)
 
 
 def test_silent_audio_gives_a_finite_score_and_eps_guards_zero_vectors(metric):
+    from evalkit.metrics.clap import ClapScore
+    from evalkit.metrics.spec import RunContext
+
     metric.reset()
     out = metric.update([Clip(id="quiet", caption="silence", audio=torch.zeros(1, 320000), sample_rate=32000)])
+    assert out["quiet"].skipped == "generated: silent (RMS -inf dBFS < -70 dBFS)"  # the audit's policy
+    lenient = ClapScore(clap_recipe(), context=RunContext(audit={"skip": []}))  # a policy that lets silence through
+    out = lenient.update([Clip(id="quiet", caption="silence", audio=torch.zeros(1, 320000), sample_rate=32000)])
     value = out["quiet"].values["clap"]
     assert math.isfinite(value) and -1.0 <= value <= 1.0
-    assert metric.compute()["clap"] == pytest.approx(value, abs=1e-7)
+    assert out["quiet"].flags == {"generated": {"silent": "RMS -inf dBFS < -70 dBFS"}}  # still listed
+    assert lenient.compute()["clap"] == pytest.approx(value, abs=1e-7)
     zero = metric.cosine(torch.zeros(1, 512), torch.randn(1, 512))
     assert torch.isfinite(zero).all() and zero.item() == 0.0
 
@@ -238,7 +254,9 @@ def test_unusable_clips_are_skipped_and_counted(metric):
         Clip(id="nocap", caption="  ", audio=sine(440, 32000, 1.0), sample_rate=32000),
     ])
     assert {k: (r.skipped, r.values) for k, r in out.items()} == {
-        "empty": ("empty audio", {}), "nan": ("audio holds NaN or infinite samples", {}), "nocap": ("empty caption", {})}
+        "empty": ("generated: silent (no samples)", {}),
+        "nan": ("generated: non_finite (1500 of 1500 samples are NaN or infinite)", {}),  # at 48 kHz
+        "nocap": ("empty caption", {})}
     assert metric.state["n_skipped"] == 3 and metric.state["n_clips"] == 0
     with pytest.raises(ValueError, match="no clip was scored"):
         metric.compute()
@@ -269,7 +287,7 @@ def test_states_merge_by_addition(metric):
 
 
 def test_checkpoint_file_is_loaded_and_described(tmp_path):
-    from evalkit.backbones.clap import ClapError, build_clap_hf
+    from evalkit.embeddings.clap import ClapError, build_clap_hf
     from evalkit.io import sha256_file
     from evalkit.metrics.clap import ClapScore
 
@@ -283,7 +301,7 @@ def test_checkpoint_file_is_loaded_and_described(tmp_path):
     d = m.describe()
     assert (d["checkpoint"], d["checkpoint_sha256"], d["random_weights"]) == ("tiny_clap.pt", sha256_file(path), False)
     assert d["protocol"] == "audiocraft" and d["tokenizer"].startswith("evalkit:tiny") and d["model_size"] == "tiny"
-    for (k, v), (k2, v2) in zip(m.embedder.model.state_dict().items(), source.state_dict().items()):
+    for (k, v), (k2, v2) in zip(m.embedder.clap.model.state_dict().items(), source.state_dict().items()):
         assert k == k2 and torch.equal(v, v2), k
     sd = torch.load(path, weights_only=True)["state_dict"]
     bad = {k: v for k, v in sd.items() if "logit_scale_a" not in k}

@@ -1,4 +1,4 @@
-"""CLAP on transformers' ClapModel (evalkit/backbones/clap.py) against laion_clap's own classes on identical weights.
+"""CLAP on transformers' ClapModel (evalkit/embeddings/clap.py) against laion_clap's own classes on identical weights.
 
 The laion side is the model tests/laion_reference.py build_clap builds (``clap_module.model.CLAP``, HTSAT-base +
 roberta-base, non-fusion), given deterministic random weights (every tensor perturbed, so that a wrong mapping cannot
@@ -22,10 +22,10 @@ import pytest
 import torch
 
 from evalkit.audio import convert_audio, load_audio
-from evalkit.backbones.clap import (AUDIO_CFG, DROPPED_KEYS, SYNTHESISED_KEYS, ClapEmbedder, ClapError, HtsatLogMel,
+from evalkit.embeddings.clap import (AUDIO_CFG, DROPPED_KEYS, SYNTHESISED_KEYS, ClapEmbedder, ClapError, HtsatLogMel,
                                     _convert, build_clap_hf, clap_config, convert_laion_state_dict, fit_to_length)
 from tests.laion_reference import LaionEmbedder
-from evalkit.backbones.tokenizers import tiny_roberta_tokenizer
+from evalkit.embeddings.tokenizers import tiny_roberta_tokenizer
 from tests.conftest import MUSIC_DIR, REPO, have, needs_reference, reference_test, sine
 
 TOL = 1e-5
@@ -412,7 +412,7 @@ def test_untrusted_pickle_is_refused_unless_trusted(tiny, tmp_path):
     model, _, _ = tiny
     path = tmp_path / "pickled.pt"
     torch.save({"state_dict": model.state_dict(), "args": NotATensor()}, path)
-    from evalkit.backbones.weights import UnsafeCheckpointError  # the one reader of every backbone's files
+    from evalkit.embeddings.weights import UnsafeCheckpointError  # the one reader of every backbone's files
 
     with pytest.raises(UnsafeCheckpointError, match=r"metrics\.clap\.trust_checkpoint=true"):
         build_clap_hf("tiny", checkpoint_path=path)
@@ -468,8 +468,8 @@ def test_runs_without_laion_clap_or_torchlibrosa(tmp_path, weights):
         for name in ("laion_clap", "clap_module", "torchlibrosa"):
             sys.modules[name] = None   # import raises ImportError
         import torch
-        from evalkit.backbones.clap import ClapEmbedder, build_clap_hf, fit_to_length
-        from evalkit.backbones.tokenizers import tiny_roberta_tokenizer
+        from evalkit.embeddings.clap import ClapEmbedder, build_clap_hf, fit_to_length
+        from evalkit.embeddings.tokenizers import tiny_roberta_tokenizer
         tok = tiny_roberta_tokenizer()
         ckpt = {str(ckpt) if ckpt else None!r}
         model, info = build_clap_hf("tiny", vocab_size=len(tok), checkpoint_path=ckpt)

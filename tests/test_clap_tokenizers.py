@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from evalkit.backbones.tokenizers import (CHECK_CAPTION, ROBERTA_DOWNLOAD_HINT, ROBERTA_SPECIALS, TokenizerError,
+from evalkit.embeddings.tokenizers import (CHECK_CAPTION, ROBERTA_DOWNLOAD_HINT, ROBERTA_SPECIALS, TokenizerError,
                                           check_tokenizer, encode_batch, load_hf_tokenizer, tiny_roberta_tokenizer)
 
 

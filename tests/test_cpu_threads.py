@@ -1,4 +1,4 @@
-"""CPU thread use (evalkit/backbones/base.py) and the per-device batch defaults: threads never change a number.
+"""CPU thread use (evalkit/embeddings/base.py) and the per-device batch defaults: threads never change a number.
 
 The metrics run audio preparation on one intra-op thread and some forward passes side by side on one thread each;
 that is only allowed because a backbone's output does not depend on the thread count that computed it (checked
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from evalkit.backbones.base import all_finite, cpu_threads, run_calls
+from evalkit.cpu import all_finite, cpu_threads, run_calls
 from evalkit.metrics.base import Clip
 from evalkit.spec import recipe_from_files
 
@@ -62,7 +62,7 @@ def test_all_finite_is_isfinite_all():
 
 @pytest.mark.parametrize("size", ["tiny", "full"])
 def test_vggish_output_does_not_depend_on_threads(size):
-    from evalkit.backbones.vggish import build_vggish
+    from evalkit.embeddings.vggish import build_vggish
 
     m = build_vggish(model_size=size)
     x = torch.randn(24, 96, 64, generator=torch.Generator().manual_seed(0))
@@ -74,7 +74,7 @@ def test_vggish_output_does_not_depend_on_threads(size):
 def test_passt_output_does_not_depend_on_threads():
     from evalkit.metrics.kld import KLD
 
-    m = KLD(recipe_from_files("kld", model_size="tiny", checkpoint="random", backbone_weights="random")).model
+    m = KLD(recipe_from_files("kld", model_size="tiny", checkpoint="random", backbone_weights="random")).embedder.network
     x = 0.1 * torch.randn(2, 64000, generator=torch.Generator().manual_seed(1))
     a, b = _both_thread_counts(lambda: m(x))
     assert torch.equal(a, b)
@@ -85,9 +85,9 @@ def test_clap_output_does_not_depend_on_threads():
 
     emb = ClapScore(recipe_from_files("clap", model_size="tiny", checkpoint="random", backbone_weights="random")).embedder
     waves = [0.1 * torch.randn(480000, generator=torch.Generator().manual_seed(i)) for i in range(2)]
-    a, b = _both_thread_counts(lambda: emb.embed_audio(waves))
+    a, b = _both_thread_counts(lambda: emb.clap.embed_audio(waves))
     assert torch.equal(a, b)
-    a, b = _both_thread_counts(lambda: emb.embed_text(["a slow piano", "organ chords"]))
+    a, b = _both_thread_counts(lambda: emb.clap.embed_text(["a slow piano", "organ chords"]))
     assert torch.equal(a, b)
 
 
@@ -96,15 +96,17 @@ def test_batch_defaults_per_device():
     PaSST (16 for tiny, whose numbers the golden runs pin), 16 on CUDA; chroma 1 on a CPU, 16 on CUDA; an explicit
     setting always wins."""
     from evalkit.metrics.chroma import ChromaCosineSimilarity
-    from evalkit.metrics.kld import default_batch_size
+    from evalkit.embeddings.passt import default_batch_size
 
     assert recipe_from_files("kld")["batch_size"] is None
     assert default_batch_size(None, torch.device("cpu"), "full") == 1
     assert default_batch_size(None, torch.device("cpu"), "tiny") == 16
     assert default_batch_size(None, torch.device("cuda"), "full") == 16
     assert default_batch_size(4, torch.device("cpu"), "full") == 4
-    kld = __import__("evalkit.metrics.kld", fromlist=["KLD"]).KLD
-    assert kld(recipe_from_files("kld", model_size="full", checkpoint="random", backbone_weights="random")).batch_size == 1
+    from evalkit.metrics.kld import KLD
+
+    assert KLD(recipe_from_files("kld", model_size="full", checkpoint="random", backbone_weights="random")
+               ).embedder.batch_size == 1
     assert recipe_from_files("chroma")["batch_size"] is None
     assert ChromaCosineSimilarity(recipe_from_files("chroma")).batch_size == 1
     assert ChromaCosineSimilarity(recipe_from_files("chroma", batch_size=4)).batch_size == 4

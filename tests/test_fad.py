@@ -2,7 +2,9 @@
 properties (self-distance 0, monotone in added noise), window counts, skips, reference statistics files, batching.
 
 Random-weight VGGish throughout (no weights offline); ``model_size=tiny`` (same class, narrow layers) where the test
-is about the recipe around the network, the full VGGish where the layout matters."""
+is about the recipe around the network, the full VGGish where the layout matters. The metric class alone, as
+audiocraft's metric class computes on the audio it is given: recipes composed with ``postprocess=none`` (the solver's
+post-processing in front of it is tested through the command line, ``tests/test_protocol_cli.py``)."""
 from __future__ import annotations
 
 import math
@@ -23,18 +25,19 @@ from tests import test_fad_reference as ref  # the numpy transcription of Google
 
 @pytest.fixture(scope="module")
 def fad_recipes():
-    """conf/metrics/fad.yaml with each protocol's file, resolved as a run resolves them."""
-    return {p: metric_recipe("fad", [f"metrics.fad.protocol={p}"]) for p in ("audiocraft", "frechet-audio-distance")}
+    """conf/metrics/fad.yaml with each protocol's file, resolved as a run resolves them (the metric alone)."""
+    return {p: metric_recipe("fad", [f"metrics.fad.protocol={p}", "postprocess=none"])
+            for p in ("audiocraft", "frechet-audio-distance")}
 
 
 @pytest.fixture(scope="module")
 def make(fad_recipes):
     from evalkit.metrics.fad import FAD
 
-    def _make(protocol="audiocraft", model_size="tiny", **over):
+    def _make(protocol="audiocraft", model_size="tiny", context=None, **over):
         recipe = dict(fad_recipes[protocol], model_size=model_size, backbone_weights="random", reference_stats=None)
         recipe.update(over)
-        return FAD(recipe)
+        return FAD(recipe, context=context)
 
     return _make
 
@@ -102,17 +105,20 @@ def test_registry_config_and_describe(make, fad_recipes):
     assert (FAD.spec.name, FAD.spec.primary, FAD.spec.higher_is_better, FAD.spec.card_column) == (
         "fad", "fad", False, "Frechet Audio Distance")
     ac = fad_recipes["audiocraft"]
-    assert (ac["window_samples"], ac["window_step"], ac["stft_window"], ac["stft_hop"], ac["fft_length"]) == (16000, 8000, 400, 160, 512)
-    assert (ac["peak_normalize_db"], ac["quantize_int16"], ac["max_normalize_min_ratio"], ac["input_scale"]) == (1.0, True, 0.1, 1.0)
-    assert (ac["mel_bins"], ac["mel_min_hz"], ac["mel_max_hz"], ac["log_offset"], ac["example_frames"]) == (64, 125.0, 7500.0, 0.01, 96)
-    assert (ac["use_activation"], ac["use_pca"], ac["fd_eps"], ac["solver_sample_rate"]) == (False, False, 1e-7, 32000)
-    assert ac["checkpoint_url"].endswith("/v0.1/vggish-10086976.pth") and ac["checkpoint_sha256"] == "10086976"
+    v = ac["embedder"]
+    assert (ac["window_s"], ac["hop_s"], v["stft_window"], v["stft_hop"], v["fft_length"]) == (1.0, 0.5, 400, 160, 512)
+    assert ac["input"]["both"][-3:] == [{"peak": -1.0}, {"write_int16": "audiocraft"}, {"max_normalize": 0.1}]
+    assert (v["mel_bins"], v["mel_min_hz"], v["mel_max_hz"], v["log_offset"], v["example_frames"]) == (64, 125.0, 7500.0, 0.01, 96)
+    assert (v["use_activation"], v["use_pca"], ac["fd_eps"], ac["input"]["both"][0]["resample"]["rate"]) == (False, False, 1e-7, 32000)
+    assert v["checkpoint_url"].endswith("/v0.1/vggish-10086976.pth") and v["checkpoint_sha256"] == "10086976"
     pk = fad_recipes["frechet-audio-distance"]
-    assert (pk["resampler"], pk["window_samples"], pk["peak_normalize_db"], pk["quantize_int16"], pk["fd_eps"]) == ("resampy", None, None, False, 1e-6)
+    assert (pk["input"]["both"][1]["resample"]["with"], pk["window_s"], pk["fd_eps"]) == ("resampy", None, 1e-6)
+    assert not any(name in step for step in pk["input"]["both"] for name in ("peak", "write_int16", "max_normalize"))
     m = make()
     d = m.describe()
     assert d["protocol"] == "audiocraft" and d["random_weights"] is True and d["checkpoint_sha256"] is None
     assert d["checkpoint"] == "random:vggish-10086976.pth" and m.uses_reference_audio is True
+    assert (m.window, m.hop, m.embedder.sample_rate) == (16000, 8000, 16000)
 
 
 def test_audiocraft_recipe_matches_google_numpy_pipeline(make, music_dir, tmp_path):
@@ -132,15 +138,16 @@ def test_audiocraft_recipe_matches_google_numpy_pipeline(make, music_dir, tmp_pa
     assert rows.values["fad_windows"] == rows.values["fad_ref_windows"] == 1 + (3 * 16000 + 617 - 16000) // 8000 == 5
 
     vgg = ref.TorchVGGishVGG()
-    vgg.load_state_dict(m.model.state_dict(), strict=True)  # torchvggish's keys: features.*, embeddings.0/2/4
+    vgg.load_state_dict(m.embedder.network.state_dict(), strict=True)  # torchvggish's keys: features.*, embeddings.0/2/4
     vgg.embeddings = torch.nn.Sequential(*list(vgg.embeddings.children())[:-1])  # FAD: no final ReLU
+    prepared = m.input.apply(Clip("a", "", gen, sr, refw, rsr))
     for side, wav, crop in (("gen", gen, refw.shape[-1]), ("ref", refw, None)):
         pcm = ref.audiocraft_write_int16(wav, 32000, crop)
         path = tmp_path / f"{side}.wav"
         sf.write(str(path), pcm, 16000, subtype="PCM_16")
         samples = ref.google_read_wav(path)
-        # the samples evalkit feeds its front end are Google's, bit for bit
-        ours = m._samples(wav, 32000, crop).numpy()
+        # the samples evalkit feeds its front end (the input path's end) are Google's, bit for bit
+        ours = (prepared.generated if side == "gen" else prepared.reference).wav[0].numpy()
         np.testing.assert_array_equal(ours, samples / np.maximum(0.1, np.amax(samples)))
         examples = ref.google_examples(samples)
         with torch.no_grad():
@@ -165,7 +172,7 @@ def test_fad_grows_with_white_noise(make, clips7, self_pair):
     fads = [base.compute()["fad"]]
     for lvl in (0.01, 0.1, 0.3):
         m = make(reference_stats=str(stats))
-        m.model = base.model
+        m.embedder = base.embedder
         m.update([Clip(c.id, "", (c.audio + lvl * torch.randn(c.audio.shape, generator=g)) / (1 + lvl), 32000)
                   for c in clips7])
         fads.append(m.compute()["fad"])
@@ -178,7 +185,7 @@ def test_too_few_windows_is_a_clear_error(make):
     m.update([Clip("x", "", music_like(1, seconds=5), 32000, music_like(2, seconds=10), 32000)])
     from evalkit.metrics.base import MetricUnavailable
 
-    with pytest.raises(MetricUnavailable, match=r"generated windows .*: 9 embeddings for dimension 128"):
+    with pytest.raises(MetricUnavailable, match=r"generated embeddings \(vggish\): 9 embeddings for dimension 128"):
         m.compute()
 
 
@@ -211,15 +218,20 @@ def test_short_and_silent_clips_are_skipped_with_reasons(make):
         Clip("noref", "", ok, 32000, None, None),
         Clip("good", "", ok, 32000, ok, 32000),
     ])
-    assert "too short for one VGGish window: 14400 samples at 16000 Hz, needs 16000" in rows["short"].skipped
-    assert "silent" in rows["silent"].skipped and "peak normalisation" in rows["silent"].skipped
+    assert "too short for one vggish window: 14400 samples at 16000 Hz, needs 16000" in rows["short"].skipped
+    assert rows["silent"].skipped == "generated: silent (RMS -inf dBFS < -70 dBFS)"  # the audit, before the peak step
+    assert rows["silent"].flags == {"generated": {"silent": "RMS -inf dBFS < -70 dBFS"}}
     assert "no reference audio" in rows["noref"].skipped
     assert rows["good"].skipped is None
     assert rows["short"].values["fad_windows"] == 0 and rows["short"].values["fad_ref_windows"] == 19  # the reference still counts
-    assert int(m.state["n_skipped"]) == 3 and int(m.state["n_gen_skipped"]) == 2 and int(m.state["n_ref_skipped"]) == 1
-    assert int(m.state["gen_n"]) == 2 * 19 and int(m.state["ref_n"]) == 3 * 19
-    # the package protocol has no peak normalisation: silence is scored; its shortest clip is 400 + 95 * 160 samples
-    p = make("frechet-audio-distance")
+    # the silent and reference-less pairs are skipped whole; the short clip's side alone
+    assert int(m.state["n_skipped"]) == 3 and int(m.state["n_gen_skipped"]) == 1 and int(m.state["n_ref_skipped"]) == 0
+    assert int(m.state["gen_n"]) == 19 and int(m.state["ref_n"]) == 2 * 19
+    # the package protocol has no peak normalisation: silence, let through by the audit policy, is embedded; its
+    # shortest clip is 400 + 95 * 160 samples
+    from evalkit.metrics.spec import RunContext
+
+    p = make("frechet-audio-distance", context=RunContext(audit={"skip": []}))
     rows = p.update([Clip("silent", "", torch.zeros(1, 16000), 16000, torch.zeros(1, 15599), 16000)])
     assert rows["silent"].values["fad_windows"] == 1 and "needs 15600" in rows["silent"].skipped
     assert np.isfinite(rows["silent"].arrays["fad_gen_emb"]).all()
@@ -233,7 +245,8 @@ def test_reference_statistics_file_roundtrip_and_refusals(make, clips7, pair, tm
     expected = a.compute()["fad"]
     z = read_npz(path)
     assert int(z["n"]) == 133 and z["mu"].shape == (128,) and z["sigma"].shape == (128, 128)
-    assert str(z["protocol"]) == "audiocraft" and bool(z["random_weights"]) is True
+    ident = __import__("json").loads(str(z["identity_json"]))
+    assert (ident["protocol"], ident["embedding"]["random_weights"], ident["windows"]) == ("audiocraft", True, [16000, 8000])
     np.testing.assert_allclose(z["mu"], np.concatenate([r.arrays["fad_ref_emb"] for r in a_rows.values()]).mean(0), rtol=1e-5, atol=1e-7)
 
     b = make(reference_stats=str(path))
@@ -246,15 +259,17 @@ def test_reference_statistics_file_roundtrip_and_refusals(make, clips7, pair, tm
     with pytest.raises(FADError, match="nothing new to export"):
         b.export_reference_stats(tmp_path / "again.npz")
 
-    with pytest.raises(FADError, match="protocol 'audiocraft'"):
+    from evalkit.statistics.stats_file import StatsFileError
+
+    with pytest.raises(StatsFileError, match=r"protocol: 'audiocraft' \(file\) vs 'frechet-audio-distance'"):
         make("frechet-audio-distance", reference_stats=str(path))
-    with pytest.raises(FADError, match="seed 0"):
+    with pytest.raises(StatsFileError, match=r"embedding.random_seed: 0 \(file\) vs 1"):
         make(reference_stats=str(path), random_seed=1)
-    with pytest.raises(FADError, match="window_step: 8000 vs 4000"):
-        make(reference_stats=str(path), window_step=4000)
-    with pytest.raises(FADError, match="model_size"):
+    with pytest.raises(StatsFileError, match=r"windows: \[16000, 8000\] \(file\) vs \[16000, 4000\]"):
+        make(reference_stats=str(path), hop_s=0.25)
+    with pytest.raises(StatsFileError, match="embedding.model_size"):
         make(model_size="full", reference_stats=str(path))
-    with pytest.raises(FADError, match="no such file"):
+    with pytest.raises(StatsFileError, match="no such file"):
         make(reference_stats=str(tmp_path / "absent.npz"))
 
 
@@ -274,21 +289,21 @@ def test_batching_and_merging_do_not_change_the_numbers(make):
 
 
 def test_checkpoint_file_loads_into_evalkit_vggish(make, tmp_path, clips7):
-    from evalkit.backbones.vggish import VGGishError, build_vggish
-    from evalkit.metrics.fad import FADError
+    from evalkit.embeddings.vggish import VGGishError, build_vggish
+    from evalkit.embeddings.weights import CheckpointError
 
     rnd = make()
     path = tmp_path / "tiny-vggish.pth"
-    torch.save({**rnd.model.state_dict(), "pproc.pca_means": torch.zeros(128, 1)}, path)  # torchvggish extras ignored
+    torch.save({**rnd.embedder.network.state_dict(), "pproc.pca_means": torch.zeros(128, 1)}, path)  # torchvggish extras ignored
     m = make(checkpoint=str(path), checkpoint_sha256=None)
     d = m.describe()
     assert d["random_weights"] is False and d["checkpoint"] == "tiny-vggish.pth" and len(d["checkpoint_sha256"]) == 64
     x = torch.randn(3, 96, 64)
-    np.testing.assert_array_equal(m.model.embed(x).numpy(), rnd.model.embed(x).numpy())
+    np.testing.assert_array_equal(m.embedder.network.embed(x).numpy(), rnd.embedder.network.embed(x).numpy())
     torch.save({"features.0.weight": torch.zeros(1)}, tmp_path / "bad.pth")
     with pytest.raises(VGGishError, match="not a VGGish state dict"):
         build_vggish(tmp_path / "bad.pth", model_size="tiny")
-    with pytest.raises(FADError, match="metrics.fad.checkpoint"):
+    with pytest.raises(CheckpointError, match="metrics.fad.checkpoint"):
         make(checkpoint=str(tmp_path / "bad.pth"), checkpoint_sha256=None)
     with pytest.raises(Exception, match="does not start with 10086976"):
         make(checkpoint=str(path))  # the released file's sha256 prefix is checked

@@ -224,7 +224,7 @@ def write_fake_hub(repo_dir: Path, state_dict, channels, hidden):
 # ================================================================================================================
 # Tests: the reference against closed forms, evalkit's front end against the reference
 # ================================================================================================================
-from evalkit.backbones.vggish import LogMel, hertz_to_mel, mel_matrix, n_frames, periodic_hann  # noqa: E402
+from evalkit.embeddings.vggish import LogMel, hertz_to_mel, mel_matrix, n_frames, periodic_hann  # noqa: E402
 
 
 def test_periodic_hann_closed_form():

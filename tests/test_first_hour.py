@@ -39,7 +39,7 @@ def test_a_bad_setting_is_one_line_with_exit_status_2_not_a_traceback(tmp_path):
 
 
 def test_offline_released_backbone_error_names_every_way_out(tmp_path):
-    from evalkit.backbones.weights import CheckpointError, resolve_checkpoint
+    from evalkit.embeddings.weights import CheckpointError, resolve_checkpoint
 
     os.environ.setdefault("EVALKIT_OFFLINE", "1")
     with pytest.raises(CheckpointError, match=r"metrics\.fad\.checkpoint=PATH.*backbone_weights=random"):
@@ -114,7 +114,6 @@ def test_folder_mode_prompts_come_from_the_folder(tmp_path):
     from evalkit.audio import save_audio
     from evalkit.data.references import synth_clip
     from evalkit.spec import RunSpec
-    from evalkit.stages.scoring import run_context
 
     gen = tmp_path / "gen"
     for i in ("b", "a"):
@@ -124,10 +123,10 @@ def test_folder_mode_prompts_come_from_the_folder(tmp_path):
     from evalkit.data.prompts import load_prompts
 
     assert [(p.id, p.caption) for p in load_prompts(spec.dataset)] == [("a", ""), ("b", "")]
-    assert run_context(spec).captions is False  # clap does not apply; it is skipped with that reason
+    assert spec.context().captions is False  # clap does not apply; it is skipped with that reason
     from evalkit.metrics.clap import ClapScore
 
-    assert "dataset.captions=FILE" in ClapScore.run_skip_reason({}, run_context(spec))
+    assert "dataset.captions=FILE" in ClapScore.run_skip_reason({}, spec.context())
     caps = tmp_path / "c.csv"
     caps.write_text("id,caption\na,a piano\nzz,unused\n", encoding="utf-8")
     spec = RunSpec.from_overrides(["model=folder", f"model.dir={gen}", f"dataset.captions={caps}"])
@@ -137,7 +136,7 @@ def test_folder_mode_prompts_come_from_the_folder(tmp_path):
         load_prompts(spec.dataset)  # a clip without its caption is named, never scored as "empty caption"
     caps.write_text("id,caption\na,a piano\nb,drums\nzz,unused\n", encoding="utf-8")
     assert [(p.id, p.caption) for p in load_prompts(spec.dataset)] == [("a", "a piano"), ("b", "drums")]
-    assert run_context(spec).captions is True
+    assert spec.context().captions is True
     tsv = tmp_path / "p.tsv"
     tsv.write_text("id\tcaption\np1\tpiano\n", encoding="utf-8")
     with pytest.raises(PromptError, match=r"\.tsv is none of them"):
@@ -221,11 +220,10 @@ def test_the_headline_never_prints_a_nonzero_value_as_zero():
 def test_the_side_view_of_dual_mono_says_why_it_is_silent():
     import torch
 
-    from evalkit.stages.audit import AuditSettings, audit_signal
-    from evalkit.stages.prepare import _scored_signal
+    from evalkit.audit import AuditSettings, audit_scored
 
     x = torch.sin(torch.arange(32000) * 0.05)[None].repeat(2, 1) * 0.3
-    a = audit_signal(x, 32000, _scored_signal(x, "side"), AuditSettings(), 1.0, "the protocol", "side")
+    a = audit_scored((x[:1] - x[1:]) / 2, 32000, AuditSettings(), raw=x, view_name="side")
     assert a.names == ["silent"] and "not silent" in a.flags["silent"] and "dual mono" in a.flags["silent"]
 
 

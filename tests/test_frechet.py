@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from evalkit.metrics.frechet import FrechetError, GaussianStats, frechet_distance, trace_sqrt_product
+from evalkit.statistics.frechet import FrechetError, GaussianStats, frechet_distance, trace_sqrt_product
 
 
 def test_equal_gaussians_give_zero():

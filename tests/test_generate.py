@@ -10,7 +10,7 @@ from evalkit.generate.musicgen import (ModelLoadError, MusicGenGenerator, Tokeni
 from evalkit.generate.tiny import TINY_MODELS, tiny_musicgen, tiny_tokenizer
 
 GEN = {"duration": 10.0, "use_sampling": True, "top_k": 250, "top_p": 0.0, "temperature": 1.0,
-       "guidance_scale": 3.0, "two_step_cfg": True, "sort_by_length": True}
+       "guidance_scale": 3.0, "sort_by_length": True}
 PROMPTS = [Prompt("a", "an energetic rock song with distorted guitars"), Prompt("b", "calm piano")]
 
 

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from evalkit.audio import convert_audio, load_audio
-from evalkit.backbones.passt import MelConfig, PasstMel, build_passt_net, min_input_samples
-from evalkit.backbones.weights import CheckpointError
+from evalkit.embeddings.passt import MelConfig, PasstMel, build_passt_net, min_input_samples
+from evalkit.embeddings.weights import CheckpointError
 from evalkit.io import sha256_file
 from evalkit.metrics.base import Clip
 from evalkit.spec import metric_recipe
@@ -43,7 +43,7 @@ def recipe(protocol: str = "audiocraft", **overrides) -> dict:
 
 @functools.lru_cache(maxsize=None)
 def _recipe(protocol: str) -> dict:
-    return metric_recipe("kld", [f"metrics.kld.protocol={protocol}", "backbone_size=full"])
+    return metric_recipe("kld", [f"metrics.kld.protocol={protocol}", "backbone_size=full", "postprocess=none"])
 
 
 def flat(results) -> dict:
@@ -175,7 +175,7 @@ def test_front_end_and_model_arguments_are_the_packages(ckpt):
     mel equals the package's AugmentMelSTFT (eval mode) on real music."""
     for protocol, module in (("audiocraft", "base20sec"), ("stable-audio-metrics", "base")):
         wrapper, seen = package_wrapper(module, ckpt[protocol], protocol)
-        r = recipe(protocol)
+        r = recipe(protocol)["embedder"]
         assert seen["arch"] == r["arch"]
         assert seen.get("input_tdim", 998) == r["input_tdim"]  # base.py relies on get_model's default 998
         m = wrapper.mel
@@ -184,7 +184,7 @@ def test_front_end_and_model_arguments_are_the_packages(ckpt):
         assert torch.equal(m.preemphasis_coefficient, torch.tensor([[[-r["preemphasis"], 1.0]]]))
         assert not m.training
     x = torch.stack([music(0).mean(0), music(3).mean(0)])
-    ours = PasstMel(MelConfig.from_recipe(recipe()))(x)
+    ours = PasstMel(MelConfig.from_recipe(recipe()["embedder"]))(x)
     theirs = wrapper.mel(x)
     assert ours.shape == theirs.shape == (2, 128, 1000)
     assert torch.allclose(ours, theirs, rtol=0, atol=1e-6)
@@ -356,7 +356,7 @@ def test_skips_with_reasons(ckpt):
     assert rows["noref"].skipped == "no reference audio" and rows["noref"].values == {}
     assert "NaN" in rows["nan"].skipped
     # identical audio: KL(p ‖ p) = -sum p log(1 + 1e-6 / p), slightly below 0
-    p = torch.softmax(metric.logits([convert_audio(tone, 32000, 32000, 1)[0]])[0].double(), -1)
+    p = torch.softmax(torch.from_numpy(metric.embedder.embed([convert_audio(tone, 32000, 32000, 1)[0]])[0][0]).double(), -1)
     assert rows["ok"].values["kld"] == pytest.approx(-(p * torch.log1p(1e-6 / p)).sum().item(), rel=1e-4)
     assert -527e-6 < rows["ok"].values["kld"] < 0
     assert metric.state["n_skipped"] == 3 and metric.state["n_clips"] == 1
@@ -401,4 +401,4 @@ def test_offline_without_the_released_file_is_a_clear_error(tmp_path, monkeypatc
     with pytest.raises(CheckpointError, match="does not fit"):
         bad = tmp_path / "bad.pt"
         torch.save({"cls_token": torch.zeros(1, 1, 3)}, bad)
-        KLD(recipe(checkpoint=str(bad), model_size="tiny")).model
+        KLD(recipe(checkpoint=str(bad), model_size="tiny")).embedder.network

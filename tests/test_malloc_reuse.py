@@ -1,4 +1,4 @@
-"""``reuse_freed_memory`` (evalkit/backbones/base.py): freed large blocks are reused instead of page-faulted afresh.
+"""``reuse_freed_memory`` (evalkit/embeddings/base.py): freed large blocks are reused instead of page-faulted afresh.
 
 The workload is the full PaSST's attention at 10 s (12 heads x 1,190 patches): per layer ``q @ k^T``, the scaling and
 the softmax each allocate a 67.97 MB matrix (16,594 pages of 4 KiB). Twelve layers in each of two forward workers
@@ -25,7 +25,7 @@ HUGE_PAGES_PER_MATRIX = 33  # 67.97 MB / 2 MiB, rounded up: the fewest faults on
 SCRIPT = r"""
 import json, resource
 import torch
-from evalkit.backbones.base import reuse_freed_memory, run_calls
+from evalkit.cpu import reuse_freed_memory, run_calls
 
 mode = reuse_freed_memory()
 q = torch.randn(1, 12, 1190, 64)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from evalkit.report import bootstrap as bs
-from evalkit.metrics.frechet import GaussianStats, frechet_distance
+from evalkit.statistics.frechet import GaussianStats, frechet_distance
 from evalkit.report.rundir import load_run
 
 from tests.fake_runs import fad_of, make_run

@@ -179,7 +179,7 @@ def test_clip_array_layouts(tmp_path):
 
 
 def test_reference_stats_in_the_run_format(tmp_path):
-    from evalkit.metrics.frechet import GaussianStats
+    from evalkit.statistics.frechet import GaussianStats
 
     rng = np.random.default_rng(0)
     ref, gen = GaussianStats(3), GaussianStats(3)

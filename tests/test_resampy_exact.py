@@ -1,4 +1,4 @@
-"""evalkit.backbones.resampy_exact is resampy.resample (kaiser_best) bit for bit: real music and random signals, the
+"""evalkit.embeddings.resampy_exact is resampy.resample (kaiser_best) bit for bit: real music and random signals, the
 rates the FAD protocols meet (32/48/44.1/22.05/8 kHz -> 16 kHz) and odd ones, float32 and float64."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 resampy = pytest.importorskip("resampy")
 
 from evalkit.audio import load_audio  # noqa: E402
-from evalkit.backbones import resampy_exact  # noqa: E402
+from evalkit import resampy_exact  # noqa: E402
 
 RATES = [(32000, 16000), (48000, 16000), (44100, 16000), (22050, 16000), (8000, 16000), (32000, 48000),
          (16001, 16000), (96000, 16000), (24000, 16000)]

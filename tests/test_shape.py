@@ -72,25 +72,32 @@ def test_a_fifth_metric_is_its_module_and_its_conf_files(tmp_path):
                               decimals=2, tolerance="0.5", per_clip=("loudness_gap",), value_column="loudness_gap",
                               section="extra")
 
-            def __init__(self, recipe, device="cpu"):
-                super().__init__(recipe, device)
+            def __init__(self, recipe, device="cpu", context=None):
+                super().__init__(recipe, device, context)
+                self.build_input(int(self.recipe["sample_rate"]))
                 self.add_state("sum", ())
 
             def update(self, clips):
                 out = {}
-                for c in clips:
+                for c, p, skipped in self.prepare(clips):  # its protocol's input path, and the audit
+                    if skipped is not None:
+                        out[c.id] = skipped
+                        continue
                     db = lambda x: 20 * math.log10(float(x.double().pow(2).mean().sqrt()) + 1e-12)
-                    gap = abs(db(c.audio) - db(c.reference)) * float(self.recipe["scale"])
+                    gap = abs(db(p.generated.wav) - db(p.reference.wav)) * float(self.recipe["scale"])
                     self.state["sum"] += gap
                     self.state["n_clips"] += 1
-                    out[c.id] = ClipResult(values={"loudness_gap": gap})
+                    out[c.id] = self.result(p, {"loudness_gap": gap})
                 return out
 
             def _compute(self):
                 return {"loudness_gap": float(self.state["sum"]) / float(self.state["n_clips"])}
         '''))
     (work / "conf" / "metrics" / "loudness_gap").mkdir()
-    (work / "conf" / "metrics" / "loudness_gap" / "evalkit.yaml").write_text("protocol: evalkit\nscale: 1.0\n")
+    (work / "conf" / "metrics" / "loudness_gap" / "evalkit.yaml").write_text(
+        "protocol: evalkit\nembedding: null\nsample_rate: 32000\nscale: 1.0\n"
+        "input:\n  reference: ${postprocess.reference}\n  generated: ${postprocess.generated}\n"
+        "  both: [{resample: {rate: embedder}}, {channels: 1}]\n")
     (work / "conf" / "metrics" / "loudness_gap.yaml").write_text(
         "defaults:\n  - loudness_gap: evalkit\n  - _self_\n")
     env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(work),

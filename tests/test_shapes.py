@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from evalkit.generate import shapes
+from benchmarks import musicgen_shapes as shapes
 
 
 @pytest.fixture(scope="module")

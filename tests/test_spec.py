@@ -26,24 +26,35 @@ def test_protocol_override_swaps_every_constant_not_just_the_label():
         "metrics/fad=frechet-audio-distance", "seed=1", "+metrics.x.protocol=y"]
     ac = metric_recipe("fad")
     pk = metric_recipe("fad", ["metrics.fad.protocol=frechet-audio-distance"])
-    assert (ac["protocol"], ac["resampler"], ac["window_step"], ac["peak_normalize_db"], ac["fd_eps"]) == (
-        "audiocraft", "julius", 8000, 1.0, 1e-7)
-    assert (pk["protocol"], pk["resampler"], pk["window_step"], pk["peak_normalize_db"], pk["fd_eps"]) == (
-        "frechet-audio-distance", "resampy", None, None, 1e-6)
+    assert (ac["protocol"], ac["embedding"], ac["hop_s"], ac["fd_eps"]) == ("audiocraft", "vggish", 0.5, 1e-7)
+    assert ac["input"]["generated"][1] == {"loudness": {"lufs": -14.0, "energy_floor": 0.002}}  # the solver's
+    assert ac["input"]["both"] == [{"resample": {"rate": 32000, "with": "julius"}}, {"crop": "reference"},
+                                   {"resample": {"rate": "embedder", "with": "julius"}}, {"channels": 1},
+                                   {"peak": -1.0}, {"write_int16": "audiocraft"}, {"max_normalize": 0.1}]
+    assert (pk["protocol"], pk["embedding"], pk["hop_s"], pk["fd_eps"]) == ("frechet-audio-distance", "vggish", None,
+                                                                           1e-6)
+    assert pk["input"] == {"reference": [], "generated": [], "both": [
+        {"channels": 1}, {"resample": {"rate": "embedder", "with": "resampy"}}]}  # no post-processing of its own
     sam = metric_recipe("kld", ["metrics/kld=stable-audio-metrics"])  # the group syntax works as well
-    assert (sam["direction"], sam["input_tdim"], sam["collect"]) == ("generated_reference", 998, "mean_logits")
+    assert (sam["direction"], sam["embedder"]["input_tdim"], sam["collect"]) == ("generated_reference", 998,
+                                                                                "mean_logits")
+    assert sam["input"]["both"][-1] == {"peak": -1.0} and sam["input"]["generated"] == []
 
 
 def test_any_constant_overrides_to_null_and_config_shows_effective_values(demo):
     spec = RunSpec.from_overrides(["metrics.fad.checkpoint_sha256=null", "metrics.kld.pad_chunks=true",
-                                   "metrics.fad.window_step=4000"])
-    assert spec.metrics["fad"]["checkpoint_sha256"] is None and demo.metrics["fad"]["checkpoint_sha256"] == "10086976"
-    assert spec.metrics["kld"]["pad_chunks"] is True and spec.metrics["fad"]["window_step"] == 4000
+                                   "metrics.fad.hop_s=0.25", "+metrics.fad.embedder.log_offset=0.001"])
+    assert spec.metrics["fad"]["checkpoint_sha256"] is None and demo.metrics["fad"]["checkpoint_sha256"] == "pinned"
+    assert spec.metrics["kld"]["pad_chunks"] is True and spec.metrics["fad"]["hop_s"] == 0.25
     saved = spec.to_dict()  # config.yaml: every protocol constant at metrics.<m>.<key>, interpolations resolved
-    assert saved["metrics"]["fad"]["stft_window"] == 400 and saved["metrics"]["fad"]["model_size"] == "tiny"
+    assert saved["metrics"]["fad"]["embedder"]["stft_window"] == 400 and saved["metrics"]["fad"]["model_size"] == "tiny"
+    assert saved["metrics"]["fad"]["embedder"]["log_offset"] == 0.001  # the embedding's constant, overridden
+    assert saved["metrics"]["fad"]["embedder"]["checkpoint_sha256"] == "10086976"  # what `pinned` pins
+    assert saved["metrics"]["fad"]["input"]["reference"] == [{"resample": {"rate": 32000, "with": "julius"}},
+                                                             {"channels": "model"}]  # ${postprocess...} resolved
     assert saved["metrics"]["fad"]["backbone_weights"] == "random" and "protocols" not in saved["metrics"]["fad"]
-    assert spec.identity_diff(demo.to_dict()) == ["metrics.fad.checkpoint_sha256", "metrics.fad.window_step",
-                                                  "metrics.kld.pad_chunks"]
+    assert spec.identity_diff(demo.to_dict()) == ["metrics.fad.checkpoint_sha256", "metrics.fad.embedder.log_offset",
+                                                  "metrics.fad.hop_s", "metrics.kld.pad_chunks"]
     assert RunSpec.from_dict(saved) == spec  # a saved config.yaml rebuilds the same spec
 
 
@@ -51,7 +62,7 @@ def test_spec_is_frozen_and_identity_ignores_volatile_keys(demo):
     with pytest.raises(dataclasses.FrozenInstanceError):
         demo.seed = 3
     with pytest.raises(TypeError):
-        demo.metrics["fad"]["window_step"] = 1
+        demo.metrics["fad"]["hop_s"] = 1
     with pytest.raises(TypeError):
         demo.generation["top_k"] = 1
     other = RunSpec.from_overrides(["progress=false", "device=cpu", "num_workers=3", "overwrite=true"])
@@ -107,23 +118,46 @@ class _Tracked(dict):
         return super().__contains__(k)
 
 
+class _TrackedEmbedder(_Tracked):
+    seen: set = set()
+
+    def __getitem__(self, k):
+        _TrackedEmbedder.seen.add(k)
+        return dict.__getitem__(self, k)
+
+    def get(self, k, d=None):
+        _TrackedEmbedder.seen.add(k)
+        return dict.get(self, k, d)
+
+    def __contains__(self, k):
+        _TrackedEmbedder.seen.add(k)
+        return dict.__contains__(self, k)
+
+
 #: read only on the released-weights path (a checkpoint file to download, unpickle or tokenise for), which random
 #: weights do not take
-RELEASED_PATH_ONLY = {"checkpoint_url", "drop_state_keys", "trust_checkpoint", "tokenizer_name"}
+RELEASED_PATH_ONLY = {"checkpoint_url", "drop_state_keys", "trust_checkpoint", "tokenizer_name", "checkpoint_sha256",
+                      "checkpoint_file", "hub", "module"}
 
 
 @pytest.mark.parametrize("name, protocol", PROTOCOLS)
 def test_every_recipe_key_is_read(name, protocol, monkeypatch):
     """Keys that do nothing are removed: building, updating, computing and describing a metric reads every key of
     its recipe (the released-weights-only keys aside)."""
-    init = base.Metric.__init__
+    from evalkit.embeddings.base import Embedder
 
-    def tracked_init(self, recipe, device="cpu"):
-        init(self, recipe, device)
+    init, emb_init = base.Metric.__init__, Embedder.__init__
+
+    def tracked_init(self, recipe, device="cpu", context=None):
+        init(self, recipe, device, context)
         self.recipe = _Tracked(self.recipe)
 
+    def tracked_embedder(self, config, *args, **kwargs):
+        emb_init(self, _TrackedEmbedder(config), *args, **kwargs)
+
     monkeypatch.setattr(base.Metric, "__init__", tracked_init)
-    _Tracked.seen = set()
+    monkeypatch.setattr(Embedder, "__init__", tracked_embedder)
+    _Tracked.seen, _TrackedEmbedder.seen = set(), set()
     recipe = metric_recipe(name, [f"metrics.{name}.protocol={protocol}", "backbone_weights=random",
                                   "backbone_size=tiny"])
     m = get_metric(name)(recipe)
@@ -135,7 +169,10 @@ def test_every_recipe_key_is_read(name, protocol, monkeypatch):
     except ValueError:
         pass
     m.describe()
-    assert sorted(set(recipe) - _Tracked.seen - RELEASED_PATH_ONLY) == []
+    # `embedding: null` (chroma, stereo: no network) is read by the spec when it resolves the recipe, not the metric
+    unread_ok = RELEASED_PATH_ONLY | ({"embedding"} if not recipe["embedding"] else set())
+    assert sorted(set(recipe) - _Tracked.seen - unread_ok) == []
+    assert sorted(set(recipe.get("embedder") or {}) - _TrackedEmbedder.seen - RELEASED_PATH_ONLY) == []
 
 
 def test_compose_outside_and_inside_hydra(demo):
@@ -152,7 +189,7 @@ def test_compose_outside_and_inside_hydra(demo):
     ("metrics.kld.pad_chunk=true", r"metrics\.kld\.pad_chunk: no such setting \(did you mean metrics\.kld\.pad_chunks\?\)"),
     ("metrics=[fadd]", r"metrics=fadd: no such choice; known: chroma, clap, fad, kld, stereo"),
     ("metrics.fad.protocol=fad-package", r"metrics/fad=fad-package: no such choice; known: audiocraft, "
-                                         r"frechet-audio-distance"),
+                                         r"clap-laion-music, frechet-audio-distance"),
     ("generation.guidance_scale=abc", r"generation\.guidance_scale=abc: not a number"),
     ("backbone_size=small", r"backbone_size=small: full or tiny"),
     ("audit.silent_below_dbfs=abc", r"audit\.silent_below_dbfs=abc: not a number"),

@@ -71,7 +71,8 @@ def test_metric_columns_skips_and_numbers():
              Clip("mono", "", s[None], SR, torch.stack([s, s]), SR),
              Clip("noref", "", torch.stack([s, s]), SR, None, None)]
     out = m.update(clips)
-    assert out["mono"].skipped.startswith("mono clip (1 channel)") and out["noref"].skipped.startswith("no stereo")
+    assert out["mono"].skipped == "generated clip is mono (1 channel): the stereo image needs exactly 2 channels"
+    assert out["noref"].skipped == "no reference audio"
     d = out["dual"].values
     assert (d["stereo_correlation"], d["stereo_side_to_mid_db"]) == (1.0, -100.0)
     assert abs(d["stereo_ref_correlation"]) < 0.05 and d["stereo_correlation_gap"] == pytest.approx(1.0, abs=0.05)
@@ -149,4 +150,5 @@ def test_stereo_against_mono_references_says_why_it_has_no_number(tmp_path):
                  out_dir=tmp_path / "o")
     err = s["metrics"]["stereo"]["error"]
     assert s["metrics"]["stereo"]["value"] is None
-    assert err.endswith("; most common reasons: no stereo reference: the reference has 1 channel(s) (2 clips)"), err
+    assert err.endswith("; most common reasons: reference is mono (1 channel): the stereo image needs exactly 2 "
+                        "channels (2 clips)"), err

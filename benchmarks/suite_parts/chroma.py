@@ -35,7 +35,8 @@ class ChromaPart:
         from evalkit.spec import recipe_from_files
 
         t0 = time.perf_counter()
-        self.recipe = recipe_from_files("chroma", PROTOCOL, **({"batch_size": batch} if batch else {}))
+        self.recipe = recipe_from_files("chroma", PROTOCOL, postprocess="none",
+                                        **({"batch_size": batch} if batch else {}))
         self.metric = ChromaCosineSimilarity(self.recipe, device=device)
         self.audiocraft = _transcription()
         self.build_s = time.perf_counter() - t0

@@ -41,13 +41,15 @@ def _laion_module(model, cfg, tokenizer):
 
 def _evalkit_metric(recipe: dict, laion_model, device: str):
     """``ClapScore`` whose ClapModel holds laion's tensors (converted by name, as from a released checkpoint)."""
-    from evalkit.backbones.clap import ClapNetwork
+    from evalkit.embeddings.clap import ClapNetwork
     from evalkit.metrics.clap import ClapScore
 
     metric = ClapScore(recipe, device=device)
-    net = ClapNetwork(metric.embedder.model, metric.embedder.front_end, {})
-    metric.backbone.load_weights(net, {k: v.detach().clone() for k, v in laion_model.state_dict().items()}, "suite")
-    metric.embedder.front_end = net.front_end.to(metric.device).eval()
+    clap = metric.embedder.clap
+    net = ClapNetwork(clap.model, clap.front_end, {})
+    metric.embedder.backbone().load_weights(net, {k: v.detach().clone() for k, v in laion_model.state_dict().items()},
+                                            "suite")
+    clap.front_end = net.front_end.to(metric.device).eval()
     return metric
 
 
@@ -63,17 +65,17 @@ class ClapPart:
         t0 = time.perf_counter()
         overrides = {"batch_size": batch} if batch else {}
         self.recipe = recipe_from_files("clap", PROTOCOL, model_size=size, checkpoint="random", random_seed=0,
-                                        backbone_weights="random", **overrides)
+                                        backbone_weights="random", postprocess="none", **overrides)
         self.metric = _evalkit_metric(self.recipe, *self._laion(size, build_clap), device)
         self.laion.model.to(self.metric.device)
         self.build_s = time.perf_counter() - t0
         self.clips = clips
-        emb = self.metric.embedder
+        emb = self.metric.embedder.clap
         self.audio_rec = Recorder(emb, "embed_audio")
         self.text_rec = Recorder(emb.model.text_model, "forward")
 
     def _laion(self, size: str, build_clap):
-        from evalkit.backbones.tokenizers import tiny_roberta_tokenizer
+        from evalkit.embeddings.tokenizers import tiny_roberta_tokenizer
 
         self.tokenizer = tiny_roberta_tokenizer()
         model, cfg = build_clap(size, vocab_size=len(self.tokenizer) if size == "tiny" else None, seed=0)
@@ -84,8 +86,8 @@ class ClapPart:
         return (model,)
 
     def info(self) -> dict:
-        return {"protocol": PROTOCOL, "backbone": f"CLAP HTSAT-base + roberta-base ({self.metric.model_size}), "
-                f"laion_clap's random init (seed 0) in both", "evalkit_clap_batch": self.metric.batch_size,
+        return {"protocol": PROTOCOL, "backbone": f"CLAP HTSAT-base + roberta-base ({self.metric.embedder.weights.model_size}), "
+                f"laion_clap's random init (seed 0) in both", "evalkit_clap_batch": self.metric.embedder.batch_size,
                 "reference": "laion_clap CLAP_Module per clip (get_audio_embedding_from_data, get_text_embedding)",
                 "build_s": round(self.build_s, 2)}
 
@@ -93,7 +95,7 @@ class ClapPart:
         return len(self.clips.ids)
 
     def _tokens(self, captions):
-        from evalkit.backbones.tokenizers import encode_batch
+        from evalkit.embeddings.tokenizers import encode_batch
 
         return encode_batch(self.tokenizer, captions, max_length=77, padding="max_length", truncation=True)
 
@@ -102,8 +104,8 @@ class ClapPart:
             x = torch.zeros(1, 480000)
             self.laion.get_audio_embedding_from_data(x, use_tensor=True)
             self.laion.get_text_embedding(["warm up"], tokenizer=self._tokens, use_tensor=True)
-            self.metric.embedder.embed_audio([x[0]])
-            self.metric.embedder.embed_text(["warm up"])
+            self.metric.embedder.clap.embed_audio([x[0]])
+            self.metric.embedder.clap.embed_text(["warm up"])
 
     def reference(self) -> Outcome:
         from evalkit.audio import convert_audio, load_audio
@@ -131,7 +133,7 @@ class ClapPart:
         return Outcome(seconds, float(values["clap"]), extra={"forward_calls": len(self.audio_rec.calls)})
 
     def floor(self) -> Outcome:
-        model = self.metric.embedder.model
+        model = self.metric.embedder.clap.model
 
         def text(**kwargs):
             F.normalize(model.text_projection(self.text_rec.original(**kwargs).pooler_output), dim=-1)

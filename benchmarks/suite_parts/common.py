@@ -14,11 +14,12 @@ from typing import Any, Callable
 import torch
 
 #: the run's audit settings (conf/config.yaml), references and generated clips audited as a run audits them
-AUDIT = {"skip": ["non_finite", "silent", "constant", "unreadable"], "silent_below_dbfs": -70.0,
-         "constant_below_dbfs": -70.0, "duration_s": 10.0, "duration_tolerance_s": 0.05}
-#: conf/postprocess/none.yaml: the audio as written, which is what the reference tools read
-POSTPROCESS_NONE = {"enabled": False, "match_reference_length": False, "strategy": "none", "loudness_headroom_db": 14,
-                    "energy_floor": 0.002, "clamp": False, "reference_sample_rate": None}
+AUDIT = {"skip": ["non_finite", "silent", "constant", "unreadable", "clamped"], "silent_below_dbfs": -70.0,
+         "constant_below_dbfs": -70.0, "clamped_share": 0.01, "dc_offset_dbfs": -30.0, "duration_s": 10.0,
+         "duration_tolerance_s": 0.05}
+#: conf/postprocess/none.yaml: the audio as written, which is what the reference tools read (each part's recipe is
+#: composed with postprocess="none": its input path has no solver steps)
+POSTPROCESS_NONE = {"name": "none", "reference": [], "generated": []}
 
 
 class Clock:
@@ -122,8 +123,8 @@ class Outcome:
 
 
 def run_spec(name: str, recipe: dict, batch: int, workers: int = 0, cache_dir: Path | None = None):
-    """The :class:`RunSpec` of a folder-mode run scoring one metric: postprocess ``none``, the run's audit, mono
-    view, ``metric_batch_size = batch``, the score cache on only when ``cache_dir`` is given."""
+    """The :class:`RunSpec` of a folder-mode run scoring one metric (``recipe``: composed with postprocess ``none``),
+    the run's audit, mono view, ``metric_batch_size = batch``, the score cache on only when ``cache_dir`` is given."""
     from evalkit.spec import RunSpec
 
     return RunSpec(model={"name": "folder", "generator": "folder"}, dataset={}, generation={"duration": 10.0},

@@ -54,18 +54,19 @@ class FadPart:
         t0 = time.perf_counter()
         overrides = {"batch_size": batch} if batch else {}
         self.recipe = recipe_from_files("fad", PROTOCOL, model_size=size, checkpoint="random", random_seed=0,
-                                        backbone_weights="random", reference_stats=None, **overrides)
+                                        backbone_weights="random", reference_stats=None, postprocess="none",
+                                        **overrides)
         self.metric = FAD(self.recipe, device=device)
-        self.package, hub = _package(tmp, self.metric.model)
+        self.package, hub = _package(tmp, self.metric.embedder.network)
         self.build_s = time.perf_counter() - t0
         self.clips = clips
         self.clock = Clock()
         self.clock.patch(hub.TorchVGGishVGG, "forward")  # the class the package's hub load instantiated
-        self.recorder = Recorder(self.metric.model, "forward")
+        self.recorder = Recorder(self.metric.embedder.network, "forward")
 
     def info(self) -> dict:
-        return {"protocol": PROTOCOL, "backbone": f"VGGish ({self.metric.model_size}), random weights seed 0",
-                "evalkit_vggish_batch": self.metric.batch_size,
+        return {"protocol": PROTOCOL, "backbone": f"VGGish ({self.metric.embedder.weights.model_size}), random weights seed 0",
+                "evalkit_vggish_batch": self.metric.embedder.batch_size,
                 "reference": "frechet_audio_distance 0.3.4 FrechetAudioDistance.score (defaults: 8 loader threads, "
                              "one VGGish call per file)",
                 "build_s": round(self.build_s, 2)}

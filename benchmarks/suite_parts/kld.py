@@ -50,9 +50,9 @@ class KldPart:
         t0 = time.perf_counter()
         overrides = {"batch_size": batch} if batch else {}
         self.recipe = recipe_from_files("kld", PROTOCOL, model_size=size, checkpoint="random",
-                                        backbone_weights="random", **overrides)
+                                        backbone_weights="random", postprocess="none", **overrides)
         self.metric = KLD(self.recipe, device=device)
-        self.wrapper = _package_wrapper(self.metric.model.net)
+        self.wrapper = _package_wrapper(self.metric.embedder.network.net)
         self.build_s = time.perf_counter() - t0
         self.clips = clips
         self.wrapper.to(self.metric.device)
@@ -60,11 +60,11 @@ class KldPart:
         dev = self.metric.device
         self.clock = Clock()
         self.wrapper.forward = self.clock.wrap(lambda x: original(x.to(dev)).cpu())  # audiocraft: model(wav.to(device))
-        self.recorder = Recorder(self.metric.model, "forward")
+        self.recorder = Recorder(self.metric.embedder.network, "forward")
 
     def info(self) -> dict:
-        return {"protocol": PROTOCOL, "backbone": f"PaSST {self.recipe['arch']} ({self.metric.model_size}), "
-                f"random weights seed 0", "evalkit_passt_batch": self.metric.batch_size,
+        return {"protocol": PROTOCOL, "backbone": f"PaSST {self.recipe['embedder']['arch']} ({self.metric.embedder.weights.model_size}), "
+                f"random weights seed 0", "evalkit_passt_batch": self.metric.embedder.batch_size,
                 "reference": "audiocraft PasstKLDivergenceMetric, clip by clip (hear21passt wrapper, batch 1)",
                 "build_s": round(self.build_s, 2)}
 
@@ -75,7 +75,7 @@ class KldPart:
         with torch.inference_mode():
             x = torch.zeros(1, 32000)
             self.wrapper(x)
-            self.metric.model(x.to(self.metric.device))
+            self.metric.embedder.network(x.to(self.metric.device))
 
     def reference(self) -> Outcome:
         from evalkit.audio import load_audio

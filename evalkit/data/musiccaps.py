@@ -58,6 +58,7 @@ import numpy as np
 
 from evalkit.audio import AUDIO_EXTENSIONS
 from evalkit.data.prompts import MUSICCAPS_SUBSETS, Prompt, PromptError, load_musiccaps_dataset, select, validate
+from evalkit.errors import InputError
 from evalkit.io import sha256_file
 
 #: The manifest's file name inside the clips folder.
@@ -121,7 +122,7 @@ _FATAL_RE = re.compile("|".join(FATAL_PATTERNS), re.IGNORECASE)
 _REASON_MAX = 400
 
 
-class MusicCapsError(RuntimeError):
+class MusicCapsError(InputError, RuntimeError):
     """A setting or a folder that cannot be used; the message names the file or setting and the fix."""
 
 

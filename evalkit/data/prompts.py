@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from evalkit.errors import InputError
+
 #: google/MusicCaps on the Hugging Face hub: musiccaps-public.csv, 5,521 rows (CC BY-SA 4.0).
 MUSICCAPS_HUB_ID = "google/MusicCaps"
 #: MusicCaps subsets by their boolean column (2,858 and 1,000 rows); `all` keeps every row.
@@ -27,7 +29,7 @@ PROMPT_SUFFIXES = (".txt", ".csv", ".jsonl")
 log = logging.getLogger("evalkit")
 
 
-class PromptError(ValueError):
+class PromptError(InputError, ValueError):
     pass
 
 
@@ -172,7 +174,6 @@ def load_folder_prompts(folder: str | None, captions: str | None = None) -> list
     file) or empty. A caption for an id that has no clip is ignored; a clip without a caption keeps an empty one
     (metrics that need captions skip it, naming the reason)."""
     from evalkit.data.references import list_audio_files
-
     from evalkit.io import folder_problem
 
     if not folder or str(folder) == "???":

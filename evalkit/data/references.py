@@ -15,9 +15,10 @@ import numpy as np
 import torch
 
 from evalkit.audio import AUDIO_EXTENSIONS, save_audio
+from evalkit.errors import InputError
 
 
-class ReferenceError(ValueError):
+class ReferenceError(InputError, ValueError):
     pass
 
 

@@ -12,6 +12,7 @@ from typing import Any, Mapping, Sequence
 from evalkit.audio import AUDIO_EXTENSIONS
 from evalkit.data.prompts import Prompt
 from evalkit.data.references import ReferenceError, list_audio_files
+from evalkit.errors import InputError
 from evalkit.generate.base import Batch, GeneratedClip, Generator
 from evalkit.registry import register_generator
 
@@ -19,7 +20,7 @@ from evalkit.registry import register_generator
 FOLDER_BATCH = 256
 
 
-class FolderError(ValueError):
+class FolderError(InputError, ValueError):
     pass
 
 

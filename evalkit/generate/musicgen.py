@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from evalkit.audio import convert_audio
-from evalkit.backbones.tokenizers import TokenizerError, check_tokenizer  # noqa: F401 (TokenizerError re-exported)
+from evalkit.embeddings.tokenizers import TokenizerError, check_tokenizer  # noqa: F401 (TokenizerError re-exported)
 from evalkit.data.prompts import Prompt
+from evalkit.errors import InputError
 from evalkit.generate.base import Batch, GeneratedClip, Generator
 from evalkit.registry import register_generator
 
@@ -41,7 +42,7 @@ PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat
 TOKENIZER_PROBE = "an upbeat jazz tune with a walking bass and a bright piano melody"
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(InputError, RuntimeError):
     pass
 
 
@@ -123,7 +124,7 @@ class MusicGenGenerator(Generator):
             return model, tok, fe, f"random:{cfg['tiny']}"
         from transformers import AutoProcessor
 
-        from evalkit.backbones.weights import offline
+        from evalkit.embeddings.weights import offline
 
         if self.melody:
             from transformers import MusicgenMelodyForConditionalGeneration as cls

@@ -3,5 +3,5 @@
 file(s) in ``conf/metrics/<name>/``, and its tests).
 
 Importing this package is cheap on purpose: the metric modules (and the torch-heavy backbones behind them) load
-when a metric is asked for by name, so ``evalkit.metrics.frechet`` serves reports and CI checks without torch.
+when a metric is asked for by name, so ``evalkit.statistics.frechet`` serves reports and CI checks without torch.
 """

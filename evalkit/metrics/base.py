@@ -1,6 +1,9 @@
 """The metric contract (the ``torchmetrics.Metric`` pattern, without the dependency).
 
-A metric streams batches of :class:`Clip` through :meth:`Metric.update`, keeps only **sufficient statistics**
+A metric is a protocol (``conf/metrics/<metric>/<protocol>.yaml``: its embedding, its input path, its windows, its
+statistic) run over the clips. It streams batches of :class:`Clip` (the files as decoded) through
+:meth:`Metric.update`, where each clip first goes through its protocol's input path (:attr:`Metric.input`,
+:mod:`evalkit.input_path`: the audit included), and keeps only **sufficient statistics**
 (float64 sums in ``self.state``) and turns them into numbers in :meth:`Metric.compute`. Every state entry is a sum,
 so states merge by addition (:meth:`Metric.merge`, :meth:`Metric.add_state_delta`): a sharded or resumed run gives the
 one-process number bit for bit.
@@ -22,7 +25,9 @@ from typing import Any, ClassVar, Mapping, Sequence
 import numpy as np
 import torch
 
-from evalkit.metrics.spec import MetricSpec
+from evalkit.audit import AuditSettings
+from evalkit.input_path import InputPath, Prepared
+from evalkit.metrics.spec import MetricSpec, RunContext
 
 
 class MetricUnavailable(ValueError):
@@ -32,49 +37,67 @@ class MetricUnavailable(ValueError):
 
 @dataclass
 class Clip:
-    """One scored item: generated audio, its caption and (if any) its reference audio, at their own rates."""
+    """One scored item as decoded: the generated audio, its caption and (if any) its reference audio, each ``[C, T]``
+    float32 at its file's rate and channels. ``model_channels``: the generating model's channels (what the
+    audiocraft path's ``channels: model`` converts references to; None in folder mode). ``memo``: the input paths'
+    results on this clip (:meth:`~evalkit.input_path.InputPath.apply`); ``keep``: the path points worth keeping
+    there (the scoring stage sets the ones its metrics share)."""
 
     id: str
     caption: str
-    audio: torch.Tensor  # [C, T] float32, after the run's post-processing step
-    sample_rate: int
-    reference: torch.Tensor | None = None  # [C, T] float32, at the rate and channels the protocol hands over
+    audio: torch.Tensor | None
+    sample_rate: int | None
+    reference: torch.Tensor | None = None
     reference_sr: int | None = None
+    model_channels: int | None = None
+    #: the files it was decoded from (named in skip reasons), when there are files
+    path: str | None = None
+    reference_path: str | None = None
+    memo: dict = field(default_factory=dict, repr=False, compare=False)
+    keep: frozenset = field(default_factory=frozenset, repr=False, compare=False)
 
 
 @dataclass
 class ClipResult:
     """What ``update`` says about one clip: ``values`` (columns of ``clips.parquet``, named ``<metric>...``),
-    ``arrays`` (saved to ``embeddings/``, e.g. ``fad_gen_emb`` [windows, 128]) and ``skipped`` (the reason this metric
-    did not score the clip, or None)."""
+    ``arrays`` (saved to ``embeddings/``, e.g. ``fad_gen_emb`` [windows, 128]), ``skipped`` (the reason this metric
+    did not score the clip, or None) and ``flags`` (``{"generated"|"reference": {flag: reason}}``: what the audit
+    found at this metric's audit point, merged into the clip's ``audit_flags``)."""
 
     values: dict[str, Any] = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     skipped: str | None = None
+    flags: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"values": self.values, "skipped": self.skipped}
+        return {"values": self.values, "skipped": self.skipped, "flags": self.flags}
 
 
-@dataclass(frozen=True)
-class RunContext:
-    """What a metric may ask about the run before it is built (see :meth:`Metric.run_skip_reason`)."""
+def clip_result_from_json(d: Mapping[str, Any]) -> "ClipResult":
+    return ClipResult(values=dict(d["values"]), skipped=d.get("skipped"), flags=dict(d.get("flags") or {}))
 
-    melody_model: bool = False
-    melody_source: str = "none"
-    #: False when the prompt set has no captions (dataset=folder without dataset.captions)
-    captions: bool = True
+
+def _flags(p: Prepared) -> dict[str, dict[str, str]]:
+    return {side: {f: a.flags[f] for f in a.names} for side, a in p.audits.items() if a.names}
 
 
 class Metric:
-    """Base class: state handling, merging, the empty-compute rule. Subclasses set ``spec`` and implement
-    ``update`` and ``_compute``."""
+    """Base class: state handling, merging, the empty-compute rule, the input path. Subclasses set ``spec`` and
+    implement ``update`` and ``_compute``; one that reads audio builds its path with :meth:`build_input`.
+
+    ``context``: the run's settings a metric needs (:class:`~evalkit.metrics.spec.RunContext`: channel view, audit
+    policy, melody settings); the default is a plain run (mono view, the default audit)."""
 
     spec: ClassVar[MetricSpec]
 
-    def __init__(self, recipe: Mapping[str, Any], device: str | torch.device = "cpu") -> None:
+    def __init__(self, recipe: Mapping[str, Any], device: str | torch.device = "cpu",
+                 context: RunContext | None = None) -> None:
         self.recipe = dict(recipe)
         self.device = torch.device(device)
+        self.context = context or RunContext()
+        self.audit = AuditSettings.from_config(self.context.audit)
+        #: the protocol's input path (None for a metric that reads no audio)
+        self.input: InputPath | None = None
         self.state: dict[str, np.ndarray] = {}
         #: what the last compute() found questionable about its number (summary.json ``warnings``)
         self.warnings: list[str] = []
@@ -142,10 +165,58 @@ class Metric:
         """What identifies the numbers: protocol, checkpoint name and sha256, random weights or not."""
         return {"protocol": self.recipe.get("protocol", "")}
 
-    def skip(self, reason: str) -> ClipResult:
+    def skip(self, reason: str, flags: Mapping[str, Mapping[str, str]] | None = None) -> ClipResult:
         """A clip this metric cannot score: counted, and the reason kept for ``clips.parquet``."""
         self.state["n_skipped"] = self.state["n_skipped"] + 1
-        return ClipResult(skipped=reason)
+        return ClipResult(skipped=reason, flags=dict(flags or {}))
+
+    # -- the input path ------------------------------------------------------------------------------------------------
+    def build_input(self, rate: int | None, band_hz: float | None = None) -> InputPath:
+        """The protocol's ``input`` node compiled for this run: ``rate`` is what ``resample: {rate: embedder}``
+        means (the embedder's, or the front end's), ``band_hz`` the band it analyses (``low_sample_rate``); the
+        run's channel view applies when the metric scores it."""
+        self.input = InputPath(self.recipe.get("input"), setting=f"metrics.{self.spec.name}.input",
+                               embedder_rate=rate, band_hz=band_hz,
+                               channel_view=self.context.channel_view if self.applies_channel_view() else "mono",
+                               uses_reference=self.uses_reference_audio)
+        return self.input
+
+    def prepare(self, clips: Sequence[Clip]) -> list[tuple[Clip, Prepared | None, ClipResult | None]]:
+        """Each clip through the input path (side by side on the CPU, one intra-op thread each: small ops whose values
+        do not depend on where they run), then the audit's verdict: ``(clip, prepared, None)`` for a clip to score,
+        ``(clip, None, skipped result)`` for one this metric skips, with the reason (a missing or unusable side,
+        named with its file and flag)."""
+        from evalkit.cpu import cpu_threads, run_calls
+
+        cpu = self.device.type == "cpu"
+        with cpu_threads(1 if cpu else None):
+            prepared = run_calls(lambda c: self.input.apply(c, self.audit), list(clips),
+                                 torch.get_num_threads() if cpu else 1)
+        out = []
+        for clip, p in zip(clips, prepared):
+            why = self.unusable(clip, p)
+            out.append((clip, None, self.skip(why, _flags(p))) if why else (clip, p, None))
+        return out
+
+    def unusable(self, clip: Clip, p: Prepared) -> str | None:
+        """Why this metric cannot score the pair (None when it can): no generated audio, no reference where one is
+        needed, or a side that failed a step or carries a flag of the ``audit.skip`` policy."""
+        reasons = []
+        if p.generated is None:
+            return "no generated audio"
+        if p.generated.error:
+            reasons.append(f"generated{' ' + clip.path if clip.path else ''}: {p.generated.error}")
+        if self.uses_reference_audio:
+            if p.reference is None:
+                reasons.append("no reference audio")
+            elif p.reference.error:
+                reasons.append(f"reference{' ' + clip.reference_path if clip.reference_path else ''}: "
+                               f"{p.reference.error}")
+        return "; ".join(reasons) or None
+
+    def result(self, p: Prepared, values: Mapping[str, Any]) -> ClipResult:
+        """A scored clip's result, with the flags its audit found (listed, not blocking)."""
+        return ClipResult(values=dict(values), flags=_flags(p))
 
     # -- hooks the run asks ------------------------------------------------------------------------------------------
     @classmethod

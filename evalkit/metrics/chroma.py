@@ -42,14 +42,13 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from evalkit.audio import convert_audio, crop_or_pad
-from evalkit.backbones.base import all_finite, cpu_threads, run_calls
+from evalkit.cpu import cpu_threads, run_calls
 from evalkit.metrics.base import Clip, ClipResult, Metric, RunContext
 from evalkit.metrics.spec import MetricSpec
 from evalkit.registry import register_metric
 
 _REQUIRED = (
-    "sample_rate", "channels", "n_chroma", "n_fft", "win_length", "hop_length", "window", "center", "pad_mode",
+    "sample_rate", "n_chroma", "n_fft", "win_length", "hop_length", "window", "center", "pad_mode",
     "normalized", "power", "tuning", "norm", "norm_eps", "argmax", "cosine_eps", "pad_short",
 )
 
@@ -183,15 +182,16 @@ class ChromaCosineSimilarity(Metric):
         description="frame-weighted cosine similarity of argmax chroma of generated audio and its melody reference",
     )
 
-    def __init__(self, recipe: Mapping[str, Any], device: str | torch.device = "cpu") -> None:
-        super().__init__(recipe, device)
+    def __init__(self, recipe: Mapping[str, Any], device: str | torch.device = "cpu",
+                 context: RunContext | None = None) -> None:
+        super().__init__(recipe, device, context)
         self.front = ChromaFrontEnd(self.recipe, self.device)
         self.sample_rate = int(self.recipe["sample_rate"])
-        self.channels = int(self.recipe["channels"])
         # Pairs per batched STFT. On CPU the STFT is memory-bound and batching is slower than one pair at a time
         # (benchmarks/bench_chroma.py: 0.4-0.8x), so the default there is 1; on CUDA 16.
         bs = self.recipe.get("batch_size")
         self.batch_size = int(bs) if bs else (16 if self.device.type == "cuda" else 1)
+        self.build_input(self.sample_rate)
         self.add_state("cosine_sum", ())
         self.add_state("n_frames", ())
 
@@ -202,34 +202,18 @@ class ChromaCosineSimilarity(Metric):
             return "melody.source=none (text-only generation)"
         return None
 
-    def _prepare(self, clip: Clip) -> tuple[torch.Tensor, torch.Tensor] | str:
-        if clip.reference is None or clip.reference_sr is None:
-            return "no reference audio"
-        for wav, what in ((clip.audio, "generated"), (clip.reference, "reference")):
-            if not all_finite(wav):
-                return f"{what} audio: the audio holds NaN or infinite samples"
-        ref = convert_audio(clip.reference.float(), clip.reference_sr, self.sample_rate, self.channels)[0]
-        if ref.shape[-1] == 0:
-            return "empty reference audio"
-        gen = convert_audio(clip.audio.float(), clip.sample_rate, self.sample_rate, self.channels)[0]
-        if gen.shape[-1] == 0:
-            return "empty generated audio"
-        # audiocraft asserts preds.shape == targets.shape; the run's post-processing crops the generated audio to
-        # the reference's length already, here shorter generated audio is zero-padded.
-        return crop_or_pad(gen, ref.shape[-1]), ref
-
     @torch.no_grad()
     def update(self, clips: Sequence[Clip]) -> dict[str, ClipResult]:
         """Chroma cosine of each generated clip against its reference, frame by frame.
 
-        ``clip.audio`` / ``clip.reference``: ``[C, T]`` float32 at their own rates; both converted to 32 kHz mono
-        (julius, then channel mean). The generated audio is cropped (or zero-padded) to the reference's length; the
-        first ``ceil(n_ref / 4096)`` frames are compared. Per clip: ``chroma`` (mean cosine over its frames, in
-        [0, 1] with one-hot chroma) and ``chroma_frames``. A pair without a reference, or with non-finite or empty
-        audio, is skipped with the reason.
+        Each pair goes through the protocol's input path (the solver's post-processing, julius to 32 kHz, channel
+        mean, the generation cropped or zero-padded to the reference's length; the audit included); the first
+        ``ceil(n_ref / 4096)`` frames are compared. Per clip: ``chroma`` (mean cosine over its frames, in [0, 1] with
+        one-hot chroma) and ``chroma_frames``. A pair without a reference, or with a flagged, failed or empty side,
+        is skipped with the reason.
 
         On a CPU the pairs are prepared and their batches' STFTs computed side by side on the intra-op threads' count
-        of workers, one thread each (:func:`~evalkit.backbones.base.run_calls`): a second OpenMP thread gains < 10 %
+        of workers, one thread each (:func:`~evalkit.cpu.run_calls`): a second OpenMP thread gains < 10 %
         on one STFT (n_fft 16384, 80 frames) and costs 5x when another process holds a core, while independent
         STFTs keep every core busy next to the scoring stage's file reading. The values are those of the plain loop."""
         cpu = self.device.type == "cpu"
@@ -240,11 +224,16 @@ class ChromaCosineSimilarity(Metric):
     def _update(self, clips: Sequence[Clip], workers: int) -> dict[str, ClipResult]:
         out: dict[str, ClipResult] = {}
         groups: dict[int, list[tuple[str, torch.Tensor, torch.Tensor]]] = defaultdict(list)
-        for clip, prepared in zip(clips, run_calls(self._prepare, list(clips), workers)):
-            if isinstance(prepared, str):
-                out[clip.id] = self.skip(prepared)
+        prepared = {}
+        for clip, p, skipped in self.prepare(clips):
+            if skipped is not None:
+                out[clip.id] = skipped
                 continue
-            gen, ref = prepared
+            gen, ref = p.generated.wav[0], p.reference.wav[0]
+            if ref.shape[-1] == 0:
+                out[clip.id] = self.skip("empty reference audio")
+                continue
+            prepared[clip.id] = p
             groups[ref.shape[-1]].append((clip.id, gen, ref))
         # Equal lengths share one batched STFT; nothing is padded, so the result does not depend on batching.
         chunks = [(length, items[start : start + self.batch_size]) for length, items in groups.items()
@@ -260,7 +249,7 @@ class ChromaCosineSimilarity(Metric):
                 self.state["cosine_sum"] = self.state["cosine_sum"] + s
                 self.state["n_frames"] = self.state["n_frames"] + t
                 self.state["n_clips"] = self.state["n_clips"] + 1
-                out[clip_id] = ClipResult(values={"chroma": float(s / t), "chroma_frames": int(t)})
+                out[clip_id] = self.result(prepared[clip_id], {"chroma": float(s / t), "chroma_frames": int(t)})
         return out
 
     def _compute(self) -> dict[str, float]:

@@ -1,58 +1,41 @@
-"""Fréchet Audio Distance on VGGish embeddings.
+"""FAD: the Fréchet distance between Gaussians fitted to the embeddings of generated and reference audio.
 
-Two protocols (``conf/metrics/fad/*.yaml`` holds every constant with its source):
+A protocol (``conf/metrics/fad/<protocol>.yaml``) says everything between the file and the number: its embedding
+(``embedding``, any of ``conf/embeddings/``), its input path (``input``), its windows (``window_s``/``hop_s``: cut
+the input into full windows, each embedded on its own; null: the whole clip) and its statistic (``stats: pooled``:
+every embedding of every clip in one Gaussian, float64 sums, covariance n-1; ``fd_eps``). The two shipped:
 
 ``audiocraft`` (the MusicGen model card): ``audiocraft/metrics/fad.py`` writes each pair as a 16 kHz mono int16 wav
-(crop to the reference length, ``convert_audio``, peak normalisation to -1 dBFS, ``i16_pcm``) and runs Google's TF
-FAD, whose reader keeps the raw int16 values and divides by ``max(0.1, max(x))`` (signed maximum), cuts 16,000-sample
-windows every 8,000 samples (full windows only), turns each into one 96x64 log-mel example and embeds it with VGGish
-(pre-activation). Statistics pool every window of every clip (float64, covariance n-1).
+(the solver's post-processing, crop to the reference, ``convert_audio``, peak normalisation to -1 dBFS, ``i16_pcm``)
+and runs Google's TF FAD, whose reader keeps the raw int16 values and divides by ``max(0.1, max(x))`` (signed
+maximum), cuts 1 s windows every 0.5 s (full windows only) and embeds each as one VGGish example.
 
-``frechet-audio-distance`` (PyPI 0.3.4): float32 audio, channel mean, ``resampy`` to 16 kHz, non-overlapping 0.96 s
-examples over the whole clip, no normalisation, pre-activation embeddings, ``np.mean``/``np.cov`` statistics.
+``frechet-audio-distance`` (PyPI 0.3.4): each file as read, channel mean, ``resampy`` to 16 kHz, non-overlapping
+0.96 s examples over the whole clip, no normalisation, pre-activation embeddings.
 
-Both sides are embedded in one batched VGGish forward per :meth:`update`. The reference side can instead come from a
-statistics file written by :meth:`export_reference_stats` (``recipe["reference_stats"]``), which is refused when its
-protocol, checkpoint or front-end constants differ from this recipe's.
+All sides of an :meth:`~FAD.update` are embedded in one batched pass. The reference side can instead come from a
+statistics file (``reference.stats``, :mod:`evalkit.statistics.stats_file`) written by a run with the same
+protocol, embedding, weights, input path and windows (anything else is refused, naming what differs).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from evalkit.audio import AudioError, convert_audio, i16_pcm, peak_normalize, resample, to_channels
-from evalkit.backbones.base import all_finite, cpu_threads, run_calls
-from evalkit.backbones.vggish import EMBEDDING_DIM, LogMel, VGGishBackbone, VGGishError
-from evalkit.backbones.weights import CheckpointError, UnsafeCheckpointError, resolve_checkpoint
-from evalkit.metrics.base import Clip, ClipResult, Metric, MetricUnavailable
-from evalkit.metrics.frechet import FrechetError, GaussianStats, covariance_rank, frechet_distance
+from evalkit.embeddings import build_embedder
+from evalkit.errors import InputError
+from evalkit.metrics.base import Clip, ClipResult, Metric, MetricUnavailable, RunContext
 from evalkit.metrics.spec import MetricSpec
 from evalkit.registry import register_metric
-
-#: Recipe keys that decide what a reference embedding is: a statistics file must agree on all of them.
-EMBEDDING_KEYS = (
-    "solver_sample_rate", "sample_rate", "resampler", "peak_normalize_db", "quantize_int16", "input_scale",
-    "max_normalize_min_ratio", "window_samples", "window_step", "stft_window", "stft_hop", "fft_length", "mel_bins",
-    "mel_min_hz", "mel_max_hz", "log_offset", "example_frames", "example_hop_frames", "use_activation", "use_pca",
-    "model_size",
-)
-STATS_KIND = "evalkit.fad.reference_stats/1"
+from evalkit.statistics.frechet import FrechetError, GaussianStats, covariance_rank, frechet_distance
+from evalkit.statistics.stats_file import check_identity, read_stats_file, write_reference_stats
 
 
-class FADError(ValueError):
-    pass
-
-
-def _resampy(x: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
-    """``resampy.resample(x, from_rate, to_rate)``, bit for bit, computed by :mod:`evalkit.backbones.resampy_exact`
-    (5-10x faster: resampy's kernel was a third of this protocol's time next to a full VGGish)."""
-    from evalkit.backbones import resampy_exact
-
-    return resampy_exact.resample(x, int(from_rate), int(to_rate))
+class FADError(InputError, ValueError):
+    """A FAD setting that cannot work; the message names it and the fix."""
 
 
 @register_metric("fad")
@@ -61,42 +44,35 @@ class FAD(Metric):
         name="fad", primary="fad", higher_is_better=False, card_column="Frechet Audio Distance", decimals=2,
         tolerance="5%", per_clip=("fad_windows", "fad_ref_windows"), arrays=("fad_gen_emb", "fad_ref_emb"),
         aggregate="frechet", needs_reference=True, min_clips=7,
-        description="Fréchet distance between Gaussians fitted to VGGish embeddings of generated and reference audio "
-                    "(needs >= 128 embeddings per side: 7 ten-second clips with the audiocraft protocol's 19 windows "
-                    "each, 13 with the frechet-audio-distance protocol's 10)",
+        description="Fréchet distance between Gaussians fitted to the embeddings of generated and reference audio "
+                    "(VGGish by default: needs >= 128 embeddings per side, 7 ten-second clips with the audiocraft "
+                    "protocol's 19 windows each, 13 with the frechet-audio-distance protocol's 10)",
     )
 
-    def __init__(self, recipe: Mapping[str, Any], device: str | torch.device = "cpu") -> None:
-        super().__init__(recipe, device)
+    def __init__(self, recipe: Mapping[str, Any], device: str | torch.device = "cpu",
+                 context: RunContext | None = None) -> None:
+        super().__init__(recipe, device, context)
         r = self.recipe
-        _check_recipe(r)
-        self.sample_rate = int(r["sample_rate"])
-        self.model_size = str(r.get("model_size") or "full")
-        self.seed = int(r.get("random_seed") or 0)
-        self.batch_size = int(r.get("batch_size") or 128)
+        name = self.spec.name
+        if r.get("stats", "pooled") != "pooled":
+            raise FADError(f"metrics.{name}.stats={r.get('stats')!r}: only 'pooled' (every embedding of every clip in "
+                           f"one Gaussian, as both FAD tools do) is implemented")
+        if bool(r.get("window_s")) != bool(r.get("hop_s")):
+            raise FADError(f"metrics.{name}.window_s and hop_s are set together (or both null: the whole clip)")
         self.save_embeddings = bool(r.get("save_embeddings", True))
-        self.checkpoint = resolve_checkpoint(
-            r.get("checkpoint"), setting="metrics.fad.checkpoint", filename=r["checkpoint_file"],
-            url=r["checkpoint_url"], expected_sha256=r.get("checkpoint_sha256"),
-            policy=r.get("backbone_weights") or "released")
-        self.backbone = VGGishBackbone(self.model_size, self.seed, activation=bool(r.get("use_activation")))
-        try:
-            self.model = self.backbone.load(self.checkpoint, setting="metrics.fad.checkpoint", device=self.device,
-                                            trust=bool(r.get("trust_checkpoint", False)))
-        except UnsafeCheckpointError:
-            raise
-        except (CheckpointError, VGGishError) as exc:
-            raise FADError(str(exc)) from exc
-        self.dim = self.model.embedding_dim
-        self.front = _front_end(r)
-        self.window = int(r["window_samples"]) if r.get("window_samples") else None
-        self.step = int(r["window_step"]) if r.get("window_step") else None
-        if self.window is not None and self.front.n_examples(self.window) < 1:
-            raise FADError(f"window_samples={self.window} is too short for one {r['example_frames']}-frame example")
-        # the minimum number of 16 kHz samples that yields one embedding
-        self.min_samples = self.window if self.window else _min_samples(self.front)
-        # the front end runs in float64 (Google and torchvggish compute it in float64 numpy), on the GPU if any
-        self._fe_device = self.device if self.device.type == "cuda" else torch.device("cpu")
+        self.embedder = build_embedder(r, f"metrics.{name}", self.device)
+        self.embedder.network  # noqa: B018  (load now: a broken checkpoint stops the run before any scoring)
+        self.dim = self.embedder.dim
+        rate = self.embedder.sample_rate
+        self.window = int(round(float(r["window_s"]) * rate)) if r.get("window_s") else None
+        self.hop = int(round(float(r["hop_s"]) * rate)) if r.get("hop_s") else None
+        unit = int(getattr(self.embedder, "min_samples", 1))
+        if self.window is not None and self.window < unit:
+            raise FADError(f"metrics.{name}.window_s={r['window_s']}: {self.window} samples at {rate} Hz, shorter "
+                           f"than one {self.embedder.name} input ({unit} samples)")
+        #: the fewest samples (at the embedder's rate) that give one embedding
+        self.min_samples = 1 if r.get("window_pad") else (self.window or unit)
+        self.build_input(rate, self.embedder.band_hz)
         for side in ("gen", "ref"):
             self.add_state(f"{side}_n", ())
             self.add_state(f"{side}_sum", (self.dim,))
@@ -105,133 +81,75 @@ class FAD(Metric):
         self.reference_stats_path: str | None = str(r["reference_stats"]) if r.get("reference_stats") else None
         self._ref_file: tuple[np.ndarray, np.ndarray, int] | None = None
         if self.reference_stats_path:
-            self._ref_file = read_reference_stats(self.reference_stats_path, self._identity(), self.dim)
+            found = read_stats_file(self.reference_stats_path)
+            check_identity(found, self.stats_identity())
+            if found.mu.shape != (self.dim,) or found.sigma.shape != (self.dim, self.dim):
+                raise FADError(f"reference.stats={self.reference_stats_path}: mu {found.mu.shape} / sigma "
+                               f"{found.sigma.shape} do not fit dimension {self.dim}")
+            self._ref_file = (found.mu, found.sigma, int(found.n or 0))
 
     @classmethod
     def needs_reference_audio(cls, recipe: Mapping[str, Any]) -> bool:
         """No reference audio is needed when the reference side comes from a statistics file (``reference.stats``)."""
         return not recipe.get("reference_stats")
 
-    # -- audio -> 16 kHz samples as the protocol's reader sees them --------------------------------------------------
-    def _samples(self, wav: torch.Tensor, sr: int, crop: int | None) -> torch.Tensor:
-        """``[C, T]`` -> 1-D float64 samples at 16 kHz, ready to window. Raises :class:`AudioError`."""
-        r = self.recipe
-        if not all_finite(wav):
-            raise AudioError("the audio holds NaN or infinite samples")
-        wav = wav.detach().cpu().float()
-        solver_sr = r.get("solver_sample_rate")
-        if solver_sr and int(sr) != int(solver_sr):
-            wav, sr = resample(wav, sr, int(solver_sr)), int(solver_sr)
-        if crop is not None:
-            wav = wav[..., :crop]
-        if r.get("resampler", "julius") == "julius":
-            x = convert_audio(wav, sr, self.sample_rate, 1)[0]
-        else:  # frechet-audio-distance: np.mean over channels in float32, then resampy
-            x = to_channels(wav, 1)[0]
-            if int(sr) != self.sample_rate:
-                x = torch.from_numpy(np.ascontiguousarray(_resampy(x.numpy(), sr, self.sample_rate)))
-        if r.get("peak_normalize_db") is not None:
-            x = peak_normalize(x, float(r["peak_normalize_db"]))  # silent -> AudioError
-        if r.get("quantize_int16"):
-            x = i16_pcm(x)
-        x = x.to(torch.float64) * float(r.get("input_scale", 1.0))
-        if r.get("max_normalize_min_ratio") is not None:
-            x = x / max(float(r["max_normalize_min_ratio"]), float(x.max()))
-        return x
-
-    def _examples(self, x: torch.Tensor) -> torch.Tensor:
-        """1-D samples -> ``[E, 96, 64]`` float64 examples (Google: one per 1 s window; package: per 0.96 s)."""
-        x = x.to(self._fe_device)
-        if self.window is not None:
-            x = x.unfold(-1, self.window, self.step)  # [W, window]: range(0, n - window + 1, step)
-        ex = self.front.examples(x)
-        return ex.reshape(-1, ex.shape[-2], ex.shape[-1])
-
-    def _prepare(self, wav: torch.Tensor, sr: int, crop: int | None, what: str) -> tuple[torch.Tensor | None, str | None]:
-        try:
-            x = self._samples(wav, sr, crop)
-        except AudioError as exc:
-            if "silent" in str(exc):
-                return None, f"{what} audio is silent: peak normalisation (audio_write strategy=peak) is impossible"
-            return None, f"{what} audio unusable: {exc}"
-        if x.shape[-1] < self.min_samples:
-            return None, (
-                f"{what} audio too short for one VGGish window: {x.shape[-1]} samples at {self.sample_rate} Hz, "
-                f"needs {self.min_samples}"
-            )
-        return self._examples(x), None
-
     # -- the metric --------------------------------------------------------------------------------------------------
     def update(self, clips: Sequence[Clip]) -> dict[str, ClipResult]:
         """Embed both sides of every pair and add them to the statistics.
 
-        ``clip.audio``: generated ``[C, T]`` float32 at ``clip.sample_rate`` (any rate; converted to the protocol's
-        ``solver_sample_rate`` then 16 kHz mono); ``clip.reference``: ``[C, T]`` at ``clip.reference_sr`` (None when the
-        reference side comes from ``reference_stats``). The audiocraft protocol crops the generated side to the
-        reference's length. Per clip: ``fad_windows`` / ``fad_ref_windows`` (VGGish examples embedded per side) and,
-        with ``save_embeddings``, the arrays ``fad_gen_emb`` / ``fad_ref_emb`` (float32 ``[windows, 128]``).
-        A side that cannot be embedded (silent audio cannot be peak-normalised, too short for one window, non-finite)
-        is skipped with the reason; the other side still counts, as audiocraft writes each side's wav on its own.
-        Raises :class:`FrechetError` if VGGish itself returns non-finite embeddings."""
-        jobs: list[tuple[str, str, torch.Tensor]] = []  # (clip id, side, examples)
+        Each clip goes through the protocol's input path (the audit included), then into the protocol's windows
+        (or whole) to the embedder. Per clip: ``fad_windows`` / ``fad_ref_windows`` (embeddings per side) and, with
+        ``save_embeddings``, the arrays ``fad_gen_emb`` / ``fad_ref_emb`` (float32 ``[frames, dim]``). A pair the
+        audit or a missing reference keeps from the metric is skipped with the reason; a side too short for one
+        embedding is skipped on its own (the other side still counts, as audiocraft writes each side's wav on its
+        own). Raises :class:`FrechetError` if the embedder returns non-finite embeddings."""
         results: dict[str, ClipResult] = {}
-        prepared = iter(self._prepare_sides(clips))
-        for clip in clips:
-            results[clip.id] = self._prepare_pair(clip, jobs, prepared)
-        if not jobs:
+        items: list[tuple[str, str, torch.Tensor]] = []  # (clip id, side, input), generated before reference
+        for clip, p, skipped in self.prepare(clips):
+            if skipped is not None:  # the pair: counted in n_skipped
+                results[clip.id] = skipped
+                continue
+            res = self.result(p, {"fad_windows": 0, **({"fad_ref_windows": 0} if self.uses_reference_audio else {})})
+            reasons = []
+            sides = [("gen", "generated", p.generated)]
+            if self.uses_reference_audio:
+                sides.append(("ref", "reference", p.reference))
+            for side, what, s in sides:
+                x = s.wav.reshape(-1) if s.wav.shape[0] == 1 else s.wav.mean(0)
+                if x.shape[-1] < self.min_samples:
+                    reasons.append(f"{what} audio too short for one {self.embedder.name} "
+                                   f"{'window' if self.window else 'input'}: {x.shape[-1]} samples at "
+                                   f"{self.embedder.sample_rate} Hz, needs {self.min_samples}")
+                    self.state[f"n_{side}_skipped"] += 1
+                    continue
+                items.append((clip.id, side, self.windows(x)))
+                if side == "gen":
+                    self.state["n_clips"] += 1
+            if reasons:
+                res.skipped = self.skip("; ".join(reasons)).skipped
+            results[clip.id] = res
+        if not items:
             return results
-        emb = self.model.embed(torch.cat([e for _, _, e in jobs]), self.batch_size).cpu().numpy()
-        if not np.isfinite(emb).all():
-            raise FrechetError("VGGish produced NaN or infinite embeddings")
-        start = 0
-        for cid, side, ex in jobs:
-            e = emb[start : start + ex.shape[0]]
-            start += ex.shape[0]
+        embs = self.embedder.embed([x for _, _, x in items])
+        for (cid, side, _), e in zip(items, embs):
+            if not np.isfinite(e).all():
+                raise FrechetError(f"{self.embedder.name} produced NaN or infinite embeddings")
             self._accumulate(side, e)
             results[cid].values["fad_windows" if side == "gen" else "fad_ref_windows"] = int(e.shape[0])
             if self.save_embeddings:
-                results[cid].arrays[f"fad_{side}_emb"] = np.array(e, dtype=np.float32)
+                results[cid].arrays[f"fad_{side}_emb"] = np.asarray(e, dtype=np.float32)
         return results
 
-    def _prepare_sides(self, clips: Sequence[Clip]) -> list[tuple[torch.Tensor | None, str | None]]:
-        """:meth:`_prepare` of every side to embed, in order (generated, then reference if any, per clip). On a CPU
-        the sides are prepared side by side on the intra-op threads' count of workers, one thread each (resampling and
-        log-mel are small ops; each side's result does not depend on where it was computed)."""
-        tasks = []
-        for clip in clips:
-            crop = _crop_length(clip, self.recipe)
-            tasks.append((clip.audio, clip.sample_rate, crop, "generated"))
-            if self.uses_reference_audio and clip.reference is not None:
-                tasks.append((clip.reference, int(clip.reference_sr or clip.sample_rate), crop, "reference"))
-        cpu = self._fe_device.type == "cpu"
-        workers = torch.get_num_threads() if cpu else 1
-        with cpu_threads(1 if cpu else None):
-            return run_calls(lambda t: self._prepare(*t), tasks, workers)
-
-    def _prepare_pair(self, clip: Clip, jobs: list, prepared) -> ClipResult:
-        """Both sides' examples (the next items of ``prepared``) appended to ``jobs``; the clip's result with the
-        reasons of a skipped side. audiocraft writes each side's wav on its own: a failure on one side drops only that
-        side."""
-        res = ClipResult(values={"fad_windows": 0})
-        reasons = []
-        ex, why = next(prepared)
-        if ex is None:
-            reasons.append(why)
-            self.state["n_gen_skipped"] += 1
-        else:
-            jobs.append((clip.id, "gen", ex))
-            self.state["n_clips"] += 1
-        if self.uses_reference_audio:
-            res.values["fad_ref_windows"] = 0
-            ex, why = (None, "no reference audio") if clip.reference is None else next(prepared)
-            if ex is None:
-                reasons.append(why)
-                self.state["n_ref_skipped"] += 1
-            else:
-                jobs.append((clip.id, "ref", ex))
-        if reasons:
-            res.skipped = self.skip("; ".join(reasons)).skipped
-        return res
+    def windows(self, x: torch.Tensor) -> torch.Tensor:
+        """``[T]`` -> the protocol's windows ``[N, window]`` (or ``x`` itself without windows): full windows every
+        ``hop`` (``range(0, T - window + 1, hop)``: Google's FAD), or with ``window_pad`` a window starting every
+        ``hop`` until the end, the last ones zero-padded (``range(0, T, hop)``: fadtk's CLAP loaders)."""
+        if not self.window:
+            return x
+        if not self.recipe.get("window_pad"):
+            return x.unfold(-1, self.window, self.hop)
+        padded = torch.nn.functional.pad(x, (0, self.window))
+        return torch.stack([padded[s:s + self.window] for s in range(0, x.shape[-1], self.hop)])
 
     def _accumulate(self, side: str, e: np.ndarray) -> None:
         x = np.asarray(e, np.float64)
@@ -240,24 +158,20 @@ class FAD(Metric):
         self.state[f"{side}_sum_outer"] = self.state[f"{side}_sum_outer"] + x.T @ x
 
     def _stats(self, side: str) -> GaussianStats:
-        return GaussianStats(
-            dim=self.dim,
-            n=int(round(float(self.state[f"{side}_n"]))),
-            sum=self.state[f"{side}_sum"].copy(),
-            sum_outer=self.state[f"{side}_sum_outer"].copy(),
-        )
+        return GaussianStats(dim=self.dim, n=int(round(float(self.state[f"{side}_n"]))),
+                             sum=self.state[f"{side}_sum"].copy(), sum_outer=self.state[f"{side}_sum_outer"].copy())
 
     def reference_mean_cov(self) -> tuple[np.ndarray, np.ndarray, int]:
         if self._ref_file is not None:
             return self._ref_file
         st = self._stats("ref")
-        mu, sigma = st.mean_cov("reference windows (VGGish embeddings)")
+        mu, sigma = st.mean_cov(f"reference embeddings ({self.embedder.name})")
         return mu, sigma, st.n
 
     def _compute(self) -> dict[str, float]:
         gen = self._stats("gen")
         try:
-            mu_g, sigma_g = gen.mean_cov("generated windows (VGGish embeddings)")
+            mu_g, sigma_g = gen.mean_cov(f"generated embeddings ({self.embedder.name})")
             mu_r, sigma_r, n_ref = self.reference_mean_cov()
         except FrechetError as exc:
             raise MetricUnavailable(str(exc)) from exc
@@ -265,161 +179,40 @@ class FAD(Metric):
             rank = covariance_rank(sigma)
             if rank < self.dim:
                 self.warnings.append(
-                    f"the {side} side's covariance has rank {rank} < {self.dim} ({n} windows): its embeddings span too "
-                    f"few directions (repeated or stationary audio?), so this FAD exists but is not comparable with "
-                    f"FADs of full-rank sets")
+                    f"the {side} side's covariance has rank {rank} < {self.dim} ({n} embeddings): its embeddings span "
+                    f"too few directions (repeated or stationary audio?), so this FAD exists but is not comparable "
+                    f"with FADs of full-rank sets")
         fad = frechet_distance(mu_g, sigma_g, mu_r, sigma_r, eps=float(self.recipe.get("fd_eps", 1e-7)),
                                warnings=self.warnings)
         skipped = {f"n_{s}_skipped": int(round(float(self.state[f"n_{s}_skipped"]))) for s in ("gen", "ref")}
         return {"fad": float(fad), "n_gen_windows": int(gen.n), "n_ref_windows": int(n_ref), **skipped}
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "protocol": self.recipe.get("protocol", ""),
-            **self.checkpoint.describe(),
-            "model_size": self.model_size,
-            "reference_stats": self.reference_stats_path,
-        }
+        return {"protocol": self.recipe.get("protocol", ""), **self.embedder.describe(),
+                "reference_stats": self.reference_stats_path}
 
     # -- reference statistics files ----------------------------------------------------------------------------------
+    def stats_identity(self) -> dict[str, Any]:
+        """What decides the reference embeddings (a statistics file must say the same): the metric and protocol, the
+        embedding's constants, weights (sha256, or random with its seed) and size, the input path, the windows."""
+        e = self.embedder.identity()
+        return {"metric": self.spec.name, "protocol": str(self.recipe.get("protocol", "")),
+                "embedding": {k: e.get(k) for k in ("embedding", "checkpoint_sha256", "random_weights", "random_seed",
+                                                    "model_size", "constants")},
+                "input": self.input.describe(), "windows": [self.window, self.hop]}
+
     def write_reference_artifacts(self, folder: Path) -> list[Path]:
-        """``<folder>/fad_reference.npz`` (see :meth:`export_reference_stats`) when the reference side was embedded
-        here; nothing when it came from a statistics file."""
+        """``<folder>/<metric>_reference.npz`` (see :meth:`export_reference_stats`) when the reference side was
+        embedded here; nothing when it came from a statistics file."""
         if self._ref_file is not None:
             return []
-        return [self.export_reference_stats(Path(folder) / "fad_reference.npz")]
-
-    def _identity(self) -> dict[str, Any]:
-        return {
-            "protocol": str(self.recipe.get("protocol", "")),
-            "checkpoint": self.checkpoint.name,
-            "checkpoint_sha256": self.checkpoint.sha256 or "",
-            "random_weights": bool(self.checkpoint.random),
-            "random_seed": self.seed if self.checkpoint.random else -1,
-            "embedding": {k: self.recipe.get(k) for k in EMBEDDING_KEYS},
-        }
+        return [self.export_reference_stats(Path(folder) / f"{self.spec.name}_reference.npz")]
 
     def export_reference_stats(self, path) -> Path:
         """Write the reference side's statistics (mu, sigma, n and the sums) with what identifies them."""
         if self._ref_file is not None:
             raise FADError(f"the reference statistics came from {self.reference_stats_path}; nothing new to export")
-        return write_reference_stats(path, self._stats("ref"), self._identity())
+        return write_reference_stats(path, self._stats("ref"), self.stats_identity())
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Helpers: the recipe's checks, the front end, reference statistics files
-# ----------------------------------------------------------------------------------------------------------------
-def _check_recipe(r: Mapping[str, Any]) -> None:
-    if r.get("use_pca"):
-        raise FADError("metrics.fad.use_pca=true: the PCA/whitening postprocessor (torchvggish "
-                       "vggish_pca_params-970ea276.pth) is not implemented; neither FAD protocol uses it")
-    if r.get("stats", "pooled") != "pooled":
-        raise FADError(f"metrics.fad.stats={r.get('stats')!r}: only 'pooled' (every window of every clip in one "
-                       f"Gaussian, as both protocols do) is implemented")
-    if r.get("resampler", "julius") not in ("julius", "resampy"):
-        raise FADError(f"metrics.fad.resampler={r.get('resampler')!r}: expected julius or resampy")
-    if r.get("window_samples") and not r.get("window_step"):
-        raise FADError("metrics.fad.window_step must be set when window_samples is")
-
-
-def _front_end(r: Mapping[str, Any]) -> LogMel:
-    return LogMel(
-        sample_rate=int(r["sample_rate"]), window_length=int(r["stft_window"]), hop_length=int(r["stft_hop"]),
-        fft_length=int(r["fft_length"]), num_mel_bins=int(r["mel_bins"]), lower_edge_hertz=float(r["mel_min_hz"]),
-        upper_edge_hertz=float(r["mel_max_hz"]), log_offset=float(r["log_offset"]),
-        example_frames=int(r["example_frames"]), example_hop_frames=int(r["example_hop_frames"]),
-    )
-
-
-def write_reference_stats(path, st: GaussianStats, ident: Mapping[str, Any]) -> Path:
-    """An evalkit FAD reference statistics file (``kind`` :data:`STATS_KIND`): mu, sigma, n, the sums, and the
-    identity of the embeddings (protocol, checkpoint, front-end constants) that :func:`read_reference_stats` checks."""
-    from evalkit.io import write_npz
-
-    mu, sigma = st.mean_cov("reference windows (VGGish embeddings)")
-    return write_npz(
-        path, kind=np.asarray(STATS_KIND), mu=mu, sigma=sigma, n=np.asarray(st.n, np.int64),
-        ref_n=np.asarray(st.n, np.int64), ref_sum=st.sum, ref_sum_outer=st.sum_outer,
-        protocol=np.asarray(ident["protocol"]), checkpoint=np.asarray(ident["checkpoint"]),
-        checkpoint_sha256=np.asarray(ident["checkpoint_sha256"]), random_weights=np.asarray(ident["random_weights"]),
-        random_seed=np.asarray(ident["random_seed"], np.int64),
-        embedding_json=np.asarray(json.dumps(ident["embedding"], sort_keys=True)),
-    )
-
-
-def read_reference_stats(path: str, mine: Mapping[str, Any], dim: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """``(mu, sigma, n)`` of a statistics file, refused (naming ``reference.stats``) unless its protocol, weights
-    and embedding settings are this run's."""
-    from evalkit.io import read_npz
-
-    p = Path(path).expanduser()
-    setting = f"reference.stats={path}"
-    if not p.is_file():
-        raise FADError(f"{setting}: no such file")
-    try:
-        z = read_npz(p)
-    except Exception as exc:
-        raise FADError(f"{setting}: not a readable .npz ({type(exc).__name__}: {exc})") from exc
-    if str(z.get("kind", "")) != STATS_KIND:
-        raise FADError(f"{setting}: not an evalkit FAD reference statistics file (kind {z.get('kind')!r})")
-    theirs = {
-        "protocol": str(z["protocol"]), "checkpoint": str(z["checkpoint"]),
-        "checkpoint_sha256": str(z["checkpoint_sha256"]), "random_weights": bool(z["random_weights"]),
-        "random_seed": int(z["random_seed"]), "embedding": json.loads(str(z["embedding_json"])),
-    }
-    _check_same_embeddings(setting, theirs, mine)
-    mu, sigma, n = np.asarray(z["mu"], np.float64), np.asarray(z["sigma"], np.float64), int(z["n"])
-    if mu.shape != (dim,) or sigma.shape != (dim, dim):
-        raise FADError(f"{setting}: mu {mu.shape} / sigma {sigma.shape} do not fit dimension {dim}")
-    return mu, sigma, n
-
-
-def _check_same_embeddings(setting: str, theirs: Mapping[str, Any], mine: Mapping[str, Any]) -> None:
-    if theirs["protocol"] != mine["protocol"]:
-        raise FADError(f"{setting}: written for protocol {theirs['protocol']!r}, this run uses {mine['protocol']!r}")
-    if theirs["random_weights"] != mine["random_weights"] or (
-            mine["random_weights"] and theirs["random_seed"] != mine["random_seed"]):
-        raise FADError(
-            f"{setting}: written with {'random' if theirs['random_weights'] else 'released'} VGGish weights "
-            f"(seed {theirs['random_seed']}), this run uses {'random' if mine['random_weights'] else 'released'} "
-            f"(seed {mine['random_seed']})")
-    if not mine["random_weights"] and theirs["checkpoint_sha256"] != mine["checkpoint_sha256"]:
-        raise FADError(
-            f"{setting}: written with checkpoint {theirs['checkpoint']} (sha256 {theirs['checkpoint_sha256']}), "
-            f"this run uses {mine['checkpoint']} (sha256 {mine['checkpoint_sha256']})")
-    diff = {k: (theirs["embedding"].get(k), v) for k, v in mine["embedding"].items() if theirs["embedding"].get(k) != v}
-    if diff:
-        raise FADError(f"{setting}: its embeddings were made with other settings (file vs this run): "
-                       + ", ".join(f"{k}: {a!r} vs {b!r}" for k, (a, b) in sorted(diff.items())))
-
-
-def _crop_length(clip: Clip, recipe: Mapping[str, Any]) -> int | None:
-    """The reference's length at the rate both sides are cut at (audiocraft protocol: ``crop_to_reference``), else
-    None."""
-    if not recipe.get("crop_to_reference") or clip.reference is None:
-        return None
-    solver_sr = recipe.get("solver_sample_rate")
-    rsr = int(clip.reference_sr or clip.sample_rate)
-    crop = clip.reference.shape[-1]
-    if solver_sr and rsr != int(solver_sr):
-        return _resampled_length(crop, rsr, int(solver_sr))
-    if not solver_sr and rsr != clip.sample_rate:
-        return int(round(crop * clip.sample_rate / rsr))
-    return crop
-
-
-def _min_samples(front: LogMel) -> int:
-    """Fewest samples that give one example: ``window + (example_frames - 1) * hop``."""
-    return front.window_length + (front.example_frames - 1) * front.hop_length
-
-
-def _resampled_length(n: int, from_rate: int, to_rate: int) -> int:
-    """Length of ``julius.resample_frac(x[n], from, to)`` (its default ``output_length``): ``floor(n * to / from)``
-    after reducing the ratio by the gcd."""
-    import math
-
-    g = math.gcd(from_rate, to_rate)
-    return (n * (to_rate // g)) // (from_rate // g)
-
-
-__all__ = ["FAD", "FADError", "EMBEDDING_DIM"]
+__all__ = ["FAD", "FADError"]

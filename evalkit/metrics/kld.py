@@ -33,17 +33,13 @@ sharded or resumed runs merge by addition. Inputs of equal length are batched ac
 """
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from evalkit.audio import AudioError, convert_audio, peak_normalize, to_channels
-from evalkit.backbones.base import all_finite, cpu_threads, run_calls
-from evalkit.backbones.passt import MelConfig, PasstBackbone, PasstClassifier, min_input_samples
-from evalkit.backbones.weights import Checkpoint, CheckpointError, resolve_checkpoint
-from evalkit.metrics.base import Clip, ClipResult, Metric
+from evalkit.embeddings import build_embedder
+from evalkit.metrics.base import Clip, ClipResult, Metric, RunContext
 from evalkit.metrics.spec import MetricSpec
 from evalkit.registry import register_metric
 
@@ -104,22 +100,6 @@ def collect_rows(logits: torch.Tensor, collect: str) -> torch.Tensor:
     raise ValueError(f"metrics.kld.collect={collect!r}: expected rows, mean_probs or mean_logits")
 
 
-def default_batch_size(setting: Any, device: torch.device, model_size: str) -> int:
-    """PaSST inputs per forward pass: ``batch_size`` when set, else per device (``conf/metrics/kld.yaml``: null).
-
-    CUDA: 16. CPU: 1 for the full-size PaSST: a forward pass at 10 s is compute-bound already at batch 1 and larger
-    batches are slower per input (batch 4: +13 %; their attention matrices, 68 MB per input and layer, leave the
-    cache), and batch 1 lets independent passes run side by side on the cores (:meth:`KLD.logits`).
-    ``model_size=tiny`` keeps 16 on the CPU too, although batch 1 would be faster there as well (measured: 18 vs 31 ms
-    per input on one thread): batching moves PaSST's outputs by float rounding (~1e-7), and the tiny model's numbers
-    are pinned by ``tests/test_golden.py``."""
-    if setting:
-        return max(1, int(setting))
-    if torch.device(device).type == "cpu" and model_size == "full":
-        return 1
-    return 16
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # The metric
 # ---------------------------------------------------------------------------------------------------------------
@@ -133,10 +113,10 @@ class KLD(Metric):
                     "(mean over PaSST rows: one per 10 s clip)",
     )
 
-    def __init__(self, recipe: Mapping[str, Any], device: str | torch.device = "cpu") -> None:
-        super().__init__(recipe, device)
+    def __init__(self, recipe: Mapping[str, Any], device: str | torch.device = "cpu",
+                 context: RunContext | None = None) -> None:
+        super().__init__(recipe, device, context)
         r = self.recipe
-        self.sample_rate = int(r["sample_rate"])
         self.eps = float(r["kl_eps"])
         self.direction = r["direction"]
         if self.direction not in DIRECTIONS:
@@ -157,129 +137,42 @@ class KLD(Metric):
             self.pad_chunks = False
         else:
             raise ValueError(f"metrics.kld.segmenting={self.segmenting!r}: expected split or sliding")
-        if r.get("resampler") not in ("julius", "soxr_hq"):
-            raise ValueError(f"metrics.kld.resampler={r.get('resampler')!r}: expected julius or soxr_hq")
-        self.model_size = r.get("model_size", "full") or "full"
-        if self.model_size not in ("full", "tiny"):
-            raise ValueError(f"metrics.kld.model_size={self.model_size!r}: expected full or tiny")
-        self.batch_size = default_batch_size(r.get("batch_size"), self.device, self.model_size)
-        self.mel_cfg = MelConfig.from_recipe(r)
-        self.min_model_samples = min_input_samples(self.mel_cfg)
-        self._checkpoint: Checkpoint | None = None
-        self._model: PasstClassifier | None = None
+        self.embedder = build_embedder(r, "metrics.kld", self.device)
+        self.sample_rate = self.embedder.sample_rate
+        self.min_model_samples = self.embedder.min_samples
+        self.build_input(self.sample_rate, self.embedder.band_hz)
         for key in ("kld_pq_sum", "kld_qp_sum", "n_rows"):
             self.add_state(key, ())
 
-    # -- backbone ----------------------------------------------------------------------------------------------------
     @property
-    def checkpoint(self) -> Checkpoint:
-        if self._checkpoint is None:
-            r = self.recipe
-            spec = r.get("checkpoint")
-            policy = r.get("backbone_weights") or "released"
-            if self.model_size == "tiny" and spec is None and policy != "random":
-                raise CheckpointError(
-                    "metrics.kld.model_size=tiny has no released weights: set metrics.kld.checkpoint=random "
-                    "(or backbone_weights=random), or pass a state dict saved from a tiny PaSST")
-            self._checkpoint = resolve_checkpoint(
-                spec, setting="metrics.kld.checkpoint", filename=r["checkpoint_file"], url=r["checkpoint_url"],
-                expected_sha256=r.get("checkpoint_sha256"), policy=policy)
-        return self._checkpoint
-
-    @property
-    def model(self) -> PasstClassifier:
-        if self._model is None:
-            r = self.recipe
-            self.backbone = PasstBackbone(
-                arch=r["arch"], input_tdim=int(r["input_tdim"]), n_classes=int(r["n_classes"]), mel=self.mel_cfg,
-                tiny=r.get("tiny") if self.model_size == "tiny" else None, seed=int(r.get("random_seed") or 0))
-            self._model = self.backbone.load(self.checkpoint, setting="metrics.kld.checkpoint", device=self.device,
-                                             trust=bool(r.get("trust_checkpoint", False)))
-        return self._model
+    def checkpoint(self):
+        return self.embedder.checkpoint
 
     # -- audio -> model inputs -----------------------------------------------------------------------------------------
-    def _to_model_rate(self, wav: torch.Tensor, sr: int, what: str) -> torch.Tensor:
-        """``[C, T]`` at ``sr`` -> mono ``[T]`` float32 at 32 kHz, the protocol's way."""
-        if not all_finite(wav):
-            raise AudioError(f"{what}: the audio holds NaN or infinite samples")
-        wav = wav.float()
-        if self.recipe["resampler"] == "julius":
-            out = convert_audio(wav, sr, self.sample_rate, 1)[0]
-        else:  # librosa.load(sr=32000, mono=True): mono first, then soxr_hq
-            mono = to_channels(wav, 1)[0]
-            if int(sr) != self.sample_rate:
-                import librosa
-
-                mono = torch.from_numpy(np.ascontiguousarray(librosa.resample(
-                    mono.cpu().numpy(), orig_sr=int(sr), target_sr=self.sample_rate, res_type="soxr_hq")))
-            out = mono
-        db = self.recipe.get("peak_normalize_db")
-        if db is not None:
-            try:
-                out = peak_normalize(out, headroom_db=-float(db))
-            except AudioError as exc:
-                raise AudioError(f"{what}: silent, cannot be peak-normalised") from exc
-        return out
-
-    def _segments(self, wav: torch.Tensor, what: str) -> list[torch.Tensor]:
+    def _segments(self, wav: torch.Tensor, what: str) -> list[torch.Tensor] | str:
+        """A side's PaSST inputs (``[T]`` each) by the protocol's segmenting, or why it has none."""
         r = self.recipe
         if self.segmenting == "split":
             segs = split_chunks(wav, int(r["chunk_samples"]), int(r["min_chunk_samples"]), self.pad_chunks)
             if not segs:
-                raise AudioError(
-                    f"{what}: {wav.shape[-1]} samples at {self.sample_rate} Hz, shorter than one kept chunk "
-                    f"(more than {int(r['min_chunk_samples'])} samples)")
+                return (f"{what}: {wav.shape[-1]} samples at {self.sample_rate} Hz, shorter than one kept chunk "
+                        f"(more than {int(r['min_chunk_samples'])} samples)")
         else:
             segs = sliding_windows(wav, int(r["window_samples"]), int(r["hop_samples"]),
                                    float(r["pad_min_fraction"]))
         short = [s.shape[-1] for s in segs if s.shape[-1] < self.min_model_samples]
         if short:
-            raise AudioError(f"{what}: a {short[0]}-sample window is shorter than PaSST's smallest input "
-                             f"({self.min_model_samples} samples at {self.sample_rate} Hz)")
+            return (f"{what}: a {short[0]}-sample window is shorter than PaSST's smallest input "
+                    f"({self.min_model_samples} samples at {self.sample_rate} Hz)")
         return segs
-
-    def prepare(self, clip: Clip) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Model inputs for one pair: (generated segments, reference segments), each a list of ``[T]`` tensors.
-        Raises :class:`AudioError` with the reason when the clip cannot be scored."""
-        if clip.reference is None or clip.reference_sr is None:
-            raise AudioError("no reference audio")
-        gen = self._to_model_rate(clip.audio, clip.sample_rate, "generated audio")
-        ref = self._to_model_rate(clip.reference, clip.reference_sr, "reference audio")
-        if self.recipe.get("crop_to_reference"):
-            n = min(ref.shape[-1], gen.shape[-1])
-            gen, ref = gen[..., :n], ref[..., :n]
-        return self._segments(gen, "generated audio"), self._segments(ref, "reference audio")
-
-    # -- forward pass, batched across clips ----------------------------------------------------------------------------
-    def logits(self, segments: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """PaSST logits (float32, CPU) for each ``[T]`` segment; segments of equal length share a forward pass,
-        at most ``batch_size`` at a time. On a CPU the forward passes run side by side on the intra-op threads'
-        count of workers, one thread each (:func:`~evalkit.backbones.base.run_calls`: the same passes, the same
-        values as one after the other)."""
-        out: list[torch.Tensor | None] = [None] * len(segments)
-        by_len: dict[int, list[int]] = defaultdict(list)
-        for i, s in enumerate(segments):
-            by_len[int(s.shape[-1])].append(i)
-        parts = [idx[k:k + self.batch_size] for _, idx in sorted(by_len.items())
-                 for k in range(0, len(idx), self.batch_size)]
-        model = self.model
-
-        def forward(part: list[int]) -> torch.Tensor:
-            return model(torch.stack([segments[i] for i in part]).to(self.device, torch.float32)).float().cpu()
-
-        workers = torch.get_num_threads() if self.device.type == "cpu" else 1
-        for part, res in zip(parts, run_calls(forward, parts, workers)):
-            for j, i in enumerate(part):
-                out[i] = res[j]
-        return out  # type: ignore[return-value]
 
     def probabilities(self, clips_segments: Sequence[list[torch.Tensor]]) -> list[torch.Tensor]:
         """Probability rows ``[rows, 527]`` for each clip's list of segments (one batched pass for all)."""
         flat = [s for segs in clips_segments for s in segs]
-        lg = self.logits(flat)
+        lg = self.embedder.embed(flat)
         out, pos = [], 0
         for segs in clips_segments:
-            out.append(collect_rows(torch.stack(lg[pos:pos + len(segs)]), self.collect))
+            out.append(collect_rows(torch.from_numpy(np.concatenate(lg[pos:pos + len(segs)])), self.collect))
             pos += len(segs)
         return out
 
@@ -287,27 +180,30 @@ class KLD(Metric):
     def update(self, clips: Sequence[Clip]) -> dict[str, ClipResult]:
         """Add each (generated, reference) pair's KL divergences to the sums.
 
-        ``clip.audio`` / ``clip.reference``: ``[C, T]`` float32 at their own rates (``clip.sample_rate``,
-        ``clip.reference_sr``); both are converted to 32 kHz mono the protocol's way (julius + channel mean, or
-        mono + soxr_hq). Per clip: ``kld`` (the protocol's direction), ``kld_pq`` = KL(reference ‖ generated),
-        ``kld_qp`` = KL(generated ‖ reference), ``kld_both`` (nats, mean over the clip's PaSST rows) and ``kld_rows``;
-        with ``save_probs`` the arrays ``kld_gen_probs`` / ``kld_ref_probs`` (float32 ``[rows, 527]``). A pair that
-        cannot be scored (no reference, non-finite or silent audio where the protocol peak-normalises, too short for
+        Each pair goes through the protocol's input path (audiocraft: the solver's post-processing, julius to 32 kHz,
+        channel mean, both cut to the shorter; stable-audio-metrics: channel mean, soxr_hq, -1 dBFS peak; the audit
+        included), then into PaSST inputs by the protocol's segmenting. Per clip: ``kld`` (the protocol's direction),
+        ``kld_pq`` = KL(reference ‖ generated), ``kld_qp`` = KL(generated ‖ reference), ``kld_both`` (nats, mean over
+        the clip's PaSST rows) and ``kld_rows``; with ``save_probs`` the arrays ``kld_gen_probs`` / ``kld_ref_probs``
+        (float32 ``[rows, 527]``). A pair that cannot be scored (no reference, a flagged or failed side, too short for
         one PaSST input) is skipped with the reason."""
         results: dict[str, ClipResult] = {}
-        ready: list[tuple[Clip, list[torch.Tensor], list[torch.Tensor]]] = []
-        with cpu_threads(1 if self.device.type == "cpu" else None):  # small ops: one thread (backbones/base.py)
-            for clip in clips:
-                try:
-                    gen, ref = self.prepare(clip)
-                except AudioError as exc:
-                    results[clip.id] = self.skip(str(exc))
-                    continue
-                ready.append((clip, gen, ref))
+        ready: list[tuple[Clip, Any, list[torch.Tensor], list[torch.Tensor]]] = []
+        for clip, p, skipped in self.prepare(clips):
+            if skipped is not None:
+                results[clip.id] = skipped
+                continue
+            gen = self._segments(p.generated.wav[0], "generated audio")
+            ref = self._segments(p.reference.wav[0], "reference audio")
+            why = next((x for x in (gen, ref) if isinstance(x, str)), None)
+            if why:
+                results[clip.id] = self.skip(why)
+                continue
+            ready.append((clip, p, gen, ref))
         if not ready:
             return results
-        probs = self.probabilities([segs for _, g, r in ready for segs in (g, r)])
-        for k, (clip, _, _) in enumerate(ready):
+        probs = self.probabilities([segs for _, _, g, r in ready for segs in (g, r)])
+        for k, (clip, prep, _, _) in enumerate(ready):
             p_gen, p_ref = probs[2 * k], probs[2 * k + 1]
             if p_gen.shape != p_ref.shape:  # cannot happen with cropping; stable-audio-metrics has one row each
                 results[clip.id] = self.skip(f"row counts differ: {p_gen.shape[0]} vs {p_ref.shape[0]}")
@@ -323,7 +219,7 @@ class KLD(Metric):
             self.state["n_rows"] = self.state["n_rows"] + rows
             self.state["n_clips"] = self.state["n_clips"] + 1
             v_pq, v_qp = float(pq.mean()), float(qp.mean())
-            res = ClipResult(values={
+            res = self.result(prep, {
                 "kld": v_pq if self.direction == "reference_generated" else v_qp,
                 "kld_pq": v_pq,
                 "kld_qp": v_qp,
@@ -354,8 +250,7 @@ class KLD(Metric):
         r = self.recipe
         out = {
             "protocol": r.get("protocol", ""),
-            "backbone": f"{r['backbone']} ({r['arch']}, input_tdim={r['input_tdim']})",
-            "model_size": self.model_size,
+            "backbone": f"{r['embedding']} ({r['embedder']['arch']}, input_tdim={r['embedder']['input_tdim']})",
             "direction": DIRECTIONS[self.direction] + f", eps={self.eps:g}",
             "rows": {
                 "split": f"{'zero-padded ' if self.pad_chunks else ''}chunks of {r.get('chunk_samples')} samples "
@@ -366,5 +261,5 @@ class KLD(Metric):
             }[self.segmenting],
             "pad_chunks": self.pad_chunks,
         }
-        out.update(self.checkpoint.describe())
+        out.update(self.embedder.describe())
         return out

@@ -8,6 +8,7 @@ aggregates) and the plots. So a new metric is its module, its conf files and its
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from types import MappingProxyType
 from typing import Any, Mapping
 
 #: How a metric's number is built from its per-clip values (the bootstrap follows it):
@@ -79,3 +80,16 @@ class MetricSpec:
         d["arrays"] = tuple(d.get("arrays") or ())
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a metric may ask about the run (see :meth:`~evalkit.metrics.base.Metric.run_skip_reason`): the melody
+    settings, whether the prompts have captions, the run's ``channel_view`` and its ``audit`` node."""
+
+    melody_model: bool = False
+    melody_source: str = "none"
+    #: False when the prompt set has no captions (dataset=folder without dataset.captions)
+    captions: bool = True
+    channel_view: str = "mono"
+    audit: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))

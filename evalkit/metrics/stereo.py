@@ -31,7 +31,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from evalkit.metrics.base import Clip, ClipResult, Metric
+from evalkit.metrics.base import Clip, ClipResult, Metric, MetricUnavailable, RunContext
 from evalkit.metrics.spec import MetricSpec
 from evalkit.registry import register_metric
 
@@ -115,8 +115,9 @@ class StereoImage(Metric):
                           for k in STATS + tuple(f"{s}_{b}" for s in STATS for b in ("low", "mid", "high"))]},
     )
 
-    def __init__(self, recipe: Mapping[str, Any], device: str | torch.device = "cpu") -> None:
-        super().__init__(recipe, device)
+    def __init__(self, recipe: Mapping[str, Any], device: str | torch.device = "cpu",
+                 context: RunContext | None = None) -> None:
+        super().__init__(recipe, device, context)
         r = self.recipe
         self.sample_rate = int(r["sample_rate"])
         self.window = int(round(float(r["window_s"]) * self.sample_rate))
@@ -124,65 +125,76 @@ class StereoImage(Metric):
         self.n_fft = int(r["n_fft"])
         self.bands = {str(k): tuple(float(x) for x in v) for k, v in dict(r["bands"]).items()}
         self.lim = float(r["db_limit"])
-        for key in ("gap_sum", "corr_sum", "ref_corr_sum", "n_corr", "n_total_loss", "n_ref_total_loss"):
+        self.build_input(self.sample_rate)
+        for key in ("gap_sum", "corr_sum", "ref_corr_sum", "n_total_loss", "n_ref_total_loss"):
             self.add_state(key, ())
 
     @classmethod
     def applies_channel_view(cls) -> bool:
         return False
 
-    def clip_statistics(self, wav: torch.Tensor, sr: int) -> dict[str, float]:
-        """Every per-clip statistic of a ``[2, T]`` clip at ``sr`` (converted to the recipe's rate)."""
-        from evalkit.audio import resample
-
-        x = resample(wav.float(), sr, self.sample_rate)
-        return {**stereo_statistics(x, self.lim), **windowed_spread(x, self.window, self.hop, self.lim),
-                **band_statistics(x, self.sample_rate, self.n_fft, self.bands, self.lim)}
+    def clip_statistics(self, wav: torch.Tensor) -> dict[str, float]:
+        """Every per-clip statistic of a ``[2, T]`` clip at ``sample_rate``."""
+        return {**stereo_statistics(wav, self.lim), **windowed_spread(wav, self.window, self.hop, self.lim),
+                **band_statistics(wav, self.sample_rate, self.n_fft, self.bands, self.lim)}
 
     def update(self, clips: Sequence[Clip]) -> dict[str, ClipResult]:
         """Stereo statistics of each generated clip and of its reference.
 
-        ``clip.audio`` / ``clip.reference``: ``[2, T]`` float32 at their rates (resampled to ``sample_rate``); a clip
-        with one channel is skipped ("mono clip: no stereo image"), as is a pair without a stereo reference. Per clip:
-        ``stereo_<stat>`` and ``stereo_ref_<stat>`` for every statistic of the module doc (correlation in [-1, 1];
-        dB values in [-db_limit, db_limit], the downmix loss +inf for a total loss) and ``stereo_correlation_gap``."""
+        Each pair goes through the protocol's input path (the solver's post-processing, every channel to
+        ``sample_rate``; never the run's channel view) and its audit, which here measures the clip's own channels: an
+        anti-phase clip is not silent to this metric, and a clip with a dead or stuck channel (``dead_channel``) has no
+        stereo image, so it is skipped with that flag. A clip that does not have exactly two channels is skipped, as is
+        a pair without a two-channel reference. Per clip: ``stereo_<stat>`` and ``stereo_ref_<stat>`` for every
+        statistic of the module doc (correlation in [-1, 1]; dB values in [-db_limit, db_limit], the downmix loss +inf
+        for a total loss) and ``stereo_correlation_gap``. The mean covers exactly the clips scored (``n_clips``)."""
         out: dict[str, ClipResult] = {}
-        for clip in clips:
-            if clip.audio.shape[0] != 2:
-                out[clip.id] = self.skip(f"mono clip ({clip.audio.shape[0]} channel): no stereo image")
+        for clip, p, skipped in self.prepare(clips):
+            if skipped is not None:
+                out[clip.id] = skipped
                 continue
-            if clip.reference is None or clip.reference.shape[0] != 2:
-                out[clip.id] = self.skip("no stereo reference: the reference has "
-                                         f"{0 if clip.reference is None else clip.reference.shape[0]} channel(s)")
+            why = self._not_stereo(p)
+            if why:
+                out[clip.id] = self.skip(why, {s: dict(a.flags) for s, a in p.audits.items() if a.names})
                 continue
-            gen = self.clip_statistics(clip.audio, clip.sample_rate)
-            ref = self.clip_statistics(clip.reference, int(clip.reference_sr))
+            gen = self.clip_statistics(p.generated.wav.float())
+            ref = self.clip_statistics(p.reference.wav.float())
             values = {f"stereo_{k}": v for k, v in gen.items()}
             values.update({f"stereo_ref_{k}": v for k, v in ref.items()})
             gap = abs(gen["correlation"] - ref["correlation"])
+            if not math.isfinite(gap):  # a constant channel the audit thresholds let through
+                out[clip.id] = self.skip("the L/R correlation is undefined (a constant channel)")
+                continue
             values["stereo_correlation_gap"] = gap
             self._accumulate(gen, ref, gap)
-            out[clip.id] = ClipResult(values=values)
+            out[clip.id] = self.result(p, values)
         return out
+
+    @staticmethod
+    def _not_stereo(p) -> str | None:
+        for what, s in (("generated clip", p.generated), ("reference", p.reference)):
+            n = int(s.wav.shape[0])
+            if n != 2:
+                kind = "mono" if n == 1 else f"{n}-channel"
+                return (f"{what} is {kind} ({n} channel{'s' if n != 1 else ''}): the stereo image needs exactly 2 "
+                        f"channels")
+            a = p.audits.get("generated" if s is p.generated else "reference")
+            if a is not None and "dead_channel" in a.flags:
+                return f"{what}: dead_channel ({a.flags['dead_channel']}): no stereo image to measure"
+        return None
 
     def _accumulate(self, gen: dict[str, float], ref: dict[str, float], gap: float) -> None:
         self.state["n_clips"] += 1
         self.state["n_total_loss"] += float(math.isinf(gen["downmix_loss_db"]))
         self.state["n_ref_total_loss"] += float(math.isinf(ref["downmix_loss_db"]))
-        if math.isfinite(gap):
-            self.state["gap_sum"] += gap
-            self.state["corr_sum"] += gen["correlation"]
-            self.state["ref_corr_sum"] += ref["correlation"]
-            self.state["n_corr"] += 1
+        self.state["gap_sum"] += gap
+        self.state["corr_sum"] += gen["correlation"]
+        self.state["ref_corr_sum"] += ref["correlation"]
 
     def _compute(self) -> dict[str, float]:
-        n = float(self.state["n_corr"])
-        if n <= 0:
-            from evalkit.metrics.base import MetricUnavailable
-
-            raise MetricUnavailable("no clip has a defined L/R correlation on both sides (a constant channel)")
+        n = float(self.state["n_clips"])
         return {"correlation_gap": float(self.state["gap_sum"]) / n, "correlation": float(self.state["corr_sum"]) / n,
-                "reference_correlation": float(self.state["ref_corr_sum"]) / n, "n_clips": float(self.state["n_clips"]),
+                "reference_correlation": float(self.state["ref_corr_sum"]) / n, "n_clips": n,
                 "n_total_downmix_loss": float(self.state["n_total_loss"]),
                 "n_reference_total_downmix_loss": float(self.state["n_ref_total_loss"])}
 

@@ -200,6 +200,14 @@ class RunRecord:
         """``{clip id: array}`` of one per-clip array (``spec.arrays``) under ``embeddings/``."""
         return load_clip_arrays(self.path / "embeddings", column)
 
+    # the statistics' view of a run (evalkit.statistics.Source)
+    def column(self, name: str) -> np.ndarray | None:
+        """A per-clip column of ``clips.parquet`` as float64 (None when the run has no such column)."""
+        return self.clips[name].to_numpy(np.float64) if name and name in self.clips.columns else None
+
+    def arrays(self, name: str) -> dict[str, np.ndarray]:
+        return self.clip_arrays(name)
+
     @cached_property
     def config(self) -> dict[str, Any]:
         """``config.yaml`` as plain data ({} when absent)."""
@@ -438,12 +446,11 @@ def load_clip_arrays(folder: str | os.PathLike, column: str) -> dict[str, np.nda
 
 def load_reference_stats(folder: str | os.PathLike, dim: int | None = None, prefer: str | None = None):
     """The reference side's :class:`GaussianStats` (or a ``(mu, sigma)`` pair) from ``folder/*.npz`` (or one npz
-    file); None if absent.
+    file), read by :func:`evalkit.statistics.stats_file.read_stats_file` (evalkit's files, fadtk-style ``mu`` +
+    ``sigma``/``cov``, sums under any prefix); None if absent. Files whose name starts with ``prefer`` (the metric's
+    name) come first; ``dim`` (if given) must match."""
+    from evalkit.statistics.stats_file import StatsFileError, read_stats_file
 
-    Looks for ``<prefix>n``/``<prefix>sum``/``<prefix>sum_outer`` (preferring files whose name starts with
-    ``prefer`` - the metric's name -, then prefixes that mention ``ref`` or ``background``), then ``mu`` +
-    ``sigma``/``cov``. ``dim`` (if given) must match.
-    """
     folder = Path(folder)
     if folder.is_file():
         files = [folder]
@@ -451,42 +458,14 @@ def load_reference_stats(folder: str | os.PathLike, dim: int | None = None, pref
         files = sorted(f for f in folder.rglob("*.npz") if not f.name.startswith("."))
     else:
         return None
-    candidates: list[tuple[int, Any]] = []
+    if prefer:
+        files.sort(key=lambda f: not f.stem.startswith(prefer))
     for f in files:
-        bonus = 2 if prefer and f.stem.startswith(prefer) else 0
-        with np.load(f, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-        candidates += [(rank + bonus, st) for rank, st in _stats_in(data, f.stem)]
-    if dim is not None:
-        candidates = [c for c in candidates if _dim_of(c[1]) == dim]
-    if not candidates:
-        return None
-    candidates.sort(key=lambda c: -c[0])
-    return candidates[0][1]
-
-
-def _stats_in(data: dict[str, np.ndarray], stem: str) -> list[tuple[int, Any]]:
-    """``[(rank, stats)]`` of the reference-side statistics in one npz file's arrays (see load_reference_stats)."""
-    from evalkit.metrics.frechet import GaussianStats
-
-    out: list[tuple[int, Any]] = []
-    for key in data:
-        if key.endswith("sum_outer"):
-            prefix = key[: -len("sum_outer")]
-            if f"{prefix}n" in data and f"{prefix}sum" in data:
-                if any(w in prefix.lower() for w in ("gen", "eval")):
-                    continue  # the generated side, not the reference
-                name = (prefix + stem).lower()
-                out.append((int(any(w in name for w in ("ref", "background", "bg"))),
-                            GaussianStats.from_state(data, prefix)))
-    mu_key = next((k for k in data if k == "mu" or k.endswith(".mu") or k.endswith("_mu")), None)
-    if mu_key is not None:
-        base = mu_key[: -2]
-        sig_key = next((base + s for s in ("sigma", "cov") if base + s in data), None)
-        if sig_key is not None:
-            out.append((0, (np.asarray(data[mu_key], np.float64), np.asarray(data[sig_key], np.float64))))
-    return out
-
-
-def _dim_of(stats) -> int:
-    return int(stats.dim) if hasattr(stats, "dim") else int(np.asarray(stats[0]).shape[0])
+        try:
+            found = read_stats_file(f)
+        except StatsFileError:
+            continue
+        if dim is not None and found.dim != dim:
+            continue
+        return found.sums if found.sums is not None else (found.mu, found.sigma)
+    return None

@@ -12,7 +12,10 @@
 """
 from __future__ import annotations
 
-class RunError(RuntimeError):
+from evalkit.errors import InputError
+
+
+class RunError(InputError, RuntimeError):
     """A run that cannot go on; the message names the setting or file and the fix."""
 
 

@@ -58,7 +58,7 @@ def versions() -> dict[str, str]:
 def device_info(device) -> dict[str, Any]:
     import torch
 
-    from evalkit.backbones.base import reuse_freed_memory
+    from evalkit.cpu import reuse_freed_memory
 
     info = {"device": str(device), "cpu": platform.processor() or platform.machine(), "hostname": platform.node(),
             "torch_threads": torch.get_num_threads(), "malloc": reuse_freed_memory()}

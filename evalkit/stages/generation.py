@@ -27,6 +27,7 @@ import torch
 
 from evalkit import io as eio
 from evalkit.audio import AudioError, load_audio, save_audio
+from evalkit.cache import cache_root
 from evalkit.generate.base import Batch, GeneratedClip, Generator
 from evalkit.registry import get_generator
 from evalkit.spec import RunSpec
@@ -41,15 +42,6 @@ def build_generator(spec: RunSpec, device: str) -> Generator:
     cls = get_generator(spec.generator_name)
     return cls(dict(spec.model), dict(spec.generation), device=device, precision=str(spec.precision),
                seed=int(spec.seed), batch_size="auto" if str(spec.batch_size) == "auto" else int(spec.batch_size))
-
-
-def cache_root(spec: RunSpec, kind: str) -> Path | None:
-    """``<cache.dir or $EVALKIT_CACHE>/<kind>`` when ``cache.<kind>`` is on, else None."""
-    if not spec.cache.get(kind, False):
-        return None
-    from evalkit.backbones.weights import cache_dir
-
-    return Path(spec.cache.get("dir") or cache_dir()) / kind
 
 
 def link_or_copy(src: Path, dst: Path) -> None:
@@ -112,7 +104,7 @@ def generate(spec: RunSpec, inputs: Inputs, generator: Generator, out_dir: Path,
     out_dir = Path(out_dir)
     _settle_batch_size(generator, inputs, out_dir / "generation" / "plan.json", dist)
     melody = spec.melody_source if generator.melody else "none"
-    root = cache_root(spec, "generations") if generator.writes_audio and generator.cache_identity() else None
+    root = cache_root(spec.cache, "generations") if generator.writes_audio and generator.cache_identity() else None
     cache = GenerationCache(root, generator, inputs.references, melody) if root else None
     batches = generator.plan(inputs.prompts)
     mine = [b for b in batches if b.index % dist.world == dist.rank]

@@ -29,9 +29,7 @@ class Inputs:
 def metrics_needing_reference_audio(spec: RunSpec) -> list[str]:
     """The selected metrics that compare against reference audio in this run (each metric's own hook decides:
     FAD does not when ``reference.stats`` gives its reference side; a metric that does not apply does not)."""
-    from evalkit.stages.scoring import run_context
-
-    ctx = run_context(spec)
+    ctx = spec.context()
     need = []
     for name, recipe in spec.metrics.items():
         cls = get_metric(name)

@@ -52,7 +52,7 @@ def metric_entry(m: Metric, df) -> dict[str, Any]:
     desc = m.describe()
     col = m.spec.skip_column  # the metric's own skips and the run's (no reference), counted once per clip
     n_skipped = int(df[col].notna().sum()) if col in df else 0
-    n_scored = int(len(df) - df["skip_reason"].notna().sum() - n_skipped)
+    n_scored = m.count("n_clips")  # the clips its number covers
     entry: dict[str, Any] = {"value": None, "protocol": desc.get("protocol"), "n_clips": n_scored,
                              "n_skipped": n_skipped, **{k: v for k, v in desc.items() if k != "protocol"}}
     try:
@@ -91,7 +91,7 @@ def _top_reasons(df, column: str, n: int = 3) -> str:
 
 def audit_counts(df, column: str) -> tuple[dict[str, int], dict[str, list[str]]]:
     """``{flag: n clips}`` and ``{flag: ids}`` of a ``clips.parquet`` list column (``audit_flags``)."""
-    from evalkit.stages.audit import FLAGS
+    from evalkit.audit import FLAGS
 
     ids: dict[str, list[str]] = {}
     if column in df:
@@ -150,12 +150,12 @@ def input_accounting(spec: RunSpec, inputs: Inputs, generator_unused, df) -> dic
 
 def paired_summary(df, pairs, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict[str, Any]:
     """For each ``{"name", "generated", "reference"}`` pair of per-clip columns: the mean and a percentile bootstrap
-    interval over clips (:func:`evalkit.report.bootstrap.bootstrap_mean`, seeded) of the generated value, the
+    interval over clips (:func:`evalkit.statistics.bootstrap.bootstrap_mean`, seeded) of the generated value, the
     reference value and their per-clip difference (paired), and how many clips had a non-finite value (e.g. a total
     downmix loss), which the means leave out."""
     import numpy as np
 
-    from evalkit.report.bootstrap import bootstrap_mean
+    from evalkit.statistics.bootstrap import bootstrap_mean
 
     def interval(values, what):
         v = np.asarray(values, np.float64)
@@ -257,7 +257,7 @@ def _number(v: float) -> str:
 
 
 def _is_audit_reason(reason: str) -> bool:
-    from evalkit.stages.audit import FLAGS
+    from evalkit.audit import FLAGS
 
     return any(f": {flag} (" in reason for flag in FLAGS)
 

@@ -12,12 +12,17 @@
   the cache), and kept in the score cache (``cache.scores``) under a hash of the recipe, the backbone's identity and
   the exact clip contents: a later run scoring the same audio with the same recipe reads it back.
 - Rank 0 merges every rank's states (sums) after a barrier: N processes give the one-process number.
-- Audio decoding, resampling and post-processing (stage 3) of the next batches run in worker threads while the
-  metrics compute on batch i (:class:`Prefetcher`: one task per clip, two batches ahead, one intra-op thread each;
-  soundfile, julius and numpy release the GIL).
+- Decoding (stage 3) of the next batches, and every metric's input path on them (the solver's post-processing,
+  resampling, the audit: :mod:`evalkit.input_path`, each shared prefix computed once per clip), run in worker threads
+  while the metrics compute on batch i (:class:`Prefetcher`: one task per clip, two batches ahead, one intra-op thread
+  each; soundfile, julius and numpy release the GIL).
+- What the audit finds at a metric's audit point is merged into the clip's ``audit_flags`` /
+  ``reference_audit_flags``; a flag of the skip policy there names the clip's ``skip_reason`` (generated side) or
+  ``reference_problem`` (reference side), with the metrics it kept the clip from.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -28,28 +33,25 @@ from typing import Any, Mapping
 import numpy as np
 
 from evalkit import io as eio
-from evalkit.backbones.base import cpu_threads
-from evalkit.metrics.base import Clip, ClipResult, Metric, RunContext
+from evalkit.audit import FLAGS
+from evalkit.cache import cache_root
+from evalkit.cpu import cpu_threads
+from evalkit.input_path import shared_prefixes
+from evalkit.metrics.base import Clip, ClipResult, Metric, clip_result_from_json
 from evalkit.registry import get_metric
 from evalkit.spec import RunSpec
 from evalkit.stages import fault_point, progress_bar
-from evalkit.stages.generation import cache_root
+from evalkit.stages.decode import DecodeSettings, decode_clip
 from evalkit.stages.inputs import Inputs
-from evalkit.stages.prepare import PrepareSettings, in_view, prepare_clip
 
 log = logging.getLogger("evalkit")
 #: bumped whenever the layout of a score-cache entry changes (older entries are then never read)
-SCORE_CACHE_FORMAT = "evalkit.score-cache/2"
-
-
-def run_context(spec: RunSpec) -> RunContext:
-    captions = not (spec.dataset.get("name") == "folder" and not spec.dataset.get("captions"))
-    return RunContext(melody_model=spec.melody_model, melody_source=spec.melody_source, captions=captions)
+SCORE_CACHE_FORMAT = "evalkit.score-cache/3"
 
 
 def build_metrics(spec: RunSpec, device) -> tuple[dict[str, Metric], dict[str, str]]:
     """The run's metrics (built on ``device``) and those that do not apply to it, with the reason."""
-    ctx = run_context(spec)
+    ctx = spec.context()
     metrics: dict[str, Metric] = {}
     skipped: dict[str, str] = {}
     for name, recipe in spec.metrics.items():
@@ -59,8 +61,18 @@ def build_metrics(spec: RunSpec, device) -> tuple[dict[str, Metric], dict[str, s
             log.warning("metric %s is skipped: %s", name, why)
             skipped[name] = why
             continue
-        metrics[name] = cls(dict(recipe), device=device)
+        metrics[name] = cls(dict(recipe), device=device, context=ctx)
     return metrics, skipped
+
+
+@functools.lru_cache(maxsize=1)
+def _evalkit_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("evalkit")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 class ScoreCache:
@@ -70,13 +82,12 @@ class ScoreCache:
         self.root = root
 
     def key(self, m: Metric, clips: list[Clip]) -> str:
-        from evalkit import __version__
-
         h = hashlib.sha256()
         h.update(json.dumps({"format": SCORE_CACHE_FORMAT, "metric": m.name, "recipe": m.recipe,
-                             "backbone": m.describe(), "evalkit": __version__}, sort_keys=True, default=str).encode())
+                             "backbone": m.describe(), "input": m.input.key if m.input else None,
+                             "audit": vars(m.audit), "evalkit": _evalkit_version()}, sort_keys=True, default=str).encode())
         for c in clips:
-            h.update(json.dumps([c.id, c.caption, c.sample_rate, c.reference_sr]).encode())
+            h.update(json.dumps([c.id, c.caption, c.sample_rate, c.reference_sr, c.model_channels]).encode())
             h.update(c.audio.detach().cpu().float().contiguous().numpy().tobytes())
             if c.reference is not None:
                 h.update(c.reference.detach().cpu().float().contiguous().numpy().tobytes())
@@ -92,8 +103,7 @@ class ScoreCache:
         try:
             entry = eio.read_npz(path)
             delta = {k[6:]: v for k, v in entry.items() if k.startswith("state/")}
-            results = {cid: ClipResult(values=r["values"], skipped=r["skipped"])
-                       for cid, r in json.loads(str(entry["results"])).items()}
+            results = {cid: clip_result_from_json(r) for cid, r in json.loads(str(entry["results"])).items()}
             for k, v in entry.items():
                 if k.startswith("array/"):
                     cid, col = k[6:].split("|", 1)
@@ -150,7 +160,7 @@ class Prefetcher:
     """Stage 3 for the batches to come, in worker threads, while the metrics score the current one: every clip is its
     own task (the clips of a batch are read side by side, so the first batch waits half as long on two workers), up
     to ``ahead`` batches ahead of the one being scored, each task on one intra-op thread (the metrics' forward passes
-    own the others: evalkit/backbones/base.py). ``get(i)`` returns batch i's clips (those that can be scored) and every
+    own the others: evalkit/embeddings/base.py). ``get(i)`` returns batch i's clips (those that can be scored) and every
     prompt's row, in prompt order."""
 
     def __init__(self, prepare, batches: list, workers: int, ahead: int = 2) -> None:
@@ -215,10 +225,23 @@ class _LazyFingerprints:
 class Scorer:
     def __init__(self, spec: RunSpec, metrics: dict[str, Metric], out_dir: Path, dist) -> None:
         self.spec, self.metrics, self.out, self.dist = spec, metrics, Path(out_dir), dist
-        root = cache_root(spec, "scores")
+        root = cache_root(spec.cache, "scores")
         self.cache = ScoreCache(root) if root is not None else None
-        self.settings = PrepareSettings.from_spec(spec)
+        self.settings = DecodeSettings.from_spec(spec)
         self.scores_dir, self.emb_dir = self.out / "scores", self.out / "embeddings"
+        #: input-path points two or more metrics pass through: computed once per clip
+        self.keep = frozenset(shared_prefixes([m.input for m in metrics.values() if m.input is not None]))
+
+    def decode(self, prompt, gen_row, reference_path) -> tuple[Clip | None, dict[str, Any]]:
+        """Stage 3 for one prompt, then every metric's input path on it (memoised on the clip), so the metrics find
+        their inputs ready."""
+        clip, row = decode_clip(prompt, gen_row, reference_path, self.settings)
+        if clip is not None:
+            clip.keep = self.keep
+            for m in self.metrics.values():
+                if m.input is not None and (clip.reference is not None or not m.uses_reference_audio):
+                    m.input.apply(clip, m.audit)
+        return clip, row
 
     @property
     def state_path(self) -> Path:
@@ -234,7 +257,7 @@ class Scorer:
         todo = [b for b in range(len(batches)) if b % self.dist.world == self.dist.rank
                 and not (b in done and self._rows_path(b).exists())]
         def prepare(p):
-            out = prepare_clip(p, gen_rows[p.id], inputs.references.get(p.ref_key), self.settings)
+            out = self.decode(p, gen_rows[p.id], inputs.references.get(p.ref_key))
             self.fingerprints.warm(p)  # the files were just read: hash them here, beside the metrics' work
             return out
 
@@ -256,10 +279,11 @@ class Scorer:
     def _score_batch(self, b: int, clips: list[Clip], rows: dict[str, dict[str, Any]], done: set[int],
                      n_batches: int) -> None:
         arrays: dict[str, np.ndarray] = {}
-        viewed = [in_view(c, self.settings.channel_view) for c in clips]
+        found: dict[str, dict[str, dict[str, list]]] = {}  # clip id -> side -> flag -> [reason, metrics]
+        verdicts: dict[str, list[str | None]] = {}  # clip id -> each metric's skip reason (None: scored)
         for name, m in self.metrics.items():
             use_ref = m.uses_reference_audio
-            mclips = [c for c in (viewed if m.applies_channel_view() else clips) if not use_ref or c.reference is not None]
+            mclips = [c for c in clips if not use_ref or c.reference is not None]
             for c in clips:
                 if use_ref and c.reference is None:
                     rows[c.id][m.spec.skip_column] = rows[c.id].get("reference_problem") or "no reference clip"
@@ -269,7 +293,16 @@ class Scorer:
                 rows[cid].update(res.values)
                 if res.skipped:
                     rows[cid][m.spec.skip_column] = res.skipped
+                verdicts.setdefault(cid, []).append(res.skipped)
+                for side, flags in res.flags.items():
+                    for f, why in flags.items():
+                        found.setdefault(cid, {}).setdefault(side, {}).setdefault(f, [why, []])[1].append(name)
                 arrays.update({f"{cid}/{col}": np.asarray(a) for col, a in res.arrays.items()})
+        for cid, sides in found.items():
+            self._merge_flags(rows[cid], sides)
+        for cid, reasons in verdicts.items():  # no metric scored it: the clip is skipped, with the first reason
+            if all(reasons) and not rows[cid].get("skip_reason"):
+                rows[cid]["skip_reason"] = reasons[0]
         if arrays:
             eio.write_npz(self.emb_dir / f"batch-{b:05d}.npz", **arrays)
         import pandas as pd
@@ -282,6 +315,22 @@ class Scorer:
         for name, m in self.metrics.items():
             state.update({f"{name}/{k}": v for k, v in m.state_dict().items()})
         eio.write_npz(self.state_path, **state)
+
+    def _merge_flags(self, row: dict[str, Any], sides: Mapping[str, Mapping[str, list]]) -> None:
+        """What the metrics' audits found, into the clip's row: the flags (in :data:`FLAGS` order) and, for a flag of
+        the skip policy, the clip's ``skip_reason`` / ``reference_problem`` naming the flag and the metrics."""
+        policy = set(self.settings.audit.skip)
+        for side, prefix, what in (("generated", "", "skip_reason"), ("reference", "reference_", "reference_problem")):
+            flags = sides.get(side) or {}
+            if not flags:
+                continue
+            have = set(row.get(f"{prefix}audit_flags") or []) | set(flags)
+            row[f"{prefix}audit_flags"] = [f for f in FLAGS if f in have]
+            blocking = [f for f in FLAGS if f in flags and f in policy]
+            if blocking and not row.get(what):
+                path = row.get("audio_path" if side == "generated" else "reference_path")
+                row[what] = f"{side} {path}: " + "; ".join(
+                    f"{f} ({flags[f][0]}) at the audit point of {', '.join(flags[f][1])}" for f in blocking)
 
     def _rows_path(self, b: int) -> Path:
         return self.scores_dir / f"rows-{b:05d}.parquet"

@@ -38,8 +38,9 @@ import torch
 import torch.nn.functional as F
 
 from evalkit.audio import AudioError
-from evalkit.backbones.base import Backbone
-from evalkit.backbones.weights import Checkpoint, CheckpointError, load_strict, read_state_dict
+from evalkit.embeddings import register_embedder
+from evalkit.embeddings.base import Backbone, Embedder
+from evalkit.embeddings.weights import Checkpoint, CheckpointError, load_strict, read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +250,7 @@ def _convert(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list
 def convert_laion_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A LAION-CLAP model state dict (``audio_branch.*``, ``text_branch.*``, ``audio_projection.*``,
     ``text_projection.*``, ``logit_scale_a/t``; unwrapped and without the ``module.`` prefix, as
-    :func:`evalkit.backbones.clap.read_clap_state_dict` returns it) renamed for ``transformers.ClapModel``.
+    :func:`evalkit.embeddings.clap.read_clap_state_dict` returns it) renamed for ``transformers.ClapModel``.
 
     - every laion key must match one rule of :data:`RENAMES`, the ``qkv`` split (:data:`QKV`: laion's fused
       ``[3 * dim, dim]`` Linear, rows query / key / value) or :data:`DROPPED_KEYS`; any other key raises
@@ -308,7 +309,7 @@ class HtsatLogMel(torch.nn.Module):
       filters laion's non-fusion HTSAT was trained with;
     - ``frequency_min`` defaults to 0 Hz (laion: 50 Hz);
     - ``rand_trunc`` crops audio longer than 10 s at a *random* offset (``np.random``); evalkit crops
-      deterministically before the front end (:func:`evalkit.backbones.clap.fit_to_length`);
+      deterministically before the front end (:func:`evalkit.embeddings.clap.fit_to_length`);
     - it computes the STFT and its own ``mel_filter_bank`` in float64 NumPy, one clip at a time on the CPU, where
       laion (and this class) run float32 convolutions on the model's device, batched.
     Measured on a real 10 s music clip (shared00, 48 kHz mono), against this front end (= torchlibrosa's bits):
@@ -386,14 +387,14 @@ CLAP_CHECKPOINT_HINT = ("The audiocraft protocol needs a HTSAT-base, non-fusion 
 
 
 def load_converted(model: torch.nn.Module, converted: dict[str, torch.Tensor], setting: str = "checkpoint") -> None:
-    """:func:`~evalkit.backbones.weights.load_strict` raising :class:`ClapError` with what the file should be."""
+    """:func:`~evalkit.embeddings.weights.load_strict` raising :class:`ClapError` with what the file should be."""
     load_strict(model, converted, setting=setting, hint=CLAP_CHECKPOINT_HINT, error=ClapError)
 
 
 def read_clap_state_dict(path: str | os.PathLike, drop_keys: Sequence[str] = DROP_KEYS, trust: bool = False,
                          setting: str = "metrics.clap.checkpoint") -> dict[str, torch.Tensor]:
     """A LAION-CLAP checkpoint's model state dict as ``clap_module.factory.load_state_dict`` + audiocraft's
-    ``load_clap_state_dict`` read it: :func:`~evalkit.backbones.weights.read_state_dict` (``weights_only=True``;
+    ``load_clap_state_dict`` read it: :func:`~evalkit.embeddings.weights.read_state_dict` (``weights_only=True``;
     ``trust`` = ``metrics.clap.trust_checkpoint``; ``state_dict`` unwrapped, ``module.`` removed), then ``drop_keys``
     removed when present."""
     sd = read_state_dict(path, setting=setting, trust=trust, unwrap=("state_dict",))
@@ -508,13 +509,6 @@ def fit_to_length(wav: torch.Tensor, max_len: int, crop: str = "start", fill: st
     return wav, False
 
 
-def quantize_int16(wav: torch.Tensor) -> torch.Tensor:
-    """laion_clap's ``int16_to_float32(float32_to_int16(x))``: clip to ±1, ``* 32767``, truncate to int16,
-    ``/ 32767`` (what ``use_tensor=False`` and stable-audio-metrics do; audiocraft does not)."""
-    q = (torch.clamp(wav, -1.0, 1.0) * 32767.0).to(torch.int16)
-    return q.to(torch.float32) / 32767.0
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # The embedder
 # ----------------------------------------------------------------------------------------------------------------
@@ -570,7 +564,7 @@ class ClapEmbedder:
     @torch.no_grad()
     def embed_audio(self, waves: Sequence[torch.Tensor], longer: Sequence[bool] | None = None) -> torch.Tensor:
         """``waves``: 1-D tensors of exactly ``clip_samples`` samples at ``sample_rate`` (see
-        :func:`evalkit.backbones.clap.fit_to_length`). ``longer`` is passed on as ``is_longer`` (read by fusion
+        :func:`evalkit.embeddings.clap.fit_to_length`). ``longer`` is passed on as ``is_longer`` (read by fusion
         models only; this non-fusion model ignores it, as laion's does)."""
         if longer is None:
             longer = [False] * len(waves)
@@ -584,10 +578,99 @@ class ClapEmbedder:
     @torch.no_grad()
     def embed_text(self, captions: Sequence[str]) -> torch.Tensor:
         """RoBERTa tokens (``padding="max_length", truncation=True, max_length=77``) -> text embedding."""
-        from evalkit.backbones.tokenizers import encode_batch
+        from evalkit.embeddings.tokenizers import encode_batch
 
         enc = encode_batch(self.tokenizer, captions, max_length=self.text_max_length, padding=self.text_padding,
                            truncation=self.text_truncation)
         pooled = self.model.text_model(input_ids=enc["input_ids"].to(self.device),
                                        attention_mask=enc["attention_mask"].to(self.device)).pooler_output
         return F.normalize(self.model.text_projection(pooled), dim=-1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The registered embedding
+# ----------------------------------------------------------------------------------------------------------------
+@register_embedder("clap-laion-music")
+class LaionClapEmbedder(Embedder):
+    """LAION-CLAP as an embedding (``conf/embeddings/clap-laion-*.yaml``): audio inputs ``[T]`` (mono, 48 kHz) cut or
+    filled to ``max_samples`` (:func:`fit_to_length`: laion's ``repeatpad``, a deterministic crop), embedded
+    ``batch_size`` at a time -> ``[1, 512]`` L2-normalised each; :meth:`embed_text`: captions -> ``[n, 512]``.
+    ``tokenizer``: the metric's tokenizer setting (None: the conf's ``tokenizer_name`` from the Hugging Face cache for
+    released weights, the in-memory byte-level tokenizer for random weights; ``tiny``; a hub name; a folder)."""
+
+    def __init__(self, config, weights, device="cpu", name=None, tokenizer: str | None = None) -> None:
+        super().__init__(config, weights, device, name)
+        c = self.config
+        where = weights.setting
+        if str(c.get("tmodel", "roberta")) != "roberta":
+            raise ClapError(f"{where}.embedder.tmodel={c.get('tmodel')!r}: only the roberta text tower is implemented")
+        if bool(c.get("enable_fusion", False)):
+            raise ClapError(f"{where}: fusion CLAP models are not implemented (embedding {self.name!r})")
+        if str(c.get("amodel", "HTSAT-base")) != "HTSAT-base" or (self.sample_rate, int(c["max_samples"])) != (
+                AUDIO_CFG["sample_rate"], AUDIO_CFG["clip_samples"]):
+            raise ClapError(f"{where}: amodel={c.get('amodel')}, sample_rate={self.sample_rate}, max_samples="
+                            f"{c.get('max_samples')}: only laion_clap's HTSAT-base (48 kHz, 480,000 samples) is built")
+        self.crop, self.fill = str(c.get("crop") or "start"), str(c.get("fill") or "repeatpad")
+        if self.crop not in CROPS:
+            raise ValueError(f"{where}.embedder.crop={self.crop!r}: expected one of {CROPS}")
+        if self.fill not in FILLS:
+            raise ValueError(f"{where}.embedder.fill={self.fill!r}: expected one of {FILLS}")
+        self.max_samples = int(c["max_samples"])
+        self.batch_size = max(1, weights.batch_size or 8)
+        if weights.model_size != "full" and not self.checkpoint.random and weights.checkpoint is None:
+            raise ClapError(f"{where}.model_size={weights.model_size} is a shrunken test model; the released "
+                            f"checkpoint needs model_size=full")
+        # the tokenizer first: a broken one must stop the run before minutes of model building
+        from evalkit.embeddings.tokenizers import resolve_roberta_tokenizer
+
+        self.tokenizer, self.tokenizer_source = resolve_roberta_tokenizer(
+            tokenizer, default=str(c.get("tokenizer_name", "roberta-base")), random_weights=self.checkpoint.random,
+            model_size=weights.model_size, setting=f"{where}.tokenizer")
+        self._clap: ClapEmbedder | None = None
+
+    @classmethod
+    def from_recipe(cls, recipe, setting, device="cpu"):
+        from evalkit.embeddings.base import WeightSettings
+
+        return cls(recipe["embedder"], WeightSettings.from_recipe(recipe, setting), device, name=recipe["embedding"],
+                   tokenizer=recipe.get("tokenizer"))
+
+    def backbone(self) -> ClapBackbone:
+        return ClapBackbone(self.weights.model_size, self.weights.seed,
+                            vocab_size=len(self.tokenizer) if self.weights.model_size == "tiny" else None,
+                            drop_keys=tuple(self.config.get("drop_state_keys") or ()))
+
+    @property
+    def clap(self) -> ClapEmbedder:
+        if self._clap is None:
+            net = self.network
+            c = self.config
+            self._clap = ClapEmbedder(net.model, {**net.info, "front_end": net.front_end}, self.tokenizer,
+                                      device=self.device, text_max_length=int(c["text_max_length"]),
+                                      text_padding=str(c.get("text_padding", "max_length")),
+                                      text_truncation=bool(c.get("text_truncation", True)))
+        return self._clap
+
+    def identity(self) -> dict[str, Any]:
+        return {**super().identity(), "tokenizer": self.tokenizer_source,
+                "model": self.backbone().describe()["model"]}
+
+    def fit(self, wav: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """A ``[T]`` (or ``[1, T]``) input cut or filled to ``max_samples`` (laion's ``get_audio_features``)."""
+        return fit_to_length(wav.reshape(-1) if wav.dim() > 1 else wav, self.max_samples, crop=self.crop,
+                             fill=self.fill)
+
+    def embed(self, items: Sequence[torch.Tensor]) -> list[np.ndarray]:
+        fitted = [self.fit(x) for x in items]
+        out: list[np.ndarray] = []
+        for start in range(0, len(fitted), self.batch_size):
+            chunk = fitted[start:start + self.batch_size]
+            emb = self.clap.embed_audio([w.to(self.device) for w, _ in chunk], [longer for _, longer in chunk])
+            out += [row[None].numpy() for row in emb.detach().float().cpu()]
+        return out
+
+    def embed_text(self, captions: Sequence[str]) -> torch.Tensor:
+        """``[n, 512]`` caption embeddings, ``batch_size`` captions per pass."""
+        parts = [self.clap.embed_text(list(captions[i:i + self.batch_size]))
+                 for i in range(0, len(captions), self.batch_size)]
+        return torch.cat(parts) if parts else torch.zeros(0, self.dim)

@@ -26,8 +26,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from evalkit.backbones.base import Backbone
-from evalkit.backbones.weights import Checkpoint, CheckpointError, load_strict
+from evalkit.embeddings import register_embedder
+from evalkit.embeddings.base import Backbone, Embedder
+from evalkit.embeddings.weights import Checkpoint, CheckpointError, load_strict
 
 #: Layouts of the same class. ``full`` is VGGish; ``tiny`` is for fast tests (random weights, or a state dict saved
 #: from a tiny model).
@@ -40,7 +41,7 @@ NUM_FRAMES = 96  # vggish_params.NUM_FRAMES (input patch height)
 NUM_BANDS = 64  # vggish_params.NUM_BANDS (input patch width)
 
 
-class VGGishError(RuntimeError):
+class VGGishError(CheckpointError):
     pass
 
 
@@ -253,3 +254,64 @@ class LogMel:
         """``[..., T]`` -> ``[..., E, example_frames, bands]``: log-mel framed into examples, full examples only."""
         lm = self.log_mel(x)
         return lm.unfold(-2, self.example_frames, self.example_hop_frames).transpose(-1, -2)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The embedder
+# ----------------------------------------------------------------------------------------------------------------
+
+@register_embedder("vggish")
+class VGGishEmbedder(Embedder):
+    """VGGish as the FAD tools run it (``conf/embeddings/vggish.yaml``): an input's log-mel framed into examples of
+    ``example_frames`` frames (:class:`LogMel`, float64 as Google and torchvggish compute it, on the GPU if any), each
+    example one 128-d pre-activation embedding. An input ``[T]`` gives ``n_examples(T)`` rows; ``[N, T]`` (N windows
+    of one clip, e.g. audiocraft's 1 s windows) gives every window's examples in order."""
+
+    def __init__(self, config, weights, device="cpu", name=None) -> None:
+        super().__init__(config, weights, device, name)
+        c = self.config
+        if c.get("use_pca"):
+            raise VGGishError(f"{weights.setting}.embedder.use_pca=true: the PCA/whitening postprocessor (torchvggish "
+                              f"vggish_pca_params-970ea276.pth) is not implemented; neither FAD tool uses it")
+        self.front = LogMel(
+            sample_rate=self.sample_rate, window_length=int(c["stft_window"]), hop_length=int(c["stft_hop"]),
+            fft_length=int(c["fft_length"]), num_mel_bins=int(c["mel_bins"]), lower_edge_hertz=float(c["mel_min_hz"]),
+            upper_edge_hertz=float(c["mel_max_hz"]), log_offset=float(c["log_offset"]),
+            example_frames=int(c["example_frames"]), example_hop_frames=int(c["example_hop_frames"]))
+        self.batch_size = weights.batch_size or 128
+        # the front end runs in float64 (Google and torchvggish compute it in float64 numpy), on the GPU if any
+        self.front_device = self.device if self.device.type == "cuda" else torch.device("cpu")
+
+    def backbone(self) -> VGGishBackbone:
+        return VGGishBackbone(self.weights.model_size, self.weights.seed, activation=bool(self.config["use_activation"]))
+
+    @property
+    def min_samples(self) -> int:
+        """The fewest samples that give one example: ``window + (example_frames - 1) * hop``."""
+        return self.front.window_length + (self.front.example_frames - 1) * self.front.hop_length
+
+    def examples(self, item: torch.Tensor) -> torch.Tensor:
+        """``[T]`` or ``[N, T]`` -> ``[E, example_frames, mel_bins]`` float64 log-mel examples, in order."""
+        ex = self.front.examples(item.to(self.front_device, torch.float64))
+        return ex.reshape(-1, ex.shape[-2], ex.shape[-1])
+
+    def embed(self, items):
+        """See :class:`VGGishEmbedder`. On a CPU the inputs' log-mel examples are computed side by side, one intra-op
+        thread each; then one batched network pass over all of them (``batch_size`` examples at a time)."""
+        from evalkit.cpu import cpu_threads, run_calls
+
+        cpu = self.front_device.type == "cpu"
+        with cpu_threads(1 if cpu else None):
+            examples = run_calls(self.examples, list(items), torch.get_num_threads() if cpu else 1)
+        return self.embed_examples(examples)
+
+    def embed_examples(self, examples) -> list:
+        """One network pass over ``[E_i, frames, bands]`` example sets -> one ``[E_i, dim]`` float32 array each."""
+        if not examples:
+            return []
+        emb = self.network.embed(torch.cat(list(examples)), self.batch_size).cpu().numpy()
+        out, start = [], 0
+        for ex in examples:
+            out.append(np.array(emb[start:start + ex.shape[0]], dtype=np.float32))
+            start += ex.shape[0]
+        return out

@@ -1,30 +1,20 @@
-"""The backbone interface: one way to build, load and describe VGGish, PaSST and CLAP.
+"""CPU execution, measured: intra-op threads per call, independent calls side by side, malloc that keeps freed blocks.
 
-A backbone is the network a metric embeds audio (or text) with. :meth:`Backbone.load` is the same for all three:
-build the architecture with seeded random weights (the caller's RNG untouched), then, when the resolved
-:class:`~evalkit.backbones.weights.Checkpoint` has a file, read it with the one safe reader
-(:func:`~evalkit.backbones.weights.read_state_dict`: ``weights_only=True``), adapt it to the network
-(:meth:`Backbone.load_weights`) and load it strictly. Where the files come from (release download with sha256, local
-path, random) is :func:`~evalkit.backbones.weights.resolve_checkpoint`'s business.
-
-CPU threads (:func:`cpu_threads`, :func:`run_calls`): a backbone's output does not depend on the number of intra-op
-threads that computed it (``tests/test_cpu_threads.py`` checks VGGish, PaSST and CLAP at full and tiny size), only on
-how its inputs are batched. So the metrics choose the threads by measurement without changing a number: the small
-ops of audio preparation run on one thread (on a 2-core machine that is never slower, and a second OpenMP thread
-that waits at every op's barrier while another process holds its core made them 5-15x slower, measured), and
-independent forward calls of the same batches can run on several threads of one intra-op thread each instead of one
-after the other on all of them (PaSST at batch 1: 1.3x on 2 cores under load).
+A network's output does not depend on the number of intra-op threads that computed it (``tests/test_cpu_threads.py``
+checks VGGish, PaSST and CLAP at full and tiny size), only on how its inputs are batched. So the embedders and the
+input path choose threads by measurement without changing a number: the small ops of audio preparation run on one
+thread (on a 2-core machine that is never slower, and a second OpenMP thread that waits at every op's barrier while
+another process holds its core made them 5-15x slower, measured), and independent forward calls of the same batches
+run on several threads of one intra-op thread each instead of one after the other on all of them (PaSST at batch 1:
+1.3x on 2 cores under load). :func:`reuse_freed_memory` keeps glibc from unmapping large freed blocks (see there).
 """
 from __future__ import annotations
 
 import contextlib
 import threading
-from abc import ABC, abstractmethod
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import torch
-
-from evalkit.backbones.weights import Checkpoint, read_state_dict
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -144,37 +134,3 @@ def run_calls(fn: Callable[[T], R], items: Sequence[T], workers: int) -> list[R]
     for f in futures:
         f.result()
     return results
-
-
-class Backbone(ABC):
-    #: short name (vggish, passt, clap)
-    name: str = ""
-
-    def __init__(self, size: str = "full", seed: int = 0) -> None:
-        self.size, self.seed = str(size), int(seed)
-
-    @abstractmethod
-    def build(self) -> torch.nn.Module:
-        """The network with random weights drawn from ``self.seed``."""
-
-    @abstractmethod
-    def load_weights(self, module: torch.nn.Module, state: dict, setting: str) -> None:
-        """Put a checkpoint's tensors (as :func:`read_state_dict` returns them) into ``module``, strictly."""
-
-    def describe(self) -> dict[str, Any]:
-        return {"backbone": self.name, "model_size": self.size}
-
-    def load(self, checkpoint: Checkpoint, *, setting: str, device: str | torch.device = "cpu",
-             trust: bool = False) -> torch.nn.Module:
-        """The network for ``checkpoint`` (random weights when it has no file), in eval mode on ``device``.
-        ``setting`` (e.g. ``metrics.fad.checkpoint``) and the file are named in every error; ``trust`` is the
-        metric's ``trust_checkpoint`` (full unpickling of a file that needs it)."""
-        if torch.device(device).type == "cpu":
-            reuse_freed_memory()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            module = self.build()
-        if checkpoint.path is not None:
-            state = read_state_dict(checkpoint.path, setting=setting, trust=trust)
-            self.load_weights(module, state, f"{setting}={checkpoint.path}")
-        return module.to(device).eval()

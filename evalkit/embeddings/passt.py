@@ -4,7 +4,7 @@ front end, and offline loading of the released state dict.
 Why not ``hear21passt.base20sec.get_basic_model()``: it builds the network with ``pretrained=True``, which downloads
 the checkpoint from a GitHub release page through timm (no checksum, fails offline). Here the network comes from
 ``hear21passt.models.passt.get_model(..., pretrained=False)`` (the same class and constructor arguments), and the
-weights are loaded from a file that :mod:`evalkit.backbones.weights` resolved (cache with sha256, local path, or
+weights are loaded from a file that :mod:`evalkit.embeddings.weights` resolved (cache with sha256, local path, or
 random). The loading steps mirror ``hear21passt/models/helpers/vit_helpers.py: load_pretrained``: unwrap a
 ``"model"`` key, ``checkpoint_filter_fn``, ``adapt_input_conv(1, patch_embed.proj.weight)``, strict load.
 
@@ -22,14 +22,17 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
+from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
-from evalkit.backbones.base import Backbone
-from evalkit.backbones.weights import Checkpoint, CheckpointError
+from evalkit.embeddings import register_embedder
+from evalkit.embeddings.base import Backbone, Embedder
+from evalkit.embeddings.weights import CheckpointError
 
 
 @dataclass(frozen=True)
@@ -178,11 +181,58 @@ def load_weights(net: nn.Module, state: Mapping[str, torch.Tensor], what: str) -
         raise CheckpointError(f"{what}: the state dict does not fit this PaSST ({exc})") from exc
 
 
-def load_passt(
-    *, arch: str, input_tdim: int, n_classes: int, mel: MelConfig, checkpoint: Checkpoint,
-    tiny: Mapping[str, int] | None = None, seed: int = 0, device: str | torch.device = "cpu",
-    setting: str = "metrics.kld.checkpoint",
-) -> PasstClassifier:
-    """The classifier the KLD recipe runs: built offline, weights from ``checkpoint`` (random if it says so)."""
-    backbone = PasstBackbone(arch=arch, input_tdim=input_tdim, n_classes=n_classes, mel=mel, tiny=tiny, seed=seed)
-    return backbone.load(checkpoint, setting=setting, device=device)
+def default_batch_size(setting: Any, device: torch.device, model_size: str) -> int:
+    """PaSST inputs per forward pass: ``batch_size`` when set, else per device (``conf/metrics/kld.yaml``: null).
+
+    CUDA: 16. CPU: 1 for the full-size PaSST: a forward pass at 10 s is compute-bound already at batch 1 and larger
+    batches are slower per input (batch 4: +13 %; their attention matrices, 68 MB per input and layer, leave the
+    cache), and batch 1 lets independent passes run side by side on the cores (:meth:`PasstEmbedder.embed`).
+    ``model_size=tiny`` keeps 16 on the CPU too, although batch 1 would be faster there as well (measured: 18 vs 31 ms
+    per input on one thread): batching moves PaSST's outputs by float rounding (~1e-7), and the tiny model's numbers
+    are pinned by ``tests/test_golden.py``."""
+    if setting:
+        return max(1, int(setting))
+    if torch.device(device).type == "cpu" and model_size == "full":
+        return 1
+    return 16
+
+
+@register_embedder("passt-20s")
+@register_embedder("passt-10s")
+class PasstEmbedder(Embedder):
+    """PaSST's AudioSet logits as an embedding (``conf/embeddings/passt-*.yaml``): each input ``[T]`` (mono, 32 kHz,
+    at least :func:`min_input_samples`) -> ``[1, 527]`` logits, float32. Inputs of equal length share a forward pass,
+    at most ``batch_size`` at a time (:func:`default_batch_size`); on a CPU the passes run side by side on the intra-op
+    threads' count of workers, one thread each (:func:`~evalkit.cpu.run_calls`: the same passes, the same values as
+    one after the other)."""
+
+    def __init__(self, config, weights, device="cpu", name=None) -> None:
+        super().__init__(config, weights, device, name)
+        self.mel = MelConfig.from_recipe(self.config)
+        self.min_samples = min_input_samples(self.mel)
+        self.batch_size = default_batch_size(weights.batch_size, self.device, weights.model_size)
+
+    def backbone(self) -> PasstBackbone:
+        c = self.config
+        return PasstBackbone(arch=str(c["arch"]), input_tdim=int(c["input_tdim"]), n_classes=self.dim, mel=self.mel,
+                             tiny=dict(c["tiny"]) if self.weights.model_size == "tiny" else None, seed=self.weights.seed)
+
+    def embed(self, items: Sequence[torch.Tensor]) -> list[np.ndarray]:
+        from evalkit.cpu import run_calls
+
+        out: list[np.ndarray | None] = [None] * len(items)
+        by_len: dict[int, list[int]] = defaultdict(list)
+        for i, s in enumerate(items):
+            by_len[int(s.shape[-1])].append(i)
+        parts = [idx[k:k + self.batch_size] for _, idx in sorted(by_len.items())
+                 for k in range(0, len(idx), self.batch_size)]
+        model = self.network
+
+        def forward(part: list[int]) -> torch.Tensor:
+            return model(torch.stack([items[i] for i in part]).to(self.device, torch.float32)).float().cpu()
+
+        workers = torch.get_num_threads() if self.device.type == "cpu" else 1
+        for part, res in zip(parts, run_calls(forward, parts, workers)):
+            for j, i in enumerate(part):
+                out[i] = res[j:j + 1].numpy()
+        return out  # type: ignore[return-value]

@@ -1,5 +1,6 @@
-"""Resolving a backbone checkpoint: the released file (downloaded once, cached, checksummed), a local path, or
-random weights (tests, the offline demo).
+"""Resolving an embedder's checkpoint, the same way for every model: the released file (downloaded once, cached,
+checksummed) from a release URL or from a hub repository pinned to a revision, a local path, or random weights (tests,
+the offline demo).
 
 ``checkpoint`` values in a metric's config:
 - ``null``: follow the run's ``backbone_weights`` policy: ``released`` downloads the released file into the cache
@@ -17,11 +18,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import Any, Mapping
+
+from evalkit.cache import cache_dir
+from evalkit.errors import InputError
 from evalkit.io import sha256_file
 
 
-class CheckpointError(RuntimeError):
-    pass
+class CheckpointError(InputError, RuntimeError):
+    """A checkpoint that cannot be had or used; the message names the setting, the file and the fix."""
 
 
 @dataclass(frozen=True)
@@ -35,10 +40,6 @@ class Checkpoint:
 
     def describe(self) -> dict:
         return {"checkpoint": self.name, "checkpoint_sha256": self.sha256, "random_weights": self.random}
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("EVALKIT_CACHE", Path.home() / ".cache" / "evalkit")).expanduser()
 
 
 def offline() -> bool:
@@ -64,14 +65,17 @@ def resolve_checkpoint(
     *,
     setting: str,
     filename: str,
-    url: str,
+    url: str | None,
     expected_sha256: str | None,
     policy: str = "released",
+    hub: Mapping[str, Any] | None = None,
 ) -> Checkpoint:
     """Turn a ``checkpoint`` setting into a :class:`Checkpoint`.
 
     ``setting`` is the config key users set (``metrics.fad.checkpoint``) and is named in every error.
-    ``expected_sha256`` may be a prefix (torch hub names files ``name-<first 8 hex of sha256>.pth``)."""
+    ``expected_sha256`` may be a prefix (torch hub names files ``name-<first 8 hex of sha256>.pth``). The released
+    file comes from ``url`` (into the cache as ``filename``) or, when ``hub`` is given (``{repo, revision,
+    filename}``), from that hub repository at that exact revision (huggingface_hub's cache)."""
     if spec is None:
         spec = "random" if policy == "random" else None
         if policy not in ("released", "random"):
@@ -83,6 +87,13 @@ def resolve_checkpoint(
         if not path.is_file():
             raise CheckpointError(f"{setting}={spec}: no such file")
         return Checkpoint(name=path.name, path=path, sha256=_verify(path, expected_sha256, setting, False), random=False)
+    if hub:
+        path = _from_hub(hub, setting)
+        return Checkpoint(name=f"{hub['repo']}@{str(hub['revision'])[:12]}/{hub['filename']}", path=path,
+                          sha256=_verify(path, expected_sha256, setting, True), random=False)
+    if not url:
+        raise CheckpointError(f"{setting}: no released file is known for it (no checkpoint_url or hub in its "
+                              f"embedding's conf): pass {setting}=PATH, or backbone_weights=random")
     path = cache_dir() / filename
     if not path.is_file():
         if offline():
@@ -93,6 +104,26 @@ def resolve_checkpoint(
             )
         _download(url, path)
     return Checkpoint(name=filename, path=path, sha256=_verify(path, expected_sha256, setting, True), random=False)
+
+
+def _from_hub(hub: Mapping[str, Any], setting: str) -> Path:
+    """``hub["filename"]`` of ``hub["repo"]`` at ``hub["revision"]`` (a commit sha, so the file cannot change under
+    the same name), from huggingface_hub's cache, downloaded once unless downloads are off."""
+    for key in ("repo", "revision", "filename"):
+        if not hub.get(key):
+            raise CheckpointError(f"{setting}: the embedding's hub entry lacks {key!r} (it needs repo, revision, "
+                                  f"filename)")
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(str(hub["repo"]), str(hub["filename"]), revision=str(hub["revision"]),
+                                    local_files_only=offline()))
+    except Exception as exc:
+        how = (f"downloads are off (HF_HUB_OFFLINE/EVALKIT_OFFLINE): run `hf download {hub['repo']} {hub['filename']} "
+               f"--revision {hub['revision']}` while online" if offline() else f"the download failed ({exc})")
+        raise CheckpointError(f"{setting}: {hub['filename']} of {hub['repo']} at revision {hub['revision']} is not in "
+                              f"the Hugging Face cache and {how}, or pass {setting}=PATH; to try the pipeline without "
+                              f"weights, backbone_weights=random") from exc
 
 
 def _download(url: str, path: Path) -> None:

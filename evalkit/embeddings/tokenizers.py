@@ -18,6 +18,8 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from evalkit.errors import InputError
+
 #: RoBERTa's special tokens, in RoBERTa's id order (<s>=0, <pad>=1, </s>=2, <unk>=3); <mask> follows.
 ROBERTA_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
 
@@ -25,7 +27,7 @@ ROBERTA_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
 CHECK_CAPTION = "a calm piano melody with soft strings"
 
 
-class TokenizerError(RuntimeError):
+class TokenizerError(InputError, RuntimeError):
     """A tokenizer that is missing or cannot encode text; the message says what to download or set."""
 
 
@@ -135,3 +137,22 @@ def encode_batch(tok: Any, captions: Sequence[str], *, max_length: int, padding:
     """``tok(captions, padding=..., truncation=..., max_length=..., return_tensors="pt")`` as a plain dict."""
     enc = tok(list(captions), padding=padding, truncation=truncation, max_length=max_length, return_tensors="pt")
     return {k: v for k, v in enc.items()}
+
+
+def resolve_roberta_tokenizer(value: str | None, *, default: str, random_weights: bool, model_size: str,
+                              setting: str) -> tuple[Any, str]:
+    """A CLAP text tower's tokenizer and its source: ``value`` None -> ``default`` (``roberta-base``, from the local
+    Hugging Face cache when offline) for released weights, the in-memory byte-level one for random weights; ``tiny``
+    (random weights or a shrunken model only); a hub name; a folder. Every one is checked (:func:`check_tokenizer`).
+    Raises :class:`TokenizerError` naming ``setting`` and what to download."""
+    spec = str(value) if value is not None else ("tiny" if random_weights else default)
+    if spec == "tiny":
+        if not random_weights and model_size == "full":
+            raise TokenizerError(
+                f"{setting}=tiny is the in-memory test tokenizer; released CLAP weights need the real {default} "
+                f"tokenizer (leave {setting} unset, or pass a folder).")
+        tok = tiny_roberta_tokenizer()
+        source = "evalkit:tiny-byte-roberta (in-memory; random-weight mode)"
+        check_tokenizer(tok, CHECK_CAPTION, setting, source=source)
+        return tok, source
+    return load_hf_tokenizer(spec, cls_name="RobertaTokenizer", setting=setting, download_hint=ROBERTA_DOWNLOAD_HINT)

@@ -1,1 +1,0 @@
-"""Backbone weights (VGGish, PaSST, CLAP): released files with checksums, local paths, random weights for tests."""
