@@ -1,7 +1,8 @@
 """One run: the stages of :mod:`evalkit.stages` composed, Hydra-free (``run(spec_or_cfg, out_dir)``).
 
 inputs -> generation -> (prepare -> scoring, batch by batch) -> outputs, in one folder that is claimed first and
-whose ``manifest.json`` says ``running``, ``finished`` or ``failed`` (with the error). Never loses work: every
+whose ``manifest.json`` says ``running``, ``finished``, ``interrupted`` (Ctrl-C; with what to do) or ``failed`` (with
+the error). Never loses work: every
 stage writes atomically and resumes from what it finds (see each stage's module doc); a run killed at any point and
 started again in the same folder ends with the numbers of an uninterrupted run, bit for bit.
 """
@@ -19,6 +20,9 @@ from evalkit.stages import folder, generation, inputs, outputs, scoring
 from evalkit.stages.outputs import RANDOM_WEIGHTS_NOTE, format_summary  # noqa: F401  (re-exported)
 
 log = logging.getLogger("evalkit")
+#: manifest.json's ``error`` of a run stopped by Ctrl-C (SIGINT): not a failure, and what to do next
+INTERRUPTED = ("interrupted (Ctrl-C / SIGINT); every finished clip and scored batch is kept: run the same command "
+               "(the same run folder) again to resume")
 
 
 def resolve_device(spec: RunSpec, dist) -> str:
@@ -53,6 +57,11 @@ def run(spec: RunSpec | Any, out_dir: str | Path) -> dict[str, Any]:
         folder.write_manifest(spec, out, dist, torch.device(device), start, None, "running")
     try:
         summary = _stages(spec, out, dist, device)
+    except KeyboardInterrupt:
+        if dist.rank == 0:
+            folder.write_manifest(spec, out, dist, torch.device(device), start, time.time(), "interrupted",
+                                  error=INTERRUPTED)
+        raise
     except BaseException as exc:
         if dist.rank == 0:
             folder.write_manifest(spec, out, dist, torch.device(device), start, time.time(), "failed",

@@ -170,3 +170,23 @@ def test_generation_mode_names_a_cut_off_reference_and_scores_the_rest(tmp_path)
     assert s["metrics"]["kld"]["n_clips"] == 1
     df = pd.read_parquet(tmp_path / "out" / "clips.parquet").set_index("id")
     assert "r1.wav: truncated" in df.loc["r1", "kld_skipped"] and pd.isna(df.loc["r0", "kld_skipped"])
+
+
+def test_ctrl_c_leaves_an_interrupted_manifest_with_what_to_do(tmp_path, monkeypatch):
+    """Issue 26, item 9: after Ctrl-C manifest.json said ``failed`` with an empty ``KeyboardInterrupt: ``."""
+    import evalkit.run as evalkit_run
+    from evalkit.report.rundir import why_no_summary
+    from evalkit.stages.folder import resume_message
+
+    def ctrl_c(*_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evalkit_run, "_stages", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg(*FAST, "dataset.limit=2", "metrics=[]"), tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted" and manifest["end"]
+    assert manifest["error"] == ("interrupted (Ctrl-C / SIGINT); every finished clip and scored batch is kept: run "
+                                 "the same command (the same run folder) again to resume")
+    assert why_no_summary(tmp_path) == "unfinished: the run was " + manifest["error"]
+    assert "the earlier attempt was interrupted (Ctrl-C)" in resume_message(tmp_path)

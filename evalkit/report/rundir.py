@@ -14,8 +14,8 @@ Finding runs (:func:`scan_runs`, :func:`load_runs`): a path is a run folder (it 
 ``summary.json``, or a folder searched recursively for run folders (folders holding ``summary.json``,
 ``manifest.json`` or ``config.yaml``; hidden folders and folders inside a run folder are not searched). A folder
 that cannot be read is *skipped* with its reason (:class:`SkippedFolder`) instead of stopping the others: no
-summary.json (then ``manifest.json`` says why: the run failed, with its error, or is still running; without one it
-is not a run folder), unreadable JSON, or an older summary format.
+summary.json (then ``manifest.json`` says why: the run failed, with its error, was interrupted, or is still running;
+without one it is not a run folder), unreadable JSON, or an older summary format.
 
 Per-clip arrays (``embeddings/**/*.npz``), e.g. a Fréchet metric's ``spec.arrays`` (``[windows, dim]`` each).
 :func:`load_clip_arrays` accepts every layout a run can reasonably write, in any number of npz files (shards,
@@ -273,6 +273,8 @@ def why_no_summary(folder: Path) -> str:
     status = data.get("status") if isinstance(data, dict) else None
     if status == "failed":
         return f"failed run (manifest.json): {data.get('error') or 'no error recorded'}"
+    if status == "interrupted":
+        return f"unfinished: the run was {data.get('error') or 'interrupted; run the same command again to resume'}"
     if status == "running":
         since = f", started {data['start']}" if data.get("start") else ""
         if _process_gone(data):

@@ -3,7 +3,7 @@
 ``claim(spec, out_dir, dist)``: the folder's ``config.yaml`` is the run's identity. A folder holding another
 config (differing in anything but :data:`evalkit.spec.VOLATILE_KEYS`) is refused, since resuming would mix two
 runs; ``overwrite=true`` clears what an earlier run left. ``write_manifest`` records versions, git sha, device,
-seeds, times and the status (``running``, ``finished``, ``failed`` with the error).
+seeds, times and the status (``running``, ``finished``, ``interrupted`` (Ctrl-C) or ``failed``, with the error).
 """
 from __future__ import annotations
 
@@ -108,6 +108,7 @@ def resume_message(out_dir: Path) -> str:
         manifest = {}
     status = manifest.get("status", "unknown")
     how = {"failed": f"the earlier attempt failed ({manifest.get('error')})",
+           "interrupted": "the earlier attempt was interrupted (Ctrl-C)",
            "running": "the earlier attempt did not finish (killed, or another process is running it now)",
            "finished": "the earlier attempt finished"}.get(status, "an earlier attempt left it")
     if not any(done.values()):
