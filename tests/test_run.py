@@ -190,3 +190,28 @@ def test_ctrl_c_leaves_an_interrupted_manifest_with_what_to_do(tmp_path, monkeyp
                                  "the same command (the same run folder) again to resume")
     assert why_no_summary(tmp_path) == "unfinished: the run was " + manifest["error"]
     assert "the earlier attempt was interrupted (Ctrl-C)" in resume_message(tmp_path)
+
+
+def test_a_dangling_link_is_an_unreadable_clip_or_reference_named_and_counted(tmp_path):
+    """Issue 26, item 5: a broken symlink in model.dir made its clip vanish (clips: 9, skipped: 0; the only trace blamed
+    its reference as "no prompt id"); in reference.dir it read as a missing reference."""
+    gen, ref = tmp_path / "gen", tmp_path / "ref"
+    for k in ("c0", "c1", "c2"):
+        save_audio(gen / f"{k}.wav", synth_clip(k, 32000, 1.0), 32000)
+    for k in ("c0", "c2", "c3"):
+        save_audio(ref / f"{k}.flac", synth_clip(k, 32000, 1.0), 32000)
+    (gen / "c3.wav").symlink_to(tmp_path / "moved" / "c3.wav")
+    (ref / "c1.flac").symlink_to(tmp_path / "moved" / "c1.flac")
+    s = run(cfg("model=folder", f"model.dir={gen}", f"reference.dir={ref}", "metrics=[chroma]", "progress=false"),
+            tmp_path / "out")
+    assert s["n_clips"] == 4 and s["n_skipped"] == 1 and s["audit"]["unreadable"] == 1
+    assert s["audit_ids"]["unreadable"] == ["c3"]
+    why = f"{gen / 'c3.wav'}: a dangling link to {tmp_path / 'moved' / 'c3.wav'} (the file it points to does not exist)"
+    assert [r for r in s["skip_reasons"] if why in r] and s["n_missing_reference"] == 0
+    assert list(s["unusable_references"]) == ["c1"]
+    assert f"a dangling link to {tmp_path / 'moved' / 'c1.flac'}" in s["unusable_references"]["c1"]
+    assert not [u for u in s["unused_files"] if "no prompt id" in u["reason"]]  # c3's reference has its clip
+    assert {u["file"]: "a dangling link to" in u["reason"] for u in s["unused_files"]} == {
+        str(gen / "c3.wav"): True, str(ref / "c1.flac"): True}
+    assert s["metrics"]["chroma"]["n_clips"] == 2 and s["metrics"]["chroma"]["value"] == pytest.approx(1.0)
+    assert s["reference_set"]["n_files"] == 4

@@ -86,8 +86,9 @@ class GenerationCache:
         ident = {**(self.generator.cache_identity() or {}), "seed": batch.seed,
                  "prompts": [[p.id, p.caption] for p in batch.prompts], "melody": self.melody}
         if self.generator.melody and self.melody == "reference":
-            ident["melody_audio"] = [eio.sha256_file(self.refs.get(p.ref_key)) if self.refs.get(p.ref_key) else None
-                                     for p in batch.prompts]
+            # an unreadable reference (e.g. a dangling link) conditions on nothing: text only, like no reference
+            ident["melody_audio"] = [eio.sha256_file(r) if r is not None and r.is_file() else None
+                                     for r in (self.refs.get(p.ref_key) for p in batch.prompts)]
         return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
 
     def fetch(self, key: str, paths: dict[str, Path]) -> bool:

@@ -103,17 +103,21 @@ def audit_counts(df, column: str) -> tuple[dict[str, int], dict[str, list[str]]]
 
 
 def unused_files(inputs: Inputs, generator_unused: list[dict[str, str]], df) -> list[dict[str, str]]:
-    """Files of ``model.dir`` and ``reference.dir`` that no prompt uses or that cannot be used, with the reason."""
+    """Files of ``model.dir`` and ``reference.dir`` that no prompt uses or that cannot be used, with the reason (for an
+    unreadable clip or reference: why, e.g. a dangling link and its target)."""
     out = list(generator_unused)
     refs = inputs.references
     out += [{"file": str(refs.paths[i]), "reason": "no prompt id (not in the prompt set)"}
             for i in inputs.extra_reference_ids if i in refs.paths]
     out += [{"file": str(p), "reason": why} for p, why in refs.unusable]
-    for col, path_col in (("audit_flags", "audio_path"), ("reference_audit_flags", "reference_path")):
+    for col, path_col, why_col in (("audit_flags", "audio_path", "skip_reason"),
+                                   ("reference_audit_flags", "reference_path", "reference_problem")):
         if col in df and path_col in df:
-            for flags, path in zip(df[col], df[path_col]):
+            whys = df[why_col] if why_col in df else [None] * len(df)
+            for flags, path, why in zip(df[col], df[path_col], whys):
                 if flags is not None and not isinstance(flags, float) and "unreadable" in list(flags) and path:
-                    out.append({"file": str(path), "reason": "unreadable"})
+                    out.append({"file": str(path),
+                                "reason": f"unreadable ({why})" if isinstance(why, str) else "unreadable"})
     return out
 
 
@@ -125,7 +129,7 @@ def listing_identity(paths: Mapping[str, Path]) -> dict[str, Any]:
 
     items = []
     for cid, p in sorted(paths.items()):
-        st = Path(p).stat()
+        st = Path(p).stat() if Path(p).exists() else Path(p).lstat()  # a dangling link: the link itself
         items.append([cid, Path(p).name, st.st_size, st.st_mtime_ns])
     return {"listing_sha256": hashlib.sha256(json.dumps(items).encode()).hexdigest(), "n_files": len(items)}
 
