@@ -6,15 +6,19 @@ score a folder of clips (``<id>.wav|flac|mp3|ogg``) against a folder of referenc
 (``model=folder``), the same numbers as the command line on the same inputs.
 
 Both return the run's ``summary.json`` as a dict and leave the run folder behind (every file a CLI run writes).
+Errors: :class:`~evalkit.spec.SpecError` for any setting or input that cannot work (what the command line reports
+with exit status 2), :class:`~evalkit.stages.RunError` for a run that cannot go on.
 """
 from __future__ import annotations
 
 import csv
 import datetime as _dt
+import io
 import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from evalkit import io as eio
 from evalkit.spec import RunSpec, SpecError, compose
 
 
@@ -29,10 +33,10 @@ def _default_out_dir(cfg) -> Path:
 def evaluate(overrides: Sequence[str] | RunSpec = (), out_dir: str | Path | None = None) -> dict[str, Any]:
     """One run. ``overrides``: command-line overrides (``["model=small", "dataset.limit=100"]``) or a ready
     :class:`RunSpec`. ``out_dir``: the run folder (default: ``outputs/<model>/<time>`` as on the command line).
-    Returns the summary (``summary.json``). Raises :class:`~evalkit.spec.SpecError` for an invalid setting and
-    :class:`~evalkit.stages.RunError` for a run that cannot go on (both name the setting and the fix)."""
-    from evalkit.run import run
-
+    Returns the summary (``summary.json``). Raises :class:`~evalkit.spec.SpecError` for an invalid setting or input
+    (every error the command line reports with exit status 2: a prompts file, a clip or reference folder, a
+    checkpoint; the original error is its ``__cause__``) and :class:`~evalkit.stages.RunError` for a run that cannot
+    go on (both name the setting and the fix)."""
     if isinstance(overrides, RunSpec):
         spec = overrides
         out = Path(out_dir) if out_dir else Path("outputs") / str(spec.model.get("name")) / \
@@ -43,17 +47,35 @@ def evaluate(overrides: Sequence[str] | RunSpec = (), out_dir: str | Path | None
         cfg = compose(list(overrides))
         spec = RunSpec.from_config(cfg)
         out = Path(out_dir) if out_dir else _default_out_dir(cfg)
-    return run(spec, out)
+    return _run(spec, out)
+
+
+def _run(spec: RunSpec, out: Path) -> dict[str, Any]:
+    """:func:`evalkit.run.run` with the errors this API documents: an input error of another type (``PromptError``,
+    ``ReferenceError``, ``FolderError``, ``CheckpointError``, ...: :func:`evalkit.__main__.user_errors`) is raised
+    as a :class:`SpecError` with the same message, the original as its ``__cause__``."""
+    from evalkit.__main__ import user_errors
+    from evalkit.run import run
+    from evalkit.stages import RunError
+
+    try:
+        return run(spec, out)
+    except (SpecError, RunError):
+        raise
+    except user_errors() as exc:
+        raise SpecError(str(exc)) from exc
 
 
 def _prompts_csv(generated: Path, captions, metrics: Sequence[str], folder: Path) -> Path:
     """A prompts file for exactly the clips of ``generated`` (ids from the file names), captions from ``captions``
     (a mapping or a prompts file); a clip without a caption is an error when clap needs it."""
-    from evalkit.audio import AUDIO_EXTENSIONS
     from evalkit.data.prompts import load_prompt_file
+    from evalkit.data.references import ReferenceError, list_audio_files
 
-    ids = sorted(p.stem for p in generated.iterdir()
-                 if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in AUDIO_EXTENSIONS)
+    try:  # the clips folder mode will read (two files for one id: the command line's message)
+        ids = sorted(list_audio_files(generated, f"score(generated={generated})")[0])
+    except ReferenceError as exc:
+        raise SpecError(str(exc)) from None
     if not ids:
         raise SpecError(f"score(generated={generated}): no audio files named <id>.wav|flac|mp3|ogg")
     if captions is None:
@@ -85,14 +107,12 @@ def _prompts_csv(generated: Path, captions, metrics: Sequence[str], folder: Path
         raise SpecError(f"score(): the {', '.join(readers)} metric pairs each clip with its caption, and {len(lacking)} "
                         f"clips have none (e.g. {', '.join(lacking[:3])}): pass captions={{id: text}} or a prompts "
                         f"file (.csv/.jsonl with id,caption), or leave {', '.join(readers)} out of metrics")
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "prompts.csv"
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["id", "caption"])
-        for i in ids:
-            w.writerow([i, table.get(i) or i])  # without clap no metric reads the caption
-    return path
+    text = io.StringIO(newline="")
+    w = csv.writer(text)
+    w.writerow(["id", "caption"])
+    for i in ids:
+        w.writerow([i, table.get(i) or i])  # without clap no metric reads the caption
+    return eio.write_text(folder / "prompts.csv", text.getvalue())
 
 
 def score(generated: str | Path, reference: str | Path | None = None, captions: Mapping[str, str] | str | Path | None = None,

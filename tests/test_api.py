@@ -115,3 +115,25 @@ def test_readme_python_example_runs_as_written(tmp_path, monkeypatch, caplog):
     assert _values(scored)["kld"] == _values(demo)["kld"]  # the same clips and references: the same KLD
     # the documented example logs no error or warning from evalkit (a new user saw FAD's "could not be computed")
     assert not [r.getMessage() for r in caplog.records if r.name.startswith("evalkit") and r.levelno >= logging.WARNING]
+
+
+def test_input_errors_are_the_documented_spec_error_with_the_command_lines_message(tmp_path):
+    """Issue 26, item 7: score() on a folder with c0.wav and c0.flac raised a PromptError about the prompts file it had
+    written itself (a duplicate id), and PromptError is none of the API's documented errors."""
+    from evalkit.audio import save_audio
+    from evalkit.data.prompts import PromptError
+    from evalkit.data.references import synth_clip
+
+    g = tmp_path / "g"
+    for ext in ("wav", "flac"):
+        save_audio(g / f"c0.{ext}", synth_clip("c0", 32000, 1.0), 32000)
+    with pytest.raises(SpecError) as exc:
+        evalkit.score(g, metrics=["chroma"], out_dir=tmp_path / "o")
+    assert str(exc.value) == f"score(generated={g}): two files for id 'c0': c0.flac and c0.wav; keep one"
+    # the kind: any input error of a run (here a prompts file) is a SpecError, the original kept as its cause
+    bad = tmp_path / "p.csv"
+    bad.write_text("id,caption\nc0,a piano, and strings\n", encoding="utf-8")
+    with pytest.raises(SpecError, match=r"p\.csv: line 2 has 3 fields, the header has 2") as exc:
+        evalkit.evaluate(["dataset=prompts", f"dataset.path={bad}", "metrics=[]", "progress=false"],
+                         out_dir=tmp_path / "e")
+    assert isinstance(exc.value.__cause__, PromptError)
