@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from evalkit import io as eio
+from evalkit.overrides import path_override
+from evalkit.overrides import value as override_value
 from evalkit.spec import RunSpec, SpecError, compose
 
 
@@ -122,9 +124,10 @@ def score(generated: str | Path, reference: str | Path | None = None, captions: 
     None for metrics that need none, e.g. ``metrics=("clap",)``) with the model card's protocols.
 
     ``captions``: ``{id: caption}`` (non-empty strings), or a prompts file (``.csv``/``.jsonl`` with id,caption);
-    needed by clap. ``metrics``: names, or one name. ``overrides``: any setting, e.g. ``backbone_weights="random"``, ``**{"metrics.fad.protocol":
-    "frechet-audio-distance"}``. Returns the summary; the run folder (default ``outputs/score/<time>``) holds
-    clips.parquet and the rest."""
+    needed by clap. ``metrics``: names, or one name. ``overrides``: any setting, e.g. ``backbone_weights="random"``,
+    ``**{"metrics.fad.protocol": "frechet-audio-distance"}``; every path and value is quoted as Hydra's override
+    grammar requires (:mod:`evalkit.overrides`), so any folder name works. Returns the summary; the run folder
+    (default ``outputs/score/<time>``) holds clips.parquet and the rest."""
     from evalkit.io import folder_problem
 
     for name, value in (("generated", generated), ("reference", reference), ("out_dir", out_dir)):
@@ -139,19 +142,10 @@ def score(generated: str | Path, reference: str | Path | None = None, captions: 
     metrics = list(metrics)
     out = Path(out_dir) if out_dir else Path("outputs") / "score" / _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     prompts = _prompts_csv(generated, captions, metrics, out / "inputs")
-    ov = ["model=folder", f"model.dir={generated}", "dataset=prompts", f"dataset.path={prompts}",
-          f"metrics=[{','.join(metrics)}]"]
+    # quoted as Hydra's override grammar requires: folder names with , = ( ' [ # or non-ASCII letters are paths too
+    ov = ["model=folder", path_override("model.dir", generated), "dataset=prompts",
+          path_override("dataset.path", prompts), f"metrics={override_value(metrics)}"]
     if reference is not None:
-        ov.append(f"reference.dir={Path(reference).expanduser()}")
-    ov += [f"{k}={_value(v)}" for k, v in overrides.items()]
+        ov.append(path_override("reference.dir", Path(reference).expanduser()))
+    ov += [f"{k}={override_value(v)}" for k, v in overrides.items()]
     return evaluate(ov, out_dir=out)
-
-
-def _value(v: Any) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (list, tuple)):
-        return "[" + ",".join(_value(x) for x in v) + "]"
-    return str(v)
