@@ -1,10 +1,11 @@
 """``python -m evalkit [overrides]``: one run, one folder. With no overrides: the offline demo (tiny random-weight
 stereo MusicGen, shipped prompts, synthesised references, random-weight backbones, all labelled as such).
 
-Exit status: 0 the run finished and every metric asked for has a number; 2 a setting or an input cannot work (the
-message names it and the fix; no traceback); 3 the run finished but a metric asked for could not be computed (its
-reason is printed where its value would be; ``allow_missing_metrics=true`` makes this 0); 130 interrupted (Ctrl-C;
-what is finished is kept); 1 anything unexpected.
+Exit status: 0 the run finished and every metric asked for has a number; 2 a setting or an input cannot work, or the
+run folder cannot be written (a full disk, a read-only folder; the message names it and the fix; no traceback); 3 the
+run finished but a metric asked for could not be computed (its reason is printed where its value would be;
+``allow_missing_metrics=true`` makes this 0); 130 interrupted (Ctrl-C; what is finished is kept); 1 anything
+unexpected.
 """
 from __future__ import annotations
 
@@ -36,6 +37,21 @@ def missing_metrics(summary: dict) -> list[str]:
             for name, e in summary.get("metrics", {}).items() if e.get("value") is None]
 
 
+def run_folder_problem(cfg) -> str | None:
+    """Why the run folder of a composed config cannot be written (read-only, no permission, full disk), in one line
+    with the fix (:func:`evalkit.stages.folder.writable_problem`); None when it can, or when the folder's name is
+    only known inside Hydra's app."""
+    from pathlib import Path
+
+    from evalkit.stages.folder import writable_problem
+
+    try:
+        out = Path(str(cfg.hydra.run.dir))
+    except Exception:  # an interpolation only Hydra's app resolves
+        return None
+    return writable_problem(out)
+
+
 def print_tables(summary: dict, out) -> None:
     from evalkit.report.paired import paired_markdown, paired_metrics, paired_table
     from evalkit.report.rundir import load_run
@@ -62,9 +78,13 @@ def main() -> None:
         from evalkit.spec import SpecError, compose
 
         try:
-            compose(sys.argv[1:])
+            cfg = compose(sys.argv[1:])
         except SpecError as exc:  # Hydra would print a search path and exit 1: one line and exit 2 instead
             print(f"evalkit: {exc}", file=sys.stderr)
+            sys.exit(EXIT_INPUT)
+        problem = run_folder_problem(cfg)
+        if problem:  # Hydra writes .hydra/ into the run folder first and would end in a traceback
+            print(f"evalkit: {problem}", file=sys.stderr)
             sys.exit(EXIT_INPUT)
 
     @hydra.main(config_path="../conf", config_name="config", version_base=None)

@@ -141,7 +141,16 @@ def score(generated: str | Path, reference: str | Path | None = None, captions: 
         raise SpecError(f"score(generated={generated}): {problem}")
     metrics = list(metrics)
     out = Path(out_dir) if out_dir else Path("outputs") / "score" / _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    prompts = _prompts_csv(generated, captions, metrics, out / "inputs")
+    try:
+        prompts = _prompts_csv(generated, captions, metrics, out / "inputs")
+    except OSError as exc:  # the run folder cannot be written: what run() says of it
+        from evalkit.stages import RunError
+        from evalkit.stages.folder import disk_message
+
+        message = disk_message(exc, out)
+        if message is None:
+            raise
+        raise RunError(message) from exc
     # quoted as Hydra's override grammar requires: folder names with , = ( ' [ # or non-ASCII letters are paths too
     ov = ["model=folder", path_override("model.dir", generated), "dataset=prompts",
           path_override("dataset.path", prompts), f"metrics={override_value(metrics)}"]

@@ -157,7 +157,11 @@ def _ogg_without_end(path: str | os.PathLike) -> bool:
 
 
 def save_audio(path: str | os.PathLike, wav: torch.Tensor, sample_rate: int, subtype: str = "PCM_16") -> Path:
-    """Write ``wav`` ``[C, T]`` atomically (temp file, fsync, rename). Format from the extension (flac, wav)."""
+    """Write ``wav`` ``[C, T]`` atomically (temp file, fsync, rename). Format from the extension (flac, wav).
+    Encoded in memory first (the same bytes), so a full disk raises ``OSError`` ``[Errno 28]`` naming ``path``, not
+    libsndfile's "System error"."""
+    import io
+
     import soundfile as sf
 
     from evalkit.io import atomic_path
@@ -165,8 +169,10 @@ def save_audio(path: str | os.PathLike, wav: torch.Tensor, sample_rate: int, sub
     path = Path(path)
     data = wav.detach().cpu().float().clamp(-1, 1).numpy().T
     fmt = path.suffix.lstrip(".").upper()
+    encoded = io.BytesIO()
+    sf.write(encoded, data, sample_rate, subtype=subtype, format=fmt)
     with atomic_path(path) as tmp:
-        sf.write(str(tmp), data, sample_rate, subtype=subtype, format=fmt)
+        tmp.write_bytes(encoded.getvalue())
     return path
 
 

@@ -8,6 +8,7 @@ seeds, times and the status (``running``, ``finished``, ``interrupted`` (Ctrl-C)
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import logging
 import os
 import platform
@@ -94,6 +95,51 @@ def claim(spec: RunSpec, out_dir: Path, dist) -> None:
     import yaml
 
     eio.write_text(cfg_path, yaml.safe_dump(spec.to_dict(), sort_keys=False, allow_unicode=True))
+
+
+def disk_message(exc: BaseException, out_dir: Path) -> str | None:
+    """One line for a write the disk refused (:func:`evalkit.io.disk_problem`: full, over quota, read-only, no
+    permission), naming the file and the fix; None for any other error. Everything written before it is whole (atomic
+    writes), so after freeing space the same command resumes the run with the numbers of an uninterrupted one."""
+    problem = eio.disk_problem(exc)
+    if problem is None:
+        return None
+    failed, out = Path(str(exc.filename or out_dir)).resolve(), Path(out_dir).resolve()
+    inside = failed.is_relative_to(out) or out.is_relative_to(failed)  # in the run folder, or making it
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"{problem}. Free space on that disk and run the same command again: "
+                + (f"everything finished in {out_dir} is kept and the run resumes; or start in a run folder on "
+                   f"another disk (hydra.run.dir=DIR; out_dir= in Python)" if inside else
+                   "everything finished so far is kept"))
+    if inside:
+        return (f"{problem}. Choose a run folder you can write (hydra.run.dir=DIR; out_dir= in Python), or make "
+                f"{out_dir} writable")
+    return f"{problem}. Make it writable (or point the setting that names it elsewhere) and run the same command again"
+
+
+def writable_problem(out_dir: Path) -> str | None:
+    """Why ``out_dir`` cannot take a run (its nearest existing folder refuses a small write: read-only, no permission,
+    full), as :func:`disk_message` says it; None when a probe file can be written and removed there. Leaves nothing
+    behind (the probe is a hidden ``.tmp`` file, swept like any unfinished write if the process dies)."""
+    import tempfile
+
+    here = Path(out_dir).absolute()
+    folder = next((p for p in (here, *here.parents) if p.exists()), None)
+    if folder is None or not folder.is_dir():
+        return None  # a path through a file: the run's own mkdir names it
+    try:
+        fd, name = tempfile.mkstemp(prefix=".evalkit-probe.", suffix=eio.TEMP_SUFFIX, dir=folder)
+        try:
+            os.write(fd, b"evalkit")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(name)
+    except OSError as exc:
+        if exc.filename is None or str(exc.filename).startswith(str(folder / ".evalkit-probe.")):
+            exc = OSError(exc.errno, exc.strerror or os.strerror(exc.errno or 0), str(here))
+        return disk_message(exc, here)
+    return None
 
 
 def resume_message(out_dir: Path) -> str:

@@ -53,14 +53,21 @@ def cache_root(spec: RunSpec, kind: str) -> Path | None:
 
 
 def link_or_copy(src: Path, dst: Path) -> None:
-    """Hard link (same file system) or copy, then an atomic rename onto ``dst``."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    """Hard link (same file system) or copy, then an atomic rename onto ``dst``. A copy that fails (a full disk)
+    leaves no temp file, and its OSError names ``dst``."""
     tmp = eio.temp_name(dst)
     try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno is None:
+            raise
+        raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(dst)) from exc
 
 
 def audio_ok(path: Path, expected_samples: int | None) -> bool:
@@ -77,10 +84,14 @@ def audio_ok(path: Path, expected_samples: int | None) -> bool:
 
 
 class GenerationCache:
-    """Audio of finished batches, shared by every run on the machine (see the module doc)."""
+    """Audio of finished batches, shared by every run on the machine (see the module doc). The cache is optional: a
+    store it cannot make (a full or read-only cache disk) is warned about once and the run goes on without storing
+    (fetches go on)."""
 
     def __init__(self, root: Path, generator: Generator, refs, melody: str) -> None:
         self.root, self.generator, self.refs, self.melody = root, generator, refs, melody
+        #: why the cache takes no more batches (its first failed store), or None
+        self.store_failed: str | None = None
 
     def key(self, batch: Batch) -> str:
         ident = {**(self.generator.cache_identity() or {}), "seed": batch.seed,
@@ -102,10 +113,18 @@ class GenerationCache:
         return True
 
     def store(self, key: str, paths: dict[str, Path]) -> None:
+        if self.store_failed:
+            return
         dst = self.root / key[:2] / key
-        for p in paths.values():
-            if p.exists() and not (dst / p.name).exists():
-                link_or_copy(p, dst / p.name)
+        try:
+            for p in paths.values():
+                if p.exists() and not (dst / p.name).exists():
+                    link_or_copy(p, dst / p.name)
+        except OSError as exc:
+            self.store_failed = eio.disk_problem(exc) or f"cannot write {exc.filename or dst}: {exc}"
+            log.warning("generation cache: %s; the run goes on without storing audio in it (the run's own clips are "
+                        "written; free space there, move it with cache.dir=DIR or EVALKIT_CACHE, or turn it off "
+                        "with cache.generations=false)", self.store_failed)
 
 
 def generate(spec: RunSpec, inputs: Inputs, generator: Generator, out_dir: Path, dist) -> dict[str, dict[str, Any]]:
