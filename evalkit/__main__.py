@@ -38,18 +38,24 @@ def missing_metrics(summary: dict) -> list[str]:
 
 
 def run_folder_problem(cfg) -> str | None:
-    """Why the run folder of a composed config cannot be written (read-only, no permission, full disk), in one line
-    with the fix (:func:`evalkit.stages.folder.writable_problem`); None when it can, or when the folder's name is
-    only known inside Hydra's app."""
+    """Why the run folder of a composed config cannot take this run, in one line with the fix: it cannot be written
+    (read-only, no permission, full disk: :func:`evalkit.stages.folder.writable_problem`), or another run holds it
+    (:func:`evalkit.stages.folder.holder_of`; checked by torchrun's rank 0 only, whose lock the run's other ranks
+    share). None when it can take it, or when the folder's name is only known inside Hydra's app."""
+    import os
     from pathlib import Path
 
-    from evalkit.stages.folder import writable_problem
+    from evalkit.stages.folder import holder_of, in_use_message, writable_problem
 
     try:
         out = Path(str(cfg.hydra.run.dir))
     except Exception:  # an interpolation only Hydra's app resolves
         return None
-    return writable_problem(out)
+    problem = writable_problem(out)
+    if problem is None and os.environ.get("RANK", "0") == "0":
+        holder = holder_of(out)
+        problem = in_use_message(out, holder) if holder else None
+    return problem
 
 
 def print_tables(summary: dict, out) -> None:
@@ -83,7 +89,7 @@ def main() -> None:
             print(f"evalkit: {exc}", file=sys.stderr)
             sys.exit(EXIT_INPUT)
         problem = run_folder_problem(cfg)
-        if problem:  # Hydra writes .hydra/ into the run folder first and would end in a traceback
+        if problem:  # before Hydra writes .hydra/ and its log into that folder (and, if unwritable, ends in a traceback)
             print(f"evalkit: {problem}", file=sys.stderr)
             sys.exit(EXIT_INPUT)
 

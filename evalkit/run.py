@@ -59,7 +59,8 @@ def run(spec: RunSpec | Any, out_dir: str | Path) -> dict[str, Any]:
 
 
 def _run(spec: RunSpec, out: Path, dist) -> dict[str, Any]:
-    """Claim the folder, run the stages, keep manifest.json's status (running -> finished | interrupted | failed)."""
+    """Hold and claim the folder, run the stages, keep manifest.json's status (running -> finished | interrupted |
+    failed)."""
     import torch
 
     start = time.time()
@@ -69,20 +70,21 @@ def _run(spec: RunSpec, out: Path, dist) -> dict[str, Any]:
         if dist.rank == 0:
             folder.write_manifest(spec, out, dist, torch.device(device), start, end, status, error=error)
 
-    folder.claim(spec, out, dist)
-    dist.barrier()
-    manifest("running")
-    try:
-        summary = _stages(spec, out, dist, device)
-    except BaseException as exc:
-        status, error = (("interrupted", INTERRUPTED) if isinstance(exc, KeyboardInterrupt) else
-                         ("failed", folder.disk_message(exc, out) or f"{type(exc).__name__}: {exc}"))
+    with folder.hold(out, dist):  # one run at a time in a folder (rank 0 holds the lock)
+        folder.claim(spec, out, dist)
+        dist.barrier()
+        manifest("running")
         try:
-            manifest(status, time.time(), error)
-        except OSError as why:  # the disk that failed the run may refuse the manifest too: the run's error wins
-            log.warning("could not record status %r in %s (%s)", status, out / "manifest.json", why)
-        raise
-    manifest("finished", time.time())
+            summary = _stages(spec, out, dist, device)
+        except BaseException as exc:
+            status, error = (("interrupted", INTERRUPTED) if isinstance(exc, KeyboardInterrupt) else
+                             ("failed", folder.disk_message(exc, out) or f"{type(exc).__name__}: {exc}"))
+            try:
+                manifest(status, time.time(), error)
+            except OSError as why:  # the disk that failed the run may refuse the manifest too: the run's error wins
+                log.warning("could not record status %r in %s (%s)", status, out / "manifest.json", why)
+            raise
+        manifest("finished", time.time())
     return summary
 
 

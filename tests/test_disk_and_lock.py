@@ -156,3 +156,50 @@ def test_a_read_only_run_folder_is_one_line_with_exit_status_2(unwritable, tmp_p
     save_audio(clip, synth_clip("c0", 32000, 1.0), 32000)
     with pytest.raises(RunError, match=r"^cannot write .*Choose a run folder you can write"):
         evalkit.score(clip.parent, metrics="chroma", out_dir=out)
+
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from evalkit.distributed import Dist
+from evalkit.stages.folder import hold
+with hold(Path(sys.argv[1]), Dist()):
+    print("holding", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_second_run_in_a_held_folder_exits_2_naming_the_first_and_a_dead_holder_blocks_nothing(tmp_path):
+    """Issue 26, item 11: two runs started in one folder at once both did the whole job."""
+    import platform
+    import re
+    import signal
+
+    from evalkit.distributed import Dist
+    from evalkit.stages.folder import LOCK_FILE, hold
+
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], cwd=REPO, env=ENV, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        p = subprocess.run([sys.executable, "-m", "evalkit", *ARGS, f"hydra.run.dir={out}"], cwd=REPO, env=ENV,
+                           capture_output=True, text=True, timeout=300)
+        assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-2000:]
+        (line,) = p.stderr.strip().splitlines()
+        assert re.fullmatch(
+            rf"evalkit: {re.escape(str(out))} is in use by another evalkit run: process {holder.pid} on "
+            rf"{re.escape(platform.node())}, started \d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00 \(-c {re.escape(str(out))}\)\. "
+            r"Two runs in one folder would both do the whole job and overwrite each other's files: wait for it to end "
+            r"\(the same command afterwards resumes what it leaves\), or use another folder \(hydra\.run\.dir=DIR; "
+            r"out_dir= in Python\)", line), line
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]  # nothing of the refused run: not even .hydra/
+        with pytest.raises(RunError, match=rf"is in use by another evalkit run: process {holder.pid} on "):
+            run(RunSpec.from_overrides(ARGS), out)  # the Python API meets the lock itself
+    finally:
+        holder.send_signal(signal.SIGKILL)  # a crash: the kernel drops the lock
+        holder.wait()
+    with hold(out, Dist()):  # free again; and the holder's record is written while held
+        record = json.loads((out / LOCK_FILE).read_text())
+        assert record["pid"] == os.getpid() and record["hostname"] == platform.node()
+    assert (out / LOCK_FILE).read_text() == ""  # released: no stale holder named

@@ -1,5 +1,11 @@
 """The run folder: one config = one run = one folder.
 
+``hold(out_dir, dist)``: one run at a time in a folder. Rank 0 holds an OS-level lock (``fcntl.flock``) on
+``<out_dir>/.evalkit.lock`` for the whole run and writes into it who holds it (pid, host, start time); a second run
+started in the folder meanwhile is refused with a :class:`RunError` naming that process. The kernel drops the lock
+when the holder exits in any way (a crash, SIGKILL, a lost node's process), so a dead run never blocks its resumption.
+Under torchrun only rank 0 locks (the ranks of one run share the folder) and tells the others whether it could.
+
 ``claim(spec, out_dir, dist)``: the folder's ``config.yaml`` is the run's identity. A folder holding another
 config (differing in anything but :data:`evalkit.spec.VOLATILE_KEYS`) is refused, since resuming would mix two
 runs; ``overwrite=true`` clears what an earlier run left. ``write_manifest`` records versions, git sha, device,
@@ -7,6 +13,7 @@ seeds, times and the status (``running``, ``finished``, ``interrupted`` (Ctrl-C)
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import errno
 import logging
@@ -16,7 +23,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from evalkit import io as eio
 from evalkit.spec import RunSpec
@@ -66,6 +73,77 @@ def device_info(device) -> dict[str, Any]:
     if device.type == "cuda" and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
+
+
+#: the lock file of a run folder (hidden: never listed as a clip or a run file)
+LOCK_FILE = ".evalkit.lock"
+
+
+@contextlib.contextmanager
+def hold(out_dir: Path, dist) -> Iterator[None]:
+    """Hold ``out_dir`` for this run while the block runs (see the module doc). Raises :class:`RunError` naming the
+    process that holds it; ``OSError`` when the folder cannot be made or written."""
+    out_dir = Path(out_dir)
+    fd, holder = None, None
+    if dist.rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd, holder = _lock(out_dir / LOCK_FILE)
+    holder = dist.broadcast(holder)
+    if holder is not None:
+        raise RunError(in_use_message(out_dir, holder))
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.ftruncate(fd, 0)  # the record names a live holder only
+            os.close(fd)  # releases the lock
+
+
+def in_use_message(out_dir: Path, holder: str) -> str:
+    """The one line for a run folder another run holds (``holder``: who, as :func:`_lock` says it)."""
+    return (f"{out_dir} is in use by another evalkit run: {holder}. Two runs in one folder would both do the whole job "
+            f"and overwrite each other's files: wait for it to end (the same command afterwards resumes what it "
+            f"leaves), or use another folder (hydra.run.dir=DIR; out_dir= in Python)")
+
+
+def holder_of(out_dir: Path) -> str | None:
+    """Who holds ``out_dir`` now (see :func:`hold`), or None; takes and drops the lock when it is free."""
+    path = Path(out_dir) / LOCK_FILE
+    if not path.is_file():
+        return None
+    fd, holder = _lock(path)
+    if fd is not None:
+        os.ftruncate(fd, 0)
+        os.close(fd)
+    return holder
+
+
+def _lock(path: Path) -> tuple[int | None, str | None]:
+    """``(fd holding the lock, None)``, or ``(None, "process <pid> on <host>, started <time> (<command>)")`` when
+    another process holds it."""
+    import fcntl
+    import json
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            who = json.loads(os.pread(fd, 1 << 16, 0).decode("utf-8"))
+            holder = (f"process {who['pid']} on {who['hostname']}, started {who['start']} "
+                      f"({' '.join(map(str, who.get('argv') or []))})")
+        except (ValueError, KeyError, TypeError):  # taken this instant, its record not yet written
+            holder = "a process that is starting now"
+        os.close(fd)
+        return None, holder
+    except BaseException:
+        os.close(fd)
+        raise
+    record = {"pid": os.getpid(), "hostname": platform.node(), "argv": sys.argv,
+              "start": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(record).encode("utf-8"), 0)
+    return fd, None
 
 
 def claim(spec: RunSpec, out_dir: Path, dist) -> None:
