@@ -215,3 +215,23 @@ def test_a_dangling_link_is_an_unreadable_clip_or_reference_named_and_counted(tm
         str(gen / "c3.wav"): True, str(ref / "c1.flac"): True}
     assert s["metrics"]["chroma"]["n_clips"] == 2 and s["metrics"]["chroma"]["value"] == pytest.approx(1.0)
     assert s["reference_set"]["n_files"] == 4
+
+
+def test_folder_mode_shows_no_generate_bar(tmp_path, monkeypatch):
+    """Issue 26, item 15: folder mode drew a ``generate`` progress bar although nothing is generated."""
+    import evalkit.stages.generation as generation
+    import evalkit.stages.scoring as scoring
+
+    shown, real = [], generation.progress_bar
+
+    def progress_bar(total, enabled, desc, unit):
+        shown.append((desc, enabled))
+        return real(total, False, desc, unit)
+
+    monkeypatch.setattr(generation, "progress_bar", progress_bar)
+    monkeypatch.setattr(scoring, "progress_bar", progress_bar)
+    gen = tmp_path / "gen"
+    save_audio(gen / "c0.wav", synth_clip("c0", 32000, 1.0), 32000)
+    run(cfg("model=folder", f"model.dir={gen}", "metrics=[]", "progress=true"), tmp_path / "folder")
+    run(cfg(*FAST, "dataset.limit=1", "metrics=[]", "progress=true", "cache.generations=false"), tmp_path / "gen-run")
+    assert shown == [("generate", False), ("score", True), ("generate", True), ("score", True)]

@@ -139,7 +139,9 @@ def generate(spec: RunSpec, inputs: Inputs, generator: Generator, out_dir: Path,
     metas: dict[int, dict] = {}
     units = [generator.progress_units(b) for b in mine]
     unit = units[0][1] if units else "clip"
-    with progress_bar(sum(n for n, _ in units), spec.progress and dist.rank == 0, "generate", unit) as bar:
+    # no bar where nothing is generated (folder mode points at existing files)
+    shown = spec.progress and dist.rank == 0 and generator.writes_audio
+    with progress_bar(sum(n for n, _ in units), shown, "generate", unit) as bar:
         for batch, (n, _) in zip(mine, units):
             done = _Counter(bar, n)
             metas[batch.index] = _run_batch(batch, generator, inputs, out_dir, cache, melody, done)
