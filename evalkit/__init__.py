@@ -5,10 +5,19 @@ Python API (lazy: importing evalkit loads neither torch nor any backbone)::
     import evalkit
     summary = evalkit.evaluate(["model=tiny-stereo"], out_dir="outputs/demo")       # = python -m evalkit ...
     summary = evalkit.score("gen/", "refs/", captions={"a": "..."}, metrics=("fad", "kld", "clap"))
+
+A run with random weights (the demo, tests) warns :class:`RandomWeightsWarning`.
 """
 __version__ = "0.1.0"
 
-__all__ = ["evaluate", "score", "RunSpec", "__version__"]
+__all__ = ["evaluate", "score", "RunSpec", "RandomWeightsWarning", "__version__"]
+
+
+class RandomWeightsWarning(UserWarning):
+    """Warned by :func:`evaluate` and :func:`score` (and logged) when the run's numbers come from random weights - the
+    model's or a metric backbone's - or synthesised references (``summary["random_weights"]``): they show that the
+    pipeline works and say nothing about any model. ``warnings.simplefilter("ignore", RandomWeightsWarning)`` silences
+    it, e.g. in a test suite built on the offline demo."""
 
 
 def evaluate(*args, **kwargs):

@@ -7,13 +7,15 @@ score a folder of clips (``<id>.wav|flac|mp3|ogg``) against a folder of referenc
 
 Both return the run's ``summary.json`` as a dict and leave the run folder behind (every file a CLI run writes).
 Errors: :class:`~evalkit.spec.SpecError` for any setting or input that cannot work (what the command line reports
-with exit status 2), :class:`~evalkit.stages.RunError` for a run that cannot go on.
+with exit status 2), :class:`~evalkit.stages.RunError` for a run that cannot go on. A run whose numbers come from
+random weights warns :class:`evalkit.RandomWeightsWarning` and logs it (the command line prints it above its table).
 """
 from __future__ import annotations
 
 import csv
 import datetime as _dt
 import io
+import logging
 import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -22,6 +24,8 @@ from evalkit import io as eio
 from evalkit.overrides import path_override
 from evalkit.overrides import value as override_value
 from evalkit.spec import RunSpec, SpecError, compose
+
+log = logging.getLogger("evalkit")
 
 
 def _default_out_dir(cfg) -> Path:
@@ -61,11 +65,31 @@ def _run(spec: RunSpec, out: Path) -> dict[str, Any]:
     from evalkit.stages import RunError
 
     try:
-        return run(spec, out)
+        summary = run(spec, out)
     except (SpecError, RunError):
         raise
     except user_errors() as exc:
         raise SpecError(str(exc)) from exc
+    if summary.get("random_weights"):
+        _warn_random_weights(summary)
+    return summary
+
+
+def _warn_random_weights(summary: Mapping[str, Any]) -> None:
+    """The command line prints RANDOM WEIGHTS above its table; from Python it is a log line and a
+    :class:`evalkit.RandomWeightsWarning` pointing at the caller's line (the first frame outside evalkit)."""
+    import sys
+    import warnings
+
+    from evalkit import RandomWeightsWarning
+    from evalkit.stages.outputs import RANDOM_WEIGHTS_NOTE
+
+    text = f"{RANDOM_WEIGHTS_NOTE} (run folder {summary.get('run_dir')})"
+    log.warning("%s", text)
+    package, frame, level = str(Path(__file__).resolve().parent), sys._getframe(0), 1
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(text, RandomWeightsWarning, stacklevel=level)
 
 
 def _prompts_csv(generated: Path, captions, metrics: Sequence[str], folder: Path) -> Path:

@@ -26,7 +26,8 @@ def _values(summary: dict) -> dict:
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("api") / "run"
-    return out, evalkit.evaluate(SMALL, out_dir=out)
+    with pytest.warns(evalkit.RandomWeightsWarning):  # tiny random-weight models: said from Python too
+        return out, evalkit.evaluate(SMALL, out_dir=out)
 
 
 def test_evaluate_overrides_spec_and_cli_agree(small_run, tmp_path):
@@ -109,12 +110,16 @@ def test_readme_python_example_runs_as_written(tmp_path, monkeypatch, caplog):
     (code,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
-    exec(compile(code, "README.md", "exec"), namespace)
+    with pytest.warns(evalkit.RandomWeightsWarning) as warned:
+        exec(compile(code, "README.md", "exec"), namespace)
     demo, scored = namespace["demo"], namespace["scored"]
     assert demo["random_weights"] is True and scored["n_clips"] == demo["n_clips"]
     assert _values(scored)["kld"] == _values(demo)["kld"]  # the same clips and references: the same KLD
     # the documented example logs no error or warning from evalkit (a new user saw FAD's "could not be computed")
-    assert not [r.getMessage() for r in caplog.records if r.name.startswith("evalkit") and r.levelno >= logging.WARNING]
+    # but that its numbers come from random weights, once per run, as the command line prints it
+    logged = [r.getMessage() for r in caplog.records if r.name.startswith("evalkit") and r.levelno >= logging.WARNING]
+    assert [m.split(":")[0] for m in logged] == ["RANDOM WEIGHTS"] * 2
+    assert [w.filename for w in warned if w.category is evalkit.RandomWeightsWarning] == ["README.md"] * 2
 
 
 def test_input_errors_are_the_documented_spec_error_with_the_command_lines_message(tmp_path):
@@ -186,3 +191,24 @@ def test_a_value_hydra_cannot_parse_names_the_setting_and_the_quoting(tmp_path):
     # the quoting shown is the fix: both forms read back the value
     assert compose(["model=folder", "model.dir='gen, seed=1 (v2)'"]).model.dir == "gen, seed=1 (v2)"
     assert compose(["model=folder", 'model.dir="gen, seed=1 (v2)"']).model.dir == "gen, seed=1 (v2)"
+
+
+def test_a_random_weight_run_warns_from_python_as_the_cli_prints_it(small_run, tmp_path):
+    """Issue 26, item 15: the Python API printed no RANDOM WEIGHTS warning; only the returned summary said so."""
+    import warnings
+
+    out, summary = small_run
+    assert summary["random_weights"] is True
+    with pytest.warns(evalkit.RandomWeightsWarning, match=r"^RANDOM WEIGHTS: the model and/or the metric backbones "
+                                                          rf"of this run have random weights\..* \(run folder {out}\)$") as w:
+        evalkit.evaluate(SMALL, out_dir=out)  # resumes the finished run: the same summary, the same warning
+    assert [x.filename for x in w] == [__file__]  # it points at the caller's line, not into evalkit
+    from evalkit.audio import save_audio
+    from evalkit.data.references import synth_clip
+
+    save_audio(tmp_path / "g" / "c0.wav", synth_clip("c0", 32000, 1.0), 32000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", evalkit.RandomWeightsWarning)  # chroma has no weights: nothing to warn
+        s = evalkit.score(tmp_path / "g", reference=tmp_path / "g", metrics="chroma", out_dir=tmp_path / "o",
+                          progress=False)
+    assert s["random_weights"] is False
