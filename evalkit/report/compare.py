@@ -11,12 +11,14 @@ summary.json (a summary without ``spec`` blocks, from an older evalkit, is refus
   has no finite value for it - its error is noted), ``new`` (only the current run has it; not checked),
   ``skipped`` (neither run has a value);
 - the exit status is 0 when nothing regressed or went missing, 1 otherwise;
-- runs that are not comparable are refused with exit status 2 and the reasons: a different protocol, backbone
-  checkpoint (``checkpoint_sha256``), backbone random-weights flag or direction for a shared metric, a different
-  random-weights flag for the run or its model, a different ``channel_view`` (absent = ``mono``), or a baseline
-  marked ``"placeholder": true``. A different model name or clip count is noted, not refused; a different MusicCaps
-  reference set (``reference_set.manifest_sha256`` differs, or only one run names one) is a warning (markdown and
-  stderr), the exit status unchanged.
+- runs that are not comparable are refused with exit status 2 and the reasons: what scores the audio differs - a
+  protocol, recipe constant, backbone checkpoint (``checkpoint_sha256``), backbone random-weights flag or direction
+  for a shared metric, a generation, post-processing or audit setting, the ``channel_view`` (absent = ``mono``) -,
+  or both runs generated their audio with generators of random vs released weights, or the baseline is marked
+  ``"placeholder": true``. A folder run (existing files: no generator) and a generation run are compared on what
+  scores their audio, with a note. A different model name or clip count is noted, not refused; a different MusicCaps
+  reference set (``reference_set.manifest_sha256`` differs, or only one run names one), reference folder or prompt
+  set, or synthesised references on one side, is a warning (markdown and stderr), the exit status unchanged.
 
 Tolerances: each metric's default is its spec's ``tolerance`` (chosen by the metric's author to pass run-to-run noise
 of a full MusicCaps run and catch a protocol or pipeline change, e.g. FAD 5 %), :data:`DEFAULT_TOLERANCE` for a
@@ -179,32 +181,61 @@ def _spec(entry: Any) -> dict[str, Any]:
     return entry.get("spec") or {} if isinstance(entry, dict) else {}
 
 
+def generated(summary: Mapping[str, Any]) -> bool:
+    """True when the run generated its audio (it has a generator, with weights); False for folder mode, which scores
+    existing files (``model.generated``; summaries before it: the model named ``folder``)."""
+    model = summary.get("model") or {}
+    if not isinstance(model, dict):
+        return True
+    return bool(model["generated"]) if "generated" in model else model.get("name") != "folder"
+
+
+def _weights(model: Mapping[str, Any]) -> str:
+    return "random weights" if _flag(model, "random_weights") else "released weights"
+
+
 def check_compatible(baseline: dict, current: dict) -> list[str]:
-    """Reasons the two summaries must not be compared (empty when they may be)."""
+    """Reasons the two summaries must not be compared (empty when they may be): a placeholder baseline, generators
+    with random vs released weights (only when both runs generated: a folder of files has no generator), another
+    channel view, and :func:`scoring_differences` (what scores the audio: each metric's protocol, recipe, backbone
+    checkpoint and weights, and the generation, post-processing and audit settings both runs record)."""
     reasons = []
     if baseline.get("placeholder"):
         reasons.append(
             "the baseline is a placeholder, not a real run - regenerate it from a run made the way CI makes the "
             "current one and commit that summary.json"
         )
-    if _flag(baseline, "random_weights") != _flag(current, "random_weights"):
-        reasons.append(
-            f"random_weights differs (baseline {_flag(baseline, 'random_weights')}, current "
-            f"{_flag(current, 'random_weights')}): numbers from random and released weights are not comparable"
-        )
     bm, cm = baseline.get("model") or {}, current.get("model") or {}
-    if isinstance(bm, dict) and isinstance(cm, dict) and _flag(bm, "random_weights") != _flag(cm, "random_weights"):
-        reasons.append("the model's random_weights differs")
+    if (isinstance(bm, dict) and isinstance(cm, dict) and generated(baseline) and generated(current)
+            and _flag(bm, "random_weights") != _flag(cm, "random_weights")):
+        reasons.append(
+            f"the generators' weights differ (baseline {bm.get('name')!r}: {_weights(bm)}, current {cm.get('name')!r}: "
+            f"{_weights(cm)}): audio from a model with random weights only shows that the pipeline runs, so a change "
+            "between the two says nothing about either model")
     bv = baseline.get("channel_view") or DEFAULT_CHANNEL_VIEW
     cv = current.get("channel_view") or DEFAULT_CHANNEL_VIEW
     if bv != cv:
         reasons.append(f"channel_view differs (baseline {bv!r}, current {cv!r}): the metrics were computed on "
                        "different channels of the audio")
+    return reasons + scoring_differences(baseline, current)
+
+
+def scoring_differences(baseline: Mapping[str, Any], current: Mapping[str, Any], weights: bool = True) -> list[str]:
+    """What makes two runs' numbers different measurements of their audio: for each metric both hold, its protocol,
+    backbone checkpoint (``checkpoint_sha256``) and backbone random weights, direction and recipe constants; then the
+    settings both record (generation - a folder run records none -, post-processing, audit). ``weights=False`` leaves
+    out the backbones' random-weights flags (and the checkpoints of random-weight backbones), for a caller that says
+    those apart (the report's † rows)."""
+    reasons = []
     bmet, cmet = baseline.get("metrics") or {}, current.get("metrics") or {}
     for name in [m for m in bmet if m in cmet]:
         b, c = bmet[name] or {}, cmet[name] or {}
-        for key, what in (("protocol", "protocol"), ("checkpoint_sha256", "backbone checkpoint (checkpoint_sha256)"),
-                          ("random_weights", "backbone random_weights")):
+        keys = [("protocol", "protocol")]
+        if weights or not (b.get("random_weights") or c.get("random_weights")):
+            keys.append(("checkpoint_sha256", "backbone checkpoint (checkpoint_sha256)"))
+        if weights:
+            keys.append(("random_weights", "backbone random_weights"))
+        for key, what in keys:
             if key in b and key in c and b[key] != c[key]:
                 reasons.append(f"{name}: {what} differs (baseline {b[key]!r}, current {c[key]!r})")
         bh, ch = _spec(b).get("higher_is_better"), _spec(c).get("higher_is_better")
@@ -227,8 +258,9 @@ def _setting_differences(what: str, b: Any, c: Any) -> list[str]:
 
 def reference_set_warnings(baseline: dict, current: dict) -> list[str]:
     """Warnings when the runs were scored against different inputs: another MusicCaps reference set
-    (``reference_set.manifest_sha256``), another reference folder's contents (``reference_set.listing_sha256``), or
-    another prompt set (``prompt_set_sha256``); also when only one of them says."""
+    (``reference_set.manifest_sha256``), another reference folder's contents (``reference_set.listing_sha256``),
+    another prompt set (``prompt_set_sha256``), or synthesised references on one side only; also when only one of
+    them says."""
     def get(s: dict, key: str) -> str | None:
         ref = s.get("reference_set")
         return ref.get(key) if isinstance(ref, dict) else None
@@ -247,6 +279,11 @@ def reference_set_warnings(baseline: dict, current: dict) -> list[str]:
     bp, cp = baseline.get("prompt_set_sha256"), current.get("prompt_set_sha256")
     if bp and cp and bp != cp:
         out.append(f"different prompt sets (ids and captions): {bp[:12]}… (baseline) vs {cp[:12]}… (current)")
+    bsyn, csyn = bool(baseline.get("synthetic_references")), bool(current.get("synthetic_references"))
+    if bsyn != csyn:
+        which = "baseline" if bsyn else "current"
+        out.append(f"only the {which} run scored against synthesised stand-in references (the offline demo's): the "
+                   "numbers agree only if the other run's reference folder holds that same audio")
     return out
 
 
@@ -338,6 +375,12 @@ def _run_notes(baseline: dict, current: dict) -> list[str]:
         notes.append(f"different models: baseline {bname!r}, current {cname!r}")
     if baseline.get("n_clips") != current.get("n_clips"):
         notes.append(f"different clip counts: baseline {baseline.get('n_clips')}, current {current.get('n_clips')}")
+    if generated(baseline) != generated(current):
+        gen, files = ("baseline", "current") if generated(baseline) else ("current", "baseline")
+        model = (baseline if gen == "baseline" else current).get("model") or {}
+        notes.append(f"the {gen} run generated its audio ({model.get('name')}, {_weights(model)}) and the {files} run "
+                     "scored a folder of files, which has no generator: compared on what scores the audio (metric "
+                     "recipes, backbone weights, post-processing), not on the generators' weights")
     if current.get("random_weights"):
         notes.append("random weights: these numbers check the pipeline, not a model's quality")
     return notes

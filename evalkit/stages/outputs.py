@@ -218,7 +218,8 @@ def build_summary(spec: RunSpec, out_dir: Path, inputs: Inputs, generator_desc: 
     return {
         "evalkit_version": versions().get("evalkit"),
         "run_dir": str(out_dir),
-        "model": {k: generator_desc.get(k) for k in ("name", "hub_id", "source", "random_weights")},
+        "model": {**{k: generator_desc.get(k) for k in ("name", "hub_id", "source", "random_weights")},
+                  "generated": bool(generator_desc.get("generated", True))},
         "random_weights": any_random,
         "note": RANDOM_WEIGHTS_NOTE if any_random else None,
         "synthetic_references": bool(inputs.references.synthetic),
@@ -243,7 +244,8 @@ def write_outputs(spec: RunSpec, out_dir: Path, inputs: Inputs, generator, metri
     """Write ``clips.parquet``, ``summary.json`` and the reference side's artifacts; return the summary."""
     out_dir = Path(out_dir)
     df = write_clips_table(out_dir, inputs, gen_rows, score_rows)
-    summary = build_summary(spec, out_dir, inputs, generator.describe(), metrics, skipped_metrics, df,
+    desc = {**generator.describe(), "generated": bool(generator.writes_audio)}  # folder mode: existing files
+    summary = build_summary(spec, out_dir, inputs, desc, metrics, skipped_metrics, df,
                             generator.unused_files([p.id for p in inputs.prompts]))
     eio.write_json(out_dir / "summary.json", summary)
     if spec.reference.get("write_stats", True):
