@@ -461,16 +461,27 @@ def test_channel_view_and_reference_set_are_read_and_footnoted(tmp_path):
 
 
 def test_a_glob_one_level_too_deep_names_the_run_folders_contents_and_reads_no_bogus_run(tmp_path):
-    """outputs/*/* where outputs/<run> is itself the run: its files and folders are named, none is read as a run
-    (manifest.json is valid JSON but not a summary)."""
+    """outputs/*/* where outputs/<run> is itself the run: none of its files and folders is read as a run
+    (manifest.json is valid JSON but not a summary), and none is named: the run is reported, from its summary.json.
+    Issue 26, item 15: the README's glob printed a "glob one level too deep?" note for every run folder, and a line
+    per file of the report's own output folder under outputs/."""
     run = make_run(tmp_path / "outputs" / "demo", "tiny-stereo", random_weights=True, embeddings=True, n_clips=5)
+    report = tmp_path / "outputs" / "report"
+    report.mkdir()
+    for name in ("card_table.md", "card_table.csv", "results.csv"):
+        (report / name).write_text("")
     paths = sorted((tmp_path / "outputs").glob("*/*"))
     runs, skipped = load_runs(paths)
     assert [r.model_name for r in runs] == ["tiny-stereo"]  # from its summary.json, once
-    # one entry for the run folder, not one per file (a new user's glob printed 18 lines twice)
-    assert [str(s) for s in skipped] == [
-        f"4 paths inside the run folder {run} (clips.parquet, config.yaml, embeddings, manifest.json): a glob one "
-        f"level too deep? The run folder itself is reported, once"]
+    assert [str(s) for s in skipped] == [f"3 files in {report} (card_table.csv, card_table.md, results.csv), none of "
+                                         f"them: not a summary.json"]  # one line per folder
+    runs, skipped = load_runs([run, run / "embeddings", run / "config.yaml"])  # the run folder given as well
+    assert [r.model_name for r in runs] == ["tiny-stereo"] and skipped == []
+    # paths inside a run folder that is not itself reported: one line for the run folder
+    runs, skipped = load_runs([run / "embeddings", run / "config.yaml", run / "clips.parquet"])
+    assert not runs and [str(s) for s in skipped] == [
+        f"3 paths inside the run folder {run} (embeddings, config.yaml, clips.parquet): pass the run folder itself "
+        f"(a glob one level too deep?)"]
     # a file of a run folder that is not itself reported is still named on its own
     runs, skipped = load_runs([run / "config.yaml", tmp_path / "baseline-missing.json"])
     assert not runs
