@@ -69,10 +69,23 @@ def path_override(key: str, path: Any) -> str:
     return f"{key}={quote(path)}"
 
 
+def quoting_message(exc: Exception) -> str | None:
+    """For Hydra's error about an override it cannot read as written, one line naming the setting and the quoting to
+    use (:func:`parse_error_message`); None for any other error. Two kinds: its parser's (``OverrideParseException``:
+    ``mismatched input '=' expecting <EOF>``, a character its lexer does not allow) and a value with a comma that it
+    reads as several (``Ambiguous value for argument 'model.dir=a,b'``)."""
+    if isinstance(getattr(exc, "override", None), str):
+        return parse_error_message(exc.override, str(exc))
+    m = re.match(r"Ambiguous value for argument '(.*)'\n", str(exc))
+    if m:
+        return parse_error_message(m[1], "a comma makes it several values, a list or a sweep")
+    return None
+
+
 def parse_error_message(override: str, reason: str) -> str:
-    """One line for an override Hydra cannot parse: the setting, why (Hydra's words), and the quoting to use, as a
-    Python string and on a shell command line (``'model.dir="gen, seed=1 (v2)"'``); just the override and the
-    grammar's page when quoting its value would not help (the key itself is malformed)."""
+    """One line for an override Hydra cannot read as written: the setting, why (Hydra's words), and the quoting to
+    use, as a Python string and on a shell command line (``'model.dir="gen, seed=1 (v2)"'``); just the override and
+    the grammar's page when quoting its value would not help (the key itself is malformed)."""
     reason = reason.strip().splitlines()[0] if reason.strip() else "a parse error"
     if reason.startswith("LexerNoViableAltException"):
         reason = "a character it does not allow in an unquoted value"

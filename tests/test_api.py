@@ -188,6 +188,10 @@ def test_a_value_hydra_cannot_parse_names_the_setting_and_the_quoting(tmp_path):
     with pytest.raises(SpecError, match=r"^model\.dir: Hydra cannot read the value 'refs ü' unquoted \(a character "
                                         r"it does not allow in an unquoted value\); quote it: model\.dir='refs ü'"):
         evalkit.evaluate(["model=folder", "model.dir=refs ü"], out_dir=tmp_path / "x")
+    with pytest.raises(SpecError, match=r"^model\.dir: Hydra cannot read the value 'takes, 2' unquoted \(a comma "
+                                        r"makes it several values, a list or a sweep\); quote it: "
+                                        r"model\.dir='takes, 2'"):
+        evalkit.evaluate(["model=folder", "model.dir=takes, 2"], out_dir=tmp_path / "x")
     # the quoting shown is the fix: both forms read back the value
     assert compose(["model=folder", "model.dir='gen, seed=1 (v2)'"]).model.dir == "gen, seed=1 (v2)"
     assert compose(["model=folder", 'model.dir="gen, seed=1 (v2)"']).model.dir == "gen, seed=1 (v2)"
