@@ -50,6 +50,7 @@ def test_run_folder_contents(demo_run):
     assert summary == json.loads((out / "summary.json").read_text())
     assert summary["random_weights"] is True and "RANDOM WEIGHTS" in summary["note"]
     assert summary["model"]["name"] == "tiny-stereo" and summary["n_clips"] == 3 and summary["n_missing_reference"] == 0
+    assert summary["model"]["label"] == "tiny-stereo" and summary["model"]["generated"] is True
     ch = summary["metrics"]["chroma"]
     assert ch["spec"]["card_column"] == "Chroma Cosine Similarity" and ch["n_clips"] == 3 and 0.0 <= ch["value"] <= 1.0
     df = pd.read_parquet(out / "clips.parquet")
@@ -235,3 +236,47 @@ def test_folder_mode_shows_no_generate_bar(tmp_path, monkeypatch):
     run(cfg("model=folder", f"model.dir={gen}", "metrics=[]", "progress=true"), tmp_path / "folder")
     run(cfg(*FAST, "dataset.limit=1", "metrics=[]", "progress=true", "cache.generations=false"), tmp_path / "gen-run")
     assert shown == [("generate", False), ("score", True), ("generate", True), ("score", True)]
+
+
+@pytest.mark.parametrize("folder, label", [
+    ("outputs/musicgen-small/audio", "musicgen-small"),
+    ("outputs/musicgen-small/2026-12-01_01-55-50/audio", "musicgen-small"),  # Hydra's default run folder's clips
+    ("/data/audioldm2-clips", "audioldm2-clips"),
+    ("/audio", "audio"),  # nothing above it says more
+])
+def test_a_folder_runs_default_label_is_its_folders_meaningful_name(folder, label):
+    from evalkit.generate.folder import folder_label
+
+    assert folder_label(folder) == label
+
+
+def test_folder_runs_are_named_by_model_label_not_folder(tmp_path):
+    """Issue 26, item 16: every folder run was labelled ``folder``: three models scored in folder mode gave three rows
+    named folder. summary.json records model.label; the printed headline and every table show it."""
+    from evalkit.run import format_summary
+    from evalkit.report.compare import compare_paths, to_markdown
+    from evalkit.report.table import card_table, collect_runs, to_markdown as table_markdown
+
+    outs = {}
+    for model in ("musicgen-small", "musicgen-medium"):
+        gen = tmp_path / "outputs" / model / "audio"
+        save_audio(gen / "c0.wav", synth_clip("c0", 32000, 1.0), 32000)
+        outs[model] = tmp_path / model
+        s = run(cfg("model=folder", f"model.dir={gen}", f"reference.dir={gen}", "metrics=[chroma]", "progress=false"),
+                outs[model])
+        assert s["model"] == {"name": "folder", "hub_id": None, "source": str(gen), "random_weights": False,
+                              "generated": False, "label": model}
+        assert format_summary(s).splitlines()[0].startswith(f"model: {model} (folder {gen})   clips: 1")
+    mine = run(cfg("model=folder", f"model.dir={gen}", f"reference.dir={gen}", "metrics=[chroma]", "progress=false",
+                   "model.label='my model, v2'"), tmp_path / "mine")
+    assert mine["model"]["label"] == "my model, v2"
+    three = [outs["musicgen-small"], outs["musicgen-medium"], tmp_path / "mine"]
+    md = table_markdown(card_table(collect_runs(three, ci=False)))
+    assert [ln.split(" | ")[0] for ln in md.splitlines()[2:5]] == ["| musicgen-small", "| musicgen-medium",
+                                                                   "| my model, v2"]
+    from evalkit.report.table import per_clip_values  # what the per-clip plot draws
+
+    assert list(dict.fromkeys(per_clip_values(three)["label"])) == ["musicgen-small", "musicgen-medium", "my model, v2"]
+    report = to_markdown(compare_paths(outs["musicgen-small"], outs["musicgen-medium"]))
+    assert f"Baseline: `{outs['musicgen-small'] / 'summary.json'}` (musicgen-small)" in report
+    assert "- note: different models: baseline 'musicgen-small', current 'musicgen-medium'" in report

@@ -16,9 +16,10 @@ summary.json (a summary without ``spec`` blocks, from an older evalkit, is refus
   for a shared metric, a generation, post-processing or audit setting, the ``channel_view`` (absent = ``mono``) -,
   or both runs generated their audio with generators of random vs released weights, or the baseline is marked
   ``"placeholder": true``. A folder run (existing files: no generator) and a generation run are compared on what
-  scores their audio, with a note. A different model name or clip count is noted, not refused; a different MusicCaps
-  reference set (``reference_set.manifest_sha256`` differs, or only one run names one), reference folder or prompt
-  set, or synthesised references on one side, is a warning (markdown and stderr), the exit status unchanged.
+  scores their audio, with a note. A different model (its label: ``model.label``, else its name) or clip count is
+  noted, not refused; a different MusicCaps reference set (``reference_set.manifest_sha256`` differs, or only one
+  run names one), reference folder or prompt set, or synthesised references on one side, is a warning (markdown and
+  stderr), the exit status unchanged.
 
 Tolerances: each metric's default is its spec's ``tolerance`` (chosen by the metric's author to pass run-to-run noise
 of a full MusicCaps run and catch a protocol or pipeline change, e.g. FAD 5 %), :data:`DEFAULT_TOLERANCE` for a
@@ -118,6 +119,8 @@ class Comparison:
     notes: list[str] = field(default_factory=list)
     #: worth a look but not a failure (e.g. different reference sets): markdown and stderr, exit status unchanged
     warnings: list[str] = field(default_factory=list)
+    #: the runs' labels (``model.label``; the model's name for summaries before it)
+    labels: tuple[str, str] = ("", "")
 
     @property
     def failed(self) -> list[Row]:
@@ -209,8 +212,8 @@ def check_compatible(baseline: dict, current: dict) -> list[str]:
     if (isinstance(bm, dict) and isinstance(cm, dict) and generated(baseline) and generated(current)
             and _flag(bm, "random_weights") != _flag(cm, "random_weights")):
         reasons.append(
-            f"the generators' weights differ (baseline {bm.get('name')!r}: {_weights(bm)}, current {cm.get('name')!r}: "
-            f"{_weights(cm)}): audio from a model with random weights only shows that the pipeline runs, so a change "
+            f"the generators' weights differ (baseline {run_label(baseline)!r}: {_weights(bm)}, current "
+            f"{run_label(current)!r}: {_weights(cm)}): audio from a model with random weights only shows that the pipeline runs, so a change "
             "between the two says nothing about either model")
     bv = baseline.get("channel_view") or DEFAULT_CHANNEL_VIEW
     cv = current.get("channel_view") or DEFAULT_CHANNEL_VIEW
@@ -363,24 +366,31 @@ def compare_summaries(
             notes.append(f"{name} missing in the current run: {_why_none(c)}")
         rows.append(Row(name, bv, cv, _direction(c, b), t, v))
     notes += _run_notes(baseline, current)
-    return Comparison(baseline_name, current_name, rows, notes, reference_set_warnings(baseline, current))
+    return Comparison(baseline_name, current_name, rows, notes, reference_set_warnings(baseline, current),
+                      (run_label(baseline), run_label(current)))
+
+
+def run_label(summary: Mapping[str, Any]) -> str:
+    """A summary's label (``model.label``), else its model's name (summaries before it)."""
+    model = summary.get("model") or {}
+    if not isinstance(model, dict):
+        return str(model)
+    return str(model.get("label") or model.get("name"))
 
 
 def _run_notes(baseline: dict, current: dict) -> list[str]:
     notes = []
-    bmod, cmod = baseline.get("model") or {}, current.get("model") or {}
-    bname = bmod.get("name") if isinstance(bmod, dict) else bmod
-    cname = cmod.get("name") if isinstance(cmod, dict) else cmod
+    bname, cname = run_label(baseline), run_label(current)
     if bname != cname:
         notes.append(f"different models: baseline {bname!r}, current {cname!r}")
     if baseline.get("n_clips") != current.get("n_clips"):
         notes.append(f"different clip counts: baseline {baseline.get('n_clips')}, current {current.get('n_clips')}")
     if generated(baseline) != generated(current):
         gen, files = ("baseline", "current") if generated(baseline) else ("current", "baseline")
-        model = (baseline if gen == "baseline" else current).get("model") or {}
-        notes.append(f"the {gen} run generated its audio ({model.get('name')}, {_weights(model)}) and the {files} run "
-                     "scored a folder of files, which has no generator: compared on what scores the audio (metric "
-                     "recipes, backbone weights, post-processing), not on the generators' weights")
+        run = baseline if gen == "baseline" else current
+        notes.append(f"the {gen} run generated its audio ({run_label(run)}, {_weights(run.get('model') or {})}) and "
+                     f"the {files} run scored a folder of files, which has no generator: compared on what scores the "
+                     "audio (metric recipes, backbone weights, post-processing), not on the generators' weights")
     if current.get("random_weights"):
         notes.append("random weights: these numbers check the pipeline, not a model's quality")
     return notes
@@ -408,8 +418,8 @@ def to_markdown(cmp: Comparison) -> str:
     lines = [
         f"## evalkit regression check: {status}",
         "",
-        f"Baseline: `{cmp.baseline}`  ",
-        f"Current: `{cmp.current}`",
+        f"Baseline: `{cmp.baseline}`{_named(cmp.labels[0])}  ",
+        f"Current: `{cmp.current}`{_named(cmp.labels[1])}",
         "",
         "| metric | baseline | current | delta | tolerance | verdict |",
         "|---|---:|---:|---:|---:|---|",
@@ -436,11 +446,15 @@ def to_markdown(cmp: Comparison) -> str:
     return "\n".join(lines) + "\n"
 
 
-def refusal_markdown(baseline: str, current: str, reasons: Sequence[str]) -> str:
-    """The report when the runs are not comparable (exit 2): the reasons, one per line."""
+def _named(label: str) -> str:
+    return f" ({label})" if label else ""
+
+
+def refusal_markdown(baseline: str, current: str, reasons: Sequence[str], labels: tuple[str, str] = ("", "")) -> str:
+    """The report when the runs are not comparable (exit 2): the runs (path and label), the reasons, one per line."""
     return "\n".join(
-        ["## evalkit regression check: ⛔ refused", "", f"Baseline: `{baseline}`  ", f"Current: `{current}`", "",
-         "These runs are not comparable:"] + [f"- {r}" for r in reasons]
+        ["## evalkit regression check: ⛔ refused", "", f"Baseline: `{baseline}`{_named(labels[0])}  ",
+         f"Current: `{current}`{_named(labels[1])}", "", "These runs are not comparable:"] + [f"- {r}" for r in reasons]
     ) + "\n"
 
 
@@ -476,7 +490,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cmp = compare_summaries(b.summary, c.summary, {**file_tol, **flag_tol},
                                 baseline_name=str(b.summary_file), current_name=str(c.summary_file))
     except IncompatibleRuns as exc:
-        text = refusal_markdown(str(b.summary_file), str(c.summary_file), exc.reasons)
+        text = refusal_markdown(str(b.summary_file), str(c.summary_file), exc.reasons,
+                                (run_label(b.summary), run_label(c.summary)))
         print(text, end="")
         print(f"evalkit.compare: {exc}", file=sys.stderr)
         if args.out:
@@ -495,7 +510,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = [{"metric": r.metric, "baseline": f(r.baseline), "current": f(r.current), "delta": f(r.delta),
                  "tolerance": str(r.tolerance), "allowed": f(r.allowed), "higher_is_better": r.higher_is_better,
                  "verdict": r.verdict} for r in cmp.rows]
-        _write(args.json_out, json.dumps({"exit_code": cmp.exit_code, "rows": rows, "notes": cmp.notes,
+        _write(args.json_out, json.dumps({"exit_code": cmp.exit_code, "baseline": cmp.labels[0],
+                                          "current": cmp.labels[1], "rows": rows, "notes": cmp.notes,
                                           "warnings": cmp.warnings}, indent=2) + "\n")
     return cmp.exit_code
 

@@ -110,6 +110,13 @@ class RunRecord:
         return str(model.get("name") or self.path.name)
 
     @property
+    def label(self) -> str:
+        """The run's name in tables, plots and compare output: ``summary.model.label`` (``model.label``; a folder
+        run's default is its folder's name), else :attr:`model_name` (summaries before it)."""
+        model = self.summary.get("model") or {}
+        return str((model.get("label") if isinstance(model, dict) else None) or self.model_name)
+
+    @property
     def hub_id(self) -> str | None:
         """The Hugging Face repository of the checkpoint, or None (random or local weights)."""
         model = self.summary.get("model") or {}

@@ -16,8 +16,9 @@ Rules of the tables:
   model card), one per ``section``, a column per metric;
 - header arrows (↑ higher is better, ↓ lower) come from the spec of any run that measured the column (none if none);
 - rows are in the card's order: the published CSV's rows (a run is matched by evalkit model name, then hub id), then
-  every other model in the order given; a run with random weights (its model's, or any metric backbone's) is
-  labelled ``"<name> (random weights)"`` and footnoted (†): its numbers test the pipeline only;
+  every other model in the order given, each named by its label (``model.label``: a folder run's folder name, not
+  ``folder``); a run with random weights (its model's, or any metric backbone's) is labelled
+  ``"<label> (random weights)"`` and footnoted (†): its numbers test the pipeline only;
 - numbers: a measured value (and its interval, in the same cell) is printed with the spec's ``decimals`` unless that
   would show fewer than 2 significant digits of a nonzero value - then with the decimals that show 2 significant
   digits, the same for the value and both bounds of a cell (demo FAD ``0.0024 [0.0019, 0.0031]``, a real one
@@ -116,8 +117,9 @@ def order_runs(runs: Sequence[RunRecord], published: pd.DataFrame | None) -> lis
 
 
 def run_labels(runs: Sequence[RunRecord]) -> list[str]:
-    """Row labels: the model name (+ ``" (random weights)"``), with ``[<folder>]`` when two runs would share one."""
-    base = [r.model_name + (RANDOM_SUFFIX if r.random_weights else "") for r in runs]
+    """Row labels: the run's label (``model.label``: the model name, or for a folder run its folder's name; +
+    ``" (random weights)"``), with ``[<run folder>]`` when two runs would share one."""
+    base = [r.label + (RANDOM_SUFFIX if r.random_weights else "") for r in runs]
     return [f"{b} [{r.path.name}]" if base.count(b) > 1 else b for r, b in zip(runs, base)]
 
 

@@ -219,7 +219,8 @@ def build_summary(spec: RunSpec, out_dir: Path, inputs: Inputs, generator_desc: 
         "evalkit_version": versions().get("evalkit"),
         "run_dir": str(out_dir),
         "model": {**{k: generator_desc.get(k) for k in ("name", "hub_id", "source", "random_weights")},
-                  "generated": bool(generator_desc.get("generated", True))},
+                  "generated": bool(generator_desc.get("generated", True)),
+                  "label": str(generator_desc.get("label") or generator_desc.get("name"))},
         "random_weights": any_random,
         "note": RANDOM_WEIGHTS_NOTE if any_random else None,
         "synthetic_references": bool(inputs.references.synthetic),
@@ -274,7 +275,9 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     if summary.get("random_weights"):
         lines += ["", "!! " + RANDOM_WEIGHTS_NOTE, ""]
     m = summary["model"]
-    lines.append(f"model: {m.get('name')} ({m.get('hub_id') or m.get('source')})   clips: {summary['n_clips']}   "
+    label, name = m.get("label") or m.get("name"), m.get("name")
+    origin = ("" if label == name else f"{name} ") + str(m.get("hub_id") or m.get("source"))
+    lines.append(f"model: {label} ({origin})   clips: {summary['n_clips']}   "
                  f"missing references: {summary['n_missing_reference']}   unusable references: "
                  f"{summary.get('n_unusable_reference', 0)}   skipped: {summary['n_skipped']}")
     flagged = [("generated", summary.get("audit") or {}), ("references", summary.get("reference_audit") or {})]
