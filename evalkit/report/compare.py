@@ -223,39 +223,41 @@ def check_compatible(baseline: dict, current: dict) -> list[str]:
     return reasons + scoring_differences(baseline, current)
 
 
-def scoring_differences(baseline: Mapping[str, Any], current: Mapping[str, Any], weights: bool = True) -> list[str]:
+def scoring_differences(baseline: Mapping[str, Any], current: Mapping[str, Any], said_apart: bool = False,
+                        names: tuple[str, str] = ("baseline", "current"),
+                        why: str = ": another recipe, not a regression") -> list[str]:
     """What makes two runs' numbers different measurements of their audio: for each metric both hold, its protocol,
     backbone checkpoint (``checkpoint_sha256``) and backbone random weights, direction and recipe constants; then the
-    settings both record (generation - a folder run records none -, post-processing, audit). ``weights=False`` leaves
-    out the backbones' random-weights flags (and the checkpoints of random-weight backbones), for a caller that says
-    those apart (the report's † rows)."""
+    settings both record (generation - a folder run records none -, post-processing, audit). ``said_apart`` leaves
+    out what the report's table says on its own: the backbones' random weights (and random backbones' checkpoints:
+    its † rows) and protocols (its protocol footnotes). ``names``: how the two runs are called in the reasons;
+    ``why`` ends each recipe or setting reason."""
+    b_name, c_name = names
     reasons = []
     bmet, cmet = baseline.get("metrics") or {}, current.get("metrics") or {}
     for name in [m for m in bmet if m in cmet]:
         b, c = bmet[name] or {}, cmet[name] or {}
-        keys = [("protocol", "protocol")]
-        if weights or not (b.get("random_weights") or c.get("random_weights")):
+        keys = [] if said_apart else [("protocol", "protocol"), ("random_weights", "backbone random_weights")]
+        if not said_apart or not (b.get("random_weights") or c.get("random_weights")):
             keys.append(("checkpoint_sha256", "backbone checkpoint (checkpoint_sha256)"))
-        if weights:
-            keys.append(("random_weights", "backbone random_weights"))
         for key, what in keys:
             if key in b and key in c and b[key] != c[key]:
-                reasons.append(f"{name}: {what} differs (baseline {b[key]!r}, current {c[key]!r})")
+                reasons.append(f"{name}: {what} differs ({b_name} {b[key]!r}, {c_name} {c[key]!r})")
         bh, ch = _spec(b).get("higher_is_better"), _spec(c).get("higher_is_better")
         if bh is not None and ch is not None and bool(bh) != bool(ch):
-            reasons.append(f"{name}: higher_is_better differs (baseline {bh!r}, current {ch!r})")
-        reasons += _setting_differences(f"{name} recipe", b.get("recipe"), c.get("recipe"))
+            reasons.append(f"{name}: higher_is_better differs ({b_name} {bh!r}, {c_name} {ch!r})")
+        reasons += _setting_differences(f"{name} recipe", b.get("recipe"), c.get("recipe"), names, why)
     bs, cs = baseline.get("settings") or {}, current.get("settings") or {}
     for group in sorted(set(bs) & set(cs)):
-        reasons += _setting_differences(group, bs[group], cs[group])
+        reasons += _setting_differences(group, bs[group], cs[group], names, why)
     return reasons
 
 
-def _setting_differences(what: str, b: Any, c: Any) -> list[str]:
+def _setting_differences(what: str, b: Any, c: Any, names: tuple[str, str], why: str) -> list[str]:
     """One reason per constant that differs between two recorded settings blocks (absent in either: no check)."""
     if not isinstance(b, dict) or not isinstance(c, dict):
         return []
-    return [f"{what}: {k} differs (baseline {b.get(k)!r}, current {c.get(k)!r}): another recipe, not a regression"
+    return [f"{what}: {k} differs ({names[0]} {b.get(k)!r}, {names[1]} {c.get(k)!r}){why}"
             for k in sorted(set(b) | set(c), key=str) if b.get(k) != c.get(k)]
 
 

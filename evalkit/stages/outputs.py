@@ -155,8 +155,9 @@ def input_accounting(spec: RunSpec, inputs: Inputs, generator_unused, df) -> dic
 def paired_summary(df, pairs, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict[str, Any]:
     """For each ``{"name", "generated", "reference"}`` pair of per-clip columns: the mean and a percentile bootstrap
     interval over clips (:func:`evalkit.report.bootstrap.bootstrap_mean`, seeded) of the generated value, the
-    reference value and their per-clip difference (paired), and how many clips had a non-finite value (e.g. a total
-    downmix loss), which the means leave out."""
+    reference value and their per-clip difference (paired), with ``degenerate`` saying why an interval has no width
+    (one clip, identical values), and how many clips had a non-finite value (e.g. a total downmix loss), which the
+    means leave out."""
     import numpy as np
 
     from evalkit.report.bootstrap import bootstrap_mean
@@ -166,7 +167,7 @@ def paired_summary(df, pairs, n_boot: int = 1000, level: float = 0.95, seed: int
         if not np.isfinite(v).any():
             return None
         iv = bootstrap_mean(v, metric=what, n_boot=n_boot, level=level, seed=seed)
-        return {"value": iv.value, "low": iv.low, "high": iv.high, "n": iv.n_clips}
+        return {"value": iv.value, "low": iv.low, "high": iv.high, "n": iv.n_clips, "degenerate": iv.degenerate}
 
     out: dict[str, Any] = {}
     for pair in pairs:
