@@ -89,7 +89,7 @@ def main() -> None:
             print(f"evalkit: {exc}", file=sys.stderr)
             sys.exit(EXIT_INPUT)
         problem = run_folder_problem(cfg)
-        if problem:  # before Hydra writes .hydra/ and its log into that folder (and, if unwritable, ends in a traceback)
+        if problem:  # before Hydra writes .hydra/ and its log there (and, if it cannot, ends in a traceback)
             print(f"evalkit: {problem}", file=sys.stderr)
             sys.exit(EXIT_INPUT)
 

@@ -203,8 +203,9 @@ def test_a_random_weight_run_warns_from_python_as_the_cli_prints_it(small_run, t
 
     out, summary = small_run
     assert summary["random_weights"] is True
-    with pytest.warns(evalkit.RandomWeightsWarning, match=r"^RANDOM WEIGHTS: the model and/or the metric backbones "
-                                                          rf"of this run have random weights\..* \(run folder {out}\)$") as w:
+    note = (r"^RANDOM WEIGHTS: the model and/or the metric backbones of this run have random weights\..* "
+            rf"\(run folder {out}\)$")
+    with pytest.warns(evalkit.RandomWeightsWarning, match=note) as w:
         evalkit.evaluate(SMALL, out_dir=out)  # resumes the finished run: the same summary, the same warning
     assert [x.filename for x in w] == [__file__]  # it points at the caller's line, not into evalkit
     from evalkit.audio import save_audio

@@ -72,7 +72,7 @@ def test_a_full_disk_is_one_line_and_the_resumed_run_equals_an_uninterrupted_one
         assert not [p for p in out.rglob("*") if p.name.endswith(eio.TEMP_SUFFIX)]  # no half-written file left
     resumed = run(spec, out)
     assert resumed["metrics"] == ref["metrics"]
-    a, b = eio.read_npz(ref_dir / "scores" / "state-000-of-001.npz"), eio.read_npz(out / "scores" / "state-000-of-001.npz")
+    a, b = (eio.read_npz(d / "scores" / "state-000-of-001.npz") for d in (ref_dir, out))
     assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)
     for f in sorted((ref_dir / "audio").glob("*.flac")):
         assert f.read_bytes() == (out / "audio" / f.name).read_bytes(), f.name
@@ -189,7 +189,8 @@ def test_a_second_run_in_a_held_folder_exits_2_naming_the_first_and_a_dead_holde
         (line,) = p.stderr.strip().splitlines()
         assert re.fullmatch(
             rf"evalkit: {re.escape(str(out))} is in use by another evalkit run: process {holder.pid} on "
-            rf"{re.escape(platform.node())}, started \d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00 \(-c {re.escape(str(out))}\)\. "
+            rf"{re.escape(platform.node())}, started \d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00 "
+            rf"\(-c {re.escape(str(out))}\)\. "
             r"Two runs in one folder would both do the whole job and overwrite each other's files: wait for it to end "
             r"\(the same command afterwards resumes what it leaves\), or use another folder \(hydra\.run\.dir=DIR; "
             r"out_dir= in Python\)", line), line

@@ -494,7 +494,7 @@ def test_a_glob_one_level_too_deep_names_the_run_folders_contents_and_reads_no_b
     assert [s.reason for s in skipped] == ["not an evalkit summary (expected an object with a 'metrics' object)"]
 
 
-# -- issue 26, item 4: warnings, intervals without width, runs of different recipes --------------------------------------
+# -- issue 26, item 4: warnings, intervals without width, runs of different recipes ---------------------------------
 RANK = ("the generated side's covariance has rank 40 < 128 (40 windows): its embeddings span too few directions "
         "(repeated or stationary audio?), so this FAD exists but is not comparable with FADs of full-rank sets")
 
@@ -523,7 +523,8 @@ def test_a_runs_warnings_are_marked_and_footnoted_in_every_table_format(tmp_path
     md = to_markdown(table)
     assert "| small | 4.90 § | 4.88 | 1.40 | 1.42 |" in md
     assert f"- § small: Frechet Audio Distance: {RANK}" in md
-    assert "| small | 0.25 § |" in md and "- § small: loudness_gap: two clips were cut to 9.5 s" in md  # its own table
+    # evalkit's own table too
+    assert "| small | 0.25 § |" in md and "- § small: loudness_gap: two clips were cut to 9.5 s" in md
     tex = to_latex(table)
     assert r"small & 4.90$^\S$ & 4.88 & 1.40 & 1.42" in tex and r"$^\S$ small: Frechet Audio Distance: the" in tex
     csv = pd.read_csv(pd.io.common.StringIO(to_csv(table)), keep_default_na=False)

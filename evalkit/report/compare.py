@@ -213,8 +213,8 @@ def check_compatible(baseline: dict, current: dict) -> list[str]:
             and _flag(bm, "random_weights") != _flag(cm, "random_weights")):
         reasons.append(
             f"the generators' weights differ (baseline {run_label(baseline)!r}: {_weights(bm)}, current "
-            f"{run_label(current)!r}: {_weights(cm)}): audio from a model with random weights only shows that the pipeline runs, so a change "
-            "between the two says nothing about either model")
+            f"{run_label(current)!r}: {_weights(cm)}): audio from a model with random weights only shows that the "
+            "pipeline runs, so a change between the two says nothing about either model")
     bv = baseline.get("channel_view") or DEFAULT_CHANNEL_VIEW
     cv = current.get("channel_view") or DEFAULT_CHANNEL_VIEW
     if bv != cv:
