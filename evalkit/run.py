@@ -1,10 +1,10 @@
 """One run: the stages of :mod:`evalkit.stages` composed, Hydra-free (``run(spec_or_cfg, out_dir)``).
 
-inputs -> generation -> (prepare -> scoring, batch by batch) -> outputs, in one folder that is claimed first and
-whose ``manifest.json`` says ``running``, ``finished``, ``interrupted`` (Ctrl-C; with what to do) or ``failed`` (with
-the error). Never loses work: every
-stage writes atomically and resumes from what it finds (see each stage's module doc); a run killed at any point and
-started again in the same folder ends with the numbers of an uninterrupted run, bit for bit.
+inputs -> generation -> (prepare -> scoring, batch by batch) -> outputs, in one folder that is held (one run at a
+time) and claimed first and whose ``manifest.json`` says ``running``, ``finished``, ``interrupted`` (Ctrl-C; with
+what to do) or ``failed`` (with the error). Never loses work: every stage writes atomically and resumes from what it
+finds (see each stage's module doc); a run killed at any point, or stopped by a full disk, and started again in the
+same folder ends with the numbers of an uninterrupted run, bit for bit.
 """
 from __future__ import annotations
 
