@@ -5,10 +5,15 @@ Python API (lazy: importing evalkit loads neither torch nor any backbone)::
     import evalkit
     summary = evalkit.evaluate(["model=tiny-stereo"], out_dir="outputs/demo")       # = python -m evalkit ...
     summary = evalkit.score("gen/", "refs/", captions={"a": "..."}, metrics=("fad", "kld", "clap"))
+
+A run with random weights (the demo, tests) warns :class:`RandomWeightsWarning`.
 """
 __version__ = "0.1.0"
 
-__all__ = ["evaluate", "score", "RunSpec", "__version__"]
+__all__ = ["evaluate", "score", "RunSpec", "RandomWeightsWarning", "__version__"]
+
+
+from evalkit.errors import RandomWeightsWarning  # noqa: E402  (the public name: evalkit.RandomWeightsWarning)
 
 
 def evaluate(*args, **kwargs):

@@ -1,10 +1,11 @@
 """``python -m evalkit [overrides]``: one run, one folder. With no overrides: the offline demo (tiny random-weight
 stereo MusicGen, shipped prompts, synthesised references, random-weight backbones, all labelled as such).
 
-Exit status: 0 the run finished and every metric asked for has a number; 2 a setting or an input cannot work (the
-message names it and the fix; no traceback); 3 the run finished but a metric asked for could not be computed (its
-reason is printed where its value would be; ``allow_missing_metrics=true`` makes this 0); 130 interrupted (Ctrl-C;
-what is finished is kept); 1 anything unexpected.
+Exit status: 0 the run finished and every metric asked for has a number; 2 a setting or an input cannot work, or the
+run folder cannot be written (a full disk, a read-only folder; the message names it and the fix; no traceback); 3 the
+run finished but a metric asked for could not be computed (its reason is printed where its value would be;
+``allow_missing_metrics=true`` makes this 0); 130 interrupted (Ctrl-C; what is finished is kept); 1 anything
+unexpected.
 """
 from __future__ import annotations
 
@@ -26,6 +27,27 @@ def missing_metrics(summary: dict) -> list[str]:
     apply to this run (a CI job must not pass on a metric it never got)."""
     return [f"{name}: {e.get('error') or 'not applicable: ' + str(e.get('skipped'))}"
             for name, e in summary.get("metrics", {}).items() if e.get("value") is None]
+
+
+def run_folder_problem(cfg) -> str | None:
+    """Why the run folder of a composed config cannot take this run, in one line with the fix: it cannot be written
+    (read-only, no permission, full disk: :func:`evalkit.stages.folder.writable_problem`), or another run holds it
+    (:func:`evalkit.stages.folder.holder_of`; checked by torchrun's rank 0 only, whose lock the run's other ranks
+    share). None when it can take it, or when the folder's name is only known inside Hydra's app."""
+    import os
+    from pathlib import Path
+
+    from evalkit.stages.folder import holder_of, in_use_message, writable_problem
+
+    try:
+        out = Path(str(cfg.hydra.run.dir))
+    except Exception:  # an interpolation only Hydra's app resolves
+        return None
+    problem = writable_problem(out)
+    if problem is None and os.environ.get("RANK", "0") == "0":
+        holder = holder_of(out)
+        problem = in_use_message(out, holder) if holder else None
+    return problem
 
 
 def print_tables(summary: dict, out) -> None:
@@ -54,9 +76,13 @@ def main() -> None:
         from evalkit.spec import SpecError, compose
 
         try:
-            compose(sys.argv[1:])
+            cfg = compose(sys.argv[1:])
         except SpecError as exc:  # Hydra would print a search path and exit 1: one line and exit 2 instead
             print(f"evalkit: {exc}", file=sys.stderr)
+            sys.exit(EXIT_INPUT)
+        problem = run_folder_problem(cfg)
+        if problem:  # before Hydra writes .hydra/ and its log there (and, if it cannot, ends in a traceback)
+            print(f"evalkit: {problem}", file=sys.stderr)
             sys.exit(EXIT_INPUT)
 
     @hydra.main(config_path="../conf", config_name="config", version_base=None)

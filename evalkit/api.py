@@ -6,16 +6,26 @@ score a folder of clips (``<id>.wav|flac|mp3|ogg``) against a folder of referenc
 (``model=folder``), the same numbers as the command line on the same inputs.
 
 Both return the run's ``summary.json`` as a dict and leave the run folder behind (every file a CLI run writes).
+Errors: :class:`~evalkit.spec.SpecError` for any setting or input that cannot work (what the command line reports
+with exit status 2), :class:`~evalkit.stages.RunError` for a run that cannot go on. A run whose numbers come from
+random weights warns :class:`evalkit.RandomWeightsWarning` and logs it (the command line prints it above its table).
 """
 from __future__ import annotations
 
 import csv
 import datetime as _dt
+import io
+import logging
 import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from evalkit import io as eio
+from evalkit.overrides import path_override
+from evalkit.overrides import value as override_value
 from evalkit.spec import RunSpec, SpecError, compose
+
+log = logging.getLogger("evalkit")
 
 
 def _default_out_dir(cfg) -> Path:
@@ -29,10 +39,10 @@ def _default_out_dir(cfg) -> Path:
 def evaluate(overrides: Sequence[str] | RunSpec = (), out_dir: str | Path | None = None) -> dict[str, Any]:
     """One run. ``overrides``: command-line overrides (``["model=small", "dataset.limit=100"]``) or a ready
     :class:`RunSpec`. ``out_dir``: the run folder (default: ``outputs/<model>/<time>`` as on the command line).
-    Returns the summary (``summary.json``). Raises :class:`~evalkit.spec.SpecError` for an invalid setting and
-    :class:`~evalkit.stages.RunError` for a run that cannot go on (both name the setting and the fix)."""
-    from evalkit.run import run
-
+    Returns the summary (``summary.json``). Raises :class:`~evalkit.spec.SpecError` for an invalid setting or input
+    (every error the command line reports with exit status 2: a prompts file, a clip or reference folder, a
+    checkpoint; the original error is its ``__cause__``) and :class:`~evalkit.stages.RunError` for a run that cannot
+    go on (both name the setting and the fix)."""
     if isinstance(overrides, RunSpec):
         spec = overrides
         out = Path(out_dir) if out_dir else Path("outputs") / str(spec.model.get("name")) / \
@@ -43,17 +53,55 @@ def evaluate(overrides: Sequence[str] | RunSpec = (), out_dir: str | Path | None
         cfg = compose(list(overrides))
         spec = RunSpec.from_config(cfg)
         out = Path(out_dir) if out_dir else _default_out_dir(cfg)
-    return run(spec, out)
+    return _run(spec, out)
+
+
+def _run(spec: RunSpec, out: Path) -> dict[str, Any]:
+    """:func:`evalkit.run.run` with the errors this API documents: an input error of another type (``PromptError``,
+    ``ReferenceError``, ``FolderError``, ``CheckpointError``, ...: an :class:`evalkit.errors.InputError`) is raised
+    as a :class:`SpecError` with the same message, the original as its ``__cause__``."""
+    from evalkit.errors import InputError
+    from evalkit.run import run
+    from evalkit.stages import RunError
+
+    try:
+        summary = run(spec, out)
+    except (SpecError, RunError):
+        raise
+    except InputError as exc:
+        raise SpecError(str(exc)) from exc
+    if summary.get("random_weights"):
+        _warn_random_weights(summary)
+    return summary
+
+
+def _warn_random_weights(summary: Mapping[str, Any]) -> None:
+    """The command line prints RANDOM WEIGHTS above its table; from Python it is a log line and a
+    :class:`evalkit.RandomWeightsWarning` pointing at the caller's line (the first frame outside evalkit)."""
+    import sys
+    import warnings
+
+    from evalkit.errors import RandomWeightsWarning
+    from evalkit.stages.outputs import RANDOM_WEIGHTS_NOTE
+
+    text = f"{RANDOM_WEIGHTS_NOTE} (run folder {summary.get('run_dir')})"
+    log.warning("%s", text)
+    package, frame, level = str(Path(__file__).resolve().parent), sys._getframe(0), 1
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(text, RandomWeightsWarning, stacklevel=level)
 
 
 def _prompts_csv(generated: Path, captions, metrics: Sequence[str], folder: Path) -> Path:
     """A prompts file for exactly the clips of ``generated`` (ids from the file names), captions from ``captions``
     (a mapping or a prompts file); a clip without a caption is an error when clap needs it."""
-    from evalkit.audio import AUDIO_EXTENSIONS
     from evalkit.data.prompts import load_prompt_file
+    from evalkit.data.references import ReferenceError, list_audio_files
 
-    ids = sorted(p.stem for p in generated.iterdir()
-                 if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in AUDIO_EXTENSIONS)
+    try:  # the clips folder mode will read (two files for one id: the command line's message)
+        ids = sorted(list_audio_files(generated, f"score(generated={generated})")[0])
+    except ReferenceError as exc:
+        raise SpecError(str(exc)) from None
     if not ids:
         raise SpecError(f"score(generated={generated}): no audio files named <id>.wav|flac|mp3|ogg")
     if captions is None:
@@ -85,14 +133,12 @@ def _prompts_csv(generated: Path, captions, metrics: Sequence[str], folder: Path
         raise SpecError(f"score(): the {', '.join(readers)} metric pairs each clip with its caption, and {len(lacking)} "
                         f"clips have none (e.g. {', '.join(lacking[:3])}): pass captions={{id: text}} or a prompts "
                         f"file (.csv/.jsonl with id,caption), or leave {', '.join(readers)} out of metrics")
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "prompts.csv"
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["id", "caption"])
-        for i in ids:
-            w.writerow([i, table.get(i) or i])  # without clap no metric reads the caption
-    return path
+    text = io.StringIO(newline="")
+    w = csv.writer(text)
+    w.writerow(["id", "caption"])
+    for i in ids:
+        w.writerow([i, table.get(i) or i])  # without clap no metric reads the caption
+    return eio.write_text(folder / "prompts.csv", text.getvalue())
 
 
 def score(generated: str | Path, reference: str | Path | None = None, captions: Mapping[str, str] | str | Path | None = None,
@@ -102,9 +148,10 @@ def score(generated: str | Path, reference: str | Path | None = None, captions: 
     None for metrics that need none, e.g. ``metrics=("clap",)``) with the model card's protocols.
 
     ``captions``: ``{id: caption}`` (non-empty strings), or a prompts file (``.csv``/``.jsonl`` with id,caption);
-    needed by clap. ``metrics``: names, or one name. ``overrides``: any setting, e.g. ``backbone_weights="random"``, ``**{"metrics.fad.protocol":
-    "frechet-audio-distance"}``. Returns the summary; the run folder (default ``outputs/score/<time>``) holds
-    clips.parquet and the rest."""
+    needed by clap. ``metrics``: names, or one name. ``overrides``: any setting, e.g. ``backbone_weights="random"``,
+    ``**{"metrics.fad.protocol": "frechet-audio-distance"}``; every path and value is quoted as Hydra's override
+    grammar requires (:mod:`evalkit.overrides`), so any folder name works. Returns the summary; the run folder
+    (default ``outputs/score/<time>``) holds clips.parquet and the rest."""
     from evalkit.io import folder_problem
 
     for name, value in (("generated", generated), ("reference", reference), ("out_dir", out_dir)):
@@ -118,20 +165,20 @@ def score(generated: str | Path, reference: str | Path | None = None, captions: 
         raise SpecError(f"score(generated={generated}): {problem}")
     metrics = list(metrics)
     out = Path(out_dir) if out_dir else Path("outputs") / "score" / _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    prompts = _prompts_csv(generated, captions, metrics, out / "inputs")
-    ov = ["model=folder", f"model.dir={generated}", "dataset=prompts", f"dataset.path={prompts}",
-          f"metrics=[{','.join(metrics)}]"]
+    try:
+        prompts = _prompts_csv(generated, captions, metrics, out / "inputs")
+    except OSError as exc:  # the run folder cannot be written: what run() says of it
+        from evalkit.stages import RunError
+        from evalkit.stages.folder import disk_message
+
+        message = disk_message(exc, out)
+        if message is None:
+            raise
+        raise RunError(message) from exc
+    # quoted as Hydra's override grammar requires: folder names with , = ( ' [ # or non-ASCII letters are paths too
+    ov = ["model=folder", path_override("model.dir", generated), "dataset=prompts",
+          path_override("dataset.path", prompts), f"metrics={override_value(metrics)}"]
     if reference is not None:
-        ov.append(f"reference.dir={Path(reference).expanduser()}")
-    ov += [f"{k}={_value(v)}" for k, v in overrides.items()]
+        ov.append(path_override("reference.dir", Path(reference).expanduser()))
+    ov += [f"{k}={override_value(v)}" for k, v in overrides.items()]
     return evaluate(ov, out_dir=out)
-
-
-def _value(v: Any) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (list, tuple)):
-        return "[" + ",".join(_value(x) for x in v) + "]"
-    return str(v)

@@ -28,16 +28,20 @@ class AudioError(ValueError):
 def load_audio(path: str | os.PathLike, check_finite: bool = True) -> tuple[torch.Tensor, int]:
     """Read a file with soundfile (not ``torchaudio.load``) -> (float32 ``[C, T]``, sample rate).
 
-    Raises :class:`AudioError` naming the file when it is missing, unreadable, empty, cut off or with a header that
-    disagrees with its audio (:func:`integrity_problem`) or (with ``check_finite``) holds NaN/inf; the run's audit reads
-    with ``check_finite=False`` and flags non-finite samples itself. mp3 is read by libsndfile >= 1.1 (soundfile
-    wheels ship it). 16-bit PCM (WAV, FLAC) is read as int16 and scaled by 2^-15 here: the same float32 values
-    as libsndfile's own conversion (``tests/test_audio.py``), in 2.8 instead of 4.8 ms for 10 s of stereo WAV.
+    Raises :class:`AudioError` naming the file when it is missing (or a link to a missing file: "a dangling link to
+    <target>"), unreadable, empty, cut off or with a header that disagrees with its audio (:func:`integrity_problem`)
+    or (with ``check_finite``) holds NaN/inf; the run's audit reads with ``check_finite=False`` and flags non-finite
+    samples itself. mp3 is read by libsndfile >= 1.1 (soundfile wheels ship it). 16-bit PCM (WAV, FLAC) is read as
+    int16 and scaled by 2^-15 here: the same float32 values as libsndfile's own conversion (``tests/test_audio.py``),
+    in 2.8 instead of 4.8 ms for 10 s of stereo WAV.
     """
     import soundfile as sf
 
     path = Path(path)
     if not path.is_file():
+        if path.is_symlink():
+            raise AudioError(f"{path}: a dangling link to {os.readlink(path)} (the file it points to does not exist): "
+                             f"restore that file or replace the link with the clip")
         raise AudioError(f"{path}: no such audio file")
     try:
         with sf.SoundFile(str(path)) as fh:
@@ -153,7 +157,11 @@ def _ogg_without_end(path: str | os.PathLike) -> bool:
 
 
 def save_audio(path: str | os.PathLike, wav: torch.Tensor, sample_rate: int, subtype: str = "PCM_16") -> Path:
-    """Write ``wav`` ``[C, T]`` atomically (temp file, fsync, rename). Format from the extension (flac, wav)."""
+    """Write ``wav`` ``[C, T]`` atomically (temp file, fsync, rename). Format from the extension (flac, wav).
+    Encoded in memory first (the same bytes), so a full disk raises ``OSError`` ``[Errno 28]`` naming ``path``, not
+    libsndfile's "System error"."""
+    import io
+
     import soundfile as sf
 
     from evalkit.io import atomic_path
@@ -161,8 +169,10 @@ def save_audio(path: str | os.PathLike, wav: torch.Tensor, sample_rate: int, sub
     path = Path(path)
     data = wav.detach().cpu().float().clamp(-1, 1).numpy().T
     fmt = path.suffix.lstrip(".").upper()
+    encoded = io.BytesIO()
+    sf.write(encoded, data, sample_rate, subtype=subtype, format=fmt)
     with atomic_path(path) as tmp:
-        sf.write(str(tmp), data, sample_rate, subtype=subtype, format=fmt)
+        tmp.write_bytes(encoded.getvalue())
     return path
 
 

@@ -8,6 +8,7 @@ removes what a killed process left.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 from pathlib import Path
@@ -31,6 +32,20 @@ def _fsync_dir(path: Path) -> None:
 
 TEMP_SUFFIX = ".tmp"
 _FAULTS: dict[str, int] = {}
+#: errno of a write the disk refuses, with its words: the user's to fix (space, permissions), not a bug
+DISK_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "the disk quota is exceeded",
+               errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+               errno.EPERM: "the operation is not permitted"}
+
+
+def disk_problem(exc: BaseException) -> str | None:
+    """``"cannot write <file>: <what> (<ERRNO name>)"`` when ``exc`` is an OSError of a disk that refuses a write
+    (:data:`DISK_ERRNOS`: full, over quota, read-only, no permission), else None. Callers add the fix that fits
+    where they write (a run folder, a cache)."""
+    if not isinstance(exc, OSError) or exc.errno not in DISK_ERRNOS:
+        return None
+    where = f" {exc.filename}" if exc.filename else ""
+    return f"cannot write{where}: {DISK_ERRNOS[exc.errno]} ({errno.errorcode[exc.errno]})"
 
 
 def fault_point(point: str) -> None:
@@ -73,11 +88,13 @@ def sweep_temp_files(folder: str | os.PathLike) -> list[Path]:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temp path beside ``path``; on success fsync it and rename it onto ``path``."""
+    """Yield a temp path beside ``path``; on success fsync it and rename it onto ``path``. A write that fails (a full
+    disk mid-file) leaves no temp file, and its OSError names ``path`` (numpy, pandas and soundfile's buffers raise
+    ``[Errno 28]`` without a file name)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_name(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         with open(tmp, "rb+") as fh:
             fh.flush()
@@ -85,6 +102,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         fault_point("io:replace")
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except OSError as exc:
+        if exc.errno is not None and exc.filename in (None, str(tmp)):
+            raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(path)) from exc
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -97,11 +97,17 @@ def compose(overrides: Sequence[str] = (), conf_dir: str | Path | None = None):
 
 def composition_message(exc: Exception, conf_dir: str | Path | None = None) -> str:
     """Hydra's composition error in one line, with the choices where it names a group (and, for a key that does not
-    exist, why ``+key=`` is not the fix: a key nothing reads is refused anyway)."""
+    exist, why ``+key=`` is not the fix: a key nothing reads is refused anyway); for a value it cannot read as
+    written, the quoting to use (:func:`evalkit.overrides.quoting_message`)."""
     import re
 
     text = str(exc)
     first = text.strip().splitlines()[0]
+    from evalkit.overrides import quoting_message
+
+    quoting = quoting_message(exc)  # a value Hydra cannot read as written: the quoting to use
+    if quoting:
+        return quoting
     m = re.search(r"Could not (?:load|find) '([\w/.-]+)/([\w.-]+)'", text)
     if m:
         group = Path(conf_dir or CONF_DIR) / m[1]

@@ -26,7 +26,8 @@ def _values(summary: dict) -> dict:
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("api") / "run"
-    return out, evalkit.evaluate(SMALL, out_dir=out)
+    with pytest.warns(evalkit.RandomWeightsWarning):  # tiny random-weight models: said from Python too
+        return out, evalkit.evaluate(SMALL, out_dir=out)
 
 
 def test_evaluate_overrides_spec_and_cli_agree(small_run, tmp_path):
@@ -109,9 +110,110 @@ def test_readme_python_example_runs_as_written(tmp_path, monkeypatch, caplog):
     (code,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
-    exec(compile(code, "README.md", "exec"), namespace)
+    with pytest.warns(evalkit.RandomWeightsWarning) as warned:
+        exec(compile(code, "README.md", "exec"), namespace)
     demo, scored = namespace["demo"], namespace["scored"]
     assert demo["random_weights"] is True and scored["n_clips"] == demo["n_clips"]
     assert _values(scored)["kld"] == _values(demo)["kld"]  # the same clips and references: the same KLD
     # the documented example logs no error or warning from evalkit (a new user saw FAD's "could not be computed")
-    assert not [r.getMessage() for r in caplog.records if r.name.startswith("evalkit") and r.levelno >= logging.WARNING]
+    # but that its numbers come from random weights, once per run, as the command line prints it
+    logged = [r.getMessage() for r in caplog.records if r.name.startswith("evalkit") and r.levelno >= logging.WARNING]
+    assert [m.split(":")[0] for m in logged] == ["RANDOM WEIGHTS"] * 2
+    assert [w.filename for w in warned if w.category is evalkit.RandomWeightsWarning] == ["README.md"] * 2
+
+
+def test_input_errors_are_the_documented_spec_error_with_the_command_lines_message(tmp_path):
+    """Issue 26, item 7: score() on a folder with c0.wav and c0.flac raised a PromptError about the prompts file it had
+    written itself (a duplicate id), and PromptError is none of the API's documented errors."""
+    from evalkit.audio import save_audio
+    from evalkit.data.prompts import PromptError
+    from evalkit.data.references import synth_clip
+
+    g = tmp_path / "g"
+    for ext in ("wav", "flac"):
+        save_audio(g / f"c0.{ext}", synth_clip("c0", 32000, 1.0), 32000)
+    with pytest.raises(SpecError) as exc:
+        evalkit.score(g, metrics=["chroma"], out_dir=tmp_path / "o")
+    assert str(exc.value) == f"score(generated={g}): two files for id 'c0': c0.flac and c0.wav; keep one"
+    # the kind: any input error of a run (here a prompts file) is a SpecError, the original kept as its cause
+    bad = tmp_path / "p.csv"
+    bad.write_text("id,caption\nc0,a piano, and strings\n", encoding="utf-8")
+    with pytest.raises(SpecError, match=r"p\.csv: line 2 has 3 fields, the header has 2") as exc:
+        evalkit.evaluate(["dataset=prompts", f"dataset.path={bad}", "metrics=[]", "progress=false"],
+                         out_dir=tmp_path / "e")
+    assert isinstance(exc.value.__cause__, PromptError)
+
+
+NASTY = ["gen, seed=1 (v2)", "refs ü", "it's [x] #1", 'say "hi"', "C:\\clips\\", "a\\'b", "${HOME}/clips", "7", "true",
+         "null", "a,b", " padded "]
+
+
+@pytest.mark.parametrize("name", NASTY)
+def test_quoted_values_read_back_as_written(name):
+    """Issue 26, item 6: every string survives Hydra's override grammar and OmegaConf's interpolation unchanged."""
+    from evalkit.overrides import path_override, quote, value
+    from evalkit.spec import compose
+
+    for text in (path_override("model.dir", name), f"model.dir={quote(name, q=chr(34))}"):
+        assert compose(["model=folder", text]).model.dir == name, text
+    assert compose([f"+model.label={value(name)}"]).model.label in (name, 7, True, None)  # words typed as on the CLI
+
+
+def test_score_takes_folder_names_a_user_has(tmp_path):
+    """Issue 26, item 6: score("gen, seed=1 (v2)", reference="refs ü") raised SpecError: mismatched input '='."""
+    from evalkit.audio import save_audio
+    from evalkit.data.references import synth_clip
+
+    gen, ref = tmp_path / "gen, seed=1 (v2)", tmp_path / "refs ü"
+    for k in ("c0", "c1"):
+        save_audio(gen / f"{k}.wav", synth_clip(k, 32000, 1.0), 32000)
+        save_audio(ref / f"{k}.wav", synth_clip(k, 32000, 1.0), 32000)
+    s = evalkit.score(str(gen), reference=str(ref), metrics="chroma", out_dir=tmp_path / "out [it's #1]",
+                      progress=False, **{"cache.dir": str(tmp_path / "cache, =x")})
+    assert s["n_clips"] == 2 and s["metrics"]["chroma"]["value"] == pytest.approx(1.0)
+    assert s["model"]["source"] == str(gen) and s["reference_set"]["dir"] == str(ref)
+
+
+def test_a_value_hydra_cannot_parse_names_the_setting_and_the_quoting(tmp_path):
+    """Issue 26, item 6: the CLI printed the parser's words (mismatched input '=' expecting <EOF>)."""
+    from evalkit.spec import compose
+
+    p = subprocess.run([sys.executable, "-m", "evalkit", "model=folder", "model.dir=gen, seed=1 (v2)",
+                        f"hydra.run.dir={tmp_path / 'o'}"], cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert p.stderr.strip().splitlines() == [
+        "evalkit: model.dir: Hydra cannot read the value 'gen, seed=1 (v2)' unquoted (mismatched input '=' expecting "
+        "<EOF>); quote it: model.dir='gen, seed=1 (v2)' (on a shell command line: 'model.dir=\"gen, seed=1 (v2)\"')"]
+    with pytest.raises(SpecError, match=r"^model\.dir: Hydra cannot read the value 'refs ü' unquoted \(a character "
+                                        r"it does not allow in an unquoted value\); quote it: model\.dir='refs ü'"):
+        evalkit.evaluate(["model=folder", "model.dir=refs ü"], out_dir=tmp_path / "x")
+    with pytest.raises(SpecError, match=r"^model\.dir: Hydra cannot read the value 'takes, 2' unquoted \(a comma "
+                                        r"makes it several values, a list or a sweep\); quote it: "
+                                        r"model\.dir='takes, 2'"):
+        evalkit.evaluate(["model=folder", "model.dir=takes, 2"], out_dir=tmp_path / "x")
+    # the quoting shown is the fix: both forms read back the value
+    assert compose(["model=folder", "model.dir='gen, seed=1 (v2)'"]).model.dir == "gen, seed=1 (v2)"
+    assert compose(["model=folder", 'model.dir="gen, seed=1 (v2)"']).model.dir == "gen, seed=1 (v2)"
+
+
+def test_a_random_weight_run_warns_from_python_as_the_cli_prints_it(small_run, tmp_path):
+    """Issue 26, item 15: the Python API printed no RANDOM WEIGHTS warning; only the returned summary said so."""
+    import warnings
+
+    out, summary = small_run
+    assert summary["random_weights"] is True
+    note = (r"^RANDOM WEIGHTS: the model and/or the metric backbones of this run have random weights\..* "
+            rf"\(run folder {out}\)$")
+    with pytest.warns(evalkit.RandomWeightsWarning, match=note) as w:
+        evalkit.evaluate(SMALL, out_dir=out)  # resumes the finished run: the same summary, the same warning
+    assert [x.filename for x in w] == [__file__]  # it points at the caller's line, not into evalkit
+    from evalkit.audio import save_audio
+    from evalkit.data.references import synth_clip
+
+    save_audio(tmp_path / "g" / "c0.wav", synth_clip("c0", 32000, 1.0), 32000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", evalkit.RandomWeightsWarning)  # chroma has no weights: nothing to warn
+        s = evalkit.score(tmp_path / "g", reference=tmp_path / "g", metrics="chroma", out_dir=tmp_path / "o",
+                          progress=False)
+    assert s["random_weights"] is False

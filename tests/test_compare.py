@@ -302,3 +302,41 @@ def test_runs_of_another_recipe_or_generation_are_not_compared():
     assert any("generation: duration differs (baseline 10.0, current 2.0)" in r for r in reasons)
     assert check_compatible(base, copy.deepcopy(base)) == []
     assert "seed" not in base["settings"]["generation"]
+
+
+def test_a_folder_run_is_compared_with_a_generation_run_on_what_scores_the_audio(tmp_path, capsys):
+    """Issue 26, item 15: compare outputs/demo outputs/folder-demo refused with "the model's random_weights differs"
+    though both scored the same audio with the same backbones: a folder of files has no generator."""
+    demo = make_run(tmp_path / "demo", "tiny-stereo", embeddings=False, values=BASE, random_weights=True,
+                    extra_summary={"synthetic_references": True})
+    folder_model = {"name": "folder", "hub_id": None, "source": str(demo / "audio"), "random_weights": False,
+                    "generated": False}
+    folder = make_run(tmp_path / "folder-demo", "folder", embeddings=False, values=BASE, random_weights=True,
+                      extra_summary={"model": folder_model})
+    cmp = compare_summaries(summary(demo), summary(folder))
+    assert cmp.exit_code == 0 and [r.verdict for r in cmp.rows] == ["ok"] * 4
+    assert ("the baseline run generated its audio (tiny-stereo, random weights) and the current run scored a folder "
+            "of files, which has no generator: compared on what scores the audio (metric recipes, backbone weights, "
+            "post-processing), not on the generators' weights") in cmp.notes
+    assert cmp.warnings == ["only the baseline run scored against synthesised stand-in references (the offline "
+                            "demo's): the numbers agree only if the other run's reference folder holds that same audio"]
+    # a summary before model.generated: a model named folder is a folder run
+    old = summary(folder)
+    del old["model"]["generated"]
+    assert compare_summaries(old, summary(demo)).exit_code == 0
+    # what scores the audio still counts: released vs random backbones are refused, naming the metric
+    released = make_run(tmp_path / "released", "folder", embeddings=False, values=BASE,
+                        extra_summary={"model": folder_model})
+    with pytest.raises(IncompatibleRuns, match=r"fad: backbone random_weights differs \(baseline True, current "
+                                               r"False\)"):
+        compare_summaries(summary(demo), summary(released))
+    # two generation runs: random vs released generators are refused, saying why it matters
+    small = run(tmp_path, "small", random_weights=False)
+    tiny = make_run(tmp_path / "tiny", "tiny-stereo", embeddings=False, values=BASE, random_weights=True,
+                    extra_summary={"metrics": summary(small)["metrics"]})
+    assert main([str(tiny), str(small)]) == 2
+    out = capsys.readouterr().out
+    assert ("- the generators' weights differ (baseline 'tiny-stereo': random weights, current 'small': released "
+            "weights): audio from a model with random weights only shows that the pipeline runs, so a change between "
+            "the two says nothing about either model") in out
+    assert "backbone random_weights" not in out  # the same backbones: only the generators differ

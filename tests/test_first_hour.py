@@ -242,3 +242,18 @@ def test_progress_bars_in_a_log_file_are_redrawn_every_30_s_not_every_tenth(monk
         with progress_bar(10, True, "scoring", "clip") as bar:
             assert bar.mininterval == interval
             bar.update(10)
+
+
+def test_the_readme_set_up_chooses_gpu_or_cpu_before_any_install_command():
+    """Issue 26, item 14: the set-up block installed torch's CUDA build (6.6 GB) on a machine without a GPU; the CPU
+    route came after it. Each route is now its own block, named before its commands, and the CPU route installs
+    torch's CPU build before evalkit (pip then keeps it)."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    body = text.split("## Set up", 1)[1].split("\n## ", 1)[0]
+    parts = re.split(r"```bash\n.*?```", body, flags=re.S)
+    blocks = [_readme_block("Set up", i) for i in range(2)]
+    assert "**GPU machine**" in parts[0] and "**CPU-only machine**" in parts[1]
+    assert "pip install" not in parts[0] and "4.5 GB" in parts[0]  # the choice and its cost come first
+    assert blocks[0] == ["python -m venv .venv && . .venv/bin/activate", 'pip install -e ".[test]"']
+    torch_cpu = "pip install torch torchvision torchaudio --index-url https://download.pytorch.org/whl/cpu"
+    assert blocks[1] == [blocks[0][0], torch_cpu, blocks[0][1]]

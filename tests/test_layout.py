@@ -95,7 +95,8 @@ UPPER = {"evalkit.stages", "evalkit.report", "evalkit.compare", "evalkit.run", "
          "evalkit"}
 LOWER = {"evalkit.audio", "evalkit.audit", "evalkit.input_path", "evalkit.embeddings", "evalkit.statistics",
          "evalkit.metrics", "evalkit.data", "evalkit.generate", "evalkit.io", "evalkit.cpu", "evalkit.cache",
-         "evalkit.errors", "evalkit.registry", "evalkit.resampy_exact", "evalkit.spec", "evalkit.distributed"}
+         "evalkit.errors", "evalkit.registry", "evalkit.resampy_exact", "evalkit.spec", "evalkit.distributed",
+         "evalkit.overrides"}
 
 
 def test_every_module_has_a_layer():

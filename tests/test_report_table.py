@@ -22,7 +22,7 @@ from evalkit.report.rundir import (
 )
 from evalkit.report.table import card_columns_of, cell_decimals, format_cell, per_clip_values
 from tests.conftest import REPO
-from tests.fake_runs import make_run, make_unfinished_run
+from tests.fake_runs import fake_per_clip, make_run, make_unfinished_run
 
 CARD = ["Frechet Audio Distance", "KLD", "Text Consistency", "Chroma Cosine Similarity"]
 VARIANTS = ["melody-large", "stereo-small", "stereo-medium", "stereo-large", "stereo-melody", "stereo-melody-large"]
@@ -461,16 +461,27 @@ def test_channel_view_and_reference_set_are_read_and_footnoted(tmp_path):
 
 
 def test_a_glob_one_level_too_deep_names_the_run_folders_contents_and_reads_no_bogus_run(tmp_path):
-    """outputs/*/* where outputs/<run> is itself the run: its files and folders are named, none is read as a run
-    (manifest.json is valid JSON but not a summary)."""
+    """outputs/*/* where outputs/<run> is itself the run: none of its files and folders is read as a run
+    (manifest.json is valid JSON but not a summary), and none is named: the run is reported, from its summary.json.
+    Issue 26, item 15: the README's glob printed a "glob one level too deep?" note for every run folder, and a line
+    per file of the report's own output folder under outputs/."""
     run = make_run(tmp_path / "outputs" / "demo", "tiny-stereo", random_weights=True, embeddings=True, n_clips=5)
+    report = tmp_path / "outputs" / "report"
+    report.mkdir()
+    for name in ("card_table.md", "card_table.csv", "results.csv"):
+        (report / name).write_text("")
     paths = sorted((tmp_path / "outputs").glob("*/*"))
     runs, skipped = load_runs(paths)
     assert [r.model_name for r in runs] == ["tiny-stereo"]  # from its summary.json, once
-    # one entry for the run folder, not one per file (a new user's glob printed 18 lines twice)
-    assert [str(s) for s in skipped] == [
-        f"4 paths inside the run folder {run} (clips.parquet, config.yaml, embeddings, manifest.json): a glob one "
-        f"level too deep? The run folder itself is reported, once"]
+    assert [str(s) for s in skipped] == [f"3 files in {report} (card_table.csv, card_table.md, results.csv), none of "
+                                         f"them: not a summary.json"]  # one line per folder
+    runs, skipped = load_runs([run, run / "embeddings", run / "config.yaml"])  # the run folder given as well
+    assert [r.model_name for r in runs] == ["tiny-stereo"] and skipped == []
+    # paths inside a run folder that is not itself reported: one line for the run folder
+    runs, skipped = load_runs([run / "embeddings", run / "config.yaml", run / "clips.parquet"])
+    assert not runs and [str(s) for s in skipped] == [
+        f"3 paths inside the run folder {run} (embeddings, config.yaml, clips.parquet): pass the run folder itself "
+        f"(a glob one level too deep?)"]
     # a file of a run folder that is not itself reported is still named on its own
     runs, skipped = load_runs([run / "config.yaml", tmp_path / "baseline-missing.json"])
     assert not runs
@@ -481,3 +492,107 @@ def test_a_glob_one_level_too_deep_names_the_run_folders_contents_and_reads_no_b
     runs, skipped = load_runs([tmp_path / "baseline.json", tmp_path / "other.json"])
     assert [r.model_name for r in runs] == ["tiny-stereo"]
     assert [s.reason for s in skipped] == ["not an evalkit summary (expected an object with a 'metrics' object)"]
+
+
+# -- issue 26, item 4: warnings, intervals without width, runs of different recipes ---------------------------------
+RANK = ("the generated side's covariance has rank 40 < 128 (40 windows): its embeddings span too few directions "
+        "(repeated or stationary audio?), so this FAD exists but is not comparable with FADs of full-rank sets")
+
+
+def _edit_summary(run, edit) -> None:
+    s = json.loads((run / "summary.json").read_text())
+    edit(s)
+    (run / "summary.json").write_text(json.dumps(s))
+
+
+def test_a_runs_warnings_are_marked_and_footnoted_in_every_table_format(tmp_path):
+    """A rank-deficient covariance warning was in summary.json (metrics.<m>.warnings) but in no table."""
+    from evalkit.metrics.spec import MetricSpec
+
+    own = MetricSpec(name="loudness_gap", primary="loudness_gap", higher_is_better=False, card_column=None,
+                     decimals=2, tolerance="0.5", per_clip=("loudness_gap",), aggregate="none", section="extra")
+    run = make_run(tmp_path / "small", "small", embeddings=False, metrics=("fad", "kld", "loudness_gap"),
+                   values={"fad": 4.9, "kld": 1.4, "loudness_gap": 0.25}, specs={"loudness_gap": own})
+
+    def warn(s):
+        s["metrics"]["fad"]["warnings"] = [RANK]
+        s["metrics"]["loudness_gap"]["warnings"] = ["two clips were cut to 9.5 s"]
+
+    _edit_summary(run, warn)
+    table = card_table(collect_runs([run], ci=False))
+    md = to_markdown(table)
+    assert "| small | 4.90 § | 4.88 | 1.40 | 1.42 |" in md
+    assert f"- § small: Frechet Audio Distance: {RANK}" in md
+    # evalkit's own table too
+    assert "| small | 0.25 § |" in md and "- § small: loudness_gap: two clips were cut to 9.5 s" in md
+    tex = to_latex(table)
+    assert r"small & 4.90$^\S$ & 4.88 & 1.40 & 1.42" in tex and r"$^\S$ small: Frechet Audio Distance: the" in tex
+    csv = pd.read_csv(pd.io.common.StringIO(to_csv(table)), keep_default_na=False)
+    assert csv.loc[0, "Frechet Audio Distance note"] == f"warning: {RANK}" and csv.loc[0, "KLD note"] == ""
+    assert "Frechet Audio Distance warnings" not in csv.columns  # the note column carries it
+    own_csv = pd.read_csv(pd.io.common.StringIO(to_csv(table.attrs["sections"]["extra"])), keep_default_na=False)
+    assert own_csv.loc[0, "loudness_gap note"] == "warning: two clips were cut to 9.5 s"
+
+
+def test_an_interval_without_width_is_no_interval(tmp_path):
+    """One clip, or identical clips, printed 0.00034 [0.00034, 0.00034] as a 95 % interval."""
+    one = make_run(tmp_path / "small", "small", n_clips=1, embeddings=False, metrics=("kld", "clap"))
+    clips = fake_per_clip(6)
+    clips["kld"] = 0.00034  # every clip the same value
+    same = make_run(tmp_path / "medium", "medium", clips=clips, embeddings=False, metrics=("kld", "clap"))
+    gen = {f"clip{i:04d}": np.arange(40, dtype=float).reshape(10, 4) for i in range(6)}  # identical embeddings
+    ref = {k: np.random.default_rng(0).normal(size=(10, 4)) for k in gen}
+    frechet = make_run(tmp_path / "large", "large", clips=fake_per_clip(6), embeddings=(gen, ref), dim=4,
+                       metrics=("fad", "kld"))
+    table = card_table(collect_runs([one, same, frechet], n_boot=200))
+    md = to_markdown(table)
+    kld = float(json.loads((one / "summary.json").read_text())["metrics"]["kld"]["value"])
+    assert f"| small | – | 4.88 | {kld:.2f} [n/a (1 clip)] | 1.42 |" in md
+    assert "| medium | – | 5.14 | 0.00034 [n/a (identical values)] | 1.38 |" in md
+    assert "[n/a (identical clips)] | 5.48 |" in md
+    assert "[0.00034, 0.00034]" not in md
+    assert "- medium: KLD has no interval (every clip has the same value, so every resample has it too)." in md
+    assert r"0.00034\,{\scriptsize[n/a (identical values)]}" in to_latex(table)
+    csv = pd.read_csv(pd.io.common.StringIO(to_csv(table)), keep_default_na=False).set_index("Model")
+    assert csv.loc["medium", "KLD CI low"] == "" and csv.loc["medium", "KLD note"] == "no interval: identical values"
+    # the paired tables (the stereo image): a dual-mono reference's correlation is 1.0 on every clip
+    from evalkit.report.paired import paired_markdown, paired_table
+    from evalkit.report.rundir import load_run
+    from evalkit.stages.outputs import paired_summary
+
+    df = pd.DataFrame({"corr": [0.9, 0.8, 0.95], "ref_corr": [1.0, 1.0, 1.0]})
+    block = paired_summary(df, [{"name": "correlation", "generated": "corr", "reference": "ref_corr"}], n_boot=200)
+    assert block["correlation"]["reference"]["degenerate"] == "identical values"
+    old = json.loads(json.dumps(block))
+    del old["correlation"]["reference"]["degenerate"]  # a summary before it: equal bounds say the same
+    for paired in (block, old):
+        _edit_summary(one, lambda s: s["metrics"]["kld"].update(paired=paired))
+        text = paired_markdown(paired_table([load_run(one)], ["small"], "kld"), "kld")
+        assert "| small | correlation | 0.883 [" in text and "| 1.000 [n/a (identical values)] |" in text
+        assert "\"n/a (1 clip)\", \"n/a (identical values)\": no interval" in text
+
+
+def test_runs_of_different_recipes_in_one_table_are_marked_naming_what_differs(tmp_path):
+    """2 s and 10 s clips sat in one card table without a note, though compare refuses to compare them."""
+    def settings(duration):
+        return {"settings": {"generation": {"duration": duration, "top_k": 250}, "postprocess": {"name": "audiocraft"}}}
+
+    a = make_run(tmp_path / "a", "small", embeddings=False, extra_summary=settings(10.0))
+    b = make_run(tmp_path / "b", "medium", embeddings=False, extra_summary=settings(2.0))
+    c = make_run(tmp_path / "c", "large", embeddings=False, extra_summary=settings(10.0))
+    _edit_summary(c, lambda s: s["metrics"]["kld"].update(recipe={"pad_chunks": True}))
+    _edit_summary(a, lambda s: s["metrics"]["kld"].update(recipe={"pad_chunks": False}))
+    table = card_table(collect_runs([a, b, c], ci=False))
+    assert table.attrs["recipe_rows"] == ["medium", "large"]
+    md = to_markdown(table)
+    assert "| small | " in md and "| medium ¶ | " in md and "| large ¶ | " in md and "small ¶" not in md
+    assert ("- ¶ medium was measured with another recipe than small, so their numbers are different measurements, "
+            "not comparable (python -m evalkit.compare refuses such runs): generation: duration differs (small 10.0, "
+            "medium 2.0).") in md
+    assert "- ¶ large was measured with another recipe than small" in md and \
+        "kld recipe: pad_chunks differs (small False, large True)." in md
+    assert r"medium$^\P$ &" in to_latex(table)
+    # one recipe: no mark, no note (and runs that record no settings, as before, none either)
+    d = make_run(tmp_path / "d", "stereo-small", embeddings=False, extra_summary=settings(10.0))
+    same = card_table(collect_runs([a, d], ci=False))
+    assert same.attrs["recipe_rows"] == [] and "¶" not in to_markdown(same)

@@ -50,6 +50,7 @@ def test_run_folder_contents(demo_run):
     assert summary == json.loads((out / "summary.json").read_text())
     assert summary["random_weights"] is True and "RANDOM WEIGHTS" in summary["note"]
     assert summary["model"]["name"] == "tiny-stereo" and summary["n_clips"] == 3 and summary["n_missing_reference"] == 0
+    assert summary["model"]["label"] == "tiny-stereo" and summary["model"]["generated"] is True
     ch = summary["metrics"]["chroma"]
     assert ch["spec"]["card_column"] == "Chroma Cosine Similarity" and ch["n_clips"] == 3 and 0.0 <= ch["value"] <= 1.0
     df = pd.read_parquet(out / "clips.parquet")
@@ -170,3 +171,112 @@ def test_generation_mode_names_a_cut_off_reference_and_scores_the_rest(tmp_path)
     assert s["metrics"]["kld"]["n_clips"] == 1
     df = pd.read_parquet(tmp_path / "out" / "clips.parquet").set_index("id")
     assert "r1.wav: truncated" in df.loc["r1", "kld_skipped"] and pd.isna(df.loc["r0", "kld_skipped"])
+
+
+def test_ctrl_c_leaves_an_interrupted_manifest_with_what_to_do(tmp_path, monkeypatch):
+    """Issue 26, item 9: after Ctrl-C manifest.json said ``failed`` with an empty ``KeyboardInterrupt: ``."""
+    import evalkit.run as evalkit_run
+    from evalkit.report.rundir import why_no_summary
+    from evalkit.stages.folder import resume_message
+
+    def ctrl_c(*_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evalkit_run, "_stages", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg(*FAST, "dataset.limit=2", "metrics=[]"), tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted" and manifest["end"]
+    assert manifest["error"] == ("interrupted (Ctrl-C / SIGINT); every finished clip and scored batch is kept: run "
+                                 "the same command (the same run folder) again to resume")
+    assert why_no_summary(tmp_path) == "unfinished: the run was " + manifest["error"]
+    assert "the earlier attempt was interrupted (Ctrl-C)" in resume_message(tmp_path)
+
+
+def test_a_dangling_link_is_an_unreadable_clip_or_reference_named_and_counted(tmp_path):
+    """Issue 26, item 5: a broken symlink in model.dir made its clip vanish (clips: 9, skipped: 0; the only trace blamed
+    its reference as "no prompt id"); in reference.dir it read as a missing reference."""
+    gen, ref = tmp_path / "gen", tmp_path / "ref"
+    for k in ("c0", "c1", "c2"):
+        save_audio(gen / f"{k}.wav", synth_clip(k, 32000, 1.0), 32000)
+    for k in ("c0", "c2", "c3"):
+        save_audio(ref / f"{k}.flac", synth_clip(k, 32000, 1.0), 32000)
+    (gen / "c3.wav").symlink_to(tmp_path / "moved" / "c3.wav")
+    (ref / "c1.flac").symlink_to(tmp_path / "moved" / "c1.flac")
+    s = run(cfg("model=folder", f"model.dir={gen}", f"reference.dir={ref}", "metrics=[chroma]", "progress=false"),
+            tmp_path / "out")
+    assert s["n_clips"] == 4 and s["n_skipped"] == 1 and s["audit"]["unreadable"] == 1
+    assert s["audit_ids"]["unreadable"] == ["c3"]
+    why = f"{gen / 'c3.wav'}: a dangling link to {tmp_path / 'moved' / 'c3.wav'} (the file it points to does not exist)"
+    assert [r for r in s["skip_reasons"] if why in r] and s["n_missing_reference"] == 0
+    assert list(s["unusable_references"]) == ["c1"]
+    assert f"a dangling link to {tmp_path / 'moved' / 'c1.flac'}" in s["unusable_references"]["c1"]
+    assert not [u for u in s["unused_files"] if "no prompt id" in u["reason"]]  # c3's reference has its clip
+    assert {u["file"]: "a dangling link to" in u["reason"] for u in s["unused_files"]} == {
+        str(gen / "c3.wav"): True, str(ref / "c1.flac"): True}
+    assert s["metrics"]["chroma"]["n_clips"] == 2 and s["metrics"]["chroma"]["value"] == pytest.approx(1.0)
+    assert s["reference_set"]["n_files"] == 4
+
+
+def test_folder_mode_shows_no_generate_bar(tmp_path, monkeypatch):
+    """Issue 26, item 15: folder mode drew a ``generate`` progress bar although nothing is generated."""
+    import evalkit.stages.generation as generation
+    import evalkit.stages.scoring as scoring
+
+    shown, real = [], generation.progress_bar
+
+    def progress_bar(total, enabled, desc, unit):
+        shown.append((desc, enabled))
+        return real(total, False, desc, unit)
+
+    monkeypatch.setattr(generation, "progress_bar", progress_bar)
+    monkeypatch.setattr(scoring, "progress_bar", progress_bar)
+    gen = tmp_path / "gen"
+    save_audio(gen / "c0.wav", synth_clip("c0", 32000, 1.0), 32000)
+    run(cfg("model=folder", f"model.dir={gen}", "metrics=[]", "progress=true"), tmp_path / "folder")
+    run(cfg(*FAST, "dataset.limit=1", "metrics=[]", "progress=true", "cache.generations=false"), tmp_path / "gen-run")
+    assert shown == [("generate", False), ("score", True), ("generate", True), ("score", True)]
+
+
+@pytest.mark.parametrize("folder, label", [
+    ("outputs/musicgen-small/audio", "musicgen-small"),
+    ("outputs/musicgen-small/2026-12-01_01-55-50/audio", "musicgen-small"),  # Hydra's default run folder's clips
+    ("/data/audioldm2-clips", "audioldm2-clips"),
+    ("/audio", "audio"),  # nothing above it says more
+])
+def test_a_folder_runs_default_label_is_its_folders_meaningful_name(folder, label):
+    from evalkit.generate.folder import folder_label
+
+    assert folder_label(folder) == label
+
+
+def test_folder_runs_are_named_by_model_label_not_folder(tmp_path):
+    """Issue 26, item 16: every folder run was labelled ``folder``: three models scored in folder mode gave three rows
+    named folder. summary.json records model.label; the printed headline and every table show it."""
+    from evalkit.run import format_summary
+    from evalkit.report.compare import compare_paths, to_markdown
+    from evalkit.report.table import card_table, collect_runs, to_markdown as table_markdown
+
+    outs = {}
+    for model in ("musicgen-small", "musicgen-medium"):
+        gen = tmp_path / "outputs" / model / "audio"
+        save_audio(gen / "c0.wav", synth_clip("c0", 32000, 1.0), 32000)
+        outs[model] = tmp_path / model
+        s = run(cfg("model=folder", f"model.dir={gen}", f"reference.dir={gen}", "metrics=[chroma]", "progress=false"),
+                outs[model])
+        assert s["model"] == {"name": "folder", "hub_id": None, "source": str(gen), "random_weights": False,
+                              "generated": False, "label": model}
+        assert format_summary(s).splitlines()[0].startswith(f"model: {model} (folder {gen})   clips: 1")
+    mine = run(cfg("model=folder", f"model.dir={gen}", f"reference.dir={gen}", "metrics=[chroma]", "progress=false",
+                   "model.label='my model, v2'"), tmp_path / "mine")
+    assert mine["model"]["label"] == "my model, v2"
+    three = [outs["musicgen-small"], outs["musicgen-medium"], tmp_path / "mine"]
+    md = table_markdown(card_table(collect_runs(three, ci=False)))
+    assert [ln.split(" | ")[0] for ln in md.splitlines()[2:5]] == ["| musicgen-small", "| musicgen-medium",
+                                                                   "| my model, v2"]
+    from evalkit.report.table import per_clip_values  # what the per-clip plot draws
+
+    assert list(dict.fromkeys(per_clip_values(three)["label"])) == ["musicgen-small", "musicgen-medium", "my model, v2"]
+    report = to_markdown(compare_paths(outs["musicgen-small"], outs["musicgen-medium"]))
+    assert f"Baseline: `{outs['musicgen-small'] / 'summary.json'}` (musicgen-small)" in report
+    assert "- note: different models: baseline 'musicgen-small', current 'musicgen-medium'" in report

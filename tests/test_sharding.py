@@ -31,6 +31,8 @@ def test_two_processes_equal_one(tmp_path):
     # each rank wrote its own statistics; both halves of the batches were scored
     assert sorted(p.name for p in (tmp_path / "two" / "scores").glob("state-*.npz")) == ["state-000-of-002.npz", "state-001-of-002.npz"]
     assert len(list((tmp_path / "two" / "audio").glob("*.flac"))) == 4
+    # rank 0 held the run folder's lock for both ranks (neither locked the other out) and released it
+    assert (tmp_path / "two" / ".evalkit.lock").read_text() == ""
     # the generated audio is the same: batch seeds do not depend on which rank ran the batch
     for f in (tmp_path / "one" / "audio").glob("*.flac"):
         assert f.read_bytes() == (tmp_path / "two" / "audio" / f.name).read_bytes()

@@ -29,11 +29,14 @@ NOT_CLIPS = ("manifest.csv",)
 def list_audio_files(root: Path, setting: str) -> tuple[dict[str, Path], list[tuple[Path, str]]]:
     """``{id: path}`` of the clips in ``root`` (``<id>.<ext>``, ext in :data:`AUDIO_EXTENSIONS`; hidden files, i.e.
     unfinished writes, ignored) and the files that cannot be clips as ``(path, reason)``. Two files for one id raise
-    :class:`ReferenceError` naming both and ``setting``."""
+    :class:`ReferenceError` naming both and ``setting``. A link whose target is gone is listed like a file: its clip
+    stays in the set, and reading it fails with the reason (:func:`evalkit.audio.load_audio`: "a dangling link to
+    <target>"), so it is flagged unreadable and counted instead of vanishing."""
     paths: dict[str, Path] = {}
     unusable: list[tuple[Path, str]] = []
     for p in sorted(root.iterdir()):
-        if p.name.startswith(".") or not p.is_file() or p.name in NOT_CLIPS:
+        dangling = p.is_symlink() and not p.exists()
+        if p.name.startswith(".") or not (p.is_file() or dangling) or p.name in NOT_CLIPS:
             continue
         if p.suffix.lower() not in AUDIO_EXTENSIONS:
             unusable.append((p, f"unsupported format (evalkit reads {', '.join(AUDIO_EXTENSIONS)})"))

@@ -55,7 +55,8 @@ class Generator(ABC):
 
     @abstractmethod
     def describe(self) -> dict[str, Any]:
-        """Identity for ``summary.json``: at least ``name``, ``hub_id``, ``source``, ``random_weights``."""
+        """Identity for ``summary.json``: at least ``name``, ``hub_id``, ``source``, ``random_weights``; ``label`` (the
+        name in tables, plots and compare output: ``model.label``; default ``name``)."""
 
     @abstractmethod
     def plan(self, prompts: Sequence[Prompt]) -> list[Batch]:

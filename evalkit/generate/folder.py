@@ -1,11 +1,13 @@
 """``model=folder model.dir=DIR``: score audio that already exists (any text-to-music model's output), one file per
-clip named by clip id (wav/flac/mp3/ogg). Nothing is generated or copied; clips.parquet points at the files.
+clip named by clip id (wav/flac/mp3/ogg). Nothing is generated or copied; clips.parquet points at the files. The
+run's name in tables is ``model.label`` (default: :func:`folder_label` of the folder), not ``folder``.
 
 It goes through the same generation stage as MusicGen: a plan of batches (chunks of the prompts, no seeds), and per
 batch the existing file of each prompt (``GeneratedClip.path``) or a skip naming the missing file.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -18,6 +20,17 @@ from evalkit.registry import register_generator
 
 #: prompts per planned batch (only the granularity of generation/batch-*.json; nothing is loaded here)
 FOLDER_BATCH = 256
+#: folder names that say nothing about the model: a run folder's own audio/, Hydra's time-stamped run folders
+_UNNAMED = re.compile(r"^(audio|\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d)$")
+
+
+def folder_label(folder: str | Path) -> str:
+    """The default ``model.label`` of a folder of clips: its name, or the first folder above it whose name says
+    something (folders named ``audio`` - a run folder's own - and Hydra's ``YYYY-MM-DD_HH-MM-SS`` run folders are
+    skipped): ``outputs/musicgen-small/audio`` -> ``musicgen-small``; the folder's own name when every name above it
+    is of that kind."""
+    path = Path(str(folder)).expanduser().absolute()
+    return next((p.name for p in (path, *path.parents) if p.name and not _UNNAMED.match(p.name)), path.name)
 
 
 class FolderError(InputError, ValueError):
@@ -55,8 +68,9 @@ class FolderGenerator(Generator):
         return self.paths.get(clip_id) or {id_key(i): p for i, p in self.paths.items()}.get(id_key(clip_id))
 
     def describe(self) -> dict[str, Any]:
+        label = self.model_cfg.get("label")
         return {"name": self.model_cfg.get("name", "folder"), "hub_id": None, "source": str(self.root),
-                "random_weights": False}
+                "random_weights": False, "label": str(label) if label else folder_label(self.root)}
 
     def plan(self, prompts: Sequence[Prompt]) -> list[Batch]:
         prompts = list(prompts)

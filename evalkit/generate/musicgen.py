@@ -150,6 +150,7 @@ class MusicGenGenerator(Generator):
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.model_cfg.get("name"), "hub_id": self.model_cfg.get("hub_id"), "source": self.source,
+                "label": str(self.model_cfg.get("label") or self.model_cfg.get("name")),
                 "random_weights": self.random_weights, "sample_rate": self.sample_rate, "channels": self.channels,
                 "frame_rate": self.frame_rate, "max_new_tokens": self.max_new_tokens, "precision": self.precision,
                 "device": str(self.device), "melody": self.melody}

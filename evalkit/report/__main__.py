@@ -8,7 +8,8 @@ Writes into ``--out`` (default: ``outputs/report`` under the current directory -
   card's order; the markdown and LaTeX also hold a table per section of evalkit's own metrics (not on the card),
   each also as ``evalkit_metrics_<section>.csv``;
 - ``results.csv`` - the tidy frame behind it (one row per run × metric, intervals, protocol, published value, ``note``:
-  why an asked-for metric has no number);
+  why an asked-for metric has no number, ``ci_none``: why an interval has no width, ``warnings``: the run's, joined
+  by `` | ``);
 - ``per_clip.png``, ``measured_vs_published.png`` and ``<metric>_scatter.png`` for each metric whose spec asks for a
   scatter plot (unless ``--no-plots``);
 - ``fad_inf.csv`` and ``fad_inf.json`` with ``--fad-inf``: fadtk's FAD∞ (intercept, slope, R², points) of every metric
@@ -121,7 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     written = list(write_tables(table, out).values())
     from evalkit.io import write_text
 
-    write_text(out / "results.csv", collected.to_csv(index=False, float_format="%.6g"))
+    tidy = collected.assign(warnings=collected["warnings"].map(" | ".join))  # a tuple per row: one text cell
+    write_text(out / "results.csv", tidy.to_csv(index=False, float_format="%.6g"))
     written.append(out / "results.csv")
     md = to_markdown(table)
     from evalkit.report.paired import write_paired

@@ -11,11 +11,14 @@ summary.json (a summary without ``spec`` blocks, from an older evalkit, is refus
   has no finite value for it - its error is noted), ``new`` (only the current run has it; not checked),
   ``skipped`` (neither run has a value);
 - the exit status is 0 when nothing regressed or went missing, 1 otherwise;
-- runs that are not comparable are refused with exit status 2 and the reasons: a different protocol, backbone
-  checkpoint (``checkpoint_sha256``), backbone random-weights flag or direction for a shared metric, a different
-  random-weights flag for the run or its model, a different ``channel_view`` (absent = ``mono``), or a baseline
-  marked ``"placeholder": true``. A different model name or clip count is noted, not refused; a different MusicCaps
-  reference set (``reference_set.manifest_sha256`` differs, or only one run names one) is a warning (markdown and
+- runs that are not comparable are refused with exit status 2 and the reasons: what scores the audio differs - a
+  protocol, recipe constant, backbone checkpoint (``checkpoint_sha256``), backbone random-weights flag or direction
+  for a shared metric, a generation, post-processing or audit setting, the ``channel_view`` (absent = ``mono``) -,
+  or both runs generated their audio with generators of random vs released weights, or the baseline is marked
+  ``"placeholder": true``. A folder run (existing files: no generator) and a generation run are compared on what
+  scores their audio, with a note. A different model (its label: ``model.label``, else its name) or clip count is
+  noted, not refused; a different MusicCaps reference set (``reference_set.manifest_sha256`` differs, or only one
+  run names one), reference folder or prompt set, or synthesised references on one side, is a warning (markdown and
   stderr), the exit status unchanged.
 
 Tolerances: each metric's default is its spec's ``tolerance`` (chosen by the metric's author to pass run-to-run noise
@@ -116,6 +119,8 @@ class Comparison:
     notes: list[str] = field(default_factory=list)
     #: worth a look but not a failure (e.g. different reference sets): markdown and stderr, exit status unchanged
     warnings: list[str] = field(default_factory=list)
+    #: the runs' labels (``model.label``; the model's name for summaries before it)
+    labels: tuple[str, str] = ("", "")
 
     @property
     def failed(self) -> list[Row]:
@@ -179,59 +184,91 @@ def _spec(entry: Any) -> dict[str, Any]:
     return entry.get("spec") or {} if isinstance(entry, dict) else {}
 
 
+def generated(summary: Mapping[str, Any]) -> bool:
+    """True when the run generated its audio (it has a generator, with weights); False for folder mode, which scores
+    existing files (``model.generated``; summaries before it: the model named ``folder``)."""
+    model = summary.get("model") or {}
+    if not isinstance(model, dict):
+        return True
+    return bool(model["generated"]) if "generated" in model else model.get("name") != "folder"
+
+
+def _weights(model: Mapping[str, Any]) -> str:
+    return "random weights" if _flag(model, "random_weights") else "released weights"
+
+
 def check_compatible(baseline: dict, current: dict) -> list[str]:
-    """Reasons the two summaries must not be compared (empty when they may be)."""
+    """Reasons the two summaries must not be compared (empty when they may be): a placeholder baseline, generators
+    with random vs released weights (only when both runs generated: a folder of files has no generator), another
+    channel view, and :func:`scoring_differences` (what scores the audio: each metric's protocol, recipe, backbone
+    checkpoint and weights, and the generation, post-processing and audit settings both runs record)."""
     reasons = []
     if baseline.get("placeholder"):
         reasons.append(
             "the baseline is a placeholder, not a real run - regenerate it from a run made the way CI makes the "
             "current one and commit that summary.json"
         )
-    if _flag(baseline, "random_weights") != _flag(current, "random_weights"):
-        reasons.append(
-            f"random_weights differs (baseline {_flag(baseline, 'random_weights')}, current "
-            f"{_flag(current, 'random_weights')}): numbers from random and released weights are not comparable"
-        )
     bm, cm = baseline.get("model") or {}, current.get("model") or {}
-    if isinstance(bm, dict) and isinstance(cm, dict) and _flag(bm, "random_weights") != _flag(cm, "random_weights"):
-        reasons.append("the model's random_weights differs")
+    if (isinstance(bm, dict) and isinstance(cm, dict) and generated(baseline) and generated(current)
+            and _flag(bm, "random_weights") != _flag(cm, "random_weights")):
+        reasons.append(
+            f"the generators' weights differ (baseline {run_label(baseline)!r}: {_weights(bm)}, current "
+            f"{run_label(current)!r}: {_weights(cm)}): audio from a model with random weights only shows that the "
+            "pipeline runs, so a change between the two says nothing about either model")
     bv = baseline.get("channel_view") or DEFAULT_CHANNEL_VIEW
     cv = current.get("channel_view") or DEFAULT_CHANNEL_VIEW
     if bv != cv:
         reasons.append(f"channel_view differs (baseline {bv!r}, current {cv!r}): the metrics were computed on "
                        "different channels of the audio")
+    return reasons + scoring_differences(baseline, current)
+
+
+def scoring_differences(baseline: Mapping[str, Any], current: Mapping[str, Any], said_apart: bool = False,
+                        names: tuple[str, str] = ("baseline", "current"),
+                        why: str = ": another recipe, not a regression") -> list[str]:
+    """What makes two runs' numbers different measurements of their audio: for each metric both hold, its protocol,
+    backbone checkpoint (``checkpoint_sha256``) and backbone random weights, direction and recipe constants; then the
+    settings both record (generation - a folder run records none -, post-processing, audit). ``said_apart`` leaves
+    out what the report's table says on its own: the backbones' random weights (and random backbones' checkpoints:
+    its † rows) and protocols (its protocol footnotes). ``names``: how the two runs are called in the reasons;
+    ``why`` ends each recipe or setting reason."""
+    b_name, c_name = names
+    reasons = []
     bmet, cmet = baseline.get("metrics") or {}, current.get("metrics") or {}
     for name in [m for m in bmet if m in cmet]:
         b, c = bmet[name] or {}, cmet[name] or {}
-        for key, what in (("protocol", "protocol"), ("checkpoint_sha256", "backbone checkpoint (checkpoint_sha256)"),
-                          ("random_weights", "backbone random_weights")):
+        keys = [] if said_apart else [("protocol", "protocol"), ("random_weights", "backbone random_weights")]
+        if not said_apart or not (b.get("random_weights") or c.get("random_weights")):
+            keys.append(("checkpoint_sha256", "backbone checkpoint (checkpoint_sha256)"))
+        for key, what in keys:
             if key in b and key in c and b[key] != c[key]:
-                reasons.append(f"{name}: {what} differs (baseline {b[key]!r}, current {c[key]!r})")
+                reasons.append(f"{name}: {what} differs ({b_name} {b[key]!r}, {c_name} {c[key]!r})")
         bh, ch = _spec(b).get("higher_is_better"), _spec(c).get("higher_is_better")
         if bh is not None and ch is not None and bool(bh) != bool(ch):
-            reasons.append(f"{name}: higher_is_better differs (baseline {bh!r}, current {ch!r})")
-        reasons += _setting_differences(f"{name} recipe", b.get("recipe"), c.get("recipe"))
+            reasons.append(f"{name}: higher_is_better differs ({b_name} {bh!r}, {c_name} {ch!r})")
+        reasons += _setting_differences(f"{name} recipe", b.get("recipe"), c.get("recipe"), names, why)
     bs, cs = baseline.get("settings") or {}, current.get("settings") or {}
     for group in sorted(set(bs) & set(cs)):
-        reasons += _setting_differences(group, bs[group], cs[group])
+        reasons += _setting_differences(group, bs[group], cs[group], names, why)
     return reasons
 
 
-def _setting_differences(what: str, b: Any, c: Any) -> list[str]:
+def _setting_differences(what: str, b: Any, c: Any, names: tuple[str, str], why: str) -> list[str]:
     """One reason per constant that differs between two recorded settings blocks. A block, or a key, that only one
     of them records is not compared: an evalkit that records more (or less) than the other, e.g. a recipe's input path
     recorded as its own ``input`` steps since protocols own their inputs (the numbers of a protocol did not move:
     ``tests/test_golden.py``)."""
     if not isinstance(b, dict) or not isinstance(c, dict):
         return []
-    return [f"{what}: {k} differs (baseline {b.get(k)!r}, current {c.get(k)!r}): another recipe, not a regression"
+    return [f"{what}: {k} differs ({names[0]} {b.get(k)!r}, {names[1]} {c.get(k)!r}){why}"
             for k in sorted(set(b) & set(c), key=str) if b.get(k) != c.get(k)]
 
 
 def reference_set_warnings(baseline: dict, current: dict) -> list[str]:
     """Warnings when the runs were scored against different inputs: another MusicCaps reference set
-    (``reference_set.manifest_sha256``), another reference folder's contents (``reference_set.listing_sha256``), or
-    another prompt set (``prompt_set_sha256``); also when only one of them says."""
+    (``reference_set.manifest_sha256``), another reference folder's contents (``reference_set.listing_sha256``),
+    another prompt set (``prompt_set_sha256``), or synthesised references on one side only; also when only one of
+    them says."""
     def get(s: dict, key: str) -> str | None:
         ref = s.get("reference_set")
         return ref.get(key) if isinstance(ref, dict) else None
@@ -250,6 +287,11 @@ def reference_set_warnings(baseline: dict, current: dict) -> list[str]:
     bp, cp = baseline.get("prompt_set_sha256"), current.get("prompt_set_sha256")
     if bp and cp and bp != cp:
         out.append(f"different prompt sets (ids and captions): {bp[:12]}… (baseline) vs {cp[:12]}… (current)")
+    bsyn, csyn = bool(baseline.get("synthetic_references")), bool(current.get("synthetic_references"))
+    if bsyn != csyn:
+        which = "baseline" if bsyn else "current"
+        out.append(f"only the {which} run scored against synthesised stand-in references (the offline demo's): the "
+                   "numbers agree only if the other run's reference folder holds that same audio")
     return out
 
 
@@ -329,18 +371,31 @@ def compare_summaries(
             notes.append(f"{name} missing in the current run: {_why_none(c)}")
         rows.append(Row(name, bv, cv, _direction(c, b), t, v))
     notes += _run_notes(baseline, current)
-    return Comparison(baseline_name, current_name, rows, notes, reference_set_warnings(baseline, current))
+    return Comparison(baseline_name, current_name, rows, notes, reference_set_warnings(baseline, current),
+                      (run_label(baseline), run_label(current)))
+
+
+def run_label(summary: Mapping[str, Any]) -> str:
+    """A summary's label (``model.label``), else its model's name (summaries before it)."""
+    model = summary.get("model") or {}
+    if not isinstance(model, dict):
+        return str(model)
+    return str(model.get("label") or model.get("name"))
 
 
 def _run_notes(baseline: dict, current: dict) -> list[str]:
     notes = []
-    bmod, cmod = baseline.get("model") or {}, current.get("model") or {}
-    bname = bmod.get("name") if isinstance(bmod, dict) else bmod
-    cname = cmod.get("name") if isinstance(cmod, dict) else cmod
+    bname, cname = run_label(baseline), run_label(current)
     if bname != cname:
         notes.append(f"different models: baseline {bname!r}, current {cname!r}")
     if baseline.get("n_clips") != current.get("n_clips"):
         notes.append(f"different clip counts: baseline {baseline.get('n_clips')}, current {current.get('n_clips')}")
+    if generated(baseline) != generated(current):
+        gen, files = ("baseline", "current") if generated(baseline) else ("current", "baseline")
+        run = baseline if gen == "baseline" else current
+        notes.append(f"the {gen} run generated its audio ({run_label(run)}, {_weights(run.get('model') or {})}) and "
+                     f"the {files} run scored a folder of files, which has no generator: compared on what scores the "
+                     "audio (metric recipes, backbone weights, post-processing), not on the generators' weights")
     if current.get("random_weights"):
         notes.append("random weights: these numbers check the pipeline, not a model's quality")
     return notes
@@ -368,8 +423,8 @@ def to_markdown(cmp: Comparison) -> str:
     lines = [
         f"## evalkit regression check: {status}",
         "",
-        f"Baseline: `{cmp.baseline}`  ",
-        f"Current: `{cmp.current}`",
+        f"Baseline: `{cmp.baseline}`{_named(cmp.labels[0])}  ",
+        f"Current: `{cmp.current}`{_named(cmp.labels[1])}",
         "",
         "| metric | baseline | current | delta | tolerance | verdict |",
         "|---|---:|---:|---:|---:|---|",
@@ -396,11 +451,15 @@ def to_markdown(cmp: Comparison) -> str:
     return "\n".join(lines) + "\n"
 
 
-def refusal_markdown(baseline: str, current: str, reasons: Sequence[str]) -> str:
-    """The report when the runs are not comparable (exit 2): the reasons, one per line."""
+def _named(label: str) -> str:
+    return f" ({label})" if label else ""
+
+
+def refusal_markdown(baseline: str, current: str, reasons: Sequence[str], labels: tuple[str, str] = ("", "")) -> str:
+    """The report when the runs are not comparable (exit 2): the runs (path and label), the reasons, one per line."""
     return "\n".join(
-        ["## evalkit regression check: ⛔ refused", "", f"Baseline: `{baseline}`  ", f"Current: `{current}`", "",
-         "These runs are not comparable:"] + [f"- {r}" for r in reasons]
+        ["## evalkit regression check: ⛔ refused", "", f"Baseline: `{baseline}`{_named(labels[0])}  ",
+         f"Current: `{current}`{_named(labels[1])}", "", "These runs are not comparable:"] + [f"- {r}" for r in reasons]
     ) + "\n"
 
 
@@ -436,7 +495,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cmp = compare_summaries(b.summary, c.summary, {**file_tol, **flag_tol},
                                 baseline_name=str(b.summary_file), current_name=str(c.summary_file))
     except IncompatibleRuns as exc:
-        text = refusal_markdown(str(b.summary_file), str(c.summary_file), exc.reasons)
+        text = refusal_markdown(str(b.summary_file), str(c.summary_file), exc.reasons,
+                                (run_label(b.summary), run_label(c.summary)))
         print(text, end="")
         print(f"evalkit.compare: {exc}", file=sys.stderr)
         if args.out:
@@ -455,7 +515,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = [{"metric": r.metric, "baseline": f(r.baseline), "current": f(r.current), "delta": f(r.delta),
                  "tolerance": str(r.tolerance), "allowed": f(r.allowed), "higher_is_better": r.higher_is_better,
                  "verdict": r.verdict} for r in cmp.rows]
-        _write(args.json_out, json.dumps({"exit_code": cmp.exit_code, "rows": rows, "notes": cmp.notes,
+        _write(args.json_out, json.dumps({"exit_code": cmp.exit_code, "baseline": cmp.labels[0],
+                                          "current": cmp.labels[1], "rows": rows, "notes": cmp.notes,
                                           "warnings": cmp.warnings}, indent=2) + "\n")
     return cmp.exit_code
 

@@ -2,8 +2,11 @@
 stereo image) gets its own table, labelled as evalkit's own: one row per (run, statistic), the mean over clips with its
 bootstrap interval for the generated clips, for their references, and for the per-clip difference.
 
-``paired_table(runs, metric) -> DataFrame`` (long: ``label, statistic, side, value, low, high, n, n_not_finite``);
-``paired_markdown`` / ``paired_latex`` / ``paired_csv`` render it. Torch-free, like the rest of the report.
+``paired_table(runs, metric) -> DataFrame`` (long: ``label, statistic, side, value, low, high, no_interval, n,
+n_not_finite``); ``paired_markdown`` / ``paired_latex`` / ``paired_csv`` render it. An interval without width (one
+clip, or clips that all have the same value: a dual-mono reference's correlation is 1.0 on every clip) is no
+interval: ``low``/``high`` are empty, ``no_interval`` says why, and the cell reads ``1.000 [n/a (identical
+values)]``, not ``1.000 [1.000, 1.000]``. Torch-free, like the rest of the report.
 """
 from __future__ import annotations
 
@@ -33,12 +36,24 @@ def paired_table(runs: Sequence[Any], labels: Sequence[str], metric: str) -> pd.
         for stat, entry in block.items():
             for side in SIDES:
                 iv = entry.get(side) or {}
+                none = _no_interval(iv)
                 rows.append({"label": label, "statistic": stat, "side": side, "value": iv.get("value"),
-                             "low": iv.get("low"), "high": iv.get("high"), "n": iv.get("n"),
+                             "low": None if none else iv.get("low"), "high": None if none else iv.get("high"),
+                             "no_interval": none, "n": iv.get("n"),
                              "n_not_finite": (entry.get("n_not_finite") or {}).get(side, 0) if side != "difference"
                              else None, "level": entry.get("level")})
-    return pd.DataFrame(rows, columns=["label", "statistic", "side", "value", "low", "high", "n", "n_not_finite",
-                                       "level"])
+    return pd.DataFrame(rows, columns=["label", "statistic", "side", "value", "low", "high", "no_interval", "n",
+                                       "n_not_finite", "level"])
+
+
+def _no_interval(iv: dict) -> str:
+    """Why an interval of summary.json has no width (``degenerate``, as the run recorded it; for summaries before
+    it: one clip, or bounds that are equal), "" when it has one."""
+    if not iv or iv.get("value") is None:
+        return ""
+    if "degenerate" in iv:
+        return str(iv["degenerate"] or "")
+    return "1 clip" if iv.get("n") == 1 else ("identical values" if iv.get("low") == iv.get("high") else "")
 
 
 def _fmt(v: Any, decimals: int = 3) -> str:
@@ -52,7 +67,8 @@ def _cell(df: pd.DataFrame, label: str, stat: str, side: str) -> str:
     if hit.empty or hit.iloc[0]["value"] is None or pd.isna(hit.iloc[0]["value"]):
         return "–"
     r = hit.iloc[0]
-    cell = f"{_fmt(r['value'])} [{_fmt(r['low'])}, {_fmt(r['high'])}]"
+    ci = f"n/a ({r['no_interval']})" if r["no_interval"] else f"{_fmt(r['low'])}, {_fmt(r['high'])}"
+    cell = f"{_fmt(r['value'])} [{ci}]"
     if side != "difference" and r["n_not_finite"]:
         cell += f" ({int(r['n_not_finite'])} inf)"
     return cell
@@ -71,7 +87,9 @@ def paired_markdown(df: pd.DataFrame, metric: str) -> str:
     level = df["level"].dropna()
     pct = f"{float(level.iloc[0]):.0%}" if len(level) else "95%"
     lines += ["", f"- Means over clips with {pct} bootstrap intervals over clips (the difference: paired, per clip). "
-              "\"(k inf)\": clips whose value is not finite (a total downmix loss: anti-phase), left out of the mean."]
+              "\"(k inf)\": clips whose value is not finite (a total downmix loss: anti-phase), left out of the mean."
+              + (" \"n/a (1 clip)\", \"n/a (identical values)\": no interval, since resampling one clip, or clips "
+                 "that all have the same value, gives no spread." if (df["no_interval"] != "").any() else "")]
     return "\n".join(lines) + "\n"
 
 

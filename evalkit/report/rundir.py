@@ -14,8 +14,8 @@ Finding runs (:func:`scan_runs`, :func:`load_runs`): a path is a run folder (it 
 ``summary.json``, or a folder searched recursively for run folders (folders holding ``summary.json``,
 ``manifest.json`` or ``config.yaml``; hidden folders and folders inside a run folder are not searched). A folder
 that cannot be read is *skipped* with its reason (:class:`SkippedFolder`) instead of stopping the others: no
-summary.json (then ``manifest.json`` says why: the run failed, with its error, or is still running; without one it
-is not a run folder), unreadable JSON, or an older summary format.
+summary.json (then ``manifest.json`` says why: the run failed, with its error, was interrupted, or is still running;
+without one it is not a run folder), unreadable JSON, or an older summary format.
 
 Per-clip arrays (``embeddings/**/*.npz``), e.g. a Fréchet metric's ``spec.arrays`` (``[windows, dim]`` each).
 :func:`load_clip_arrays` accepts every layout a run can reasonably write, in any number of npz files (shards,
@@ -51,6 +51,8 @@ from evalkit.metrics.spec import MetricSpec
 RUN_MARKERS = ("summary.json", "manifest.json", "config.yaml")
 #: The channel view of a summary that does not say (summaries before ``channel_view`` were mono).
 DEFAULT_CHANNEL_VIEW = "mono"
+#: Why a file given outside any run folder is skipped.
+NOT_A_SUMMARY = "not a summary.json"
 
 
 class RunFolderError(ValueError):
@@ -106,6 +108,13 @@ class RunRecord:
         if isinstance(model, str):
             return model
         return str(model.get("name") or self.path.name)
+
+    @property
+    def label(self) -> str:
+        """The run's name in tables, plots and compare output: ``summary.model.label`` (``model.label``; a folder
+        run's default is its folder's name), else :attr:`model_name` (summaries before it)."""
+        model = self.summary.get("model") or {}
+        return str((model.get("label") if isinstance(model, dict) else None) or self.model_name)
 
     @property
     def hub_id(self) -> str | None:
@@ -281,6 +290,8 @@ def why_no_summary(folder: Path) -> str:
     status = data.get("status") if isinstance(data, dict) else None
     if status == "failed":
         return f"failed run (manifest.json): {data.get('error') or 'no error recorded'}"
+    if status == "interrupted":
+        return f"unfinished: the run was {data.get('error') or 'interrupted; run the same command again to resume'}"
     if status == "running":
         since = f", started {data['start']}" if data.get("start") else ""
         if _process_gone(data):
@@ -319,7 +330,7 @@ def _scan_one(p: Path) -> tuple[list[Path], list[SkippedFolder]]:
         if p.suffix == ".json" and owner is None:  # a summary saved under another name: load_run checks it
             return [p], []
         return [], [SkippedFolder(p, f"a file of the run folder {owner}, not its summary.json" if owner
-                                  else "not a summary.json", owner)]
+                                  else NOT_A_SUMMARY, owner)]
     if not p.is_dir():
         return [], [SkippedFolder(p, "no such run folder or summary.json")]
     owner = _run_folder_above(p)
@@ -341,9 +352,10 @@ def scan_runs(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[Skip
     A path is a run folder, its summary.json (or a summary saved as another ``.json`` file), or a folder searched
     recursively. Skipped, with the reason: a missing path, a file or folder inside a run folder, a folder without
     summary.json (the reason from its manifest.json), a folder with no run folders under it.
-    Order: as given; run folders found inside one folder are sorted by path. Duplicates are dropped. The files and
-    folders inside a run folder that is itself reported (what a glob such as ``outputs/*/*`` adds) are named in one
-    entry per run folder, not one each."""
+    Order: as given; run folders found inside one folder are sorted by path. Duplicates are dropped. What a glob
+    adds is named at most once per folder (:func:`_collapse_inside_reported`): nothing for the files and folders
+    inside a run folder that is itself reported (``outputs/*/*`` matches its summary.json), one entry for several
+    paths inside a run folder that is not, one for several non-summary files in one folder."""
     found: list[Path] = []
     skipped: list[SkippedFolder] = []
     for raw in paths:
@@ -355,21 +367,39 @@ def scan_runs(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[Skip
 
 
 def _collapse_inside_reported(skipped: list[SkippedFolder], found: list[Path]) -> list[SkippedFolder]:
+    """At most one entry per folder for what a glob adds: paths inside a run folder that is itself reported are
+    dropped (``outputs/*/*`` matches a run's summary.json and its other files: the run is reported, once); several
+    paths inside a run folder that is not reported are one entry naming it; several files outside any run folder
+    that are not summaries (e.g. a report's own output folder under ``outputs/``) are one entry per folder."""
     reported = {f.resolve() if f.is_dir() else f.resolve().parent for f in found}
-    inside: dict[Path, list[str]] = {}
+
+    def folder_of(s: SkippedFolder) -> tuple[str, Path] | None:
+        if s.owner is not None:
+            return "run", s.owner.resolve()
+        return ("files", s.path.parent.resolve()) if s.reason == NOT_A_SUMMARY else None
+
+    groups: dict[tuple[str, Path], list[SkippedFolder]] = {}
     for s in skipped:
-        if s.owner is not None and s.owner.resolve() in reported:
-            inside.setdefault(s.owner, []).append(s.path.name)
+        if folder_of(s) is not None:
+            groups.setdefault(folder_of(s), []).append(s)
     out: list[SkippedFolder] = []
     for s in skipped:
-        if s.owner not in inside:
+        key = folder_of(s)
+        if key is not None and key[0] == "run" and key[1] in reported:
+            continue  # the run folder is reported: the paths inside it are no news
+        if key is None or len(groups[key]) == 1:
             out.append(s)
-        elif not any(o.path == s.owner for o in out):
-            names = inside[s.owner]
-            out.append(SkippedFolder(
-                s.owner, "a glob one level too deep? The run folder itself is reported, once", s.owner,
-                label=f"{len(names)} paths inside the run folder {s.owner} ({', '.join(names[:4])}"
-                      f"{', ...' if len(names) > 4 else ''})"))
+            continue
+        if s is not groups[key][0]:
+            continue  # named in the entry of its folder's first path
+        names = [g.path.name for g in groups[key]]
+        listed = f"({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})"
+        if key[0] == "run":
+            out.append(SkippedFolder(s.owner, "pass the run folder itself (a glob one level too deep?)", s.owner,
+                                     label=f"{len(names)} paths inside the run folder {s.owner} {listed}"))
+        else:
+            out.append(SkippedFolder(s.path.parent, NOT_A_SUMMARY,
+                                     label=f"{len(names)} files in {s.path.parent} {listed}, none of them"))
     return out
 
 

@@ -16,8 +16,9 @@ Rules of the tables:
   model card), one per ``section``, a column per metric;
 - header arrows (↑ higher is better, ↓ lower) come from the spec of any run that measured the column (none if none);
 - rows are in the card's order: the published CSV's rows (a run is matched by evalkit model name, then hub id), then
-  every other model in the order given; a run with random weights (its model's, or any metric backbone's) is
-  labelled ``"<name> (random weights)"`` and footnoted (†): its numbers test the pipeline only;
+  every other model in the order given, each named by its label (``model.label``: a folder run's folder name, not
+  ``folder``); a run with random weights (its model's, or any metric backbone's) is labelled
+  ``"<label> (random weights)"`` and footnoted (†): its numbers test the pipeline only;
 - numbers: a measured value (and its interval, in the same cell) is printed with the spec's ``decimals`` unless that
   would show fewer than 2 significant digits of a nonzero value - then with the decimals that show 2 significant
   digits, the same for the value and both bounds of a cell (demo FAD ``0.0024 [0.0019, 0.0031]``, a real one
@@ -26,6 +27,14 @@ Rules of the tables:
   was asked for and has no number (an error, or not applicable to the run) is ``n/a‡`` with a ``‡`` footnote giving
   the reason (in CSV an empty value and the reason in ``<column> note``);
 - a metric measured with a protocol other than the card's (``audiocraft``) is footnoted;
+- a warning the run recorded for a metric (``metrics.<m>.warnings`` in summary.json, e.g. a rank-deficient FAD
+  covariance: the value exists but is not comparable) marks its cell with ``§`` and is footnoted (in CSV: the
+  ``<column> note``);
+- an interval with no width is no interval: one clip, or clips that all give one value, print ``n/a (1 clip)`` /
+  ``n/a (identical values)`` (``identical clips`` for a Fréchet distance) in its place, never ``[x, x]``;
+- runs measured with different recipes (another metric recipe, backbone checkpoint, generation, post-processing or
+  audit setting: what ``python -m evalkit.compare`` refuses to compare) are marked ``¶`` and footnoted, naming what
+  differs from the table's first run;
 - folders that could not be read are named with their reason under the markdown table.
 """
 from __future__ import annotations
@@ -53,6 +62,14 @@ MISSING = "–"
 NOT_AVAILABLE = "n/a"
 NA_MARK = "‡"
 RANDOM_MARK = "†"
+#: a cell whose metric the run recorded a warning for (footnoted)
+WARN_MARK = "§"
+#: a row measured with another recipe than the table's first run (footnoted)
+RECIPE_MARK = "¶"
+#: why an interval has no width (:attr:`evalkit.report.bootstrap.Interval.degenerate`), for its footnote
+NO_INTERVAL = {"1 clip": "one clip: resampling it gives the same value every time",
+               "identical values": "every clip has the same value, so every resample has it too",
+               "identical clips": "every clip has the same embeddings, so every resample is the same set"}
 RANDOM_SUFFIX = " (random weights)"
 CARD_SECTION = "card"
 #: Section of a metric with ``card_column: null`` whose spec still says ``section: card``.
@@ -116,8 +133,9 @@ def order_runs(runs: Sequence[RunRecord], published: pd.DataFrame | None) -> lis
 
 
 def run_labels(runs: Sequence[RunRecord]) -> list[str]:
-    """Row labels: the model name (+ ``" (random weights)"``), with ``[<folder>]`` when two runs would share one."""
-    base = [r.model_name + (RANDOM_SUFFIX if r.random_weights else "") for r in runs]
+    """Row labels: the run's label (``model.label``: the model name, or for a folder run its folder's name; +
+    ``" (random weights)"``), with ``[<run folder>]`` when two runs would share one."""
+    base = [r.label + (RANDOM_SUFFIX if r.random_weights else "") for r in runs]
     return [f"{b} [{r.path.name}]" if base.count(b) > 1 else b for r, b in zip(runs, base)]
 
 
@@ -170,11 +188,16 @@ def collect_runs(
     NaN when the run did not measure it: the published value still shows).
 
     Columns: ``label, model, hub_id, run_dir, random_weights, model_random_weights, random_note, metric, section,
-    column, card_column, aggregate, value, ci_low, ci_high, ci_level, n_boot, ci_value, ci_note, note, n_clips,
-    protocol, higher_is_better, decimals, channel_view, reference_set, published``; rows in the card's order.
-    ``note`` says why an asked-for metric has no number. ``paths``: run folders, summary.json files, folders holding runs (searched recursively), or
-    :class:`RunRecord` objects. Folders that cannot be read are left out and listed in ``attrs["skipped"]`` (with
-    ``skipped``, those the caller already set aside). Raises :class:`RunFolderError` when no run can be read.
+    column, card_column, aggregate, value, ci_low, ci_high, ci_level, n_boot, ci_value, ci_note, ci_none, note,
+    warnings, n_clips, protocol, higher_is_better, decimals, channel_view, reference_set, published``; rows in the
+    card's order. ``note`` says why an asked-for metric has no number, ``ci_note`` why a value has no interval,
+    ``ci_none`` why its interval has no width (``"1 clip"``, ``"identical values"``, ``"identical clips"``; its bounds
+    are then NaN), ``warnings`` (a tuple) what the run warned about the metric. ``attrs["recipes"]``: ``{label:
+    [what differs]}`` of the runs measured with another recipe than the first
+    (:func:`evalkit.report.compare.scoring_differences`). ``paths``: run folders, summary.json files, folders
+    holding runs (searched recursively), or :class:`RunRecord` objects. Folders that cannot be read are left out and
+    listed in ``attrs["skipped"]`` (with ``skipped``, those the caller already set aside). Raises
+    :class:`RunFolderError` when no run can be read.
     """
     runs, found_skipped, published = _resolve(paths, published)
     skipped = list(skipped) + found_skipped
@@ -199,8 +222,23 @@ def collect_runs(
     df = pd.DataFrame(rows)
     df.attrs.update(runs=[str(r.path) for r in runs], labels=run_labels(runs), card_columns=columns,
                     ci={"level": level, "n_boot": n_boot, "seed": seed} if ci else None,
-                    skipped=[str(s) for s in skipped])
+                    skipped=[str(s) for s in skipped], recipes=recipe_differences(runs))
     return df
+
+
+def recipe_differences(runs: Sequence[RunRecord]) -> dict[str, list[str]]:
+    """``{label: [what differs]}`` of the runs measured with another recipe than the first (in the table's order):
+    what ``python -m evalkit.compare`` refuses to compare (:func:`evalkit.report.compare.scoring_differences`),
+    except random vs released backbones and protocols, which the † rows and the protocol footnotes say."""
+    from evalkit.report.compare import scoring_differences
+
+    labels = run_labels(runs)
+    out: dict[str, list[str]] = {}
+    for run, label in zip(runs[1:], labels[1:]):
+        diff = scoring_differences(runs[0].summary, run.summary, said_apart=True, names=(labels[0], label), why="")
+        if diff:
+            out[label] = diff
+    return out
 
 
 def _metric_slots(run: RunRecord, specs: Mapping[str, MetricSpec], columns: Sequence[str]):
@@ -238,10 +276,13 @@ def _row(run: RunRecord, label: str, m: str | None, spec: MetricSpec | None, sec
         "card_column": column if section == CARD_SECTION else None,
         "aggregate": spec.aggregate if spec else None,
         "value": run.value(m) if measured else math.nan,
-        "ci_low": iv.low if iv else math.nan, "ci_high": iv.high if iv else math.nan,
+        "ci_low": iv.low if iv and not iv.degenerate else math.nan,
+        "ci_high": iv.high if iv and not iv.degenerate else math.nan,
         "ci_value": iv.value if iv else math.nan,
         "ci_note": why if measured and not iv and math.isfinite(run.value(m)) else "",
+        "ci_none": iv.degenerate if iv else "",
         "note": run.note(m) if measured else "",
+        "warnings": tuple(str(w) for w in entry.get("warnings") or ()),
         "n_clips": entry.get("n_clips", run.summary.get("n_clips")),
         "protocol": entry.get("protocol"),
         "higher_is_better": spec.higher_is_better if spec else None,
@@ -267,20 +308,22 @@ def _random_note(run: RunRecord) -> str:
 
 # -- the card's layout and evalkit's own tables ------------------------------------------------------------------------
 def _wide(rows: pd.DataFrame, labels: Sequence[str], columns: Sequence[str], published: bool) -> pd.DataFrame:
-    """A row per label; per column C: ``C``, ``C CI low``, ``C CI high``, (``C (published)``), ``C note``; then
+    """A row per label; per column C: ``C``, ``C CI low``, ``C CI high``, (``C (published)``), ``C note``, ``C no
+    interval`` (why the interval has no width, else ""), ``C warnings`` (the run's warnings, one a line); then
     ``hub_id``, ``random_weights``, ``run_dir``. attrs: ``columns``, ``arrows`` ({C: True ↑ / False ↓ / None}),
     ``decimals`` ({C: int})."""
     names = []
     for c in columns:
-        names += [c, f"{c} CI low", f"{c} CI high"] + ([f"{c} (published)"] if published else []) + [f"{c} note"]
+        names += [c, f"{c} CI low", f"{c} CI high"] + ([f"{c} (published)"] if published else []) + [
+            f"{c} note", f"{c} no interval", f"{c} warnings"]
     table = pd.DataFrame(index=pd.Index(list(labels), name="Model"), columns=names, dtype=object)
     for c in columns:
         table[[c, f"{c} CI low", f"{c} CI high"] + ([f"{c} (published)"] if published else [])] = math.nan
-        table[f"{c} note"] = ""
+        table[[f"{c} note", f"{c} no interval", f"{c} warnings"]] = ""
     for _, r in rows.iterrows():
         c, lab = r["column"], r["label"]
-        cells = [r["value"], r["ci_low"], r["ci_high"], r["note"]]
-        table.loc[lab, [c, f"{c} CI low", f"{c} CI high", f"{c} note"]] = cells
+        cells = [r["value"], r["ci_low"], r["ci_high"], r["note"], r["ci_none"], "\n".join(r["warnings"])]
+        table.loc[lab, [c, f"{c} CI low", f"{c} CI high", f"{c} note", f"{c} no interval", f"{c} warnings"]] = cells
         if published:
             table.loc[lab, f"{c} (published)"] = r["published"]
     for c in columns:
@@ -303,15 +346,18 @@ def card_table(collected: pd.DataFrame) -> pd.DataFrame:
     """The card's table: a row per run (index ``Model``, the card's order), the card's columns in the card's order.
 
     Columns for each card column C: ``C`` (measured), ``C CI low``, ``C CI high``, ``C (published)``, ``C note`` (why
-    an asked-for metric has no number; "" otherwise); then ``hub_id``, ``random_weights``, ``run_dir``.
-    ``table.attrs``: ``columns``, ``arrows``, ``decimals``, ``footnotes`` (list of str), ``random_rows``, ``ci``,
-    ``sections`` ({section: table of evalkit's own metrics, same layout without published columns, with ``title``}),
-    ``skipped`` (folders not read, with their reasons)."""
+    an asked-for metric has no number; "" otherwise), ``C no interval`` (why the interval has no width), ``C warnings``
+    (the run's warnings about it, one a line); then ``hub_id``, ``random_weights``, ``run_dir``.
+    ``table.attrs``: ``columns``, ``arrows``, ``decimals``, ``footnotes`` (list of str), ``random_rows``,
+    ``recipe_rows`` (measured with another recipe than the first row), ``ci``, ``sections`` ({section: table of
+    evalkit's own metrics, same layout without published columns, with ``title``}), ``skipped`` (folders not read,
+    with their reasons)."""
     labels = list(collected.attrs.get("labels") or dict.fromkeys(collected["label"]))
     columns = list(collected.attrs.get("card_columns") or dict.fromkeys(collected.loc[
         collected["section"] == CARD_SECTION, "column"]))
     rows = collected[collected["section"] == CARD_SECTION]
     table = _wide(rows, labels, columns, published=True)
+    table.attrs["recipe_rows"] = [lab for lab in labels if lab in (collected.attrs.get("recipes") or {})]
     ci = collected.attrs.get("ci")
     unplaced = collected[collected["section"].isna() & (collected["note"] != "")]
     notes = _random_footnote(collected, table.attrs["random_rows"])
@@ -340,9 +386,12 @@ def section_table(collected: pd.DataFrame, section: str) -> pd.DataFrame:
     labels = [lab for lab in (collected.attrs.get("labels") or []) if lab in set(rows["label"])]
     table = _wide(rows, labels or list(dict.fromkeys(rows["label"])), list(dict.fromkeys(rows["column"])),
                   published=False)
+    table.attrs["recipe_rows"] = [lab for lab in table.index if lab in (collected.attrs.get("recipes") or {})]
     notes = []
     if table.attrs["random_rows"]:
         notes.append(f"{RANDOM_MARK} random weights: see the card table's note; these numbers test the pipeline only.")
+    if table.attrs["recipe_rows"]:
+        notes.append(f"{RECIPE_MARK} measured with another recipe: see the card table's note; not comparable.")
     notes += _cell_footnotes(rows)
     table.attrs.update(footnotes=notes, ci=collected.attrs.get("ci"), section=section, skipped=[],
                        title=OWN_TITLE.format(section=section), sections={})
@@ -362,12 +411,17 @@ def _random_footnote(collected: pd.DataFrame, random_rows: Sequence[str]) -> lis
 
 
 def _run_footnotes(collected: pd.DataFrame) -> list[str]:
-    """Runs whose card metrics were computed on another channel view than the card's (mono), and runs scored
-    against different MusicCaps reference sets (``reference_set.manifest_sha256``; unknown counts as different)."""
+    """Runs measured with another recipe than the first row (``attrs["recipes"]``, ¶), runs whose card metrics were
+    computed on another channel view than the card's (mono), and runs scored against different MusicCaps reference
+    sets (``reference_set.manifest_sha256``; unknown counts as different)."""
+    labels = list(collected.attrs.get("labels") or dict.fromkeys(collected["label"]))
+    notes = [f"{RECIPE_MARK} {lab} was measured with another recipe than {labels[0]}, so their numbers are different "
+             f"measurements, not comparable (python -m evalkit.compare refuses such runs): " + "; ".join(diff) + "."
+             for lab, diff in (collected.attrs.get("recipes") or {}).items()]
     runs = collected.drop_duplicates("label")
-    notes = [f"{r['label']}: metrics computed on the '{r['channel_view']}' channel view (the card's: "
-             f"{DEFAULT_CHANNEL_VIEW}); not comparable with the published values."
-             for _, r in runs.iterrows() if r["channel_view"] != DEFAULT_CHANNEL_VIEW]
+    notes += [f"{r['label']}: metrics computed on the '{r['channel_view']}' channel view (the card's: "
+              f"{DEFAULT_CHANNEL_VIEW}); not comparable with the published values."
+              for _, r in runs.iterrows() if r["channel_view"] != DEFAULT_CHANNEL_VIEW]
     shas = [r if isinstance(r, str) and r else None for r in runs["reference_set"]]
     if len(set(shas)) > 1:
         which = "; ".join(f"{lab}: {s[:12] + '…' if s else 'unknown'}" for lab, s in zip(runs["label"], shas))
@@ -376,21 +430,25 @@ def _run_footnotes(collected: pd.DataFrame) -> list[str]:
 
 
 def _cell_footnotes(rows: pd.DataFrame) -> list[str]:
-    """Protocol notes, missing intervals, recomputed values that disagree, then the ‡ reasons of n/a cells."""
-    protocol, no_ci, na = [], [], []
+    """Protocol notes, missing intervals (and intervals without width), recomputed values that disagree, the §
+    warnings the runs recorded, then the ‡ reasons of n/a cells."""
+    protocol, no_ci, warned, na = [], [], [], []
     for _, r in rows.iterrows():
         lab, c, v = r["label"], r["column"], r["value"]
         if r["section"] == CARD_SECTION and pd.notna(v) and r["protocol"] and r["protocol"] != CARD_PROTOCOL:
             protocol.append(f"{lab}: {c} measured with protocol '{r['protocol']}' (the card's is '{CARD_PROTOCOL}').")
         if r.get("ci_note"):
             no_ci.append(f"{lab}: no interval for {c} ({r['ci_note']}).")
+        if r.get("ci_none"):
+            no_ci.append(f"{lab}: {c} has no interval ({NO_INTERVAL[r['ci_none']]}).")
+        warned += [f"{WARN_MARK} {lab}: {c}: {w}" for w in r.get("warnings") or ()]
         rv = r.get("ci_value", math.nan)
         if pd.notna(v) and pd.notna(rv) and abs(rv - v) > 1e-4 * max(1.0, abs(v)):
             no_ci.append(f"{lab}: {c} recomputed from the per-clip data is {rv:.6g}, the summary says {v:.6g} "
                          "(the interval is around the recomputed value; check the run folder).")
         if r.get("note"):
             na.append(f"{NA_MARK} {lab}: {c} {r['note']}")
-    return protocol + no_ci + na
+    return protocol + no_ci + warned + na
 
 
 # -- numbers ----------------------------------------------------------------------------------------------------------
@@ -416,27 +474,37 @@ def format_number(x: Any, decimals: int, missing: str = MISSING) -> str:
     return f"{float(x):.{decimals}f}" if _finite(x) else missing
 
 
+def _text(table: pd.DataFrame, label: str, column: str) -> str:
+    """A text column of the wide table ("" when absent or empty)."""
+    return str(table.loc[label, column] or "") if column in table.columns else ""
+
+
 def cell_text(table: pd.DataFrame, label: str, column: str) -> tuple[str | None, str | None, str]:
-    """``(value, "[low, high]" or None, note)`` of one measured cell, by the decimals rule (module doc); value is
-    None when there is no number."""
+    """``(value, "[low, high]" or "[n/a (why)]" or None, note)`` of one measured cell, by the decimals rule (module
+    doc); value is None when there is no number. An interval without width is ``[n/a (1 clip)]``,
+    ``[n/a (identical values)]`` or ``[n/a (identical clips)]``."""
     v = table.loc[label, column]
     lo, hi = table.loc[label, f"{column} CI low"], table.loc[label, f"{column} CI high"]
-    note = str(table.loc[label, f"{column} note"] or "") if f"{column} note" in table.columns else ""
+    note = _text(table, label, f"{column} note")
     if not _finite(v):
         return None, None, note
     has_ci = _finite(lo) and _finite(hi)
     d = cell_decimals(table.attrs.get("decimals", {}).get(column, PUBLISHED_DECIMALS), v, *((lo, hi) if has_ci else ()))
-    ci = f"[{format_number(lo, d)}, {format_number(hi, d)}]" if has_ci else None
+    none = _text(table, label, f"{column} no interval")
+    ci = f"[{format_number(lo, d)}, {format_number(hi, d)}]" if has_ci else (f"[{NOT_AVAILABLE} ({none})]" if none
+                                                                            else None)
     return format_number(v, d), ci, note
 
 
 def format_cell(table: pd.DataFrame, label: str, column: str, *, missing: str = MISSING, ci_sep: str = " ") -> str:
-    """``"4.91 [4.80, 5.02]"`` (``"4.91"`` without an interval, ``"n/a‡"`` when asked for and not computed, ``"–"``
-    when not measured)."""
+    """``"4.91 [4.80, 5.02]"`` (``"4.91"`` without an interval, ``"4.91 [n/a (1 clip)]"`` with one of no width,
+    ``"n/a‡"`` when asked for and not computed, ``"–"`` when not measured), ``" §"`` after it when the run recorded
+    a warning about it."""
     v, ci, note = cell_text(table, label, column)
+    mark = f" {WARN_MARK}" if _text(table, label, f"{column} warnings") else ""
     if v is None:
-        return NOT_AVAILABLE + NA_MARK if note else missing
-    return v + (f"{ci_sep}{ci}" if ci else "")
+        return (NOT_AVAILABLE + NA_MARK if note else missing) + mark
+    return v + (f"{ci_sep}{ci}" if ci else "") + mark
 
 
 def format_published(table: pd.DataFrame, label: str, column: str, missing: str = MISSING) -> str:
@@ -462,9 +530,10 @@ def _md_block(table: pd.DataFrame) -> str:
         header += [f"{c}{_arrow(table, c)}"] + (["published"] if published else [])
     per = 2 if published else 1
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" + "---:|" * (per * len(columns))]
-    random_rows = set(table.attrs.get("random_rows", []))
+    random_rows, recipe_rows = set(table.attrs.get("random_rows", [])), set(table.attrs.get("recipe_rows", []))
     for label in table.index:
-        cells = [_md_escape(label) + (f" {RANDOM_MARK}" if label in random_rows else "")]
+        cells = [_md_escape(label) + (f" {RANDOM_MARK}" if label in random_rows else "")
+                 + (f" {RECIPE_MARK}" if label in recipe_rows else "")]
         for c in columns:
             cells += [format_cell(table, label, c)] + ([format_published(table, label, c)] if published else [])
         lines.append("| " + " | ".join(cells) + " |")
@@ -488,8 +557,8 @@ _TEX_SPECIAL = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
     "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
 }
-_TEX_SYMBOLS = {"–": "--", RANDOM_MARK: r"$^\dagger$", NA_MARK: r"$^\ddagger$", "↑": r"$\uparrow$",
-                "↓": r"$\downarrow$", "∞": r"$\infty$"}
+_TEX_SYMBOLS = {"–": "--", RANDOM_MARK: r"$^\dagger$", NA_MARK: r"$^\ddagger$", WARN_MARK: r"$^\S$",
+                RECIPE_MARK: r"$^\P$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "∞": r"$\infty$"}
 
 
 def tex_escape(s: str) -> str:
@@ -499,9 +568,10 @@ def tex_escape(s: str) -> str:
 
 def _tex_cell(table: pd.DataFrame, label: str, column: str) -> str:
     v, ci, note = cell_text(table, label, column)
+    mark = r"$^\S$" if _text(table, label, f"{column} warnings") else ""
     if v is None:
-        return NOT_AVAILABLE + r"$^\ddagger$" if note else "--"
-    return v + (rf"\,{{\scriptsize{ci}}}" if ci else "")
+        return (NOT_AVAILABLE + r"$^\ddagger$" if note else "--") + mark
+    return v + (rf"\,{{\scriptsize{tex_escape(ci)}}}" if ci else "") + mark
 
 
 def _latex_env(table: pd.DataFrame, caption: str, label: str) -> list[str]:
@@ -519,9 +589,10 @@ def _latex_env(table: pd.DataFrame, caption: str, label: str) -> list[str]:
     else:
         out.append(" & ".join(["Model"] + [f"{tex_escape(c)}{a}" for c, a in zip(columns, arrows)]) + r" \\")
     out.append(r"\midrule")
-    random_rows = set(table.attrs.get("random_rows", []))
+    random_rows, recipe_rows = set(table.attrs.get("random_rows", [])), set(table.attrs.get("recipe_rows", []))
     for lab in table.index:
-        cells = [tex_escape(lab) + (r"$^\dagger$" if lab in random_rows else "")]
+        cells = [tex_escape(lab) + (r"$^\dagger$" if lab in random_rows else "") + (r"$^\P$" if lab in recipe_rows
+                                                                                 else "")]
         for c in columns:
             cells += [_tex_cell(table, lab, c)] + ([format_published(table, lab, c, "--")] if published else [])
         out.append(" & ".join(cells) + r" \\")
@@ -545,9 +616,17 @@ def to_latex(table: pd.DataFrame, caption: str | None = None, label: str = "tab:
 
 def to_csv(table: pd.DataFrame, path: str | os.PathLike | None = None) -> str:
     """Numbers as numbers (empty = missing): the ``Model`` index, each column with CI bounds, published value and
-    note (why an asked-for metric has no number), then ``hub_id, random_weights, run_dir``. One table: the card, or
-    one of ``table.attrs["sections"]``."""
-    text = table.to_csv(index=True, float_format="%.6g", na_rep="")
+    note (why an asked-for metric has no number, why its interval is missing - ``no interval: 1 clip`` -, and every
+    ``warning:`` the run recorded about it), then ``hub_id, random_weights, run_dir``. One table: the card, or one of
+    ``table.attrs["sections"]``."""
+    out = table.copy()
+    for c in table.attrs.get("columns", []):
+        parts = [out[f"{c} note"],
+                 out[f"{c} no interval"].map(lambda why: f"no interval: {why}" if why else ""),
+                 out[f"{c} warnings"].map(lambda ws: "; ".join(f"warning: {w}" for w in ws.split("\n") if w))]
+        out[f"{c} note"] = ["; ".join(x for x in row if x) for row in zip(*parts)]
+        out = out.drop(columns=[f"{c} no interval", f"{c} warnings"])
+    text = out.to_csv(index=True, float_format="%.6g", na_rep="")
     if path is not None:
         from evalkit.io import write_text
 

@@ -3,9 +3,10 @@
 
 1. :mod:`~evalkit.stages.inputs`      prompts + reference set (every file accounted for)
 2. :mod:`~evalkit.stages.generation`  clips by id (MusicGen, or existing files), content-keyed cache, resume
-3. :mod:`~evalkit.stages.prepare`     load, resample, post-process, audit: a :class:`~evalkit.metrics.base.Clip` or
-                                      the reason a clip cannot be scored
-4. :mod:`~evalkit.stages.scoring`     metric batches, score cache, state files, resume, rank merge
+3. :mod:`~evalkit.stages.decode`      each file decoded once and audited as a file: a
+                                      :class:`~evalkit.metrics.base.Clip` or the reason no metric can score it
+4. :mod:`~evalkit.stages.scoring`     every metric's input path (:mod:`evalkit.input_path`) and update, in metric
+                                      batches: score cache, state, resume, rank merge
 5. :mod:`~evalkit.stages.outputs`     clips.parquet, summary.json, reference statistics, the printed table
 
 :mod:`~evalkit.stages.folder` owns the run folder itself (its identity, the manifest).

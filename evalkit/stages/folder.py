@@ -1,13 +1,21 @@
 """The run folder: one config = one run = one folder.
 
+``hold(out_dir, dist)``: one run at a time in a folder. Rank 0 holds an OS-level lock (``fcntl.flock``) on
+``<out_dir>/.evalkit.lock`` for the whole run and writes into it who holds it (pid, host, start time); a second run
+started in the folder meanwhile is refused with a :class:`RunError` naming that process. The kernel drops the lock
+when the holder exits in any way (a crash, SIGKILL, a lost node's process), so a dead run never blocks its resumption.
+Under torchrun only rank 0 locks (the ranks of one run share the folder) and tells the others whether it could.
+
 ``claim(spec, out_dir, dist)``: the folder's ``config.yaml`` is the run's identity. A folder holding another
 config (differing in anything but :data:`evalkit.spec.VOLATILE_KEYS`) is refused, since resuming would mix two
 runs; ``overwrite=true`` clears what an earlier run left. ``write_manifest`` records versions, git sha, device,
-seeds, times and the status (``running``, ``finished``, ``failed`` with the error).
+seeds, times and the status (``running``, ``finished``, ``interrupted`` (Ctrl-C) or ``failed``, with the error).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import errno
 import logging
 import os
 import platform
@@ -15,7 +23,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from evalkit import io as eio
 from evalkit.spec import RunSpec
@@ -67,6 +75,77 @@ def device_info(device) -> dict[str, Any]:
     return info
 
 
+#: the lock file of a run folder (hidden: never listed as a clip or a run file)
+LOCK_FILE = ".evalkit.lock"
+
+
+@contextlib.contextmanager
+def hold(out_dir: Path, dist) -> Iterator[None]:
+    """Hold ``out_dir`` for this run while the block runs (see the module doc). Raises :class:`RunError` naming the
+    process that holds it; ``OSError`` when the folder cannot be made or written."""
+    out_dir = Path(out_dir)
+    fd, holder = None, None
+    if dist.rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd, holder = _lock(out_dir / LOCK_FILE)
+    holder = dist.broadcast(holder)
+    if holder is not None:
+        raise RunError(in_use_message(out_dir, holder))
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.ftruncate(fd, 0)  # the record names a live holder only
+            os.close(fd)  # releases the lock
+
+
+def in_use_message(out_dir: Path, holder: str) -> str:
+    """The one line for a run folder another run holds (``holder``: who, as :func:`_lock` says it)."""
+    return (f"{out_dir} is in use by another evalkit run: {holder}. Two runs in one folder would both do the whole job "
+            f"and overwrite each other's files: wait for it to end (the same command afterwards resumes what it "
+            f"leaves), or use another folder (hydra.run.dir=DIR; out_dir= in Python)")
+
+
+def holder_of(out_dir: Path) -> str | None:
+    """Who holds ``out_dir`` now (see :func:`hold`), or None; takes and drops the lock when it is free."""
+    path = Path(out_dir) / LOCK_FILE
+    if not path.is_file():
+        return None
+    fd, holder = _lock(path)
+    if fd is not None:
+        os.ftruncate(fd, 0)
+        os.close(fd)
+    return holder
+
+
+def _lock(path: Path) -> tuple[int | None, str | None]:
+    """``(fd holding the lock, None)``, or ``(None, "process <pid> on <host>, started <time> (<command>)")`` when
+    another process holds it."""
+    import fcntl
+    import json
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            who = json.loads(os.pread(fd, 1 << 16, 0).decode("utf-8"))
+            holder = (f"process {who['pid']} on {who['hostname']}, started {who['start']} "
+                      f"({' '.join(map(str, who.get('argv') or []))})")
+        except (ValueError, KeyError, TypeError):  # taken this instant, its record not yet written
+            holder = "a process that is starting now"
+        os.close(fd)
+        return None, holder
+    except BaseException:
+        os.close(fd)
+        raise
+    record = {"pid": os.getpid(), "hostname": platform.node(), "argv": sys.argv,
+              "start": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(record).encode("utf-8"), 0)
+    return fd, None
+
+
 def claim(spec: RunSpec, out_dir: Path, dist) -> None:
     """Make ``out_dir`` this run's folder (see the module doc). Rank 0 only writes."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -96,6 +175,51 @@ def claim(spec: RunSpec, out_dir: Path, dist) -> None:
     eio.write_text(cfg_path, yaml.safe_dump(spec.to_dict(), sort_keys=False, allow_unicode=True))
 
 
+def disk_message(exc: BaseException, out_dir: Path) -> str | None:
+    """One line for a write the disk refused (:func:`evalkit.io.disk_problem`: full, over quota, read-only, no
+    permission), naming the file and the fix; None for any other error. Everything written before it is whole (atomic
+    writes), so after freeing space the same command resumes the run with the numbers of an uninterrupted one."""
+    problem = eio.disk_problem(exc)
+    if problem is None:
+        return None
+    failed, out = Path(str(exc.filename or out_dir)).resolve(), Path(out_dir).resolve()
+    inside = failed.is_relative_to(out) or out.is_relative_to(failed)  # in the run folder, or making it
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"{problem}. Free space on that disk and run the same command again: "
+                + (f"everything finished in {out_dir} is kept and the run resumes; or start in a run folder on "
+                   f"another disk (hydra.run.dir=DIR; out_dir= in Python)" if inside else
+                   "everything finished so far is kept"))
+    if inside:
+        return (f"{problem}. Choose a run folder you can write (hydra.run.dir=DIR; out_dir= in Python), or make "
+                f"{out_dir} writable")
+    return f"{problem}. Make it writable (or point the setting that names it elsewhere) and run the same command again"
+
+
+def writable_problem(out_dir: Path) -> str | None:
+    """Why ``out_dir`` cannot take a run (its nearest existing folder refuses a small write: read-only, no permission,
+    full), as :func:`disk_message` says it; None when a probe file can be written and removed there. Leaves nothing
+    behind (the probe is a hidden ``.tmp`` file, swept like any unfinished write if the process dies)."""
+    import tempfile
+
+    here = Path(out_dir).absolute()
+    folder = next((p for p in (here, *here.parents) if p.exists()), None)
+    if folder is None or not folder.is_dir():
+        return None  # a path through a file: the run's own mkdir names it
+    try:
+        fd, name = tempfile.mkstemp(prefix=".evalkit-probe.", suffix=eio.TEMP_SUFFIX, dir=folder)
+        try:
+            os.write(fd, b"evalkit")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(name)
+    except OSError as exc:
+        if exc.filename is None or str(exc.filename).startswith(str(folder / ".evalkit-probe.")):
+            exc = OSError(exc.errno, exc.strerror or os.strerror(exc.errno or 0), str(here))
+        return disk_message(exc, here)
+    return None
+
+
 def resume_message(out_dir: Path) -> str:
     """What running again in ``out_dir`` does, in words: what the earlier attempt left, and how it ended."""
     import json
@@ -108,6 +232,7 @@ def resume_message(out_dir: Path) -> str:
         manifest = {}
     status = manifest.get("status", "unknown")
     how = {"failed": f"the earlier attempt failed ({manifest.get('error')})",
+           "interrupted": "the earlier attempt was interrupted (Ctrl-C)",
            "running": "the earlier attempt did not finish (killed, or another process is running it now)",
            "finished": "the earlier attempt finished"}.get(status, "an earlier attempt left it")
     if not any(done.values()):

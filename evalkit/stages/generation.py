@@ -45,14 +45,21 @@ def build_generator(spec: RunSpec, device: str) -> Generator:
 
 
 def link_or_copy(src: Path, dst: Path) -> None:
-    """Hard link (same file system) or copy, then an atomic rename onto ``dst``."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    """Hard link (same file system) or copy, then an atomic rename onto ``dst``. A copy that fails (a full disk)
+    leaves no temp file, and its OSError names ``dst``."""
     tmp = eio.temp_name(dst)
     try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno is None:
+            raise
+        raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(dst)) from exc
 
 
 def audio_ok(path: Path, expected_samples: int | None) -> bool:
@@ -69,17 +76,22 @@ def audio_ok(path: Path, expected_samples: int | None) -> bool:
 
 
 class GenerationCache:
-    """Audio of finished batches, shared by every run on the machine (see the module doc)."""
+    """Audio of finished batches, shared by every run on the machine (see the module doc). The cache is optional: a
+    store it cannot make (a full or read-only cache disk) is warned about once and the run goes on without storing
+    (fetches go on)."""
 
     def __init__(self, root: Path, generator: Generator, refs, melody: str) -> None:
         self.root, self.generator, self.refs, self.melody = root, generator, refs, melody
+        #: why the cache takes no more batches (its first failed store), or None
+        self.store_failed: str | None = None
 
     def key(self, batch: Batch) -> str:
         ident = {**(self.generator.cache_identity() or {}), "seed": batch.seed,
                  "prompts": [[p.id, p.caption] for p in batch.prompts], "melody": self.melody}
         if self.generator.melody and self.melody == "reference":
-            ident["melody_audio"] = [eio.sha256_file(self.refs.get(p.ref_key)) if self.refs.get(p.ref_key) else None
-                                     for p in batch.prompts]
+            # an unreadable reference (e.g. a dangling link) conditions on nothing: text only, like no reference
+            ident["melody_audio"] = [eio.sha256_file(r) if r is not None and r.is_file() else None
+                                     for r in (self.refs.get(p.ref_key) for p in batch.prompts)]
         return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
 
     def fetch(self, key: str, paths: dict[str, Path]) -> bool:
@@ -93,10 +105,18 @@ class GenerationCache:
         return True
 
     def store(self, key: str, paths: dict[str, Path]) -> None:
+        if self.store_failed:
+            return
         dst = self.root / key[:2] / key
-        for p in paths.values():
-            if p.exists() and not (dst / p.name).exists():
-                link_or_copy(p, dst / p.name)
+        try:
+            for p in paths.values():
+                if p.exists() and not (dst / p.name).exists():
+                    link_or_copy(p, dst / p.name)
+        except OSError as exc:
+            self.store_failed = eio.disk_problem(exc) or f"cannot write {exc.filename or dst}: {exc}"
+            log.warning("generation cache: %s; the run goes on without storing audio in it (the run's own clips are "
+                        "written; free space there, move it with cache.dir=DIR or EVALKIT_CACHE, or turn it off "
+                        "with cache.generations=false)", self.store_failed)
 
 
 def generate(spec: RunSpec, inputs: Inputs, generator: Generator, out_dir: Path, dist) -> dict[str, dict[str, Any]]:
@@ -111,7 +131,9 @@ def generate(spec: RunSpec, inputs: Inputs, generator: Generator, out_dir: Path,
     metas: dict[int, dict] = {}
     units = [generator.progress_units(b) for b in mine]
     unit = units[0][1] if units else "clip"
-    with progress_bar(sum(n for n, _ in units), spec.progress and dist.rank == 0, "generate", unit) as bar:
+    # no bar where nothing is generated (folder mode points at existing files)
+    shown = spec.progress and dist.rank == 0 and generator.writes_audio
+    with progress_bar(sum(n for n, _ in units), shown, "generate", unit) as bar:
         for batch, (n, _) in zip(mine, units):
             done = _Counter(bar, n)
             metas[batch.index] = _run_batch(batch, generator, inputs, out_dir, cache, melody, done)

@@ -103,17 +103,21 @@ def audit_counts(df, column: str) -> tuple[dict[str, int], dict[str, list[str]]]
 
 
 def unused_files(inputs: Inputs, generator_unused: list[dict[str, str]], df) -> list[dict[str, str]]:
-    """Files of ``model.dir`` and ``reference.dir`` that no prompt uses or that cannot be used, with the reason."""
+    """Files of ``model.dir`` and ``reference.dir`` that no prompt uses or that cannot be used, with the reason (for an
+    unreadable clip or reference: why, e.g. a dangling link and its target)."""
     out = list(generator_unused)
     refs = inputs.references
     out += [{"file": str(refs.paths[i]), "reason": "no prompt id (not in the prompt set)"}
             for i in inputs.extra_reference_ids if i in refs.paths]
     out += [{"file": str(p), "reason": why} for p, why in refs.unusable]
-    for col, path_col in (("audit_flags", "audio_path"), ("reference_audit_flags", "reference_path")):
+    for col, path_col, why_col in (("audit_flags", "audio_path", "skip_reason"),
+                                   ("reference_audit_flags", "reference_path", "reference_problem")):
         if col in df and path_col in df:
-            for flags, path in zip(df[col], df[path_col]):
+            whys = df[why_col] if why_col in df else [None] * len(df)
+            for flags, path, why in zip(df[col], df[path_col], whys):
                 if flags is not None and not isinstance(flags, float) and "unreadable" in list(flags) and path:
-                    out.append({"file": str(path), "reason": "unreadable"})
+                    out.append({"file": str(path),
+                                "reason": f"unreadable ({why})" if isinstance(why, str) else "unreadable"})
     return out
 
 
@@ -125,7 +129,7 @@ def listing_identity(paths: Mapping[str, Path]) -> dict[str, Any]:
 
     items = []
     for cid, p in sorted(paths.items()):
-        st = Path(p).stat()
+        st = Path(p).stat() if Path(p).exists() else Path(p).lstat()  # a dangling link: the link itself
         items.append([cid, Path(p).name, st.st_size, st.st_mtime_ns])
     return {"listing_sha256": hashlib.sha256(json.dumps(items).encode()).hexdigest(), "n_files": len(items)}
 
@@ -151,8 +155,9 @@ def input_accounting(spec: RunSpec, inputs: Inputs, generator_unused, df) -> dic
 def paired_summary(df, pairs, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict[str, Any]:
     """For each ``{"name", "generated", "reference"}`` pair of per-clip columns: the mean and a percentile bootstrap
     interval over clips (:func:`evalkit.statistics.bootstrap.bootstrap_mean`, seeded) of the generated value, the
-    reference value and their per-clip difference (paired), and how many clips had a non-finite value (e.g. a total
-    downmix loss), which the means leave out."""
+    reference value and their per-clip difference (paired), with ``degenerate`` saying why an interval has no width
+    (one clip, identical values), and how many clips had a non-finite value (e.g. a total downmix loss), which the
+    means leave out."""
     import numpy as np
 
     from evalkit.statistics.bootstrap import bootstrap_mean
@@ -162,7 +167,7 @@ def paired_summary(df, pairs, n_boot: int = 1000, level: float = 0.95, seed: int
         if not np.isfinite(v).any():
             return None
         iv = bootstrap_mean(v, metric=what, n_boot=n_boot, level=level, seed=seed)
-        return {"value": iv.value, "low": iv.low, "high": iv.high, "n": iv.n_clips}
+        return {"value": iv.value, "low": iv.low, "high": iv.high, "n": iv.n_clips, "degenerate": iv.degenerate}
 
     out: dict[str, Any] = {}
     for pair in pairs:
@@ -214,7 +219,9 @@ def build_summary(spec: RunSpec, out_dir: Path, inputs: Inputs, generator_desc: 
     return {
         "evalkit_version": versions().get("evalkit"),
         "run_dir": str(out_dir),
-        "model": {k: generator_desc.get(k) for k in ("name", "hub_id", "source", "random_weights")},
+        "model": {**{k: generator_desc.get(k) for k in ("name", "hub_id", "source", "random_weights")},
+                  "generated": bool(generator_desc.get("generated", True)),
+                  "label": str(generator_desc.get("label") or generator_desc.get("name"))},
         "random_weights": any_random,
         "note": RANDOM_WEIGHTS_NOTE if any_random else None,
         "synthetic_references": bool(inputs.references.synthetic),
@@ -239,7 +246,8 @@ def write_outputs(spec: RunSpec, out_dir: Path, inputs: Inputs, generator, metri
     """Write ``clips.parquet``, ``summary.json`` and the reference side's artifacts; return the summary."""
     out_dir = Path(out_dir)
     df = write_clips_table(out_dir, inputs, gen_rows, score_rows)
-    summary = build_summary(spec, out_dir, inputs, generator.describe(), metrics, skipped_metrics, df,
+    desc = {**generator.describe(), "generated": bool(generator.writes_audio)}  # folder mode: existing files
+    summary = build_summary(spec, out_dir, inputs, desc, metrics, skipped_metrics, df,
                             generator.unused_files([p.id for p in inputs.prompts]))
     eio.write_json(out_dir / "summary.json", summary)
     if spec.reference.get("write_stats", True):
@@ -268,7 +276,9 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     if summary.get("random_weights"):
         lines += ["", "!! " + RANDOM_WEIGHTS_NOTE, ""]
     m = summary["model"]
-    lines.append(f"model: {m.get('name')} ({m.get('hub_id') or m.get('source')})   clips: {summary['n_clips']}   "
+    label, name = m.get("label") or m.get("name"), m.get("name")
+    origin = ("" if label == name else f"{name} ") + str(m.get("hub_id") or m.get("source"))
+    lines.append(f"model: {label} ({origin})   clips: {summary['n_clips']}   "
                  f"missing references: {summary['n_missing_reference']}   unusable references: "
                  f"{summary.get('n_unusable_reference', 0)}   skipped: {summary['n_skipped']}")
     flagged = [("generated", summary.get("audit") or {}), ("references", summary.get("reference_audit") or {})]

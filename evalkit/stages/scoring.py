@@ -76,10 +76,13 @@ def _evalkit_version() -> str:
 
 
 class ScoreCache:
-    """Per-batch metric contributions by content (see the module doc)."""
+    """Per-batch metric contributions by content (see the module doc). The cache is optional: a write it cannot make
+    (a full or read-only cache disk) is warned about once and the run goes on without storing (reads go on)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        #: why the cache takes no more entries (its first failed write), or None
+        self.write_failed: str | None = None
 
     def key(self, m: Metric, clips: list[Clip]) -> str:
         h = hashlib.sha256()
@@ -121,7 +124,15 @@ class ScoreCache:
         for cid, r in results.items():
             for col, arr in r.arrays.items():
                 entry[f"array/{cid}|{col}"] = np.asarray(arr)
-        eio.write_npz(self.path(m, key), **entry)
+        if self.write_failed:
+            return
+        try:
+            eio.write_npz(self.path(m, key), **entry)
+        except OSError as exc:
+            self.write_failed = eio.disk_problem(exc) or f"cannot write {self.path(m, key)}: {exc}"
+            log.warning("score cache: %s; the run goes on without storing scores in it (the numbers are the same; "
+                        "free space there, move it with cache.dir=DIR or EVALKIT_CACHE, or turn it off with "
+                        "cache.scores=false)", self.write_failed)
 
 
 def file_sha256(path) -> str | None:

@@ -74,6 +74,10 @@ class Interval:
     #: mean of the bootstrap draws minus ``value`` (FAD: the resamples' extra finite-sample bias; see module doc)
     bias: float = 0.0
     method: str = "percentile bootstrap over clips"
+    #: why resampling clips gives no spread, so ``[low, high]`` has no width and is no interval: ``"1 clip"``,
+    #: ``"identical values"`` (a mean over clips that all have one value) or ``"identical clips"`` (a Fréchet
+    #: distance over clips with identical embeddings); empty when the interval has a width to report
+    degenerate: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -155,6 +159,7 @@ def bootstrap_mean(
         n_clips=n,
         seed=seed,
         weighted=weights is not None,
+        degenerate="1 clip" if n == 1 else ("identical values" if (v == v[0]).all() else ""),
     )
 
 
@@ -261,6 +266,8 @@ def fad_bootstrap(
         seed=seed,
         bias=mean_star - value,
         method="basic bootstrap over clips, centred on the measured value (generated side resampled, reference fixed)",
+        degenerate="1 clip" if n == 1 else (
+            "identical clips" if all(np.array_equal(c, clips[0]) for c in clips[1:]) else ""),
     )
 
 
