@@ -700,6 +700,14 @@ def render_page(context: Mapping[str, Any]) -> str:
                                                         script_hash=f"sha256-{digest}")
 
 
+def _published_or_none() -> pd.DataFrame | None:
+    """evalkit's published numbers, or None where the CSV is not there (an install without it: measured only)."""
+    try:
+        return load_published()
+    except (OSError, ValueError):
+        return None
+
+
 def write_page(
     runs: Iterable[str | os.PathLike] | Iterable[RunRecord],
     out: str | os.PathLike,
@@ -729,60 +737,66 @@ def write_page(
         items, found_skipped = load_runs([str(p) for p in items])
         skipped = list(skipped) + found_skipped
     if isinstance(published, str) and published == "default":
-        try:
-            published = load_published()
-        except (OSError, ValueError):  # an install without the published CSV: measured values only
-            published = None
+        published = _published_or_none()
     collected = collect_runs(items, ci=ci, n_boot=n_boot, level=level, seed=seed, published=published,
                              skipped=skipped)
     out = Path(out)
-    page_dir = out.parent
-    labels = run_labels(items)
-    index_of = {label: i for i, label in enumerate(labels)}
-    images = ImageFolder(page_dir / f"{out.stem}_files")
-    run_dirs = [r.path for r in items]
-    views = [RunView(r, i, label, page_dir, run_dirs, images) for i, (r, label) in enumerate(zip(items, labels))]
-    tops = [_top(v, int(n_top)) for v in views]
-    diffs = [((views[0], v), paired_differences(views[0].run, v.run, n_boot=n_boot, level=level, seed=seed))
-             for v in views[1:]]
-    _images_wanted(views, tops, diffs, int(n_top), all_images)
-    tables = _tables(collected, index_of)
-    headlines = _headlines(collected, tables)
-    context = {
-        "title": f"evalkit: {labels[0]}" if len(labels) == 1 else f"evalkit: {len(labels)} runs",
-        "tables": tables,
-        "paired": _paired_tables(items, labels),
-        "skipped_folders": [str(s) for s in collected.attrs.get("skipped") or []],
-        "comparisons": [_comparison(va, vb, pair, int(n_top)) for (va, vb), pair in diffs],
-        "runs": [],
-        "n_top": int(n_top), "all_images": all_images, "random_banner": RANDOM_BANNER,
-        "random_meaning": RANDOM_MEANING, "random_mark": RANDOM_MARK,
-        "image_width": images.settings.width, "image_height": images.settings.n_mels,
-    }
-    for view, top in zip(views, tops):
-        s = view.run.summary
-        rows = [view.row(i) for i in range(len(view.ids))]
-        context["runs"].append({
-            "index": view.index, "label": view.label,
-            "random": bool(s.get("random_weights")) or view.run.random_weights,
-            "random_note": collected.loc[collected["label"] == view.label, "random_note"].iloc[0],
-            "facts": _facts(view), "settings": _settings(view),
-            "warnings": [{"metric": m, "text": str(w)} for m, e in view.run.metrics.items()
-                         for w in (e.get("warnings") or [])],
-            "audit": _audit(view),
-            "metrics": _metric_details(view, {m: headlines.get((view.label, m)) for m in view.run.metrics}),
-            "top": [dict(t, worst=[{"row": rows[k], "value": v} for k, v in t["worst"]],
-                         best=[{"row": rows[k], "value": v} for k, v in t["best"]]) for t in top],
-            "columns": [{"metric": m, "name": c, "value": c == (spec.value_column or spec.primary),
-                         "arrow": "↑" if spec.higher_is_better else "↓"} for m, c, spec in view.columns],
-            "filters": _filters(rows),
-            "rows": rows,
-        })
+    images = ImageFolder(out.parent / f"{out.stem}_files")
+    context = _page_context(items, collected, out.parent, images, int(n_top), all_images,
+                            dict(n_boot=n_boot, level=level, seed=seed))
     from evalkit.io import write_text
 
     write_text(out, render_page(context))
     images.remove_unused()
     return out
+
+
+def _page_context(runs: Sequence[RunRecord], collected: pd.DataFrame, page_dir: Path, images: ImageFolder,
+                  n_top: int, all_images: bool, bootstrap: Mapping[str, Any]) -> dict[str, Any]:
+    """Everything the template shows, for a page in ``page_dir``; draws the spectrograms it needs into ``images``.
+    ``bootstrap``: ``n_boot``, ``level``, ``seed`` of the paired differences' intervals."""
+    labels = run_labels(runs)
+    views = [RunView(r, i, label, page_dir, [r.path for r in runs], images)
+             for i, (r, label) in enumerate(zip(runs, labels))]
+    tops = [_top(v, n_top) for v in views]
+    diffs = [((views[0], v), paired_differences(views[0].run, v.run, **bootstrap)) for v in views[1:]]
+    _images_wanted(views, tops, diffs, n_top, all_images)
+    tables = _tables(collected, {label: i for i, label in enumerate(labels)})
+    headlines = _headlines(collected, tables)
+    notes = {label: collected.loc[collected["label"] == label, "random_note"].iloc[0] for label in labels}
+    return {
+        "title": f"evalkit: {labels[0]}" if len(labels) == 1 else f"evalkit: {len(labels)} runs",
+        "tables": tables,
+        "paired": _paired_tables(runs, labels),
+        "skipped_folders": [str(s) for s in collected.attrs.get("skipped") or []],
+        "comparisons": [_comparison(va, vb, pair, n_top) for (va, vb), pair in diffs],
+        "runs": [_run_context(v, top, notes[v.label], headlines) for v, top in zip(views, tops)],
+        "n_top": n_top, "all_images": all_images, "random_banner": RANDOM_BANNER,
+        "random_meaning": RANDOM_MEANING, "random_mark": RANDOM_MARK,
+        "image_width": images.settings.width, "image_height": images.settings.n_mels,
+    }
+
+
+def _run_context(view: RunView, top: Sequence[Mapping[str, Any]], random_note: str,
+                 headlines: Mapping[tuple[str, str], dict]) -> dict[str, Any]:
+    """One run's sections for the template: banner, facts, warnings, the clips at the top, audit, every clip,
+    metrics in detail, settings."""
+    rows = [view.row(i) for i in range(len(view.ids))]
+    return {
+        "index": view.index, "label": view.label,
+        "random": bool(view.run.summary.get("random_weights")) or view.run.random_weights, "random_note": random_note,
+        "facts": _facts(view), "settings": _settings(view),
+        "warnings": [{"metric": m, "text": str(w)} for m, e in view.run.metrics.items()
+                     for w in (e.get("warnings") or [])],
+        "audit": _audit(view),
+        "metrics": _metric_details(view, {m: headlines.get((view.label, m)) for m in view.run.metrics}),
+        "top": [dict(t, worst=[{"row": rows[k], "value": v} for k, v in t["worst"]],
+                     best=[{"row": rows[k], "value": v} for k, v in t["best"]]) for t in top],
+        "columns": [{"metric": m, "name": c, "value": c == (spec.value_column or spec.primary),
+                     "arrow": "↑" if spec.higher_is_better else "↓"} for m, c, spec in view.columns],
+        "filters": _filters(rows),
+        "rows": rows,
+    }
 
 
 def _filters(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
