@@ -279,6 +279,20 @@ class ImageFolder:
         self.used.add(name)
         return name, ""
 
+    def draw(self, audio: Iterable[Path], workers: int | None = None) -> None:
+        """Draw the spectrograms of ``audio`` that are not drawn yet, on ``workers`` threads (default: the CPUs, at
+        most 8; decoding and FFTs release the GIL). :meth:`image` then finds them drawn."""
+        todo = list(dict.fromkeys(audio))
+        workers = workers or min(8, os.cpu_count() or 1)
+        if workers < 2 or len(todo) < 2:
+            for a in todo:
+                self.image(a)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(self.image, todo))
+
     def remove_unused(self) -> None:
         """Delete the folder's PNG files this page does not show (and the folder when it is left empty)."""
         if not self.folder.is_dir():
@@ -364,18 +378,30 @@ class RunView:
         out += [(m, _text(row[col])) for m, col in self.skip_columns if _text(row[col])]
         return out
 
+    def _player_problem(self, i: int, side: str) -> str:
+        """Why clip ``i``'s ``side`` file gets no player (no file there, or the audit found it unreadable), or ""."""
+        path = self.files[side][i]
+        flags = "audit_flags" if side == "generated" else "reference_audit_flags"
+        if path is not None and not path.is_file():
+            return f"no file at {path}"
+        if flags in self.clips.columns and "unreadable" in _flags(self.clips[flags].iloc[i]):
+            return "unreadable (audit)"
+        return ""
+
+    def drawable(self, clip_id: str) -> list[Path]:
+        """The files of a clip that can get a spectrogram: those present and not found unreadable by the audit."""
+        i = self.position[clip_id]
+        return [self.files[side][i] for side in ("generated", "reference")
+                if self.files[side][i] is not None and not self._player_problem(i, side)]
+
     def media(self, i: int) -> dict[str, Any]:
         """Players and spectrograms of clip ``i``: ``{side: {"href", "playable", "why", "image", "image_why"}}`` for
         the generated clip and its reference. A file the audit found unreadable gets a link instead of a player, a
         file that is not there its path; ``why`` says which."""
         out = {}
-        for side, flags in (("generated", "audit_flags"), ("reference", "reference_audit_flags")):
+        for side in ("generated", "reference"):
             path = self.files[side][i]
-            why = ""
-            if path is not None and not path.is_file():
-                why = f"no file at {path}"
-            elif flags in self.clips.columns and "unreadable" in _flags(self.clips[flags].iloc[i]):
-                why = "unreadable (audit)"
+            why = self._player_problem(i, side)
             image, image_why = None, ""
             if self.ids[i] in self.with_images and path is not None and not why:
                 name, image_why = self.images.image(path)
@@ -675,6 +701,7 @@ def _images_wanted(views: Sequence[RunView], tops: Sequence[list], diffs, n: int
             for k in moved_most(d, n):
                 va.with_images.add(d["ids"][k])
                 vb.with_images.add(d["ids"][k])
+    views[0].images.draw(path for view in views for cid in view.with_images for path in view.drawable(cid))
 
 
 @lru_cache(maxsize=1)
