@@ -21,7 +21,7 @@ import soundfile as sf
 
 from evalkit.report import card_table, collect_runs, load_run
 from evalkit.report.__main__ import main as report_main
-from evalkit.report.html import PAGE_NAME, spectrogram_png, write_page, write_run_page
+from evalkit.report.html import PAGE_NAME, ROWS_PER_PAGE, spectrogram_png, write_page, write_run_page
 from evalkit.report.table import cell_decimals, cell_text, format_number
 from tests.conftest import MUSIC_DIR
 from tests.fake_runs import fake_per_clip, make_run
@@ -108,12 +108,17 @@ class Page(HTMLParser):
         return self.path.parent / urllib.parse.unquote(link)
 
 
-def clip_table(page: Page, run: int = 0) -> tuple[list[str], dict[str, list[Node]], Node]:
-    """``(per-clip columns, {clip id: value cells}, table)`` of a run's per-clip table."""
+def clip_rows(page: Page, run: int = 0) -> list[Node]:
+    """The rows of a run's table of every clip, in order: the first page in the table, the rest in its template."""
+    table = page.root.find("table", id=f"clips{run}")
+    return table.find("tbody").find_all("tr") + page.root.find("template", id=f"clips{run}-rows").find_all("tr")
+
+
+def clip_table(page: Page, run: int = 0) -> tuple[list[str], dict[str, list[Node]]]:
+    """``(per-clip columns, {clip id: value cells})`` of a run's table of every clip."""
     table = page.root.find("table", id=f"clips{run}")
     columns = [th.attrs["data-col"] for th in table.find("thead").find_all("th") if "data-col" in th.attrs]
-    rows = {tr.attrs["data-id"]: tr.find_all("td", data_v=True) for tr in table.find("tbody").find_all("tr")}
-    return columns, rows, table
+    return columns, {tr.attrs["data-id"]: tr.find_all("td", data_v=True) for tr in clip_rows(page, run)}
 
 
 # -- runs with audio --------------------------------------------------------------------------------------------------
@@ -258,7 +263,7 @@ def test_every_per_clip_value_is_in_the_clip_table_as_written(real_run):
     (what sorting uses), its text the value with the metric's decimals (counts as integers); '–' where not scored."""
     run = load_run(real_run)
     clips = run.clips.set_index("id")
-    columns, rows, _ = clip_table(Page(real_run / PAGE_NAME))
+    columns, rows = clip_table(Page(real_run / PAGE_NAME))
     want_columns = [c for s in run.specs.values() for c in s.per_clip if c in clips.columns]
     assert columns == want_columns and len(columns) >= 17  # fad 2, kld 5, clap, chroma 2, stereo 7
     decimals = {c: s.decimals for s in run.specs.values() for c in s.per_clip}
@@ -384,8 +389,7 @@ def test_worst_and_best_follow_each_metrics_direction(tmp_path):
     assert shown("clap", "best") == [("clip0009", "0.450"), ("clip0004", "0.400"), ("clip0007", "0.350")]
     # spectrograms for exactly the clips shown at the top, generated and reference, each drawn once
     top = {"clip0003", "clip0008", "clip0001", "clip0004", "clip0007", "clip0000", "clip0009"}
-    with_images = {tr.attrs["data-id"] for tr in page.root.find("table", id="clips0").find_all("tr", data_id=True)
-                   if tr.find_all("img")}
+    with_images = {tr.attrs["data-id"] for tr in clip_rows(page) if tr.find_all("img")}
     assert with_images == top
     assert len(list((run / "report_files").glob("*.png"))) == 2 * len(top)
 
@@ -405,8 +409,7 @@ def test_spectrograms_of_every_clip_when_asked_and_drawn_once(tmp_path):
     assert {p.name: p.stat().st_mtime_ns for p in (run / "report_files").glob("*.png")} == stamps
     write_run_page(run, n_top=1)  # back to the default: the images no longer shown are removed
     left = list((run / "report_files").glob("*.png"))
-    rows = Page(run / PAGE_NAME).root.find("table", id="clips0").find_all("tr", data_id=True)
-    shown = [tr for tr in rows if tr.find_all("img")]
+    shown = [tr for tr in clip_rows(Page(run / PAGE_NAME)) if tr.find_all("img")]
     assert 1 <= len(shown) <= 4 and len(left) == 2 * len(shown)
 
 
@@ -551,8 +554,7 @@ Promise.all(players.map(a => new Promise(resolve => {
   a.load();
 }))).then(done);
 """
-VISIBLE_IDS = ("return Array.from(document.querySelectorAll('#clips0 tbody tr')).filter(r => !r.hidden)"
-               ".map(r => r.dataset.id);")
+VISIBLE_IDS = "return Array.from(document.querySelectorAll('#clips0 tbody tr')).map(r => r.dataset.id);"
 
 
 def test_in_chromium_the_page_plays_sorts_and_filters(real_run, browser, tmp_path):
@@ -591,7 +593,8 @@ def test_in_chromium_the_page_plays_sorts_and_filters(real_run, browser, tmp_pat
     flag = Select(browser.find_element(By.CSS_SELECTOR, "select.flag-filter[data-table='clips0']"))
     shown = browser.find_element(By.CSS_SELECTOR, "output[data-table='clips0']")
     flag.select_by_value("silent")
-    assert browser.execute_script(VISIBLE_IDS) == ["silent"] and shown.text == "1 of 15 clips shown"
+    assert browser.execute_script(VISIBLE_IDS) == ["silent"]
+    assert shown.text == "1–1 of 1 clips flagged silent (15 in all)"
     flag.select_by_value("reference:unreadable")
     assert browser.execute_script(VISIBLE_IDS) == ["badref"]
     flag.select_by_value("skipped")
@@ -610,3 +613,37 @@ def test_in_chromium_the_page_plays_sorts_and_filters(real_run, browser, tmp_pat
         assert im.format == "PNG" and im.size[0] >= 1000
         if os.environ.get(SCREENSHOT_ENV):  # 256 colours: a third of the bytes, the same to the eye
             im.convert("RGB").quantize(256).save(os.environ[SCREENSHOT_ENV], optimize=True)
+
+
+def test_in_chromium_a_large_table_shows_a_page_of_rows_at_a_time(browser, tmp_path):
+    """A run of 2.5 pages of clips: the table holds one page of rows (players included); next/previous, sorting and
+    the filter work over all of them, and a link to a clip on another page shows that page."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    n = 2 * ROWS_PER_PAGE + ROWS_PER_PAGE // 2
+    clips = fake_per_clip(n, seed=3)
+    clips["audit_flags"] = [["clipped"] if k % 40 == 0 else [] for k in range(n)]
+    run = fake_run_with_audio(tmp_path / "run", tmp_path / "refs", clips, metrics=("kld", "clap"))
+    write_run_page(run, n_top=3)
+    browser.get((run / PAGE_NAME).as_uri())
+    output = browser.find_element(By.CSS_SELECTOR, "output[data-table='clips0']")
+    ids = list(clips["id"])
+    assert browser.execute_script(VISIBLE_IDS) == ids[:ROWS_PER_PAGE] and output.text == f"1–100 of {n} clips"
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#clips0 audio")) == 2 * ROWS_PER_PAGE
+    browser.find_element(By.CSS_SELECTOR, "button.next").click()
+    browser.find_element(By.CSS_SELECTOR, "button.next").click()
+    assert browser.execute_script(VISIBLE_IDS) == ids[2 * ROWS_PER_PAGE:] and output.text == f"201–{n} of {n} clips"
+    assert not browser.find_element(By.CSS_SELECTOR, "button.next").is_enabled()
+    browser.find_element(By.CSS_SELECTOR, "#clips0 th[data-col='kld'] button").click()
+    assert browser.execute_script(VISIBLE_IDS) == list(clips.sort_values("kld")["id"])[:ROWS_PER_PAGE]
+    Select(browser.find_element(By.CSS_SELECTOR, "select.flag-filter")).select_by_value("clipped")
+    assert browser.execute_script(VISIBLE_IDS) == list(clips.sort_values("kld")["id"][clips["audit_flags"].map(
+        bool)])
+    # the worst KLD is the last clip of the ascending order: its link shows the page that holds it
+    Select(browser.find_element(By.CSS_SELECTOR, "select.flag-filter")).select_by_value("")
+    worst = browser.find_element(By.CSS_SELECTOR, "div.top[data-metric='kld'] table[data-kind='worst'] a")
+    worst.click()
+    assert worst.text == clips.loc[clips["kld"].idxmax(), "id"]
+    assert browser.execute_script(VISIBLE_IDS)[-1] == worst.text and output.text == f"201–{n} of {n} clips"
+    assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]

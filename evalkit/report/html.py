@@ -7,7 +7,9 @@ WEIGHTS banner; the run's warnings and its audit (flags with their counts and cl
 reason, unused files, missing and unusable references); each metric's numbers, recipe and settings; the N worst and
 N best clips of every metric with a per-clip value (direction from ``spec.higher_is_better``); and a table of every
 clip (id, caption, audit flags, each metric's ``spec.per_clip`` columns) that sorts by any column and filters by
-flag, each row playing the generated clip beside its reference. With two or more runs it adds, for each run against
+flag, each row playing the generated clip beside its reference, :data:`ROWS_PER_PAGE` rows at a time (the rest
+wait in an inert ``<template>``: a browser lays out the 11,042 players of a MusicCaps run in minutes, a page of
+them at once). With two or more runs it adds, for each run against
 the first one named, the paired per-clip difference of every shared metric and the clips that moved most, with both
 runs' audio.
 
@@ -74,6 +76,8 @@ from evalkit.report.table import (
 PAGE_NAME = "report.html"
 #: Worst and best clips shown per metric.
 DEFAULT_N_TOP = 5
+#: Rows of the table of every clip shown at a time (a browser lays out 11,042 players of a MusicCaps run in minutes).
+ROWS_PER_PAGE = 100
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 TEMPLATE = "report.html.j2"
 SCRIPT = "report.js"
@@ -148,12 +152,13 @@ def _flatten(value: Any, prefix: tuple = ()) -> list[tuple[tuple, Any]]:
 
 
 # -- links ----------------------------------------------------------------------------------------------------------
-def _inside(path: Path, folder: Path) -> Path | None:
-    """``path`` relative to ``folder`` when it lies inside it (lexically, both made absolute), else None."""
-    try:
-        return Path(os.path.normpath(path.absolute())).relative_to(os.path.normpath(folder.absolute()))
-    except ValueError:
-        return None
+def _inside(path: Path, folder: Path) -> str | None:
+    """``path`` relative to ``folder`` (a relative path string) when it lies inside it, else None; lexically, both
+    made absolute (string operations: a page links 11,042 files of a MusicCaps run)."""
+    p, f = os.path.normpath(os.path.abspath(path)), os.path.normpath(os.path.abspath(folder))
+    if p == f or p.startswith(f.rstrip(os.sep) + os.sep):
+        return os.path.relpath(p, f)
+    return None
 
 
 def _run_cwd(run: RunRecord) -> Path:
@@ -186,9 +191,9 @@ def href(path: Path, page_dir: Path, run_dirs: Iterable[Path]) -> str:
     is a link, not markup)."""
     inside_run = any(_inside(path, d) is not None for d in run_dirs) or _inside(path, page_dir) is not None
     if inside_run:
-        rel = os.path.relpath(os.path.normpath(path.absolute()), os.path.normpath(page_dir.absolute()))
-        return "/".join(urllib.parse.quote(part, safe="") for part in Path(rel).parts)
-    return Path(os.path.normpath(path.absolute())).as_uri()
+        rel = os.path.relpath(os.path.normpath(os.path.abspath(path)), os.path.normpath(os.path.abspath(page_dir)))
+        return "/".join(urllib.parse.quote(part, safe="") for part in rel.split(os.sep))
+    return Path(os.path.normpath(os.path.abspath(path))).as_uri()
 
 
 # -- spectrograms ---------------------------------------------------------------------------------------------------
@@ -348,22 +353,34 @@ def _text(value: Any) -> str:
 
 
 class RunView:
-    """One run as the page shows it: labels, links and per-clip rows (built once, shared by its sections)."""
+    """One run as the page shows it: labels, links and per-clip rows (built once, shared by its sections). The
+    columns it reads are held as lists (a MusicCaps run has 5,521 rows; pandas row access would dominate)."""
 
     def __init__(self, run: RunRecord, index: int, label: str, page_dir: Path, run_dirs: Sequence[Path],
                  images: ImageFolder) -> None:
         self.run, self.index, self.label = run, index, label
         self.page_dir, self.run_dirs, self.images = page_dir, run_dirs, images
         self.clips = run.clips.reset_index(drop=True)
+        n = len(self.clips)
         self.ids = self.clips["id"].astype(str).tolist()
         self.position = {cid: i for i, cid in enumerate(self.ids)}
         self.columns = per_clip_columns(run)
         self.integral = {c: _integral(self.clips[c]) for _, c, _ in self.columns}
-        self.skip_columns = [(m, s.skip_column) for m, s in run.specs.items() if s.skip_column in self.clips.columns]
+
+        def column(name: str) -> list:
+            return self.clips[name].tolist() if name in self.clips.columns else [None] * n
+
+        self.captions = [_text(c) for c in column("caption")]
+        self.values = {c: self.clips[c].to_numpy(np.float64).tolist() for _, c, _ in self.columns}
+        self.flags = {"generated": [_flags(f) for f in column("audit_flags")],
+                      "reference": [_flags(f) for f in column("reference_audit_flags")]}
+        self.skip_reasons = [("every metric", column("skip_reason"))]
+        self.skip_reasons += [(m, column(s.skip_column)) for m, s in run.specs.items()
+                              if s.skip_column in self.clips.columns]
         cwd = _run_cwd(run)
-        self.files = {side: [locate(p, run, cwd) for p in self.clips[col]] if col in self.clips.columns
-                      else [None] * len(self.ids) for side, col in (("generated", "audio_path"),
-                                                                   ("reference", "reference_path"))}
+        self.files = {side: [locate(p, run, cwd) for p in column(col)]
+                      for side, col in (("generated", "audio_path"), ("reference", "reference_path"))}
+        self.present = {side: [p is not None and p.is_file() for p in paths] for side, paths in self.files.items()}
         self.with_images: set[str] = set()
 
     def link(self, path: Path | None) -> str | None:
@@ -371,22 +388,13 @@ class RunView:
 
     def skips(self, i: int) -> list[tuple[str, str]]:
         """``[(what was not scored, why)]`` of clip ``i``: the run's skip (every metric), then each metric's own."""
-        out = []
-        row = self.clips.iloc[i]
-        if "skip_reason" in self.clips.columns and _text(row["skip_reason"]):
-            out.append(("every metric", _text(row["skip_reason"])))
-        out += [(m, _text(row[col])) for m, col in self.skip_columns if _text(row[col])]
-        return out
+        return [(what, _text(reasons[i])) for what, reasons in self.skip_reasons if _text(reasons[i])]
 
     def _player_problem(self, i: int, side: str) -> str:
         """Why clip ``i``'s ``side`` file gets no player (no file there, or the audit found it unreadable), or ""."""
-        path = self.files[side][i]
-        flags = "audit_flags" if side == "generated" else "reference_audit_flags"
-        if path is not None and not path.is_file():
-            return f"no file at {path}"
-        if flags in self.clips.columns and "unreadable" in _flags(self.clips[flags].iloc[i]):
-            return "unreadable (audit)"
-        return ""
+        if self.files[side][i] is not None and not self.present[side][i]:
+            return f"no file at {self.files[side][i]}"
+        return "unreadable (audit)" if "unreadable" in self.flags[side][i] else ""
 
     def drawable(self, clip_id: str) -> list[Path]:
         """The files of a clip that can get a spectrogram: those present and not found unreadable by the audit."""
@@ -406,23 +414,21 @@ class RunView:
             if self.ids[i] in self.with_images and path is not None and not why:
                 name, image_why = self.images.image(path)
                 image = None if name is None else href(self.images.folder / name, self.page_dir, ())
-            out[side] = {"href": self.link(path) if path is not None and path.is_file() else None,
+            out[side] = {"href": self.link(path) if self.present[side][i] else None,
                          "playable": not why, "why": why, "image": image, "image_why": image_why}
         return out
 
     def row(self, i: int) -> dict[str, Any]:
         """A row of the per-clip table: id, caption, flags (with their filter tokens), values, players."""
-        r = self.clips.iloc[i]
-        flags = _flags(r["audit_flags"]) if "audit_flags" in self.clips.columns else []
-        ref_flags = _flags(r["reference_audit_flags"]) if "reference_audit_flags" in self.clips.columns else []
+        flags, ref_flags = self.flags["generated"][i], self.flags["reference"][i]
         skips = self.skips(i)
         tokens = flags + [REFERENCE_FLAG.format(flag=f) for f in ref_flags] + ([SKIPPED_FLAG] if skips else [])
         cells = []
         for _, col, spec in self.columns:
-            v = r[col]
+            v = self.values[col][i]
             cells.append({"text": number_text(v, spec.decimals, self.integral[col]),
-                          "sort": repr(float(v)) if _finite(v) else ""})
-        return {"id": self.ids[i], "anchor": f"run{self.index}-clip{i}", "caption": _text(r.get("caption")),
+                          "sort": repr(v) if _finite(v) else ""})
+        return {"id": self.ids[i], "anchor": f"run{self.index}-clip{i}", "caption": self.captions[i],
                 "flags": flags, "reference_flags": ref_flags, "skips": skips, "tokens": " ".join(tokens),
                 "cells": cells, "media": self.media(i)}
 
@@ -672,7 +678,7 @@ def _comparison(va: RunView, vb: RunView, diffs: Sequence[Mapping[str, Any]], n:
         for k in moved_most(diff, n):
             cid = diff["ids"][k]
             ia, ib = va.position[cid], vb.position[cid]
-            moved.append({"id": cid, "caption": _text(va.clips["caption"].iloc[ia]) if "caption" in va.clips else "",
+            moved.append({"id": cid, "caption": va.captions[ia],
                           "anchor_a": f"run{va.index}-clip{ia}", "anchor_b": f"run{vb.index}-clip{ib}",
                           "a": number_text(diff["a"][k], dec), "b": number_text(diff["b"][k], dec),
                           "difference": format_number(diff["difference"][k], cell_decimals(dec, diff["difference"][k])),
@@ -800,7 +806,7 @@ def _page_context(runs: Sequence[RunRecord], collected: pd.DataFrame, page_dir: 
         "runs": [_run_context(v, top, notes[v.label], headlines) for v, top in zip(views, tops)],
         "n_top": n_top, "all_images": all_images, "random_banner": RANDOM_BANNER,
         "random_meaning": RANDOM_MEANING, "random_mark": RANDOM_MARK,
-        "image_width": images.settings.width, "image_height": images.settings.n_mels,
+        "image_width": images.settings.width, "image_height": images.settings.n_mels, "rows_per_page": ROWS_PER_PAGE,
     }
 
 
