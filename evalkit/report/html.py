@@ -678,11 +678,14 @@ def _comparison(va: RunView, vb: RunView, diffs: Sequence[Mapping[str, Any]], n:
         for k in moved_most(diff, n):
             cid = diff["ids"][k]
             ia, ib = va.position[cid], vb.position[cid]
+            media_a, media_b = va.media(ia), vb.media(ib)
+            if media_b["reference"]["href"] == media_a["reference"]["href"]:  # one reference set: its player once
+                del media_b["reference"]
             moved.append({"id": cid, "caption": va.captions[ia],
                           "anchor_a": f"run{va.index}-clip{ia}", "anchor_b": f"run{vb.index}-clip{ib}",
                           "a": number_text(diff["a"][k], dec), "b": number_text(diff["b"][k], dec),
                           "difference": format_number(diff["difference"][k], cell_decimals(dec, diff["difference"][k])),
-                          "media_a": va.media(ia), "media_b": vb.media(ib)})
+                          "media_a": media_a, "media_b": media_b})
         metrics.append({
             "metric": diff["metric"], "column": diff["column"], "higher_is_better": diff["higher_is_better"],
             "n": len(diff["ids"]), "n_better": diff["n_better"], "n_worse": diff["n_worse"],
