@@ -63,7 +63,7 @@ def run(spec: RunSpec | Any, out_dir: str | Path) -> dict[str, Any]:
         try:  # the look-and-listen page (evalkit/report/html.py): a view of the finished run, never a reason to fail it
             from evalkit.report.html import write_run_page
 
-            write_run_page(out)
+            log.info("look and listen: %s", write_run_page(out))
         except Exception as exc:
             log.warning("could not write %s: %s: %s", out / "report.html", type(exc).__name__, exc)
     return summary
