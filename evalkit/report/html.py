@@ -9,9 +9,8 @@ N best clips of every metric with a per-clip value (direction from ``spec.higher
 clip (id, caption, audit flags, each metric's ``spec.per_clip`` columns) that sorts by any column and filters by
 flag, each row playing the generated clip beside its reference, :data:`ROWS_PER_PAGE` rows at a time (the rest
 wait in an inert ``<template>``: a browser lays out the 11,042 players of a MusicCaps run in minutes, a page of
-them at once). With two or more runs it adds, for each run against
-the first one named, the paired per-clip difference of every shared metric and the clips that moved most, with both
-runs' audio.
+them at once). With two or more runs it adds, for each run against the first one named, the paired per-clip
+difference of every shared metric and the clips that moved most, with both runs' audio.
 
 ``write_run_page(run_dir)`` writes ``<run_dir>/report.html`` (every run does, at its end: :func:`evalkit.run.run`);
 ``write_page(runs, out)`` writes one page for several runs (``python -m evalkit.report RUN... --html OUT``).
@@ -55,7 +54,7 @@ import pandas as pd
 
 from evalkit.metrics.spec import MetricSpec
 from evalkit.report import bootstrap as bs
-from evalkit.report.paired import SIDES, TITLE as PAIRED_TITLE, paired_metrics, paired_table
+from evalkit.report.paired import SIDES, TITLE as PAIRED_TITLE, paired_cell, paired_metrics, paired_table
 from evalkit.report.rundir import RunRecord, SkippedFolder, load_runs
 from evalkit.report.table import (
     MISSING,
@@ -554,8 +553,6 @@ def _top(view: RunView, n: int) -> list[dict[str, Any]]:
 
 def _paired_tables(runs: Sequence[RunRecord], labels: Sequence[str]) -> list[dict[str, Any]]:
     """evalkit's paired tables (e.g. the stereo image), one per metric with a ``paired`` block."""
-    from evalkit.report.paired import _cell
-
     out = []
     for metric in paired_metrics(runs):
         df = paired_table(runs, labels, metric)
@@ -566,7 +563,7 @@ def _paired_tables(runs: Sequence[RunRecord], labels: Sequence[str]) -> list[dic
                 cells = []
                 for side in SIDES:
                     iv = entry.get(side) or {}
-                    cells.append({"text": _cell(df, label, stat, side),
+                    cells.append({"text": paired_cell(df, label, stat, side),
                                   "parts": [{"name": k, "text": format_number(iv[k], 3) if k != "n" else str(iv[k]),
                                              "key": summary_key(i, "metrics", metric, "paired", stat, side, k)}
                                             for k in ("value", "low", "high", "n") if _finite(iv.get(k))]})
