@@ -64,3 +64,15 @@ def init() -> Dist:
         torch.cuda.set_device(local)
     _DIST = Dist(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local, initialized=True)
     return _DIST
+
+
+def device_for(device: str, dist) -> str:
+    """The run's ``device`` setting (``auto``: cuda if available) for this process; under torchrun on GPUs each rank
+    takes ``cuda:LOCAL_RANK``."""
+    import torch
+
+    if dist.world > 1 and device in ("auto", "cuda") and torch.cuda.is_available():
+        return f"cuda:{dist.local_rank}"
+    if device in ("auto", "None", ""):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device

@@ -1,6 +1,6 @@
 """One run: the stages of :mod:`evalkit.stages` composed, Hydra-free (``run(spec_or_cfg, out_dir)``).
 
-inputs -> generation -> (prepare -> scoring, batch by batch) -> outputs, in one folder that is held (one run at a
+inputs -> generation -> (decode -> input paths -> metrics, batch by batch) -> outputs, in one folder that is held (one run at a
 time) and claimed first and whose ``manifest.json`` says ``running``, ``finished``, ``interrupted`` (Ctrl-C; with
 what to do) or ``failed`` (with the error). Never loses work: every stage writes atomically and resumes from what it
 finds (see each stage's module doc); a run killed at any point, or stopped by a full disk, and started again in the
@@ -23,19 +23,6 @@ log = logging.getLogger("evalkit")
 #: manifest.json's ``error`` of a run stopped by Ctrl-C (SIGINT): not a failure, and what to do next
 INTERRUPTED = ("interrupted (Ctrl-C / SIGINT); every finished clip and scored batch is kept: run the same command "
                "(the same run folder) again to resume")
-
-
-def resolve_device(spec: RunSpec, dist) -> str:
-    """``device`` from the config (``auto``: cuda if available); under torchrun on GPUs each rank takes
-    ``cuda:LOCAL_RANK``."""
-    import torch
-
-    dev = str(spec.device)
-    if dist.world > 1 and dev in ("auto", "cuda") and torch.cuda.is_available():
-        return f"cuda:{dist.local_rank}"
-    if dev in ("auto", "None", ""):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return dev
 
 
 def run(spec: RunSpec | Any, out_dir: str | Path) -> dict[str, Any]:
@@ -64,7 +51,7 @@ def _run(spec: RunSpec, out: Path, dist) -> dict[str, Any]:
     import torch
 
     start = time.time()
-    device = resolve_device(spec, dist)
+    device = distributed.device_for(str(spec.device), dist)
 
     def manifest(status: str, end: float | None = None, error: str | None = None) -> None:
         if dist.rank == 0:
@@ -85,7 +72,19 @@ def _run(spec: RunSpec, out: Path, dist) -> dict[str, Any]:
                 log.warning("could not record status %r in %s (%s)", status, out / "manifest.json", why)
             raise
         manifest("finished", time.time())
+        if dist.rank == 0:
+            _write_page(out)
     return summary
+
+
+def _write_page(out: Path) -> None:
+    """The look-and-listen page (evalkit/report/html.py): a view of the finished run, never a reason to fail it."""
+    try:
+        from evalkit.report.html import write_run_page
+
+        log.info("look and listen: %s", write_run_page(out))
+    except Exception as exc:
+        log.warning("could not write %s: %s: %s", out / "report.html", type(exc).__name__, exc)
 
 
 def _stages(spec: RunSpec, out: Path, dist, device: str) -> dict[str, Any]:

@@ -176,7 +176,8 @@ def make_run(
     for m in metrics:
         if all_specs[m].get("aggregate") == "mean":
             values.setdefault(m, _mean_value(clips, all_specs[m]))
-    keep = [c for c in clips.columns if c in ("id", "caption", "audio_path", "reference_path", "seed")
+    keep = [c for c in clips.columns if c in ("id", "caption", "audio_path", "reference_path", "seed", "skip_reason",
+                                              "audit_flags", "reference_audit_flags")
             or any(c == m or c.startswith(m + "_") for m in metrics)]
     clips[keep].to_parquet(folder / "clips.parquet", index=False)
 

@@ -254,7 +254,7 @@ def test_report_module_entry_point(tmp_path):
 
 def test_reports_stay_light():
     """Report and compare never import the run pipeline, torch or a metric backbone (CI runs them anywhere)."""
-    code = ("import sys, evalkit.report.__main__, evalkit.report.plots, evalkit.compare; "
+    code = ("import sys, evalkit.report.__main__, evalkit.report.plots, evalkit.report.html, evalkit.compare; "
             "print(sorted(m for m in ('torch', 'evalkit.run', 'evalkit.metrics.base', 'evalkit.metrics.fad', "
             "'evalkit.metrics.kld', 'evalkit.metrics.clap', 'evalkit.metrics.chroma', 'laion_clap', 'hear21passt', 'hydra') "
             "if m in sys.modules))")

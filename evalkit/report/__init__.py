@@ -3,9 +3,12 @@ intervals and FAD∞, plots, and regression verdicts for CI. Reads run folders o
 never imports the run pipeline or a metric backbone. Every fact about a metric comes from its ``spec`` in
 summary.json, the card's columns and row order from ``results/published/musicgen_model_card.csv``.
 
-- ``python -m evalkit.report RUN_DIR [RUN_DIR ...]``  → tables + plots (:mod:`evalkit.report.__main__`)
+- ``python -m evalkit.report RUN_DIR [RUN_DIR ...]``  → tables + plots (:mod:`evalkit.report.__main__`); with
+  ``--html OUT`` also one look-and-listen page for the runs (:mod:`evalkit.report.html`, which also writes the
+  ``report.html`` of every run)
 - ``python -m evalkit.compare BASELINE CURRENT``      → regression report, exit 1 on regression (:mod:`evalkit.report.compare`)
 """
+from evalkit.report.html import write_page, write_run_page  # noqa: F401
 from evalkit.report.rundir import (  # noqa: F401
     RunFolderError,
     RunRecord,

@@ -13,7 +13,9 @@ Writes into ``--out`` (default: ``outputs/report`` under the current directory -
 - ``per_clip.png``, ``measured_vs_published.png`` and ``<metric>_scatter.png`` for each metric whose spec asks for a
   scatter plot (unless ``--no-plots``);
 - ``fad_inf.csv`` and ``fad_inf.json`` with ``--fad-inf``: fadtk's FAD∞ (intercept, slope, R², points) of every metric
-  whose spec says ``aggregate: frechet``; the JSON is ``{label: {metric: {score, slope, r2, points, ...}}}``.
+  whose spec says ``aggregate: frechet``; the JSON is ``{label: {metric: {score, slope, r2, points, ...}}}``;
+- with ``--html OUT``: one look-and-listen page for all the runs at OUT (:mod:`evalkit.report.html`; its spectrograms
+  in ``<OUT stem>_files/`` beside it), comparing each run with the first one named when there are several.
 
 A folder that cannot be read (a failed or unfinished run, not a run folder, unreadable or older summary.json) is
 skipped: it is named with its reason on stderr and under the markdown table, and the other runs are reported.
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Sequence
 
 from evalkit.report import bootstrap as bs
+from evalkit.report.html import DEFAULT_N_TOP
 from evalkit.report.rundir import load_runs
 from evalkit.report.table import (
     card_table,
@@ -67,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="draw subsets without replacement (Chong & Forsyth's FID-inf) instead of fadtk's with-replacement "
                    "draws, which keep the pool's own finite-sample bias in the intercept")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--html", default=None, metavar="OUT",
+                   help="also write one look-and-listen page for these runs to OUT (an .html file; spectrograms go to "
+                   "<OUT stem>_files/ beside it); with 2+ runs it compares each with the first one named")
+    p.add_argument("--html-top", type=int, default=DEFAULT_N_TOP,
+                   help=f"the page's worst and best clips per metric (default {DEFAULT_N_TOP})")
+    p.add_argument("--html-all-images", action="store_true",
+                   help="a spectrogram for every clip on the page, not only for those at the top")
     return p
 
 
@@ -114,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not runs:
         print("evalkit.report: no run could be read; nothing written", file=sys.stderr)
         return 2
+    given = list(runs)  # the page compares each run with the first one named
     runs = order_runs(runs, published)
     out = Path(args.out)
     collected = collect_runs(runs, ci=not args.no_ci, n_boot=args.n_boot, level=args.level, seed=args.seed,
@@ -143,6 +154,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from evalkit.report.plots import write_plots
 
         written += write_plots(table, per_clip_values(runs), out, runs=runs)
+    if args.html:
+        from evalkit.report.html import write_page
+
+        written.append(write_page(given, args.html, n_top=args.html_top, all_images=args.html_all_images,
+                                  ci=not args.no_ci, n_boot=args.n_boot, level=args.level, seed=args.seed,
+                                  published=published, skipped=skipped))
     print(md, end="")
     print("\nwrote: " + ", ".join(str(p) for p in written), file=sys.stderr)
     return 0

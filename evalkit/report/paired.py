@@ -62,7 +62,9 @@ def _fmt(v: Any, decimals: int = 3) -> str:
     return f"{float(v):.{decimals}f}"
 
 
-def _cell(df: pd.DataFrame, label: str, stat: str, side: str) -> str:
+def paired_cell(df: pd.DataFrame, label: str, stat: str, side: str) -> str:
+    """``"0.443 [0.204, 0.675]"`` of one (run, statistic, side) of :func:`paired_table` (3 decimals), with
+    ``" (k inf)"`` when k clips had no finite value; ``"–"`` when there is none."""
     hit = df[(df["label"] == label) & (df["statistic"] == stat) & (df["side"] == side)]
     if hit.empty or hit.iloc[0]["value"] is None or pd.isna(hit.iloc[0]["value"]):
         return "–"
@@ -82,7 +84,7 @@ def paired_markdown(df: pd.DataFrame, metric: str) -> str:
              "| Model | statistic | generated | reference | generated − reference |", "|---|---|---:|---:|---:|"]
     for label in dict.fromkeys(df["label"]):
         for stat in dict.fromkeys(df.loc[df["label"] == label, "statistic"]):
-            cells = [_cell(df, label, stat, side) for side in SIDES]
+            cells = [paired_cell(df, label, stat, side) for side in SIDES]
             lines.append(f"| {label} | {stat} | " + " | ".join(cells) + " |")
     level = df["level"].dropna()
     pct = f"{float(level.iloc[0]):.0%}" if len(level) else "95%"
@@ -101,7 +103,7 @@ def paired_latex(df: pd.DataFrame, metric: str) -> str:
            r"Model & statistic & generated & reference & difference \\", r"\midrule"]
     for label in dict.fromkeys(df["label"]):
         for stat in dict.fromkeys(df.loc[df["label"] == label, "statistic"]):
-            cells = [tex_escape(_cell(df, label, stat, side)) for side in SIDES]
+            cells = [tex_escape(paired_cell(df, label, stat, side)) for side in SIDES]
             out.append(" & ".join([tex_escape(label), tex_escape(stat)] + cells) + r" \\")
     out += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(out) + "\n"

@@ -1,7 +1,9 @@
 """Reading finished run folders (read-only): ``summary.json``, ``clips.parquet``, ``embeddings/*.npz``, ``stats/*.npz``.
 
-The report never writes into a run folder and never imports the run pipeline or a metric backbone: it needs only
-numpy, pandas and (for plots) matplotlib, so a CI job can report on a run made elsewhere.
+The report never writes into a run folder (but for the run's look-and-listen page, ``report.html`` and its
+``report_files/``: :mod:`evalkit.report.html`) and never imports the run pipeline or a metric backbone: it needs only
+numpy, pandas and (for plots and pages) matplotlib, Pillow, soundfile and Jinja2, so a CI job can report on a run made
+elsewhere.
 
 Every fact about a metric (direction, card column, decimals, tolerance, per-clip columns, aggregation, arrays) is
 read from its ``spec`` block in ``summary.json`` (:class:`evalkit.metrics.spec.MetricSpec`, written by the run);
