@@ -42,11 +42,9 @@ needs_laion = reference_test("laion_clap")
 def laion_pair(tmp_path_factory):
     """laion_clap's CLAP_Module around a tiny laion model (its __init__ would fetch roberta-base), and evalkit's
     metric loading the *same* weights from a laion-format checkpoint file (the released file's layout)."""
-    from laion_clap import CLAP_Module
-
     from evalkit.embeddings.tokenizers import tiny_roberta_tokenizer
     from evalkit.metrics.clap import ClapScore
-    from tests.laion_reference import build_clap
+    from references.laion_clap_model import build_clap, clap_module
 
     tok = tiny_roberta_tokenizer()
     model, cfg = build_clap("tiny", vocab_size=len(tok), seed=0)
@@ -54,12 +52,7 @@ def laion_pair(tmp_path_factory):
     sd["module.text_branch.embeddings.position_ids"] = torch.arange(80)[None]
     path = tmp_path_factory.mktemp("clap") / "tiny_clap.pt"
     torch.save({"epoch": 15, "state_dict": sd}, path)
-    mod = CLAP_Module.__new__(CLAP_Module)
-    torch.nn.Module.__init__(mod)
-    mod.enable_fusion = False
-    mod.model = model
-    mod.model_cfg = cfg
-    mod.tokenize = tok
+    mod = clap_module(model, cfg, tok)
     return ClapScore(clap_recipe(checkpoint=str(path), tokenizer="tiny")), mod
 
 

@@ -1,7 +1,7 @@
 """Parity with the installed ``frechet_audio_distance`` 0.3.4 package (protocol ``frechet-audio-distance``).
 
 The package fetches torchvggish's code from torch hub at run time. Offline, the test serves it a torch hub repo dir
-written here (``hubconf.py`` -> ``test_fad_reference.TorchVGGish``, torchvggish's layout and front end transcribed
+written here (``hubconf.py`` -> ``references/google_fad.py TorchVGGish``, torchvggish's layout and front end transcribed
 from its published source) holding evalkit's random weights, by pointing ``torch.hub.load('harritaylor/torchvggish',
 'vggish')`` at that dir. Everything after that is the package's own code: ``load_audio_task`` (soundfile, channel
 mean, resampy), its ``get_embeddings`` per-file loop (``model.forward(audio, sr)``), the ReLU it drops, its
@@ -23,7 +23,7 @@ from tests.conftest import needs_reference
 pytestmark = needs_reference("frechet_audio_distance")
 
 
-from tests import test_fad_reference as ref  # the numpy transcription of Google's and torchvggish's recipes
+from references import google_fad as ref  # the numpy transcription of Google's and torchvggish's recipes
 
 
 def _recipe(model_size: str) -> dict:
