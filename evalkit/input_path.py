@@ -82,10 +82,6 @@ class Prepared:
     reference: Side | None
     audits: dict[str, Audit] = field(default_factory=dict)
 
-    def problem(self, side: str) -> str | None:
-        s = self.generated if side == "generated" else self.reference
-        return None if s is None else s.error
-
 
 # ----------------------------------------------------------------------------------------------------------------
 # The steps
