@@ -401,11 +401,17 @@ class InputPath:
 
 
 def shared_prefixes(paths: Sequence[InputPath]) -> set[str]:
-    """The memo keys two or more of ``paths`` pass through: where :meth:`InputPath.apply` keeps its results, so the
-    shared work is done once per clip (the scoring stage sets them as ``clip.keep``)."""
+    """The memo keys where two or more of ``paths`` part ways: where :meth:`InputPath.apply` keeps its results, so
+    the shared work is done once per clip (the scoring stage sets them as ``clip.keep``). A point whose next step all
+    the same paths still share is not kept (the point after it serves them), so a clip holds one copy per branch."""
     seen: dict[str, int] = {}
     for p in paths:
         for k in p.prefixes():
             seen[k] = seen.get(k, 0) + 1
-    return {k for k, n in seen.items() if n > 1}
-
+    keep = {k for k, n in seen.items() if n > 1}
+    for p in paths:
+        keys = p.prefixes()
+        for here, after in zip(keys, keys[1:]):
+            if seen[after] == seen[here]:  # every path through `here` takes the same next step
+                keep.discard(here)
+    return keep
