@@ -157,14 +157,16 @@ def _upper(n: int, block: int) -> list[tuple[tuple[int, int], tuple[int, int]]]:
 
 
 def _ordered_map(fn: Callable, tasks: Sequence, threads: int | None) -> Iterator:
-    """``map(fn, tasks)`` on ``threads`` threads (BLAS held to one thread each), results in task order, at most
-    ``2·threads`` pending: the caller's reduction order, and so its result, never depends on the threads."""
-    threads = default_threads() if threads is None else int(threads)
-    if threads <= 1 or len(tasks) <= 1:
-        yield from map(fn, tasks)
-        return
+    """``map(fn, tasks)`` on ``threads`` threads, results in task order, at most ``2·threads`` pending, BLAS on one
+    thread (OpenBLAS' products differ in the last bits between thread counts): the caller's reduction order, and so
+    its result, never depends on the threads."""
     from threadpoolctl import threadpool_limits
 
+    threads = default_threads() if threads is None else int(threads)
+    if threads <= 1 or len(tasks) <= 1:
+        with threadpool_limits(1, user_api="blas"):
+            yield from map(fn, tasks)
+        return
     with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(threads, "evalkit-kernel") as pool:
         it = iter(tasks)
         pending = deque(pool.submit(fn, t) for t in islice(it, 2 * threads))
@@ -509,7 +511,9 @@ def _clip_bandwidth(c: np.ndarray, settings: KernelSettings, distances) -> float
 
 def _clip_values(parts, rows, gammas, moments: Moments | None, xx: float, settings: KernelSettings, m: int):
     """Each clip's KAD against the baseline (``score_individual``); NaN for a clip with fewer than 2 frames."""
-    xx_c = moments.kernel_means(gammas, settings.kernel) if moments is not None else np.full(len(parts), xx)
+    # the gammas as the precision holds them (torch casts the scalar): the kernel values' one systematic rounding
+    g = np.asarray(gammas, settings.dtype).astype(np.float64)
+    xx_c = moments.kernel_means(g, settings.kernel) if moments is not None else np.full(len(parts), xx)
     out = np.full(len(parts), np.nan)
     start = 0
     for i, c in enumerate(parts):
@@ -648,7 +652,7 @@ def kad_inf(ref, gen, settings: KernelSettings, *, steps: int = 25, min_n: int =
         k = len(sub)
         yy = within_sum(sub, g, settings.kernel, block=block, threads=threads) / (k * (k - 1))
         xy = cross_sums(sub, x, g, settings.kernel, block=block, threads=threads)[0] / (m * k)
-        xx = xx_fixed if moments is None else float(moments.kernel_means([g], settings.kernel)[0])
+        xx = xx_fixed if moments is None else float(moments.kernel_means([float(dt.type(g))], settings.kernel)[0])
         ys.append((xx + yy - 2 * xy) * settings.scale)
         xs.append(1.0 / k)
     slope, intercept, r2 = _line_fit(np.asarray(xs), np.asarray(ys))
