@@ -124,10 +124,10 @@ def test_the_median_when_the_bracket_misses_first(monkeypatch):
     monkeypatch.setattr(K, "SAMPLE_PAIRS", 16)
     calls = []
     original = K._bracket
-    monkeypatch.setattr(K, "_bracket", lambda s, k, n, w: calls.append(w) or (original(s, k, n, w) if w != 8.0 else
+    monkeypatch.setattr(K, "_bracket", lambda s, k, n, w: calls.append(w) or (original(s, k, n, w) if w != 10.0 else
                                                                                   (0.0, 1e-3)))
     assert K.median_pairwise_distance(y, TorchPdist(), block=256) == want
-    assert calls[:2] == [8.0, 32.0]
+    assert calls[:2] == [10.0, 40.0]
 
 
 def test_torch_pdist_pairs_are_pdists_own_values():

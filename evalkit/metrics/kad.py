@@ -50,25 +50,23 @@ class KADError(InputError, ValueError):
 
 class TorchPdist:
     """Pair distances measured by ``torch.pdist`` itself (kadtk's ``median_pairwise_distance``): every pair of a small
-    set at once, or chosen pairs ``(i, j)``, ``i < j``, grouped by ``i`` (``pdist`` of row i and its partners: each
-    value is computed by the same kernel, on the same operands, as in the whole set's ``pdist``)."""
+    set at once, or chosen pairs ``(i, j)``: ``pdist`` of the rows ``[y_i0, y_j0, y_i1, y_j1, ...]``, of which the
+    distances of rows 2k and 2k+1 are kept (``pdist`` computes each pair by the same kernel on the same two operands,
+    whatever else the matrix holds, so each value is the one the whole set's ``pdist`` holds)."""
 
-    GROUP = 256
+    CHUNK = 64
 
     def all(self, y: np.ndarray) -> np.ndarray:
         return torch.pdist(torch.from_numpy(np.ascontiguousarray(y, np.float32))).numpy()
 
     def pairs(self, y: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         t = torch.from_numpy(np.ascontiguousarray(y, np.float32))
-        order = np.lexsort((j, i))
-        i_s, j_s = i[order], j[order]
         out = np.empty(len(i), np.float32)
-        starts = np.flatnonzero(np.r_[True, i_s[1:] != i_s[:-1]]) if len(i) else np.zeros(0, int)
-        for s, e in zip(starts, np.r_[starts[1:], len(i)]):
-            for a in range(s, e, self.GROUP):
-                b = min(e, a + self.GROUP)
-                rows = torch.cat([t[int(i_s[a])][None], t[torch.from_numpy(j_s[a:b].astype(np.int64))]])
-                out[order[a:b]] = torch.pdist(rows)[: b - a].numpy()
+        for s in range(0, len(i), self.CHUNK):
+            a, b = i[s:s + self.CHUNK], j[s:s + self.CHUNK]
+            rows = t[torch.from_numpy(np.stack([a, b], 1).reshape(-1).astype(np.int64))]
+            n, k = 2 * len(a), 2 * np.arange(len(a))
+            out[s:s + len(a)] = torch.pdist(rows).numpy()[n * k - k * (k + 1) // 2]  # pair (2k, 2k + 1)
         return out
 
 

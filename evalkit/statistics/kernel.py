@@ -63,7 +63,7 @@ BLOCK = 2048
 #: a set with at most this many pairs has its median taken over all of them at once
 SMALL_PAIRS = 1 << 22
 #: pairs drawn to bracket the median's rank in a larger set
-SAMPLE_PAIRS = 1 << 22
+SAMPLE_PAIRS = 1 << 21
 #: the most pairs the median's bracket may hold (16 bytes each)
 MAX_BRACKET = 1 << 27
 _U32, _U64 = 2.0 ** -24, 2.0 ** -53
@@ -357,18 +357,26 @@ def median_pairwise_distance(y, distances: PairDistances | None = None, *, block
     k = (n_pairs - 1) // 2
     yc = y.astype(np.float64) - y.mean(0, dtype=np.float64)
     norms = sqnorms(yc)
-    rng = np.random.default_rng(seed)
-    i = rng.integers(0, n, SAMPLE_PAIRS)
-    j = rng.integers(0, n - 1, SAMPLE_PAIRS)
-    j += j >= i
-    sample = np.sort(_t2(y, i, j))
-    for width in (8.0, 32.0, None):
+    sample = _sample_pairs(y, np.random.default_rng(seed))
+    for width in (10.0, 40.0, None):
         lo, hi = _bracket(sample, k, n_pairs, width)
         below, ii, jj, a = _collect(yc, norms, lo, hi, block, threads)
         got = _select(y, distances, k, below, ii, jj, a, lo, hi, 2 * float(norms.max()))
         if got is not None:
             return got
     raise RuntimeError("median_pairwise_distance: the full bracket did not resolve the rank (a bug)")
+
+
+def _sample_pairs(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Squared distances (float64) of :data:`SAMPLE_PAIRS` random pairs: the disjoint pairs ``(π(2k), π(2k+1))`` of
+    seeded random permutations π of the rows (one gather per permutation, each pair's two rows distinct)."""
+    n, out, got = len(y), [], 0
+    while got < SAMPLE_PAIRS:
+        p = rng.permutation(n)
+        d = y[p[0:n - 1:2]].astype(np.float64) - y[p[1::2]]
+        out.append(np.einsum("ij,ij->i", d, d))
+        got += len(out[-1])
+    return np.concatenate(out)[:SAMPLE_PAIRS]
 
 
 def _bracket(sample: np.ndarray, k: int, n_pairs: int, width: float | None) -> tuple[float, float]:
