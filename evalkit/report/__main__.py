@@ -163,10 +163,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         import pandas as pd
 
         rows, points, inf_md = inf_report(runs, run_labels(runs), args)
-        for stem in ("inf",) + (("fad_inf",) if args.fad_inf else ()):
-            write_text(out / f"{stem}.csv", pd.DataFrame(rows).to_csv(index=False, float_format="%.6g"))
-            write_text(out / f"{stem}.json", json.dumps(points, indent=2) + "\n")
-            written += [out / f"{stem}.csv", out / f"{stem}.json"]
+        names = [("inf.csv", "inf.json")] + ([("fad_inf.csv", "fad_inf.json")] if args.fad_inf else [])  # the old flag's
+        for csv_name, json_name in names:
+            write_text(out / csv_name, pd.DataFrame(rows).to_csv(index=False, float_format="%.6g"))
+            write_text(out / json_name, json.dumps(points, indent=2) + "\n")
+            written += [out / csv_name, out / json_name]
         md += inf_md
     if not args.no_plots:
         from evalkit.report.plots import write_plots
