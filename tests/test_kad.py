@@ -216,3 +216,25 @@ def test_kad_inf_follows_kadtks_score_inf():
     assert K.kad_inf(x, gen, K.KernelSettings(), steps=3, min_n=20, unit="clips", seed=0).unit == "clips"
     with pytest.raises(ValueError, match="more than min_n=900"):
         K.kad_inf(x, gen, K.KernelSettings(), min_n=900)
+
+
+# -- kadtk's audio path steps -------------------------------------------------------------------------------------------
+def test_pcm16_round_trip_and_the_kaiser_resampler():
+    """write_int16: pcm16 is round(x·32768) (half to even), saturated, / 32768 in float64; torchaudio_kaiser is kadtk's
+    Resample(..., lowpass_filter_width=64, rolloff=0.9475937167399596, sinc_interp_kaiser, beta=14.769656459379492)."""
+    import torchaudio
+
+    from evalkit import audio as A
+    from evalkit.input_path import InputPath, InputPathError
+
+    x = torch.tensor([[0.5, 1.0, -1.0, 1.5 / 32768, 2.5 / 32768, -0.25, 1.2]])
+    got = A.pcm16_round_trip(x)
+    assert got.dtype == torch.float64
+    assert (got * 32768).tolist() == [[16384.0, 32767.0, -32768.0, 2.0, 2.0, -8192.0, 32767.0]]
+    rng = np.random.default_rng(0)
+    wav = torch.from_numpy(rng.standard_normal((2, 44100)).astype(np.float32)) * 0.1
+    want = torchaudio.transforms.Resample(44100, 16000, lowpass_filter_width=64, rolloff=0.9475937167399596,
+                                          resampling_method="sinc_interp_kaiser", beta=14.769656459379492)(wav)
+    assert torch.equal(A.resample_with(wav, 44100, 16000, "torchaudio_kaiser"), want)
+    with pytest.raises(InputPathError, match="write_int16: 'pcm24'; expected audiocraft or pcm16"):
+        InputPath({"both": [{"write_int16": "pcm24"}]}, setting="metrics.kad.input")
