@@ -57,16 +57,22 @@ class TorchPdist:
     CHUNK = 64
 
     def all(self, y: np.ndarray) -> np.ndarray:
-        return torch.pdist(torch.from_numpy(np.ascontiguousarray(y, np.float32))).numpy()
+        from evalkit.cpu import cpu_threads
+
+        with cpu_threads(1 if len(y) < 1024 else None):  # a clip's 19 frames: not worth waking the thread pool
+            return torch.pdist(torch.from_numpy(np.ascontiguousarray(y, np.float32))).numpy()
 
     def pairs(self, y: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-        t = torch.from_numpy(np.ascontiguousarray(y, np.float32))
+        """Small calls: on one intra-op thread (waking a thread pool per call costs more than the work)."""
+        from evalkit.cpu import cpu_threads
+
         out = np.empty(len(i), np.float32)
-        for s in range(0, len(i), self.CHUNK):
-            a, b = i[s:s + self.CHUNK], j[s:s + self.CHUNK]
-            rows = t[torch.from_numpy(np.stack([a, b], 1).reshape(-1).astype(np.int64))]
-            n, k = 2 * len(a), 2 * np.arange(len(a))
-            out[s:s + len(a)] = torch.pdist(rows).numpy()[n * k - k * (k + 1) // 2]  # pair (2k, 2k + 1)
+        with cpu_threads(1):
+            for s in range(0, len(i), self.CHUNK):
+                a, b = i[s:s + self.CHUNK], j[s:s + self.CHUNK]
+                rows = torch.from_numpy(np.ascontiguousarray(y[np.stack([a, b], 1).reshape(-1)], np.float32))
+                n, k = 2 * len(a), 2 * np.arange(len(a))
+                out[s:s + len(a)] = torch.pdist(rows).numpy()[n * k - k * (k + 1) // 2]  # pair (2k, 2k + 1)
         return out
 
 

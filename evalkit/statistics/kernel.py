@@ -368,12 +368,13 @@ def median_pairwise_distance(y, distances: PairDistances | None = None, *, block
 
 
 def _sample_pairs(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Squared distances (float64) of :data:`SAMPLE_PAIRS` random pairs: the disjoint pairs ``(π(2k), π(2k+1))`` of
-    seeded random permutations π of the rows (one gather per permutation, each pair's two rows distinct)."""
+    """Squared distances (float32: they only place the bracket) of :data:`SAMPLE_PAIRS` random pairs: the disjoint
+    pairs ``(π(2k), π(2k+1))`` of seeded random permutations π of the rows (one gather per permutation, each pair's
+    two rows distinct)."""
     n, out, got = len(y), [], 0
     while got < SAMPLE_PAIRS:
         p = rng.permutation(n)
-        d = y[p[0:n - 1:2]].astype(np.float64) - y[p[1::2]]
+        d = y[p[0:n - 1:2]] - y[p[1::2]]
         out.append(np.einsum("ij,ij->i", d, d))
         got += len(out[-1])
     return np.concatenate(out)[:SAMPLE_PAIRS]
@@ -527,7 +528,9 @@ def _clip_values(parts, rows, gammas, moments: Moments | None, xx: float, settin
     for i, c in enumerate(parts):
         stop = start + len(c)
         if len(c) >= 2 and np.isfinite(gammas[i]):
-            yy = within_sum(c, gammas[i], settings.kernel, threads=1) / (len(c) * (len(c) - 1))
+            n = sqnorms(c)
+            k = kernel_inplace(sq_dists(c, c, n, n), gammas[i], settings.kernel)  # one small block
+            yy = (float(k.sum(dtype=np.float64)) - float(np.trace(k, dtype=np.float64))) / (len(c) * (len(c) - 1))
             xy = float(rows[start:stop].sum()) / (m * len(c))
             out[i] = (xx_c[i] + yy - 2 * xy) * settings.scale
         start = stop
