@@ -15,6 +15,7 @@ checkout, with the repository root on ``sys.path``.
   hear21passt's ``get_basic_model`` around a given network;
 - :mod:`references.audiocraft_chroma`: ``audiocraft/metrics/chroma_cosinesim.py`` + ``modules/chroma.py``;
 - :mod:`references.stable_audio_metrics`: Stability-AI/stable-audio-metrics ``src/passt_kld.py``;
+- :mod:`references.kadtk`: kadtk 1.1.0's ``VGGishModel`` served given weights offline, and its audio path in memory;
 - :mod:`references.laion_clap`: laion_clap's own CLAP model built offline (the extra ``evalkit[reference]``).
 
 What each reference takes from evalkit is named in its module: model *weights* (random, seeded) and the shrunken
