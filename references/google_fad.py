@@ -212,7 +212,10 @@ def google_frechet_distance(mu_test, sigma_test, mu_train, sigma_train, eps: flo
     (``_stable_trace_sqrt_product``: scipy ``sqrtm``; eps on both diagonals if it is not finite; the real part)."""
     from scipy import linalg
 
-    sqrt_product, _ = linalg.sqrtm(sigma_test.dot(sigma_train), disp=False)
+    try:  # scipy < 1.16 (Google's era): disp=False returns (sqrtm, error estimate)
+        sqrt_product, _ = linalg.sqrtm(sigma_test.dot(sigma_train), disp=False)
+    except TypeError:  # scipy >= 1.16 (disp removed): sqrtm returns the matrix alone
+        sqrt_product = linalg.sqrtm(sigma_test.dot(sigma_train))
     if not np.isfinite(sqrt_product).all():
         offset = np.eye(sigma_test.shape[0]) * eps
         sqrt_product = linalg.sqrtm((sigma_test + offset).dot(sigma_train + offset))
