@@ -23,8 +23,9 @@ reference follows them so that it can score the files a user has:
   32 kHz, the solver's rate;
 - a generation shorter than its reference is zero-padded to the reference's length (``pad: reference``).
 
-Folder-mode runs have no model: the reference keeps its channels (``model_channels=None``). Nothing here imports
-evalkit.
+Folder-mode runs have no model: the reference keeps its channels (``model_channels=None``). One knob is not
+audiocraft's: ``meter_dtype`` (default None: audiocraft's float32 meter) runs the BS.1770 meter in float64, as evalkit
+does, so that a test can separate the meter's float32 error from everything else. Nothing here imports evalkit.
 """
 from __future__ import annotations
 
@@ -68,14 +69,18 @@ def convert_audio(wav: torch.Tensor, from_rate: int, to_rate: int, to_channels: 
 
 
 def normalize_loudness(wav: torch.Tensor, sample_rate: int, loudness_headroom_db: float = LOUDNESS_HEADROOM_DB,
-                       loudness_compressor: bool = False, energy_floor: float = ENERGY_FLOOR) -> torch.Tensor:
+                       loudness_compressor: bool = False, energy_floor: float = ENERGY_FLOOR,
+                       meter_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """audiocraft's ``normalize_loudness``. ``meter_dtype`` (not audiocraft's; None = audiocraft, float32): the dtype
+    the BS.1770 meter runs in (``torchaudio.transforms.Loudness`` on ``wav.to(meter_dtype)``); the gain is applied to
+    the float32 audio either way."""
     import torchaudio
 
     energy = wav.pow(2).mean().sqrt().item()
     if energy < energy_floor:
         return wav
     transform = torchaudio.transforms.Loudness(sample_rate)
-    input_loudness_db = transform(wav).item()
+    input_loudness_db = transform(wav if meter_dtype is None else wav.to(meter_dtype)).item()
     delta_loudness = -loudness_headroom_db - input_loudness_db
     gain = 10.0 ** (delta_loudness / 20.0)
     output = gain * wav
@@ -85,26 +90,30 @@ def normalize_loudness(wav: torch.Tensor, sample_rate: int, loudness_headroom_db
     return output
 
 
-def normalize_audio_loudness(wav: torch.Tensor, sample_rate: int,
-                             loudness_headroom_db: float = LOUDNESS_HEADROOM_DB) -> torch.Tensor:
+def normalize_audio_loudness(wav: torch.Tensor, sample_rate: int, loudness_headroom_db: float = LOUDNESS_HEADROOM_DB,
+                             meter_dtype: torch.dtype | None = None) -> torch.Tensor:
     """``normalize_audio(wav, strategy='loudness', loudness_headroom_db=14, sample_rate=sr)``: the gain, then
-    ``_clip_wav`` (``wav.clamp_(-1, 1)``)."""
-    wav = normalize_loudness(wav, sample_rate, loudness_headroom_db)
+    ``_clip_wav`` (``wav.clamp_(-1, 1)``). ``meter_dtype``: see :func:`normalize_loudness`."""
+    wav = normalize_loudness(wav, sample_rate, loudness_headroom_db, meter_dtype=meter_dtype)
     wav.clamp_(-1, 1)
     return wav
 
 
 def solver_postprocess(gen: torch.Tensor, gen_sr: int, ref: torch.Tensor, ref_sr: int,
-                       model_channels: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One pair as ``evaluate_audio_generation`` hands it to the metrics: ``(generated at gen_sr, reference at 32 kHz)``.
+                       model_channels: int | None = None, meter_dtype: torch.dtype | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pair as ``evaluate_audio_generation`` hands it to the metrics: ``(generated at gen_sr, reference at
+    32 kHz)``.
 
     The reference: ``convert_audio(ref, ref_sr, 32000, model_channels)`` (its own channels when None). The generation:
     cropped to the reference's duration at its own rate, loudness-normalised to -14 LUFS and clamped, zero-padded to
-    that length when shorter (see the module doc)."""
+    that length when shorter (see the module doc). ``meter_dtype=torch.float64``: the loudness measured in float64
+    (torchaudio's float32 filters are off by up to ~7e-4 dB on 20 s of quiet 48 kHz audio; evalkit measures in
+    float64), the one thing that separates this recipe from evalkit's."""
     ref = convert_audio(ref, ref_sr, SOLVER_RATE, model_channels or ref.shape[-2])
     n = int(round(ref.shape[-1] * gen_sr / SOLVER_RATE))
     gen = gen[..., :n].clone()
-    gen = normalize_audio_loudness(gen, gen_sr)
+    gen = normalize_audio_loudness(gen, gen_sr, meter_dtype=meter_dtype)
     if gen.shape[-1] < n:
         gen = torch.nn.functional.pad(gen, (0, n - gen.shape[-1]))
     return gen, ref
