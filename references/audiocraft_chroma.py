@@ -18,7 +18,8 @@ class ChromaCosineSimilarity:
     """``extract``: ``ChromaExtractor.forward`` (argmax one-hot); ``score``: ``update`` on one batch, returning per item
     ``(sum of frame cosines, frames)`` (the metric's ``cosine_sum`` and ``weight`` increments)."""
 
-    def __init__(self, sample_rate: int = SR, n_fft: int = N_FFT, hop: int = HOP, n_chroma: int = 12, eps: float = 1e-8):
+    def __init__(self, sample_rate: int = SR, n_fft: int = N_FFT, hop: int = HOP, n_chroma: int = 12,
+                 eps: float = 1e-8):
         import librosa
         import torchaudio
 

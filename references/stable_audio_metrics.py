@@ -35,7 +35,8 @@ def load(audio_path: str | Path) -> np.ndarray:
 
 
 def peak(data: np.ndarray, target: float = -1.0) -> np.ndarray:
-    """``pyloudnorm.normalize.peak``: ``gain = np.power(10.0, target / 20.0) / np.max(np.abs(data))``, ``gain * data``."""
+    """``pyloudnorm.normalize.peak``: ``gain = np.power(10.0, target / 20.0) / np.max(np.abs(data))``, then
+    ``gain * data``."""
     current_peak = np.max(np.abs(data))
     gain = np.power(10.0, target / 20.0) / current_peak
     return gain * data
