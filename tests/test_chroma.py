@@ -2,7 +2,8 @@
 
 Parity references: ``torchaudio.transforms.Spectrogram`` (what audiocraft's ChromaExtractor calls), librosa's
 chroma (``filters.chroma`` + ``feature.chroma_stft``), and a line-by-line transcription of audiocraft's
-``ChromaExtractor.forward`` + ``ChromaCosineSimilarityMetric.update`` built from those two libraries.
+``ChromaExtractor.forward`` + ``ChromaCosineSimilarityMetric.update`` built from those two libraries
+(``references/audiocraft_chroma.py``).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from evalkit.metrics.spec import RunContext
 from evalkit.spec import metric_recipe
 from evalkit.metrics.chroma import ChromaCosineSimilarity, ChromaFrontEnd, chroma_filterbank, power_spectrogram
 from evalkit.registry import get_metric
+from references.audiocraft_chroma import ChromaCosineSimilarity as AudiocraftChroma
 
 from pathlib import Path
 
@@ -125,47 +127,9 @@ def test_front_end_matches_librosa_chroma_on_same_power_spectrogram():
     np.testing.assert_allclose(ours, theirs64, atol=1e-6)
 
 
-class _AudiocraftTranscription:
-    """audiocraft ChromaExtractor.forward + ChromaCosineSimilarityMetric.update, line by line, from torchaudio and
-    librosa (the libraries audiocraft calls) -- the parity reference for the whole metric."""
-
-    def __init__(self):
-        import librosa
-        import torchaudio
-
-        self.fbanks = torch.from_numpy(librosa.filters.chroma(sr=SR, n_fft=N_FFT, tuning=0, n_chroma=12))
-        self.spec = torchaudio.transforms.Spectrogram(n_fft=N_FFT, win_length=N_FFT, hop_length=HOP, power=2,
-                                                      center=True, pad=0, normalized=True)
-
-    def extract(self, wav):  # wav [B, 1, T]
-        T = wav.shape[-1]
-        if T < N_FFT:
-            pad = N_FFT - T
-            r = 0 if pad % 2 == 0 else 1
-            wav = torch.nn.functional.pad(wav, (pad // 2, pad // 2 + r), "constant", 0)
-        spec = self.spec(wav).squeeze(1)
-        raw = torch.einsum("cf,...ft->...ct", self.fbanks, spec)
-        norm = torch.nn.functional.normalize(raw, p=torch.inf, dim=-2, eps=1e-6).permute(0, 2, 1).contiguous()
-        idx = norm.argmax(-1, keepdim=True)
-        norm[:] = 0
-        norm.scatter_(dim=-1, index=idx, value=1)
-        return norm
-
-    def score(self, preds, targets, sizes, sample_rate):  # [B, C, T] each, sizes [B]
-        preds = convert_audio(preds, sample_rate, SR, 1)
-        targets = convert_audio(targets, sample_rate, SR, 1)
-        gt, gen = self.extract(targets), self.extract(preds)
-        lens = (sizes / HOP).ceil().int()
-        out = []
-        for i in range(len(gt)):
-            t = int(lens[i])
-            out.append((float(torch.nn.functional.cosine_similarity(gt[i, :t], gen[i, :t], dim=1, eps=1e-8).sum()), t))
-        return out
-
-
 def test_metric_matches_audiocraft_transcription():
     pytest.importorskip("torchaudio")
-    ref_impl = _AudiocraftTranscription()
+    ref_impl = AudiocraftChroma()
     g = torch.Generator().manual_seed(2)
     # noisy chords that change every 0.5 s; stereo generated audio at 48 kHz, mono references at 48 kHz
     notes = [(K_C, K_E, K_G), (K_E, K_G, 2 * K_C), (K_G - 17, K_C + 48, K_E + 21)]
@@ -195,7 +159,7 @@ def test_metric_matches_audiocraft_transcription():
 
 def test_short_clip_padding_matches_audiocraft():
     pytest.importorskip("torchaudio")
-    ref_impl = _AudiocraftTranscription()
+    ref_impl = AudiocraftChroma()
     g = torch.Generator().manual_seed(3)
     for n in (9601, 4096, 1):  # shorter than n_fft: zero-padded around to n_fft, ceil(n/4096) frames compared
         gen = _tones([K_E * DF], [0.5], seconds=1.0)[:, :n] + 0.1 * torch.randn(1, n, generator=g)

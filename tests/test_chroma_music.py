@@ -20,10 +20,12 @@ from evalkit.audio import convert_audio, load_audio
 from evalkit.metrics.base import Clip
 from evalkit.metrics.chroma import ChromaCosineSimilarity, ChromaFrontEnd
 
+from references.audiocraft_chroma import ChromaCosineSimilarity as AudiocraftChroma
+
 try:  # tests/ as a rootdir-relative folder (pytest's default "prepend" import mode) or as a package
-    from test_chroma import RECIPE, _AudiocraftTranscription
+    from test_chroma import RECIPE
 except ImportError:  # pragma: no cover
-    from tests.test_chroma import RECIPE, _AudiocraftTranscription
+    from tests.test_chroma import RECIPE
 
 MUSIC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "music"
 if not (MUSIC / "metadata.csv").is_file():
@@ -97,7 +99,7 @@ def test_metric_on_matching_pairs_equals_matrix_and_audiocraft(similarity):
     np.testing.assert_allclose([out[i].values["chroma"] for i in IDS], np.diag(similarity), atol=1e-12)
     assert m.compute()["chroma"] == pytest.approx(np.diag(similarity).mean(), abs=1e-12)
     # audiocraft's own computation (torchaudio Spectrogram + librosa filter bank), first 3 arrangements vs the next pieces' melodies
-    ref_impl = _AudiocraftTranscription()
+    ref_impl = AudiocraftChroma()
     fulls = torch.stack([_AUDIO[i][0][0] for i in IDS[:3]])
     mels = torch.stack([_AUDIO[i][1][0].expand(2, -1) for i in IDS[1:4]])  # mean of the duplicated channel = itself
     expected = ref_impl.score(fulls, mels, torch.full((3,), 320000), 32000)

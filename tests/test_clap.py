@@ -42,11 +42,9 @@ needs_laion = reference_test("laion_clap")
 def laion_pair(tmp_path_factory):
     """laion_clap's CLAP_Module around a tiny laion model (its __init__ would fetch roberta-base), and evalkit's
     metric loading the *same* weights from a laion-format checkpoint file (the released file's layout)."""
-    from laion_clap import CLAP_Module
-
     from evalkit.embeddings.tokenizers import tiny_roberta_tokenizer
     from evalkit.metrics.clap import ClapScore
-    from tests.laion_reference import build_clap
+    from references.laion_clap_model import build_clap, clap_module
 
     tok = tiny_roberta_tokenizer()
     model, cfg = build_clap("tiny", vocab_size=len(tok), seed=0)
@@ -54,12 +52,7 @@ def laion_pair(tmp_path_factory):
     sd["module.text_branch.embeddings.position_ids"] = torch.arange(80)[None]
     path = tmp_path_factory.mktemp("clap") / "tiny_clap.pt"
     torch.save({"epoch": 15, "state_dict": sd}, path)
-    mod = CLAP_Module.__new__(CLAP_Module)
-    torch.nn.Module.__init__(mod)
-    mod.enable_fusion = False
-    mod.model = model
-    mod.model_cfg = cfg
-    mod.tokenize = tok
+    mod = clap_module(model, cfg, tok)
     return ClapScore(clap_recipe(checkpoint=str(path), tokenizer="tiny")), mod
 
 
@@ -165,7 +158,7 @@ def test_long_audio_crop_is_deterministic_unlike_laion_clap(metric, laion_pair):
     assert longer and torch.equal(centre, long[60000:540000])
     assert torch.equal(fit_to_length(long, N, crop="end")[0], long[-N:])
     ref_c = laion.get_audio_embedding_from_data(long[None, 60000:540000], use_tensor=True).detach()
-    assert torch.allclose(laion_metric.embedder.embed_audio([centre], [True]), ref_c, atol=1e-5)
+    assert torch.allclose(laion_metric.embedder.clap.embed_audio([centre], [True]), ref_c, atol=1e-5)
     # laion_clap itself picks a random offset (np.random): two draws, two embeddings (LAION-AI/CLAP issue 166)
     state = np.random.get_state()
     try:

@@ -1,6 +1,6 @@
 """CLAP on transformers' ClapModel (evalkit/embeddings/clap.py) against laion_clap's own classes on identical weights.
 
-The laion side is the model tests/laion_reference.py build_clap builds (``clap_module.model.CLAP``, HTSAT-base +
+The laion side is the model references/laion_clap_model.py build_clap builds (``clap_module.model.CLAP``, HTSAT-base +
 roberta-base, non-fusion), given deterministic random weights (every tensor perturbed, so that a wrong mapping cannot
 hide behind a zero or a one) and saved as a laion-format checkpoint file (``{"state_dict": {"module.…": …}}`` with
 ``text_branch.embeddings.position_ids``, like the released file). The transformers side loads that file through
@@ -24,7 +24,7 @@ import torch
 from evalkit.audio import convert_audio, load_audio
 from evalkit.embeddings.clap import (AUDIO_CFG, DROPPED_KEYS, SYNTHESISED_KEYS, ClapEmbedder, ClapError, HtsatLogMel,
                                     _convert, build_clap_hf, clap_config, convert_laion_state_dict, fit_to_length)
-from tests.laion_reference import LaionEmbedder
+from references.laion_clap_model import LaionEmbedder
 from evalkit.embeddings.tokenizers import tiny_roberta_tokenizer
 from tests.conftest import MUSIC_DIR, REPO, have, needs_reference, reference_test, sine
 
@@ -166,7 +166,7 @@ def _save_laion_checkpoint(model: torch.nn.Module, path) -> None:
 
 
 def _laion_setup(size: str, tmp_path_factory, tok, seed: int):
-    from tests.laion_reference import build_clap
+    from references.laion_clap_model import build_clap
 
     vocab = len(tok) if size == "tiny" else None
     model, cfg = build_clap(size, vocab_size=vocab, seed=seed)
@@ -458,7 +458,7 @@ def test_runs_without_laion_clap_or_torchlibrosa(tmp_path, weights):
     (the reference environment, where a laion-format checkpoint can be made) load one too."""
     ckpt = None
     if weights == "laion-checkpoint":
-        from tests.laion_reference import build_clap
+        from references.laion_clap_model import build_clap
 
         model, _ = build_clap("tiny", vocab_size=261, seed=1)
         ckpt = tmp_path / "tiny.pt"

@@ -20,7 +20,7 @@ from evalkit.spec import metric_recipe
 REPO = Path(__file__).resolve().parents[1]
 
 
-from tests import test_fad_reference as ref  # the numpy transcription of Google's and torchvggish's recipes
+from references import google_fad as ref  # the numpy transcription of Google's and torchvggish's recipes
 
 
 @pytest.fixture(scope="module")

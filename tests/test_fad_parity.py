@@ -1,7 +1,7 @@
 """Parity with the installed ``frechet_audio_distance`` 0.3.4 package (protocol ``frechet-audio-distance``).
 
 The package fetches torchvggish's code from torch hub at run time. Offline, the test serves it a torch hub repo dir
-written here (``hubconf.py`` -> ``test_fad_reference.TorchVGGish``, torchvggish's layout and front end transcribed
+written here (``hubconf.py`` -> ``references/google_fad.py TorchVGGish``, torchvggish's layout and front end transcribed
 from its published source) holding evalkit's random weights, by pointing ``torch.hub.load('harritaylor/torchvggish',
 'vggish')`` at that dir. Everything after that is the package's own code: ``load_audio_task`` (soundfile, channel
 mean, resampy), its ``get_embeddings`` per-file loop (``model.forward(audio, sr)``), the ReLU it drops, its
@@ -17,22 +17,20 @@ import torch
 
 from evalkit.audio import load_audio
 from evalkit.metrics.base import Clip
+from evalkit.spec import metric_recipe
 from tests.conftest import needs_reference
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = needs_reference("frechet_audio_distance")
 
 
-from tests import test_fad_reference as ref  # the numpy transcription of Google's and torchvggish's recipes
+from references import google_fad as ref  # the numpy transcription of Google's and torchvggish's recipes
 
 
 def _recipe(model_size: str) -> dict:
-    import yaml
-
-    node = yaml.safe_load((REPO / "conf/metrics/fad/frechet-audio-distance.yaml").read_text())
-    node.update(protocol="frechet-audio-distance", model_size=model_size, checkpoint=None, random_seed=0,
-                batch_size=128, backbone_weights="random", reference_stats=None)
-    return node
+    """The protocol's recipe composed as a run composes it (random weights, seed 0); the metric class alone, so
+    ``postprocess=none`` (this protocol has no solver steps anyway: the command line is tests/test_protocol_cli.py)."""
+    return metric_recipe("fad", ["metrics.fad.protocol=frechet-audio-distance", f"backbone_size={model_size}",
+                                 "backbone_weights=random", "postprocess=none"])
 
 
 def package_fad(tmp_path: Path, monkeypatch, model):
@@ -85,7 +83,7 @@ def test_package_protocol_fad_and_embeddings_match(tmp_path, monkeypatch):
     _write_set(bg, range(0, 5), 28.0)
     _write_set(ev, range(100, 105), 28.0, noise=0.2)  # noisier: a clearly different set
     m = FAD(_recipe("tiny"))
-    pkg = package_fad(tmp_path, monkeypatch, m.model)
+    pkg = package_fad(tmp_path, monkeypatch, m.embedder.network)
     score = pkg.score(str(bg), str(ev), background_embds_path=str(tmp_path / "emb/bg.npy"),
                       eval_embds_path=str(tmp_path / "emb/ev.npy"))
     assert score != -1  # the package returns -1 after printing any exception
@@ -122,7 +120,7 @@ def test_package_resampy_downmix_and_full_vggish_match(tmp_path, monkeypatch, mu
     t = np.arange(int(44100 * 3.3)) / 44100
     sf.write(str(other), (0.3 * np.sin(2 * np.pi * 523.25 * t) + 0.02 * np.sin(2 * np.pi * 3100 * t)).astype(np.float32), 44100, subtype="PCM_16")
     m = FAD(_recipe("full"))
-    pkg = package_fad(tmp_path, monkeypatch, m.model)
+    pkg = package_fad(tmp_path, monkeypatch, m.embedder.network)
     from frechet_audio_distance.utils import load_audio_task
 
     theirs = [pkg.get_embeddings([load_audio_task(str(p), 16000, 1, "float32")], sr=16000) for p in (music, other)]

@@ -17,6 +17,7 @@ import torch
 
 from evalkit.metrics.kad import TorchPdist
 from evalkit.statistics import kernel as K
+from references.kadtk import kadtk_load_audio, kadtk_model
 from tests.conftest import needs_reference
 
 pytestmark = needs_reference("kadtk")
@@ -80,38 +81,6 @@ def write(folder: Path, name: str, sr: int, channels: int, seconds: float, gain:
     x = gain * (x + 0.05 * rng.standard_normal(t.size)) * (0.7 + 0.3 * np.sin(2 * np.pi * 0.7 * t))
     chans = [x] if channels == 1 else [x, 0.6 * x + 0.1 * rng.standard_normal(t.size)]
     sf.write(str(folder / f"{name}.wav"), np.clip(np.stack(chans, 1), -1, 1), sr, subtype="PCM_16")
-
-
-def kadtk_model(tmp_path: Path, monkeypatch, network):
-    """kadtk's VGGishModel, its torch hub load served a local torchvggish repo holding ``network``'s weights."""
-    from kadtk.model_loader import VGGishModel
-
-    from tests import test_fad_reference as ref
-
-    repo = tmp_path / "torch_hub" / "harritaylor_torchvggish_master"
-    channels = tuple(network.features[i].out_channels for i in (0, 3, 6, 11))
-    ref.write_fake_hub(repo, {k: v.clone() for k, v in network.state_dict().items()}, channels,
-                       network.embeddings[0].out_features)
-    original = torch.hub.load
-    monkeypatch.setattr(torch.hub, "load", lambda r, m, *a, **k: original(str(repo), m, source="local"))
-    ml = VGGishModel()
-    ml.load_model()
-    assert ml.model.postprocess is False and len(ml.model.embeddings) == 5  # kadtk's own mutations
-    return ml
-
-
-def kadtk_load_audio(path: Path, sr_out: int = 16000) -> np.ndarray:
-    """kadtk/emb_loader.py EmbeddingLoader.load_audio + ModelLoader.load_wav, in memory: torchaudio.load (float32,
-    as soundfile's float32 read of 16-bit PCM), torch.mean(x, 0), its Resample, torchaudio.save PCM_S16 (FFmpeg:
-    round(x·32768), saturated), soundfile.read(dtype='int16') / 32768.0."""
-    import soundfile as sf
-    import torchaudio
-
-    data, fs = sf.read(str(path), dtype="float32", always_2d=True)
-    x = torch.mean(torch.from_numpy(data.T.copy()), 0).unsqueeze(0)
-    y = torchaudio.transforms.Resample(fs, sr_out, lowpass_filter_width=64, rolloff=0.9475937167399596,
-                                       resampling_method="sinc_interp_kaiser", beta=14.769656459379492)(x)
-    return torch.round(y * 32768).clamp(-32768, 32767).to(torch.int16)[0].numpy() / 32768.0
 
 
 @pytest.mark.parametrize("size", ["tiny", "full"])

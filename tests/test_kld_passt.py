@@ -4,7 +4,8 @@ batching, merging, skips, checkpoints, config.
 
 The network is the package's PaSST class with the protocol's patch grid (input_tdim 2000 for audiocraft, 998 for
 stable-audio-metrics) and a one-block, 64-wide, one-head transformer; its classifier head is scaled up so that the label
-distributions are far from uniform (random PaSST heads give near-uniform softmax outputs and KLs of ~1e-3)."""
+distributions are far from uniform (random PaSST heads give near-uniform softmax outputs and KLs of ~1e-3). The
+reference recipes are ``references/audiocraft_kld.py`` and ``references/stable_audio_metrics.py``."""
 from __future__ import annotations
 
 import functools
@@ -24,6 +25,8 @@ from evalkit.io import sha256_file
 from evalkit.metrics.base import Clip
 from evalkit.spec import metric_recipe
 from evalkit.metrics.kld import KLD
+from references.audiocraft_kld import audiocraft_kld, passt_wrapper
+from references.stable_audio_metrics import probabilities_from_array as sam_probabilities
 
 ROOT = Path(__file__).resolve().parents[1]
 MUSIC = ROOT.parent / "shared" / "data" / "music"
@@ -75,96 +78,15 @@ def package_wrapper(module: str, path: Path, protocol: str):
     """hear21passt.<module>.get_basic_model(mode="logits") with get_model_passt swapped for our tiny net carrying the
     saved weights (loaded with plain load_state_dict, independent of evalkit's loader). Returns (wrapper, kwargs the
     package passed to get_model_passt)."""
-    import importlib
-
-    mod = importlib.import_module(f"hear21passt.{module}")
-    seen = {}
     net = tiny_net(protocol, seed=7)
     net.load_state_dict(torch.load(path, weights_only=True))
-
-    def fake_get_model(**kw):
-        seen.update(kw)
-        return net
-
-    original = mod.get_model_passt
-    mod.get_model_passt = fake_get_model
-    try:
-        wrapper = mod.get_basic_model(mode="logits")
-    finally:
-        mod.get_model_passt = original
-    return wrapper.eval(), seen
+    return passt_wrapper(module, net)
 
 
 def music(i: int, melody: bool = False) -> torch.Tensor:
     wav, sr = load_audio(MUSIC / f"{PIECES[i]}{'.melody' if melody else ''}.flac")
     assert sr == 32000
     return wav
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# reference transcriptions (third-party code paths, rewritten here so that the tests need no audiocraft install)
-# ---------------------------------------------------------------------------------------------------------------
-def audiocraft_label_distribution(wrapper, wav, sample_rate, wav_len, pad):
-    """PasstKLDivergenceMetric._get_label_distribution for one item. pad=False: after 2454f80; pad=True: v1.0.0."""
-    wav = wav.unsqueeze(0)[..., :wav_len]
-    wav = convert_audio(wav, sample_rate, 32000, 1).squeeze(0)
-    segments = torch.split(wav, 640000, dim=-1)
-    rows = []
-    with torch.no_grad():
-        if pad:
-            valid = [F.pad(s, (0, 640000 - s.shape[-1])) for s in segments if s.size(-1) > 4800]
-            if valid:
-                x = torch.stack(valid, dim=0).mean(dim=1)
-                rows.append(torch.softmax(wrapper(x), dim=-1).mean(dim=0))
-        else:
-            for s in segments:
-                if s.size(-1) > 4800:
-                    rows.append(torch.softmax(wrapper(s[None].mean(dim=1)), dim=-1).mean(dim=0))
-    return torch.stack(rows) if rows else None
-
-
-def audiocraft_kld(wrapper, pairs, pad):
-    """KLDivergenceMetric.update + compute over (pred, target) pairs of equal length and rate."""
-    pq = qp = 0.0
-    weight = 0
-    per_clip = []
-    for pred, target, sr in pairs:
-        n = target.shape[-1]
-        p_pred = audiocraft_label_distribution(wrapper, pred, sr, n, pad)
-        p_tgt = audiocraft_label_distribution(wrapper, target, sr, n, pad)
-        a = F.kl_div((p_pred + 1e-6).log(), p_tgt, reduction="none").sum(-1)
-        b = F.kl_div((p_tgt + 1e-6).log(), p_pred, reduction="none").sum(-1)
-        pq += a.sum().item()
-        qp += b.sum().item()
-        weight += a.shape[0]
-        per_clip.append((a.mean().item(), b.mean().item(), p_pred, p_tgt))
-    return {"kld": pq / weight, "kld_pq": pq / weight, "kld_qp": qp / weight,
-            "kld_both": pq / weight + qp / weight}, per_clip
-
-
-def sam_probabilities(wrapper, audio: np.ndarray, sr: int):
-    """stable-audio-metrics return_probabilities(model, path, window_size=10, overlap=5, collect='mean'), with
-    librosa.load(path, sr=32000, mono=True) spelled out (to_mono, then resample soxr_hq) and pyln peak to -1 dB."""
-    import librosa
-
-    audio = librosa.to_mono(audio)
-    if sr != 32000:
-        audio = librosa.resample(audio, orig_sr=sr, target_sr=32000, res_type="soxr_hq")
-    audio = audio * (np.power(10.0, -1.0 / 20.0) / np.max(np.abs(audio)))  # pyln.normalize.peak(audio, -1.0)
-    step_size = int((10 - 5) * 32000)
-    probabilities = []
-    for i in range(0, max(step_size, len(audio) - step_size), step_size):
-        window = audio[i:i + int(10 * 32000)]
-        if len(window) < int(10 * 32000):
-            if len(window) > int(10 * 32000 * 0.15):
-                tmp = np.zeros(int(10 * 32000))
-                tmp[:len(window)] = window
-                window = tmp
-        with torch.no_grad():
-            logits = wrapper(torch.from_numpy(window.astype(np.float32)).unsqueeze(0))
-        probabilities.append(torch.squeeze(logits))
-    probabilities = torch.mean(torch.stack(probabilities), dim=0)
-    return F.softmax(probabilities, dim=0)
 
 
 # ---------------------------------------------------------------------------------------------------------------

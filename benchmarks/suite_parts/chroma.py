@@ -2,8 +2,8 @@
 (no network: the "backbone" is the STFT and the chroma filter bank).
 
 * reference: ``audiocraft/metrics/chroma_cosinesim.py: ChromaCosineSimilarityMetric`` with its ``ChromaExtractor``
-  (``torchaudio.transforms.Spectrogram`` + librosa's filter bank), as ``tests/test_chroma.py`` transcribes it line by
-  line, one pair per update: both files read with soundfile, ``convert_audio`` to 32 kHz mono, chroma of the
+  (``torchaudio.transforms.Spectrogram`` + librosa's filter bank), as ``references/audiocraft_chroma.py`` transcribes
+  it line by line, one pair per update: both files read with soundfile, ``convert_audio`` to 32 kHz mono, chroma of the
   reference and of the generated clip, per-frame cosine over ``ceil(n / 4096)`` frames. Its backbone time is the
   extractor (spectrogram, filter bank, normalisation, one-hot).
 * evalkit: the scoring stage on the same files (``ChromaCosineSimilarity.update`` per batch, ``compute``).
@@ -17,14 +17,16 @@ from pathlib import Path
 
 import torch
 
-from .common import test_module, Clock, Outcome, Recorder, score_with_evalkit
+from .common import Clock, Outcome, Recorder, score_with_evalkit
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTOCOL = "audiocraft"
 
 
 def _transcription():
-    return test_module("test_chroma.py")._AudiocraftTranscription()
+    from references.audiocraft_chroma import ChromaCosineSimilarity
+
+    return ChromaCosineSimilarity()
 
 
 class ChromaPart:

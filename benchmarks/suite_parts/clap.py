@@ -1,7 +1,7 @@
 """CLAP text consistency, protocol ``audiocraft``: evalkit's run (transformers' ``ClapModel``) vs laion_clap's
 ``CLAP_Module`` per clip, with the same weights: laion's own HTSAT-base + roberta-base model is built by
-``tests/laion_reference.py`` (random init, seed 0) and its tensors are converted into evalkit's ``ClapModel`` the way a
-released checkpoint is (``ClapBackbone.load_weights``), as ``tests/test_clap_backbone.py`` does.
+``references/laion_clap_model.py`` (random init, seed 0) and its tensors are converted into evalkit's ``ClapModel`` the
+way a released checkpoint is (``ClapBackbone.load_weights``), as ``tests/test_clap_backbone.py`` does.
 
 * reference: per pair, as ``audiocraft/metrics/clap_consistency.py`` calls laion_clap: the generated file read with
   soundfile, ``convert_audio(wav, sr, 48000, 1)``, ``CLAP_Module.get_audio_embedding_from_data(wav,
@@ -15,7 +15,6 @@ Both sides tokenise with the in-memory byte-level RoBERTa tokenizer (roberta-bas
 """
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -26,17 +25,6 @@ from .common import Clock, Outcome, Recorder, score_with_evalkit
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTOCOL = "audiocraft"
-
-
-def _laion_module(model, cfg, tokenizer):
-    """A ``laion_clap.CLAP_Module`` around an already built CLAP (its constructor would download roberta-base)."""
-    from laion_clap import CLAP_Module
-
-    laion = CLAP_Module.__new__(CLAP_Module)
-    torch.nn.Module.__init__(laion)
-    laion.enable_fusion = False
-    laion.model, laion.model_cfg, laion.tokenize = model, cfg, tokenizer
-    return laion
 
 
 def _evalkit_metric(recipe: dict, laion_model, device: str):
@@ -59,8 +47,7 @@ class ClapPart:
     def __init__(self, clips, tmp: Path, size: str, batch: int | None, device: str) -> None:
         from evalkit.spec import recipe_from_files
 
-        sys.path.insert(0, str(ROOT))
-        from tests.laion_reference import build_clap
+        from references.laion_clap_model import build_clap
 
         t0 = time.perf_counter()
         overrides = {"batch_size": batch} if batch else {}
@@ -79,7 +66,9 @@ class ClapPart:
 
         self.tokenizer = tiny_roberta_tokenizer()
         model, cfg = build_clap(size, vocab_size=len(self.tokenizer) if size == "tiny" else None, seed=0)
-        self.laion = _laion_module(model, cfg, self.tokenizer)
+        from references.laion_clap_model import clap_module
+
+        self.laion = clap_module(model, cfg, self.tokenizer)
         self.clock = Clock()
         self.clock.patch(model, "get_audio_embedding")
         self.clock.patch(model, "get_text_embedding")

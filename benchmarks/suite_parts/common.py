@@ -1,5 +1,8 @@
 """What every part of the full-size suite shares: clocks around backbone calls, the capture and replay of evalkit's
-backbone inputs (the floor), and evalkit's side run exactly as a run scores (``evalkit.stages.scoring.Scorer``)."""
+backbone inputs (the floor), and evalkit's side run exactly as a run scores (``evalkit.stages.scoring.Scorer``).
+
+The reference side of each part is a transcription in ``references/`` (the repository root is on ``sys.path``:
+``benchmarks/suite.py`` puts it there); nothing here imports ``tests/``."""
 from __future__ import annotations
 
 import functools
@@ -79,21 +82,6 @@ class Recorder:
                 fn(*args, **kwargs)
             sync()
             return time.perf_counter() - t0
-
-
-def test_module(filename: str):
-    """``tests/<filename>`` imported by path, once (the suite reuses the tests' reference transcriptions)."""
-    import importlib.util
-    import sys
-
-    name = "evalkit_suite_" + filename.removesuffix(".py")
-    if name not in sys.modules:
-        root = Path(__file__).resolve().parents[2]
-        spec = importlib.util.spec_from_file_location(name, root / "tests" / filename)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
 
 
 def sync() -> None:

@@ -4,7 +4,7 @@
 * reference: ``FrechetAudioDistance(model_name="vggish", use_pca=False, use_activation=False).score(ref_dir,
   gen_dir)`` with its defaults (8 loader threads: soundfile, channel mean, resampy; then one VGGish call per file:
   torchvggish's numpy log-mel and the network on that file's 10 examples). Offline, its torch hub load of
-  ``harritaylor/torchvggish`` is served the transcription in ``tests/test_fad_reference.py``. Its backbone time is
+  ``harritaylor/torchvggish`` is served the transcription in ``references/google_fad.py``. Its backbone time is
   the network's forward (``TorchVGGishVGG.forward``), its log-mel excluded.
 * evalkit: the scoring stage on the same files (``FAD.update`` per batch of clips, ``compute``).
 * floor: every VGGish forward evalkit ran (its log-mel examples, recorded), run again alone, back to back.
@@ -16,14 +16,10 @@ from pathlib import Path
 
 import torch
 
-from .common import test_module, Clock, Outcome, Recorder, score_with_evalkit
+from .common import Clock, Outcome, Recorder, score_with_evalkit
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTOCOL = "frechet-audio-distance"
-
-
-def _reference_module():
-    return test_module("test_fad_reference.py")
 
 
 def _package(tmp: Path, model):
@@ -31,7 +27,8 @@ def _package(tmp: Path, model):
     the module whose ``TorchVGGishVGG`` the fake hub builds (its forward is the reference's backbone time)."""
     from frechet_audio_distance import FrechetAudioDistance
 
-    ref = _reference_module()
+    from references import google_fad as ref
+
     repo = tmp / "torch_hub" / "harritaylor_torchvggish_master"
     channels = tuple(model.features[i].out_channels for i in (0, 3, 6, 11))
     hub = ref.write_fake_hub(repo, model.state_dict(), channels, model.embeddings[0].out_features)

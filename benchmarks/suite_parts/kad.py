@@ -4,9 +4,9 @@ same files.
 * reference: kadtk's per-file path for every file of both folders, in one process (one worker of its
   ``cache_embedding_files``; its default 8-process pool would add 8 model loads on 2 cores): ``EmbeddingLoader
   .load_audio`` written out in memory (its ``torchaudio.load``/``save`` need torchcodec on torchaudio >= 2.9: soundfile
-  read, ``torch.mean(x, 0)``, its Kaiser ``Resample``, the 16-bit round trip; tests/test_kad_reference.py), then its
+  read, ``torch.mean(x, 0)``, its Kaiser ``Resample``, the 16-bit round trip; references/kadtk.py), then its
   own ``VGGishModel.get_embedding`` (torchvggish served through a fake torch hub with evalkit's weights, as
-  tests/test_fad_parity.py does; float16), then ``calc_kernel_audio_distance(baseline, eval, (None, None), "cpu")``
+  references/kadtk.py does; float16), then ``calc_kernel_audio_distance(baseline, eval, (None, None), "cpu")``
   as ``KernelAudioDistance.score`` calls it. Its backbone time is the network's forward (``TorchVGGishVGG.forward``).
 * evalkit: the scoring stage on the same files (``KAD.update`` per batch of clips, the arrays handed back, ``compute``
   with per-clip KAD).
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .common import Clock, Outcome, Recorder, score_with_evalkit, test_module
+from .common import Clock, Outcome, Recorder, score_with_evalkit
 
 PROTOCOL = "kadtk"
 
@@ -38,7 +38,8 @@ class KadPart:
                                         backbone_weights="random", postprocess="none", **overrides)
         self.metric = KAD(self.recipe, device=device)
         network = self.metric.embedder.network
-        ref = test_module("test_kad_reference.py")
+        from references import kadtk as ref
+
         self.load_audio = ref.kadtk_load_audio
         self.ml = ref.kadtk_model(tmp / "kadtk", _Patch(), network)
         self.build_s = time.perf_counter() - t0

@@ -1,7 +1,7 @@
 """KLD (PaSST), protocol ``audiocraft`` (the 20 s PaSST, one row per 10 s clip): evalkit's run vs audiocraft's
 clip-by-clip loop, same network object (random weights, seed 0), same files.
 
-* reference: ``audiocraft/metrics/kld.py: PasstKLDivergenceMetric`` as ``tests/test_kld_passt.py`` transcribes it
+* reference: ``audiocraft/metrics/kld.py: PasstKLDivergenceMetric`` as ``references/audiocraft_kld.py`` transcribes it
   (``audiocraft_label_distribution``: ``convert_audio`` to 32 kHz mono, ``torch.split`` into 20 s chunks, each chunk
   through hear21passt's own ``get_basic_model(mode="logits")`` wrapper (its ``AugmentMelSTFT`` + the network) at
   batch 1, softmax; ``F.kl_div`` both ways), generated then reference clip of each pair, files read with soundfile.
@@ -18,26 +18,17 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .common import test_module, Clock, Outcome, Recorder, score_with_evalkit
+from .common import Clock, Outcome, Recorder, score_with_evalkit
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTOCOL = "audiocraft"
 
 
-def _tests_module():
-    return test_module("test_kld_passt.py")
-
-
 def _package_wrapper(net: torch.nn.Module):
     """``hear21passt.base20sec.get_basic_model(mode="logits")`` around ``net`` (the network evalkit runs)."""
-    import hear21passt.base20sec as mod
+    from references.audiocraft_kld import passt_wrapper
 
-    original = mod.get_model_passt
-    mod.get_model_passt = lambda **kw: net
-    try:
-        return mod.get_basic_model(mode="logits").eval()
-    finally:
-        mod.get_model_passt = original
+    return passt_wrapper("base20sec", net)[0]
 
 
 class KldPart:
@@ -80,7 +71,8 @@ class KldPart:
     def reference(self) -> Outcome:
         from evalkit.audio import load_audio
 
-        label_distribution = _tests_module().audiocraft_label_distribution
+        from references.audiocraft_kld import audiocraft_label_distribution as label_distribution
+
         self.clock.reset()
         pq = weight = 0.0
         t0 = time.perf_counter()

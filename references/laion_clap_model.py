@@ -1,4 +1,5 @@
-"""laion_clap's own CLAP, built offline: the parity reference for evalkit's CLAP (tests only).
+"""laion_clap's own CLAP, built offline, and audiocraft's CLAP text consistency around it: the parity reference for
+evalkit's CLAP (tests and benchmarks).
 
 evalkit computes CLAP with ``transformers.ClapModel`` (``evalkit/embeddings/clap.py``); these are laion_clap's classes
 (``clap_module.model.CLAP``, HTSAT-base + roberta, non-fusion), built the way ``laion_clap.CLAP_Module`` builds them
@@ -10,6 +11,9 @@ but without its hub downloads, so tests can load the same weights into both and 
   ``clap_module`` (the model package inside ``laion_clap``) is imported here;
 - ``CLAP(...)`` calls ``RobertaModel.from_pretrained("roberta-base")`` for weights that a checkpoint then
   overwrites: it gets a randomly initialised ``RobertaModel`` of roberta-base's config instead.
+
+From evalkit it takes the shrunken test architecture's sizes (``TINY_HTSAT``, ``TINY_ROBERTA``) and roberta-base's
+config, so that a tiny laion model and a tiny evalkit model can hold the same weights.
 """
 from __future__ import annotations
 
@@ -174,3 +178,40 @@ class LaionEmbedder:
         enc = encode_batch(self.tokenizer, captions, max_length=self.text_max_length, padding=self.text_padding,
                            truncation=self.text_truncation)
         return self.model.get_text_embedding(enc)
+
+
+def clap_module(model: torch.nn.Module, model_cfg: dict, tokenizer: Any):
+    """A ``laion_clap.CLAP_Module`` around an already built CLAP (its constructor would download roberta-base);
+    ``tokenizer`` is what its ``tokenize`` attribute holds (a Hugging Face tokenizer)."""
+    from laion_clap import CLAP_Module
+
+    mod = CLAP_Module.__new__(CLAP_Module)
+    torch.nn.Module.__init__(mod)
+    mod.enable_fusion = False
+    mod.model, mod.model_cfg, mod.tokenize = model, model_cfg, tokenizer
+    return mod
+
+
+def text_consistency(laion, audio: torch.Tensor, texts: Sequence[str], sample_rate: int, tokenizer: Any,
+                     crop_start: bool = False) -> torch.Tensor:
+    """``audiocraft/metrics/clap_consistency.py CLAPTextConsistencyMetric.update`` on one batch ``[B, C, T]``: the
+    per-item cosines (the metric's ``cosine_sum`` increments; ``compute`` divides their total by the count).
+
+    ``convert_audio(audio, sample_rate, 48000, 1).mean(dim=1)``, ``get_audio_embedding_from_data(audio,
+    use_tensor=True)``, ``get_text_embedding(texts, tokenizer=self._tokenizer, use_tensor=True)`` (RoBERTa tokens
+    ``padding="max_length", truncation=True, max_length=77``), ``cosine_similarity(..., dim=1, eps=1e-8)``.
+    ``crop_start``: laion_clap cuts an input longer than 10 s at a random offset (``rand_trunc``, LAION-AI/CLAP issue
+    166); evalkit keeps the first 10 s. With it, each input is cut to its first 480,000 samples before laion_clap
+    sees it (laion_clap's own result when its offset is 0)."""
+    from references.audiocraft_solver import convert_audio
+
+    def _tokenizer(t):
+        return tokenizer(t, padding="max_length", truncation=True, max_length=77, return_tensors="pt")
+
+    with torch.no_grad():
+        audio = convert_audio(audio, from_rate=sample_rate, to_rate=48000, to_channels=1).mean(dim=1)
+        if crop_start:
+            audio = audio[..., :480000]
+        audio_embeddings = laion.get_audio_embedding_from_data(audio, use_tensor=True)
+        text_embeddings = laion.get_text_embedding(list(texts), tokenizer=_tokenizer, use_tensor=True)
+        return torch.nn.functional.cosine_similarity(audio_embeddings, text_embeddings, dim=1, eps=1e-8)
