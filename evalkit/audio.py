@@ -196,12 +196,18 @@ def resample_with(wav: torch.Tensor, from_rate: int, to_rate: int, method: str =
     - ``resampy``: ``resampy.resample(x, from, to)`` (kaiser_best; the frechet-audio-distance package), computed bit
       for bit by :mod:`evalkit.resampy_exact`, per channel, float32;
     - ``soxr_hq``: ``librosa.resample(x, orig_sr=from, target_sr=to, res_type="soxr_hq")`` (``librosa.load``'s
-      default; stable-audio-metrics), per channel.
+      default; stable-audio-metrics), per channel;
+    - ``torchaudio``: ``torchaudio.functional.resample(x, from, to)`` with its defaults (``sinc_interp_hann``,
+      ``lowpass_filter_width=6``, ``rolloff=0.99``; audiobox-aesthetics ``infer.py``), in the input's dtype.
     """
     if int(from_rate) == int(to_rate):
         return wav
     if method == "julius":
         return resample(wav, from_rate, to_rate)
+    if method == "torchaudio":
+        import torchaudio
+
+        return torchaudio.functional.resample(wav, int(from_rate), int(to_rate))
     rows = wav.reshape(-1, wav.shape[-1]).detach().cpu().numpy()
     if method == "resampy":
         from evalkit import resampy_exact
@@ -212,7 +218,7 @@ def resample_with(wav: torch.Tensor, from_rate: int, to_rate: int, method: str =
 
         out = [librosa.resample(r, orig_sr=int(from_rate), target_sr=int(to_rate), res_type="soxr_hq") for r in rows]
     else:
-        raise ValueError(f"resampler {method!r}: expected julius, resampy or soxr_hq")
+        raise ValueError(f"resampler {method!r}: expected julius, resampy, soxr_hq or torchaudio")
     res = torch.from_numpy(np.ascontiguousarray(np.stack(out)))
     return res.reshape(*wav.shape[:-1], res.shape[-1])
 
