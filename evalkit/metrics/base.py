@@ -13,6 +13,10 @@ one-process number bit for bit.
   (embeddings) and, for a clip it cannot score, the reason (``ClipResult.skipped``; counted in ``n_skipped``).
 - ``compute() -> dict``: one rule when there is nothing to compute from: :class:`MetricUnavailable` with the reason
   (never NaN, never a number made of nothing). Every metric counts the clips it scored in ``state["n_clips"]``.
+- A statistic that is not a sum (MAUVE: k-means over every clip's vector) names the per-clip arrays it needs in
+  :attr:`Metric.compute_arrays`; the scorer hands them to :meth:`Metric.use_arrays` before ``compute``: every scored
+  clip's, read back from the run folder's ``embeddings/`` (so from every batch, rank and earlier attempt alike), in
+  clip-id order - the same arrays in the same order however the run was split, resumed or cached.
 - Hooks the run asks instead of checking metric names: :meth:`Metric.run_skip_reason` (not applicable to this run),
   :meth:`Metric.needs_reference_audio`, :meth:`Metric.write_reference_artifacts`.
 """
@@ -89,6 +93,9 @@ class Metric:
     policy, melody settings); the default is a plain run (mono view, the default audit)."""
 
     spec: ClassVar[MetricSpec]
+    #: per-clip arrays (``ClipResult.arrays`` columns) that :meth:`compute` reads (see the module doc); () for a metric
+    #: whose state holds everything
+    compute_arrays: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, recipe: Mapping[str, Any], device: str | torch.device = "cpu",
                  context: RunContext | None = None) -> None:
@@ -99,6 +106,8 @@ class Metric:
         #: the protocol's input path (None for a metric that reads no audio)
         self.input: InputPath | None = None
         self.state: dict[str, np.ndarray] = {}
+        #: the per-clip arrays :meth:`compute` reads (:meth:`use_arrays`), when :attr:`compute_arrays` names some
+        self.arrays: dict[str, dict[str, np.ndarray]] = {}
         #: what the last compute() found questionable about its number (summary.json ``warnings``)
         self.warnings: list[str] = []
         self.add_state("n_clips", ())
@@ -160,6 +169,14 @@ class Metric:
 
     def _compute(self) -> dict[str, float]:
         raise NotImplementedError
+
+    def use_arrays(self, arrays: Mapping[str, Mapping[str, np.ndarray]]) -> None:
+        """``{column: {clip id: array}}`` of :attr:`compute_arrays`, every scored clip's, ids in sorted order: kept
+        for :meth:`compute` (the scorer calls this after the last batch; a test or notebook may call it too)."""
+        missing = [c for c in self.compute_arrays if c not in arrays]
+        if missing:
+            raise KeyError(f"{self.name}: use_arrays lacks {missing}")
+        self.arrays = {c: {k: arrays[c][k] for k in sorted(arrays[c])} for c in self.compute_arrays}
 
     def describe(self) -> dict[str, Any]:
         """What identifies the numbers: protocol, checkpoint name and sha256, random weights or not."""

@@ -285,7 +285,28 @@ class Scorer:
         self.dist.barrier()
         if self.dist.world > 1:
             self._merge_ranks()
+        if self.dist.rank == 0:
+            self._hand_arrays(len(batches), {p.id for p in prompts})
         return self._read_rows(len(batches))
+
+    def _hand_arrays(self, n_batches: int, ids: set[str]) -> None:
+        """Every metric that names ``compute_arrays`` gets them (:meth:`Metric.use_arrays`), read back from every
+        batch's ``embeddings/batch-*.npz`` of this run (all ranks, earlier attempts, cache hits alike)."""
+        wanted = {c for m in self.metrics.values() for c in m.compute_arrays}
+        if not wanted:
+            return
+        found: dict[str, dict[str, np.ndarray]] = {c: {} for c in wanted}
+        for b in range(n_batches):
+            path = self.emb_dir / f"batch-{b:05d}.npz"
+            if not path.exists():
+                continue
+            for key, arr in eio.read_npz(path).items():
+                cid, _, col = key.rpartition("/")
+                if col in wanted and cid in ids:
+                    found[col][cid] = arr
+        for m in self.metrics.values():
+            if m.compute_arrays:
+                m.use_arrays({c: found[c] for c in m.compute_arrays})
 
     def _score_batch(self, b: int, clips: list[Clip], rows: dict[str, dict[str, Any]], done: set[int],
                      n_batches: int) -> None:
