@@ -12,8 +12,8 @@ and the run's ``channel_view`` (for the metrics that score it) comes between the
 steps (:data:`STEPS`), each one function of :mod:`evalkit.audio`:
 
 ======================  =========================================================================================
-``resample``            ``{rate: Hz | embedder, with: julius | resampy | soxr_hq | torchaudio}``: every channel to
-                        ``rate`` (:func:`evalkit.audio.resample_with`)
+``resample``            ``{rate: Hz | embedder, with: julius | resampy | soxr_hq | torchaudio_hann |
+                        torchaudio_kaiser}``: every channel to ``rate`` (:func:`evalkit.audio.resample_with`)
 ``channels``            ``1`` (the mean over channels), ``N``, or ``model`` (the generating model's channels;
                         folder mode: unchanged): audiocraft's ``convert_audio_channels``
 ``crop``                ``reference``: the generated clip cut to the reference's length (at the clip's rate);
@@ -22,7 +22,8 @@ steps (:data:`STEPS`), each one function of :mod:`evalkit.audio`:
 ``loudness``            ``{lufs, energy_floor}``: gain to ``lufs`` (BS.1770), skipped below ``energy_floor`` RMS
 ``clamp``               ``limit``: clamp to [-limit, limit]; the share of samples it changed is audited
 ``peak``                ``dbfs``: gain so that the peak is at ``dbfs`` (-1.0 = 1 dB below full scale)
-``write_int16``         ``audiocraft``: ``audio_write`` to int16 (``i16_pcm``) read back as raw int16 values (float64)
+``write_int16``         ``audiocraft``: ``audio_write`` to int16 (``i16_pcm``) read back as raw int16 values (float64);
+                        ``pcm16``: ``torchaudio.save`` PCM_S16 read back as int16 / 32768 (fadtk, kadtk)
 ``quantize_int16``      ``laion``: ``int16_to_float32(float32_to_int16(x))``
 ``max_normalize``       ``floor``: Google's reader, ``x / max(floor, max x)`` (signed maximum)
 ======================  =========================================================================================
@@ -50,7 +51,11 @@ from evalkit.audit import Audit, AuditSettings, audit_scored
 SIDE_LISTS = ("reference", "generated")
 #: steps that change only the gain or the number format: last in a path, after the audit point
 SCALE_STEPS = ("peak", "write_int16", "quantize_int16", "max_normalize")
-RESAMPLERS = ("julius", "resampy", "soxr_hq", "torchaudio")
+#: ``resample.with``: one tool's resampler each (:func:`evalkit.audio.resample_with`); the two torchaudio sincs are
+#: audiobox-aesthetics' (its defaults: Hann window) and fadtk's / kadtk's (Kaiser window, their constants)
+RESAMPLERS = ("julius", "resampy", "soxr_hq", "torchaudio_hann", "torchaudio_kaiser")
+#: ``write_int16`` arguments: audiocraft's ``audio_write`` + Google's reader | torchaudio.save + soundfile.read / 32768
+INT16_WRITERS = ("audiocraft", "pcm16")
 
 
 class InputPathError(ValueError):
@@ -82,10 +87,6 @@ class Prepared:
     generated: Side | None
     reference: Side | None
     audits: dict[str, Audit] = field(default_factory=dict)
-
-    def problem(self, side: str) -> str | None:
-        s = self.generated if side == "generated" else self.reference
-        return None if s is None else s.error
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -157,6 +158,8 @@ def _peak(s: Side, arg: Any, ctx: Context) -> Side:
 
 
 def _write_int16(s: Side, arg: Any, ctx: Context) -> Side:
+    if arg == "pcm16":
+        return Side(A.pcm16_round_trip(s.wav), s.sr, s.file_sr, s.clamped)
     return Side(A.i16_pcm(s.wav).to(torch.float64), s.sr, s.file_sr, s.clamped)
 
 
@@ -233,6 +236,8 @@ def _parse(scope: str, item: Any, setting: str, embedder_rate: int | None) -> St
     elif name == "crop" and arg not in (("reference", "shorter") if scope == "both" else ("reference",)):
         raise InputPathError(f"{setting}.{scope}: crop: {arg!r}; expected reference" +
                              (" or shorter" if scope == "both" else ""))
+    elif name == "write_int16" and arg not in INT16_WRITERS:
+        raise InputPathError(f"{setting}.{scope}: write_int16: {arg!r}; expected {' or '.join(INT16_WRITERS)}")
     elif name == "pad" and arg != "reference":
         raise InputPathError(f"{setting}.{scope}: pad: {arg!r}; expected reference")
     elif name == "channels" and arg != "model" and not (isinstance(arg, int) and arg >= 1):
@@ -406,11 +411,17 @@ class InputPath:
 
 
 def shared_prefixes(paths: Sequence[InputPath]) -> set[str]:
-    """The memo keys two or more of ``paths`` pass through: where :meth:`InputPath.apply` keeps its results, so the
-    shared work is done once per clip (the scoring stage sets them as ``clip.keep``)."""
+    """The memo keys where two or more of ``paths`` part ways: where :meth:`InputPath.apply` keeps its results, so
+    the shared work is done once per clip (the scoring stage sets them as ``clip.keep``). A point whose next step all
+    the same paths still share is not kept (the point after it serves them), so a clip holds one copy per branch."""
     seen: dict[str, int] = {}
     for p in paths:
         for k in p.prefixes():
             seen[k] = seen.get(k, 0) + 1
-    return {k for k, n in seen.items() if n > 1}
-
+    keep = {k for k, n in seen.items() if n > 1}
+    for p in paths:
+        keys = p.prefixes()
+        for here, after in zip(keys, keys[1:]):
+            if seen[after] == seen[here]:  # every path through `here` takes the same next step
+                keep.discard(here)
+    return keep

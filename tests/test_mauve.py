@@ -96,7 +96,7 @@ def test_pooling_is_a_protocol_constant(pool):
     want = {"max": frames.max(0, keepdims=True), "mean": frames.mean(0, keepdims=True), "none": frames}[pool]
     np.testing.assert_array_equal(res.arrays["mauve_gen_emb"], want)
     assert res.values == {"mauve_frames": 3, "mauve_ref_frames": 2}
-    with pytest.raises(MetricUnavailable, match="use_arrays"):
+    with pytest.raises(MetricUnavailable, match="keep_arrays"):
         m.compute()  # without the arrays the scorer hands over: no number made of nothing
 
 
@@ -105,7 +105,7 @@ def test_compute_reads_the_arrays_in_clip_id_order():
     clips = [Clip(f"c{i:02d}", "", tone(i, 16000, 1.5, 1), 16000, tone(100 + i, 16000, 1.5, 1, 1.3), 16000)
              for i in range(24)]
     res = m.update(clips[::-1])  # any order in, the clip ids' order at compute
-    m.use_arrays({c: {k: r.arrays[c] for k, r in res.items()} for c in m.compute_arrays})
+    m.keep_arrays({c: {k: r.arrays[c] for k, r in res.items()} for c in m.kept_arrays()})
     got = m.compute()
     p = np.concatenate([res[c.id].arrays["mauve_gen_emb"] for c in clips])
     q = np.concatenate([res[c.id].arrays["mauve_ref_emb"] for c in clips])

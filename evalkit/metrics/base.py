@@ -13,10 +13,13 @@ one-process number bit for bit.
   (embeddings) and, for a clip it cannot score, the reason (``ClipResult.skipped``; counted in ``n_skipped``).
 - ``compute() -> dict``: one rule when there is nothing to compute from: :class:`MetricUnavailable` with the reason
   (never NaN, never a number made of nothing). Every metric counts the clips it scored in ``state["n_clips"]``.
-- A statistic that is not a sum (MAUVE: k-means over every clip's vector) names the per-clip arrays it needs in
-  :attr:`Metric.compute_arrays`; the scorer hands them to :meth:`Metric.use_arrays` before ``compute``: every scored
-  clip's, read back from the run folder's ``embeddings/`` (so from every batch, rank and earlier attempt alike), in
-  clip-id order - the same arrays in the same order however the run was split, resumed or cached.
+- A statistic that is not a sum (KAD: a kernel over every pair of embeddings; MAUVE: k-means over every clip's
+  vector) keeps per-clip arrays instead: it names them in :meth:`Metric.kept_arrays`, returns them from ``update``
+  (``ClipResult.arrays``, saved to ``embeddings/``), and the scoring stage reads every scored clip's back from the run
+  folder - every rank's and every attempt's batches - and hands them over with :meth:`Metric.keep_arrays` (clip-id
+  order) before ``compute``: a sharded or resumed run computes from the same arrays as one process. Per-clip values
+  only the whole set can give (its per-clip KAD) go to ``Metric.clip_values`` during ``compute`` (``{clip id:
+  {column: value}}``, merged into ``clips.parquet``).
 - Hooks the run asks instead of checking metric names: :meth:`Metric.run_skip_reason` (not applicable to this run),
   :meth:`Metric.needs_reference_audio`, :meth:`Metric.write_reference_artifacts`.
 """
@@ -93,9 +96,6 @@ class Metric:
     policy, melody settings); the default is a plain run (mono view, the default audit)."""
 
     spec: ClassVar[MetricSpec]
-    #: per-clip arrays (``ClipResult.arrays`` columns) that :meth:`compute` reads (see the module doc); () for a metric
-    #: whose state holds everything
-    compute_arrays: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, recipe: Mapping[str, Any], device: str | torch.device = "cpu",
                  context: RunContext | None = None) -> None:
@@ -106,10 +106,12 @@ class Metric:
         #: the protocol's input path (None for a metric that reads no audio)
         self.input: InputPath | None = None
         self.state: dict[str, np.ndarray] = {}
-        #: the per-clip arrays :meth:`compute` reads (:meth:`use_arrays`), when :attr:`compute_arrays` names some
-        self.arrays: dict[str, dict[str, np.ndarray]] = {}
         #: what the last compute() found questionable about its number (summary.json ``warnings``)
         self.warnings: list[str] = []
+        #: ``{array name: {clip id: array}}`` handed over by the scoring stage (:meth:`keep_arrays`), or None
+        self.kept: dict[str, dict[str, np.ndarray]] | None = None
+        #: per-clip values the last compute() found (``{clip id: {column: value}}``: clips.parquet columns)
+        self.clip_values: dict[str, dict[str, Any]] = {}
         self.add_state("n_clips", ())
         self.add_state("n_skipped", ())
 
@@ -161,6 +163,7 @@ class Metric:
         was scored, or when the scored clips cannot give a number (the reason says which). Doubts about a number
         that exists (e.g. a rank-deficient covariance) go to ``self.warnings``."""
         self.warnings = []
+        self.clip_values = {}
         if self.count("n_clips") <= 0:
             raise MetricUnavailable(
                 f"no clip was scored: every clip was kept from it (the reasons: summary.json skip_reasons, "
@@ -170,13 +173,15 @@ class Metric:
     def _compute(self) -> dict[str, float]:
         raise NotImplementedError
 
-    def use_arrays(self, arrays: Mapping[str, Mapping[str, np.ndarray]]) -> None:
-        """``{column: {clip id: array}}`` of :attr:`compute_arrays`, every scored clip's, ids in sorted order: kept
-        for :meth:`compute` (the scorer calls this after the last batch; a test or notebook may call it too)."""
-        missing = [c for c in self.compute_arrays if c not in arrays]
-        if missing:
-            raise KeyError(f"{self.name}: use_arrays lacks {missing}")
-        self.arrays = {c: {k: arrays[c][k] for k in sorted(arrays[c])} for c in self.compute_arrays}
+    def kept_arrays(self) -> tuple[str, ...]:
+        """The per-clip arrays ``compute`` needs for every scored clip (a statistic that is not a sum); the scoring
+        stage hands them over with :meth:`keep_arrays`. Default: none (the state's sums say everything)."""
+        return ()
+
+    def keep_arrays(self, arrays: Mapping[str, Mapping[str, np.ndarray]]) -> None:
+        """``{array name: {clip id: array}}`` of every clip this metric scored in the run (all ranks, all attempts):
+        what ``compute`` uses, in clip-id order, instead of what this instance's own updates returned."""
+        self.kept = {name: dict(sorted((arrays.get(name) or {}).items())) for name in self.kept_arrays()}
 
     def describe(self) -> dict[str, Any]:
         """What identifies the numbers: protocol, checkpoint name and sha256, random weights or not."""

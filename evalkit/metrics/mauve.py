@@ -15,8 +15,8 @@ against its reference here: MAD itself is blocked. ``mauve_mad`` is the same for
 (``metrics.mauve.embedding``, VGGish by default), labelled as such.
 
 No bootstrap interval (``aggregate: none``): MAUVE is not a sum over clips, and recomputing it per draw re-runs PCA
-and 5 faiss k-means restarts of 500 iterations: ~0.6 s at 500 clips per side, ~6 s at 5,000 on 2 CPU cores
-(benchmarks/README.md), i.e. 10 min to 2 h for the report's 1000 draws.
+and 5 faiss k-means restarts of 500 iterations: 1.5 s at 500 clips per side, 21 s at 5,000 on 2 busy CPU cores
+(benchmarks/README.md), i.e. 25 min to 6 h for the report's 1000 draws.
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from evalkit.embeddings import build_embedder
+from evalkit.embeddings.shared import embed_shared, embedding_key
 from evalkit.errors import InputError
 from evalkit.metrics.base import Clip, ClipResult, Metric, MetricUnavailable, RunContext
 from evalkit.metrics.spec import MetricSpec
@@ -52,10 +53,8 @@ class Mauve(Metric):
         description="MAUVE (mauve-text 0.4.0 compute_mauve defaults) of the generated clips' pooled embeddings "
                     "against the references' (VGGish by default), and -ln MAUVE (MAD's formula on that embedding, "
                     "not MAD: MERT-v1-330M is blocked). No interval: each bootstrap draw would re-run PCA and faiss "
-                    "k-means (0.6 s at 500 clips, 6 s at 5,000 on 2 CPU cores: 10 min to 2 h for 1000 draws)",
+                    "k-means (1.5 s at 500 clips, 21 s at 5,000 on 2 busy CPU cores: 25 min to 6 h for 1000 draws)",
     )
-    compute_arrays = ("mauve_gen_emb", "mauve_ref_emb")
-
     def __init__(self, recipe: Mapping[str, Any], device: str | torch.device = "cpu",
                  context: RunContext | None = None) -> None:
         super().__init__(recipe, device, context)
@@ -69,8 +68,16 @@ class Mauve(Metric):
         self.embedder.network  # noqa: B018  (load now: a broken checkpoint stops the run before any scoring)
         self.min_samples = int(getattr(self.embedder, "min_samples", 1))
         self.build_input(self.embedder.sample_rate, self.embedder.band_hz)
+        #: whole clips, no windows (KAD's convention for that: [window, hop, window_pad] = [None, None, False]), so a
+        #: KAD or FAD on the same embedder and input path reads the same vectors (evalkit/embeddings/shared.py)
+        self.key = embedding_key(self.embedder, self.input.key, [None, None, False])
         for side in ("gen", "ref"):
             self.add_state(f"{side}_vectors", ())
+
+    def kept_arrays(self) -> tuple[str, ...]:
+        """Every clip's pooled vectors, handed over by the scoring stage (:meth:`Metric.keep_arrays`) from the run
+        folder in clip-id order: MAUVE's k-means needs them all at once."""
+        return self.spec.arrays
 
     @classmethod
     def applies_channel_view(cls) -> bool:
@@ -83,7 +90,7 @@ class Mauve(Metric):
         ``mauve_frames`` / ``mauve_ref_frames`` (the embedder's frames pooled). A pair the audit keeps from the
         metric, or with a side too short for one embedding, is skipped with the reason."""
         results: dict[str, ClipResult] = {}
-        items: list[tuple[str, str, torch.Tensor]] = []
+        items: list[tuple[Clip, str, torch.Tensor]] = []
         for clip, p, skipped in self.prepare(clips):
             if skipped is not None:
                 results[clip.id] = skipped
@@ -96,11 +103,11 @@ class Mauve(Metric):
                 results[clip.id] = self.skip("; ".join(short))
                 continue
             results[clip.id] = self.result(p, {})
-            items += [(clip.id, "gen", p.generated.wav.reshape(-1)), (clip.id, "ref", p.reference.wav.reshape(-1))]
+            items += [(clip, "gen", p.generated.wav.reshape(-1)), (clip, "ref", p.reference.wav.reshape(-1))]
         if not items:
             return results
-        for (cid, side, _), e in zip(items, self.embedder.embed([x for _, _, x in items])):
-            e = np.asarray(e, np.float32)
+        for (clip, side, _), e in zip(items, embed_shared(self.embedder, self.key, items)):
+            cid, e = clip.id, np.asarray(e, np.float32)
             if not e.shape[0] or not np.isfinite(e).all():
                 raise MauveError(f"{self.embedder.name} gave {e.shape[0]} frames or non-finite values for {cid}")
             vectors = POOLS[self.pool](e)
@@ -111,10 +118,11 @@ class Mauve(Metric):
         return results
 
     def _compute(self) -> dict[str, float]:
-        p, q = (self.arrays.get(c) or {} for c in self.compute_arrays)
+        p, q = ((self.kept or {}).get(c) or {} for c in self.kept_arrays())
         if len(p) != self.count("n_clips") or len(q) != self.count("n_clips"):
-            raise MetricUnavailable(f"{len(p)} generated and {len(q)} reference vector sets for {self.count('n_clips')} "
-                                    f"scored clips: the run folder's embeddings/ lacks some (use_arrays)")
+            raise MetricUnavailable(f"{len(p)} generated and {len(q)} reference vector sets for "
+                                    f"{self.count('n_clips')} scored clips: the run folder's embeddings/ lacks some "
+                                    f"(keep_arrays)")
         gen, ref = np.concatenate([p[k] for k in sorted(p)]), np.concatenate([q[k] for k in sorted(q)])
         try:
             out = mauve(gen, ref, self.settings)
