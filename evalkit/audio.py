@@ -199,6 +199,8 @@ def resample_with(wav: torch.Tensor, from_rate: int, to_rate: int, method: str =
       for bit by :mod:`evalkit.resampy_exact`, per channel, float32;
     - ``soxr_hq``: ``librosa.resample(x, orig_sr=from, target_sr=to, res_type="soxr_hq")`` (``librosa.load``'s
       default; stable-audio-metrics), per channel;
+    - ``torchaudio_hann``: ``torchaudio.functional.resample(x, from, to)`` with its defaults (Hann-windowed sinc,
+      ``lowpass_filter_width=6``, ``rolloff=0.99``; audiobox-aesthetics ``infer.py``), in the input's dtype;
     - ``torchaudio_kaiser``: ``torchaudio.transforms.Resample(from, to, lowpass_filter_width=64,
       rolloff=0.9475937167399596, resampling_method="sinc_interp_kaiser", beta=14.769656459379492)`` in float32:
       fadtk's and kadtk's ``load_audio`` (``fadtk/fad.py``, ``kadtk/emb_loader.py``).
@@ -207,6 +209,10 @@ def resample_with(wav: torch.Tensor, from_rate: int, to_rate: int, method: str =
         return wav
     if method == "julius":
         return resample(wav, from_rate, to_rate)
+    if method == "torchaudio_hann":
+        import torchaudio
+
+        return torchaudio.functional.resample(wav, int(from_rate), int(to_rate))
     if method == "torchaudio_kaiser":
         return kaiser_resampler(int(from_rate), int(to_rate))(wav.to(torch.float32))
     rows = wav.reshape(-1, wav.shape[-1]).detach().cpu().numpy()
@@ -219,7 +225,8 @@ def resample_with(wav: torch.Tensor, from_rate: int, to_rate: int, method: str =
 
         out = [librosa.resample(r, orig_sr=int(from_rate), target_sr=int(to_rate), res_type="soxr_hq") for r in rows]
     else:
-        raise ValueError(f"resampler {method!r}: expected julius, resampy, soxr_hq or torchaudio_kaiser")
+        raise ValueError(f"resampler {method!r}: expected julius, resampy, soxr_hq, torchaudio_hann or "
+                         "torchaudio_kaiser")
     res = torch.from_numpy(np.ascontiguousarray(np.stack(out)))
     return res.reshape(*wav.shape[:-1], res.shape[-1])
 

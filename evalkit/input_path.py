@@ -12,8 +12,8 @@ and the run's ``channel_view`` (for the metrics that score it) comes between the
 steps (:data:`STEPS`), each one function of :mod:`evalkit.audio`:
 
 ======================  =========================================================================================
-``resample``            ``{rate: Hz | embedder, with: julius | resampy | soxr_hq | torchaudio_kaiser}``: every
-                        channel to ``rate`` (:func:`evalkit.audio.resample_with`)
+``resample``            ``{rate: Hz | embedder, with: julius | resampy | soxr_hq | torchaudio_hann |
+                        torchaudio_kaiser}``: every channel to ``rate`` (:func:`evalkit.audio.resample_with`)
 ``channels``            ``1`` (the mean over channels), ``N``, or ``model`` (the generating model's channels;
                         folder mode: unchanged): audiocraft's ``convert_audio_channels``
 ``crop``                ``reference``: the generated clip cut to the reference's length (at the clip's rate);
@@ -51,7 +51,9 @@ from evalkit.audit import Audit, AuditSettings, audit_scored
 SIDE_LISTS = ("reference", "generated")
 #: steps that change only the gain or the number format: last in a path, after the audit point
 SCALE_STEPS = ("peak", "write_int16", "quantize_int16", "max_normalize")
-RESAMPLERS = ("julius", "resampy", "soxr_hq", "torchaudio_kaiser")
+#: ``resample.with``: one tool's resampler each (:func:`evalkit.audio.resample_with`); the two torchaudio sincs are
+#: audiobox-aesthetics' (its defaults: Hann window) and fadtk's / kadtk's (Kaiser window, their constants)
+RESAMPLERS = ("julius", "resampy", "soxr_hq", "torchaudio_hann", "torchaudio_kaiser")
 #: ``write_int16`` arguments: audiocraft's ``audio_write`` + Google's reader | torchaudio.save + soundfile.read / 32768
 INT16_WRITERS = ("audiocraft", "pcm16")
 

@@ -91,6 +91,19 @@ def test_clap_output_does_not_depend_on_threads():
     assert torch.equal(a, b)
 
 
+def test_aesthetics_output_does_not_depend_on_threads():
+    from evalkit.metrics.aesthetics import Aesthetics
+
+    net = Aesthetics(recipe_from_files("aesthetics", model_size="tiny", checkpoint="random",
+                                       backbone_weights="random")).embedder.network
+    wav = 0.1 * torch.randn(2, 160000, generator=torch.Generator().manual_seed(2))
+    mask = torch.ones(2, 160000, dtype=torch.bool)
+    mask[1, 91000:] = False
+    with torch.inference_mode():
+        a, b = _both_thread_counts(lambda: net(wav, mask))
+    assert torch.equal(a, b)
+
+
 def test_batch_defaults_per_device():
     """conf/metrics/*.yaml leave batch sizes that matter for speed to the device: KLD 1 on a CPU for the full-size
     PaSST (16 for tiny, whose numbers the golden runs pin), 16 on CUDA; chroma 1 on a CPU, 16 on CUDA; an explicit

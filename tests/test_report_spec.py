@@ -105,6 +105,51 @@ def test_an_invented_metric_is_compared_with_its_direction_and_tolerance(tmp_pat
     assert compare_main([str(base), str(worse), "--tol", "loudness_gap=0.7"]) == 0
 
 
+TIMBRE = MetricSpec(
+    name="timbre", primary="warmth", higher_is_better=True, card_column=None, decimals=2, tolerance="0.1",
+    per_clip=("timbre_warmth", "timbre_air"), aggregate="mean", value_column="timbre_warmth", needs_reference=False,
+    section="timbre", label="warmth",
+    also=({"key": "air", "name": "timbre_air", "value_column": "timbre_air", "label": "air", "higher_is_better": False,
+           "tolerance": "0.3"},),
+)
+
+
+def _timbre_run(folder, air=(2.0, 0.5), seed=0):
+    """A run of an invented metric with two headline numbers: warmth (its primary) and air (``spec.also``)."""
+    clips = fake_per_clip(40, seed)
+    rng = np.random.default_rng(seed + 3)
+    clips["timbre_warmth"], clips["timbre_air"] = rng.normal(5, 1, len(clips)), rng.normal(*air, len(clips))
+    folder = make_run(folder, clips=clips, embeddings=False, metrics=("fad", "timbre"), specs={"timbre": TIMBRE},
+                      values={"fad": 4.9})
+    s = json.loads((folder / "summary.json").read_text())
+    s["metrics"]["timbre"]["values"] = {"warmth": float(clips["timbre_warmth"].mean()),
+                                        "air": float(clips["timbre_air"].mean())}
+    (folder / "summary.json").write_text(json.dumps(s))
+    return folder, clips
+
+
+def test_a_metric_with_several_numbers_gets_a_column_interval_and_verdict_for_each(tmp_path):
+    """``spec.also``: each other number of compute() is read as a metric of its own (its value, direction, label,
+    tolerance, per-clip column for the interval), next to the headline; the summary itself holds one metric."""
+    folder, clips = _timbre_run(tmp_path / "a")
+    run = load_run(folder)
+    assert list(run.metrics) == ["fad", "timbre", "timbre_air"] and run.random_metrics == []
+    assert run.value("timbre_air") == pytest.approx(clips["timbre_air"].mean())
+    assert run.spec("timbre_air").part_of == "timbre" and run.spec("timbre_air").skip_column == "timbre_skipped"
+    section = card_table(collect_runs([folder], n_boot=300, seed=1)).attrs["sections"]["timbre"]
+    assert section.attrs["columns"] == ["warmth", "air"] and section.attrs["arrows"] == {"warmth": True, "air": False}
+    lo, v, hi = section.loc["small", ["air CI low", "air", "air CI high"]]
+    direct = bs.bootstrap_mean(clips["timbre_air"], metric="timbre_air", n_boot=300, seed=1)
+    assert v == pytest.approx(clips["timbre_air"].mean()) and (lo, hi) == (direct.low, direct.high)
+    louder, _ = _timbre_run(tmp_path / "b", air=(2.5, 0.5))  # more air: worse for air, warmth unchanged
+    rows = {r.metric: r for r in compare_summaries(run.summary, load_run(louder).summary).rows}
+    assert (rows["timbre_air"].verdict, rows["timbre_air"].tolerance) == ("regressed", Tolerance(0.3, False))
+    assert rows["timbre"].verdict == "ok" and MetricSpec.from_dict(TIMBRE.as_dict()) == TIMBRE
+    with pytest.raises(ValueError, match="each needs key and name"):
+        MetricSpec(name="x", primary="x", higher_is_better=True, card_column=None, decimals=2, tolerance="1",
+                   also=({"key": "y", "colour": "red"},))
+
+
 def test_specs_of_the_fake_runs_are_the_metric_classes(tmp_path):
     from evalkit.metrics.fad import FAD
 

@@ -13,7 +13,8 @@ from evalkit.registry import get_metric
 from evalkit.spec import RunSpec, SpecError, compose, metric_recipe, recipe_from_files, rewrite_overrides
 
 PROTOCOLS = [("fad", "audiocraft"), ("fad", "frechet-audio-distance"), ("kld", "audiocraft"),
-             ("kld", "stable-audio-metrics"), ("clap", "audiocraft"), ("chroma", "audiocraft")]
+             ("kld", "stable-audio-metrics"), ("clap", "audiocraft"), ("chroma", "audiocraft"),
+             ("aesthetics", "audiobox-aesthetics"), ("mauve", "mauve-text")]
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +188,7 @@ def test_compose_outside_and_inside_hydra(demo):
                                     r"\(did you mean metrics\.kld\.pad_chunks\?\)"),
     ("+generation.topk=50", r"generation\.topk: .*did you mean generation\.top_k\?"),
     ("metrics.kld.pad_chunk=true", r"metrics\.kld\.pad_chunk: no such setting \(did you mean metrics\.kld\.pad_chunks\?\)"),
-    ("metrics=[fadd]", r"metrics=fadd: no such choice; known: chroma, clap, fad, kad, kld, stereo"),
+    ("metrics=[fadd]", r"metrics=fadd: no such choice; known: aesthetics, chroma, clap, fad, kad, kld, mauve, stereo"),
     ("metrics.fad.protocol=fad-package", r"metrics/fad=fad-package: no such choice; known: audiocraft, "
                                          r"clap-laion-music, frechet-audio-distance"),
     ("generation.guidance_scale=abc", r"generation\.guidance_scale=abc: not a number"),

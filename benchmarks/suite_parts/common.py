@@ -121,11 +121,12 @@ def run_spec(name: str, recipe: dict, batch: int, workers: int = 0, cache_dir: P
                    metric_batch_size=int(batch), num_workers=int(workers), progress=False, audit=AUDIT)
 
 
-def score_with_evalkit(metric, clips, batch: int, workers: int = 0, cache_dir: Path | None = None
-                       ) -> tuple[float, dict]:
+def score_with_evalkit(metric, clips, batch: int, workers: int = 0, cache_dir: Path | None = None,
+                       references: bool = True) -> tuple[float, dict]:
     """evalkit's side: the run's scoring stage (``Scorer.score``: prefetching workers that read, audit and
     prepare batch i+1 while the metric updates on batch i, rows and statistics written per batch) on the files of
-    ``clips``, then ``compute()``. Returns (seconds, the metric's values)."""
+    ``clips``, then ``compute()``. ``references=False``: no reference folder (a metric without a reference, run
+    as its user runs it). Returns (seconds, the metric's values)."""
     from evalkit.data.prompts import Prompt
     from evalkit.data.references import ReferenceSet
     from evalkit.distributed import Dist
@@ -134,7 +135,7 @@ def score_with_evalkit(metric, clips, batch: int, workers: int = 0, cache_dir: P
 
     spec = run_spec(metric.name, metric.recipe, batch, workers, cache_dir)
     prompts = [Prompt(cid, clips.captions[cid]) for cid in clips.ids]
-    inputs = Inputs(prompts, ReferenceSet.from_dir(clips.ref_dir))
+    inputs = Inputs(prompts, ReferenceSet.from_dir(clips.ref_dir) if references else ReferenceSet.empty())
     gen_rows = {cid: {"audio_path": str(clips.gen(cid))} for cid in clips.ids}
     metric.reset()
     with tempfile.TemporaryDirectory(prefix="suite-run-") as out:

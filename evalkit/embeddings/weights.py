@@ -108,7 +108,8 @@ def resolve_checkpoint(
 
 def _from_hub(hub: Mapping[str, Any], setting: str) -> Path:
     """``hub["filename"]`` of ``hub["repo"]`` at ``hub["revision"]`` (a commit sha, so the file cannot change under
-    the same name), from huggingface_hub's cache, downloaded once unless downloads are off."""
+    the same name), from huggingface_hub's cache, downloaded once unless downloads are off; the files named in
+    ``hub["beside"]`` (optional: a model's config.json) are fetched first, into the same snapshot folder."""
     for key in ("repo", "revision", "filename"):
         if not hub.get(key):
             raise CheckpointError(f"{setting}: the embedding's hub entry lacks {key!r} (it needs repo, revision, "
@@ -116,12 +117,15 @@ def _from_hub(hub: Mapping[str, Any], setting: str) -> Path:
     from huggingface_hub import hf_hub_download
 
     try:
+        for name in list(hub.get("beside") or []):  # e.g. the model's config.json, read beside the weights
+            hf_hub_download(str(hub["repo"]), str(name), revision=str(hub["revision"]), local_files_only=offline())
         return Path(hf_hub_download(str(hub["repo"]), str(hub["filename"]), revision=str(hub["revision"]),
                                     local_files_only=offline()))
     except Exception as exc:
-        how = (f"downloads are off (HF_HUB_OFFLINE/EVALKIT_OFFLINE): run `hf download {hub['repo']} {hub['filename']} "
+        names = " ".join([*map(str, hub.get("beside") or []), str(hub["filename"])])
+        how = (f"downloads are off (HF_HUB_OFFLINE/EVALKIT_OFFLINE): run `hf download {hub['repo']} {names} "
                f"--revision {hub['revision']}` while online" if offline() else f"the download failed ({exc})")
-        raise CheckpointError(f"{setting}: {hub['filename']} of {hub['repo']} at revision {hub['revision']} is not in "
+        raise CheckpointError(f"{setting}: {names} of {hub['repo']} at revision {hub['revision']} is not in "
                               f"the Hugging Face cache and {how}, or pass {setting}=PATH; to try the pipeline without "
                               f"weights, backbone_weights=random") from exc
 
@@ -151,9 +155,29 @@ def _looks_like_torch_save(path: Path) -> bool:
     return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
 
 
+def _is_safetensors(path: Path) -> bool:
+    """A safetensors file: an 8-byte little-endian header length, then the JSON header (``{``)."""
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= path.stat().st_size
+
+
+def _read_safetensors(path: Path, setting: str) -> dict:
+    """The tensors of a safetensors file (the hub's ``model.safetensors``): no code can run from it."""
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path), device="cpu")
+    except Exception as exc:
+        raise CheckpointError(f"{setting}={path}: not a readable safetensors file ({type(exc).__name__}: {exc})") from exc
+    if not state:
+        raise CheckpointError(f"{setting}={path}: holds no tensors")
+    return dict(state)
+
+
 def read_state_dict(path: str | os.PathLike, *, setting: str, trust: bool = False,
                     unwrap: tuple[str, ...] = ("state_dict", "model")) -> dict:
-    """The tensors of a PyTorch checkpoint file, as a flat ``{name: tensor}`` dict.
+    """The tensors of a PyTorch checkpoint file (or a safetensors file), as a flat ``{name: tensor}`` dict.
 
     ``torch.load(weights_only=True)`` (memory-mapped when the file is zip-format), so unpickling never runs code from
     the file; a file that needs full unpickling raises :class:`UnsafeCheckpointError` naming ``setting`` and the
@@ -164,6 +188,8 @@ def read_state_dict(path: str | os.PathLike, *, setting: str, trust: bool = Fals
     import torch
 
     path = Path(path)
+    if _is_safetensors(path):
+        return _read_safetensors(path, setting)
     try:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)

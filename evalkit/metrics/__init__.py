@@ -1,4 +1,4 @@
-"""Metrics: one file per recipe (fad, kld, clap, chroma, stereo), found by name through :mod:`evalkit.registry`
+"""Metrics: one file per recipe (fad, kld, clap, chroma, stereo, aesthetics, mauve), found by name through :mod:`evalkit.registry`
 (which lists the modules of this folder: a new metric is its module, ``conf/metrics/<name>.yaml`` with its protocol
 file(s) in ``conf/metrics/<name>/``, and its tests).
 

@@ -13,12 +13,13 @@ one-process number bit for bit.
   (embeddings) and, for a clip it cannot score, the reason (``ClipResult.skipped``; counted in ``n_skipped``).
 - ``compute() -> dict``: one rule when there is nothing to compute from: :class:`MetricUnavailable` with the reason
   (never NaN, never a number made of nothing). Every metric counts the clips it scored in ``state["n_clips"]``.
-- A statistic that is not a sum (KAD: a kernel over every pair of embeddings) keeps per-clip arrays instead: it names
-  them in :meth:`Metric.kept_arrays`, returns them from ``update`` (``ClipResult.arrays``, saved to ``embeddings/``),
-  and the scoring stage reads every scored clip's back from the run folder - every rank's and every attempt's batches
-  - and hands them over with :meth:`Metric.keep_arrays` (clip-id order) before ``compute``: a sharded or resumed run
-  computes from the same arrays as one process. Per-clip values only the whole set can give (its per-clip KAD) go to
-  ``Metric.clip_values`` during ``compute`` (``{clip id: {column: value}}``, merged into ``clips.parquet``).
+- A statistic that is not a sum (KAD: a kernel over every pair of embeddings; MAUVE: k-means over every clip's
+  vector) keeps per-clip arrays instead: it names them in :meth:`Metric.kept_arrays`, returns them from ``update``
+  (``ClipResult.arrays``, saved to ``embeddings/``), and the scoring stage reads every scored clip's back from the run
+  folder - every rank's and every attempt's batches - and hands them over with :meth:`Metric.keep_arrays` (clip-id
+  order) before ``compute``: a sharded or resumed run computes from the same arrays as one process. Per-clip values
+  only the whole set can give (its per-clip KAD) go to ``Metric.clip_values`` during ``compute`` (``{clip id:
+  {column: value}}``, merged into ``clips.parquet``).
 - Hooks the run asks instead of checking metric names: :meth:`Metric.run_skip_reason` (not applicable to this run),
   :meth:`Metric.needs_reference_audio`, :meth:`Metric.write_reference_artifacts`.
 """

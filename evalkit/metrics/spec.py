@@ -7,7 +7,7 @@ aggregates) and the plots. So a new metric is its module, its conf files and its
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Mapping
 
@@ -38,6 +38,14 @@ class MetricSpec:
     needs_captions: whether it reads each clip's caption (text consistency).
     min_clips: the fewest 10 s clips that give a number (FAD's 128-d covariance needs 128 windows: 7 clips).
     section: ``card`` (a column of the model card) or the name of evalkit's own table (``stereo``).
+    label: its column's title in evalkit's own table (default: ``name``).
+    also: the other numbers of ``compute()`` reported as columns of their own, beside the headline (a metric with
+        several headline numbers: aesthetics' four axes, MAUVE's ``-ln``): each ``{"key": <compute() key>, "name":
+        <column name>, ...}`` and any field to override (``value_column``, ``label``, ``higher_is_better``,
+        ``decimals``, ``tolerance``); :meth:`parts` turns each into a spec of its own, which the report reads as it
+        reads a metric (its own interval, compare verdict and column).
+    part_of: set on such a part: the metric whose ``compute()`` it comes from (whose per-clip columns, skip column
+        and recipe it shares).
     """
 
     name: str
@@ -57,21 +65,39 @@ class MetricSpec:
     section: str = "card"
     description: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
+    label: str | None = None
+    also: tuple[Mapping[str, Any], ...] = ()
+    part_of: str | None = None
 
     def __post_init__(self) -> None:
         if self.aggregate not in AGGREGATES:
             raise ValueError(f"{self.name}: aggregate={self.aggregate!r}, expected one of {AGGREGATES}")
+        bad = [dict(a) for a in self.also if not {"key", "name"} <= set(a) or set(a) - PART_FIELDS]
+        if bad:
+            raise ValueError(f"{self.name}: also={bad}: each needs key and name, and may set {sorted(PART_FIELDS)}")
 
     @property
     def skip_column(self) -> str:
         """The ``clips.parquet`` column holding why a clip was not scored by this metric."""
-        return f"{self.name}_skipped"
+        return f"{self.part_of or self.name}_skipped"
+
+    def parts(self) -> dict[str, "MetricSpec"]:
+        """``{name: spec}`` of the numbers in :attr:`also`: this spec with the item's ``key`` as ``primary``, its
+        other fields replaced, ``part_of`` this metric, and no per-clip columns, arrays or parts of its own."""
+        out = {}
+        for item in self.also:
+            item = dict(item)
+            key, name = item.pop("key"), item.pop("name")
+            out[name] = replace(self, name=name, primary=key, per_clip=(), also=(), part_of=self.name, extra={},
+                                **item)
+        return out
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["per_clip"] = list(self.per_clip)
         d["arrays"] = list(self.arrays)
         d["extra"] = dict(self.extra)
+        d["also"] = [dict(a) for a in self.also]
         return d
 
     @classmethod
@@ -79,8 +105,31 @@ class MetricSpec:
         d = dict(d)
         d["per_clip"] = tuple(d.get("per_clip") or ())
         d["arrays"] = tuple(d.get("arrays") or ())
+        d["also"] = tuple(dict(a) for a in d.get("also") or ())
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+#: what an item of ``MetricSpec.also`` may set
+PART_FIELDS = {"key", "name", "value_column", "label", "higher_is_better", "decimals", "tolerance", "description"}
+
+
+def metric_entries(metrics: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """A summary's ``metrics`` block with each metric's parts (:meth:`MetricSpec.parts`) as entries of their own,
+    right after it: the entry's own fields, ``value`` = ``values[<part's key>]`` and the part's ``spec``. Entries
+    that are not objects are dropped."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, entry in metrics.items():
+        if not isinstance(entry, dict):
+            continue
+        out[name] = entry
+        spec = entry.get("spec")
+        if not isinstance(spec, dict) or not spec.get("also"):
+            continue
+        for part_name, part in MetricSpec.from_dict(spec).parts().items():
+            value = (entry.get("values") or {}).get(part.primary) if entry.get("value") is not None else None
+            out.setdefault(part_name, {**entry, "value": value, "spec": part.as_dict()})
+    return out
 
 
 @dataclass(frozen=True)

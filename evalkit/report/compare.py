@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from evalkit.metrics.spec import metric_entries
 from evalkit.report.rundir import DEFAULT_CHANNEL_VIEW, RunFolderError, check_summary, load_run
 
 #: The tolerance of a metric whose summary entry holds no spec (a metric neither run could compute).
@@ -357,7 +358,7 @@ def compare_summaries(
     if reasons:
         raise IncompatibleRuns(reasons)
     user = resolve_tolerances(tolerances)
-    bmet, cmet = baseline.get("metrics") or {}, current.get("metrics") or {}
+    bmet, cmet = metric_entries(baseline.get("metrics") or {}), metric_entries(current.get("metrics") or {})
     rows, notes = [], []
     for name in list(bmet) + [m for m in cmet if m not in bmet]:
         b, c = bmet.get(name), cmet.get(name)

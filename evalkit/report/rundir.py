@@ -47,7 +47,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from evalkit.metrics.spec import MetricSpec
+from evalkit.metrics.spec import MetricSpec, metric_entries
 
 #: Files that mark a folder as a run folder (a finished run has all three).
 RUN_MARKERS = ("summary.json", "manifest.json", "config.yaml")
@@ -133,7 +133,7 @@ class RunRecord:
     @property
     def random_metrics(self) -> list[str]:
         """Metrics whose backbone had random weights."""
-        return [m for m, e in self.metrics.items() if isinstance(e, dict) and e.get("random_weights")]
+        return [m for m, e in self.metrics.items() if e.get("random_weights") and not (e.get("spec") or {}).get("part_of")]
 
     @property
     def random_weights(self) -> bool:
@@ -154,8 +154,10 @@ class RunRecord:
     # -- metrics ---------------------------------------------------------------------------------------------------
     @property
     def metrics(self) -> dict[str, dict[str, Any]]:
-        """``{name: entry}`` of summary.json, in the run's order (entries that are not objects dropped)."""
-        return {k: v for k, v in (self.summary.get("metrics") or {}).items() if isinstance(v, dict)}
+        """``{name: entry}`` of summary.json, in the run's order (entries that are not objects dropped), each metric's
+        parts (``spec.also``: its other headline numbers) beside it as entries of their own
+        (:func:`~evalkit.metrics.spec.metric_entries`)."""
+        return metric_entries(self.summary.get("metrics") or {})
 
     @cached_property
     def specs(self) -> dict[str, MetricSpec]:

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 from evalkit import io as eio
 from evalkit.metrics.base import Metric
+from evalkit.metrics.spec import metric_entries
 from evalkit.spec import RunSpec
 from evalkit.stages.inputs import Inputs
 
@@ -301,7 +302,7 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     if summary.get("channel_view", "mono") != "mono":
         lines.append(f"channel view: {summary['channel_view']} (the card's protocol scores the mono downmix)")
     lines.append(f"{'metric':<26}{'value':>12}  {'protocol':<24}{'clips':>7}")
-    for name, v in summary["metrics"].items():
+    for name, v in metric_entries(summary["metrics"]).items():  # a metric's other headline numbers beside it
         spec = v.get("spec") or {}
         label = spec.get("card_column") or (f"{name} ({spec['primary']})" if spec.get("primary", name) != name else name)
         if v.get("value") is None:
