@@ -53,12 +53,20 @@ def run_folder_problem(cfg) -> str | None:
 def print_tables(summary: dict, out) -> None:
     from evalkit.report.paired import paired_markdown, paired_metrics, paired_table
     from evalkit.report.rundir import load_run
-    from evalkit.report.table import card_table, collect_runs, run_labels, to_markdown
+    from evalkit.report.table import CARD_SECTION, card_table, collect_runs, run_labels, to_markdown
     from evalkit.run import format_summary
 
     print(format_summary(summary))
-    print("\nIn the layout of the MusicGen model card (published values beside; report: python -m evalkit.report RUN_DIR):")
-    print(to_markdown(card_table(collect_runs([out], ci=False))))
+    collected = collect_runs([out], ci=False)
+    table = card_table(collected)
+    card = collected[collected["section"] == CARD_SECTION]
+    if (card["value"].notna() | (card["note"] != "")).any():  # a card metric was asked for (measured or n/a)
+        print("\nIn the layout of the MusicGen model card (published values beside; report: python -m evalkit.report "
+              "RUN_DIR):")
+        print(to_markdown(table))
+    else:  # no metric of the card was asked for: its table would be a row of dashes
+        for sub in table.attrs["sections"].values():
+            print(f"\n### {sub.attrs['title']}\n\n" + to_markdown(sub))
     record = load_run(out)
     for metric in paired_metrics([record]):
         print(paired_markdown(paired_table([record], run_labels([record]), metric), metric))

@@ -596,3 +596,28 @@ def test_runs_of_different_recipes_in_one_table_are_marked_naming_what_differs(t
     d = make_run(tmp_path / "d", "stereo-small", embeddings=False, extra_summary=settings(10.0))
     same = card_table(collect_runs([a, d], ci=False))
     assert same.attrs["recipe_rows"] == [] and "¶" not in to_markdown(same)
+
+
+def test_the_terminal_prints_the_card_table_only_when_a_card_metric_was_asked_for(tmp_path, capsys):
+    """An aesthetics-only run printed the card's table as one row of dashes above its own table."""
+    from evalkit.__main__ import print_tables
+    from evalkit.metrics.spec import MetricSpec
+
+    own = MetricSpec(name="loudness_gap", primary="loudness_gap", higher_is_better=False, card_column=None,
+                     decimals=2, tolerance="0.5", per_clip=("loudness_gap",), aggregate="none", section="extra")
+    alone = make_run(tmp_path / "alone", "small", embeddings=False, metrics=("loudness_gap",),
+                     values={"loudness_gap": 0.25}, specs={"loudness_gap": own})
+    def summary(run):  # what a finished run's summary has that the fabricated one leaves out
+        return {"n_missing_reference": 0, "n_skipped": 0, **json.loads((run / "summary.json").read_text())}
+
+    print_tables(summary(alone), alone)
+    out = capsys.readouterr().out
+    assert "In the layout of the MusicGen model card" not in out and "Frechet Audio Distance" not in out
+    assert "### evalkit's own metrics (not on the MusicGen model card): extra" in out and "| small | 0.25 |" in out
+
+    both = make_run(tmp_path / "both", "small", embeddings=False, metrics=("kld", "loudness_gap"),
+                    values={"kld": 1.4, "loudness_gap": 0.25}, specs={"loudness_gap": own})
+    print_tables(summary(both), both)
+    out = capsys.readouterr().out
+    assert "In the layout of the MusicGen model card" in out and "| small | – | 4.88 | 1.40 | 1.42 |" in out
+    assert "| small | 0.25 |" in out
