@@ -8,6 +8,7 @@ where stated), float32, nominally in [-1, 1].
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 from pathlib import Path
@@ -196,12 +197,18 @@ def resample_with(wav: torch.Tensor, from_rate: int, to_rate: int, method: str =
     - ``resampy``: ``resampy.resample(x, from, to)`` (kaiser_best; the frechet-audio-distance package), computed bit
       for bit by :mod:`evalkit.resampy_exact`, per channel, float32;
     - ``soxr_hq``: ``librosa.resample(x, orig_sr=from, target_sr=to, res_type="soxr_hq")`` (``librosa.load``'s
-      default; stable-audio-metrics), per channel.
+      default; stable-audio-metrics), per channel;
+    - ``torchaudio_kaiser``: ``torchaudio.transforms.Resample(from, to, lowpass_filter_width=64,
+      rolloff=0.9475937167399596, resampling_method="sinc_interp_kaiser", beta=14.769656459379492)`` on float32
+      (fadtk's and kadtk's ``load_audio``: :data:`TORCHAUDIO_KAISER`), the transform's kernel (computed in float64,
+      then cast: ``torchaudio.functional.resample`` on float32 computes it in float32, other bits).
     """
     if int(from_rate) == int(to_rate):
         return wav
     if method == "julius":
         return resample(wav, from_rate, to_rate)
+    if method == "torchaudio_kaiser":
+        return _kaiser_resampler(int(from_rate), int(to_rate))(wav.to(torch.float32))
     rows = wav.reshape(-1, wav.shape[-1]).detach().cpu().numpy()
     if method == "resampy":
         from evalkit import resampy_exact
@@ -212,9 +219,22 @@ def resample_with(wav: torch.Tensor, from_rate: int, to_rate: int, method: str =
 
         out = [librosa.resample(r, orig_sr=int(from_rate), target_sr=int(to_rate), res_type="soxr_hq") for r in rows]
     else:
-        raise ValueError(f"resampler {method!r}: expected julius, resampy or soxr_hq")
+        raise ValueError(f"resampler {method!r}: expected julius, resampy, soxr_hq or torchaudio_kaiser")
     res = torch.from_numpy(np.ascontiguousarray(np.stack(out)))
     return res.reshape(*wav.shape[:-1], res.shape[-1])
+
+
+#: fadtk 1.1.0 / kadtk 1.1.0 ``fad.py`` / ``emb_loader.py`` ``load_audio``: ``torchaudio.transforms.Resample(fs, sr,
+#: **TORCHAUDIO_KAISER)`` (librosa's ``kaiser_best`` settings)
+TORCHAUDIO_KAISER = dict(lowpass_filter_width=64, rolloff=0.9475937167399596, resampling_method="sinc_interp_kaiser",
+                         beta=14.769656459379492)
+
+
+@functools.lru_cache(maxsize=16)
+def _kaiser_resampler(from_rate: int, to_rate: int):
+    import torchaudio
+
+    return torchaudio.transforms.Resample(from_rate, to_rate, **TORCHAUDIO_KAISER)
 
 
 def to_channels(wav: torch.Tensor, channels: int) -> torch.Tensor:
@@ -269,6 +289,17 @@ def i16_pcm(wav: torch.Tensor) -> torch.Tensor:
     if candidate.max() >= 2**15:
         candidate = (wav * (2**15 - 1)).round()
     return candidate.to(torch.int16)
+
+
+def pcm16_round_trip(wav: torch.Tensor) -> torch.Tensor:
+    """A 16-bit WAV written by ``torchaudio.save(..., encoding="PCM_S", bits_per_sample=16)`` and read back as
+    ``int16 / 32768`` (fadtk's and kadtk's ``load_audio`` then ``load_wav``): torchaudio >= 2.9 saves through
+    torchcodec, i.e. FFmpeg's ``swresample``, which converts float32 with ``lrintf(x * 32768)`` (round half to even)
+    clipped to [-32768, 32767] (measured with torchaudio 2.11.1 + torchcodec 0.17 + FFmpeg 5.1; ``tests/
+    test_fadtk_parity.py``). SoX (torchaudio's older sox backend) differs only at exact halves; libsndfile (its
+    soundfile backend) rounds down (measured: libsndfile 1.2.2). Float32 in, float32 out."""
+    q = torch.round(wav.to(torch.float32) * 32768.0).clamp_(-32768.0, 32767.0)
+    return q / 32768.0
 
 
 def quantize_int16_laion(wav: torch.Tensor) -> torch.Tensor:

@@ -12,16 +12,21 @@ and the run's ``channel_view`` (for the metrics that score it) comes between the
 steps (:data:`STEPS`), each one function of :mod:`evalkit.audio`:
 
 ======================  =========================================================================================
-``resample``            ``{rate: Hz | embedder, with: julius | resampy | soxr_hq}``: every channel to ``rate``
+``resample``            ``{rate: Hz | embedder, with: julius | resampy | soxr_hq | torchaudio_kaiser}``: every
+                        channel to ``rate`` (:func:`evalkit.audio.resample_with` names each tool's resampler)
 ``channels``            ``1`` (the mean over channels), ``N``, or ``model`` (the generating model's channels;
                         folder mode: unchanged): audiocraft's ``convert_audio_channels``
 ``crop``                ``reference``: the generated clip cut to the reference's length (at the clip's rate);
                         ``shorter``: both cut to the shorter one (``both`` only)
-``pad``                 ``reference``: the generated clip zero-padded to the reference's length
+``pad``                 ``reference``: the generated clip zero-padded to the reference's length; ``{min_s: s}``:
+                        zero-padded at the end to at least ``s`` seconds (fadtk's ``enforce_min_len``)
+``truncate``            ``seconds``: keep the first ``seconds`` (fadtk's EnCodec loader keeps 3 minutes)
 ``loudness``            ``{lufs, energy_floor}``: gain to ``lufs`` (BS.1770), skipped below ``energy_floor`` RMS
 ``clamp``               ``limit``: clamp to [-limit, limit]; the share of samples it changed is audited
 ``peak``                ``dbfs``: gain so that the peak is at ``dbfs`` (-1.0 = 1 dB below full scale)
-``write_int16``         ``audiocraft``: ``audio_write`` to int16 (``i16_pcm``) read back as raw int16 values (float64)
+``write_int16``         ``audiocraft``: ``audio_write`` to int16 (``i16_pcm``) read back as raw int16 values (float64);
+                        ``torchaudio``: ``torchaudio.save`` as 16-bit PCM read back as ``int16 / 32768`` (fadtk,
+                        kadtk: :func:`evalkit.audio.pcm16_round_trip`, float32)
 ``quantize_int16``      ``laion``: ``int16_to_float32(float32_to_int16(x))``
 ``max_normalize``       ``floor``: Google's reader, ``x / max(floor, max x)`` (signed maximum)
 ======================  =========================================================================================
@@ -38,6 +43,7 @@ the scoring stage warms the paths in its prefetching workers, so all of it overl
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -49,7 +55,9 @@ from evalkit.audit import Audit, AuditSettings, audit_scored
 SIDE_LISTS = ("reference", "generated")
 #: steps that change only the gain or the number format: last in a path, after the audit point
 SCALE_STEPS = ("peak", "write_int16", "quantize_int16", "max_normalize")
-RESAMPLERS = ("julius", "resampy", "soxr_hq")
+RESAMPLERS = ("julius", "resampy", "soxr_hq", "torchaudio_kaiser")
+#: ``write_int16``'s writers: audiocraft's ``audio_write`` (raw int16 values), torchaudio's 16-bit WAV (``/ 32768``)
+INT16_WRITERS = ("audiocraft", "torchaudio")
 
 
 class InputPathError(ValueError):
@@ -129,10 +137,20 @@ def _crop(s: Side, arg: Any, ctx: Context) -> Side:
 
 
 def _pad(s: Side, arg: Any, ctx: Context) -> Side:
+    if isinstance(arg, Mapping):  # {min_s: seconds}: fadtk's ModelLoader.enforce_min_len, ceil(min_s * sr) samples
+        target = int(math.ceil(float(arg["min_s"]) * s.sr))
+        if s.wav.shape[-1] >= target:
+            return s
+        return Side(torch.nn.functional.pad(s.wav, (0, target - s.wav.shape[-1])), s.sr, s.file_sr, s.clamped)
     target = _target(s, ctx)
     if target is None or s.wav.shape[-1] >= target:
         return s
     return Side(torch.nn.functional.pad(s.wav, (0, target - s.wav.shape[-1])), s.sr, s.file_sr, s.clamped)
+
+
+def _truncate(s: Side, arg: Any, ctx: Context) -> Side:
+    n = int(round(float(arg) * s.sr))
+    return s if s.wav.shape[-1] <= n else Side(s.wav[..., :n], s.sr, s.file_sr, s.clamped)
 
 
 def _loudness(s: Side, arg: Any, ctx: Context) -> Side:
@@ -156,6 +174,8 @@ def _peak(s: Side, arg: Any, ctx: Context) -> Side:
 
 
 def _write_int16(s: Side, arg: Any, ctx: Context) -> Side:
+    if arg == "torchaudio":
+        return Side(A.pcm16_round_trip(s.wav), s.sr, s.file_sr, s.clamped)
     return Side(A.i16_pcm(s.wav).to(torch.float64), s.sr, s.file_sr, s.clamped)
 
 
@@ -174,6 +194,7 @@ STEPS: dict[str, tuple[StepFn, tuple[str, ...]]] = {
     "channels": (_channels, ("reference", "generated", "both")),
     "crop": (_crop, ("generated", "both")),
     "pad": (_pad, ("generated", "both")),
+    "truncate": (_truncate, ("reference", "generated", "both")),
     "loudness": (_loudness, ("reference", "generated", "both")),
     "clamp": (_clamp, ("reference", "generated", "both")),
     "peak": (_peak, ("reference", "generated", "both")),
@@ -232,12 +253,17 @@ def _parse(scope: str, item: Any, setting: str, embedder_rate: int | None) -> St
     elif name == "crop" and arg not in (("reference", "shorter") if scope == "both" else ("reference",)):
         raise InputPathError(f"{setting}.{scope}: crop: {arg!r}; expected reference" +
                              (" or shorter" if scope == "both" else ""))
-    elif name == "pad" and arg != "reference":
-        raise InputPathError(f"{setting}.{scope}: pad: {arg!r}; expected reference")
+    elif name == "pad" and arg != "reference" and not (
+            isinstance(arg, Mapping) and set(arg) == {"min_s"} and isinstance(arg["min_s"], (int, float))):
+        raise InputPathError(f"{setting}.{scope}: pad: {arg!r}; expected reference or {{min_s: seconds}}")
     elif name == "channels" and arg != "model" and not (isinstance(arg, int) and arg >= 1):
         raise InputPathError(f"{setting}.{scope}: channels: {arg!r}; expected a number of channels or model")
     elif name == "loudness" and not (isinstance(arg, Mapping) and {"lufs", "energy_floor"} <= set(arg)):
         raise InputPathError(f"{setting}.{scope}: loudness needs {{lufs, energy_floor}}, got {arg!r}")
+    elif name == "write_int16" and arg not in INT16_WRITERS:
+        raise InputPathError(f"{setting}.{scope}: write_int16: {arg!r}; expected one of {', '.join(INT16_WRITERS)}")
+    elif name == "truncate" and not (isinstance(arg, (int, float)) and not isinstance(arg, bool) and arg > 0):
+        raise InputPathError(f"{setting}.{scope}: truncate: {arg!r}; expected a positive number of seconds")
     elif name in ("clamp", "peak", "max_normalize") and not isinstance(arg, (int, float)):
         raise InputPathError(f"{setting}.{scope}: {name}: {arg!r} is not a number")
     return Step(scope, name, arg)
