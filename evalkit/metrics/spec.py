@@ -37,6 +37,8 @@ class MetricSpec:
     needs_captions: whether it reads each clip's caption (text consistency).
     min_clips: the fewest 10 s clips that give a number (FAD's 128-d covariance needs 128 windows: 7 clips).
     section: ``card`` (a column of the model card) or the name of evalkit's own table (``stereo``).
+    label: the column name evalkit's own tables print for it (None: ``name``); FAD on another embedding than the
+    card's says which (``FAD (clap-laion-music)``).
     """
 
     name: str
@@ -54,6 +56,7 @@ class MetricSpec:
     needs_captions: bool = False
     min_clips: int = 1
     section: str = "card"
+    label: str | None = None
     description: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
