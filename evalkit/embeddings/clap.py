@@ -557,9 +557,9 @@ class LaionClapEmbedder(Embedder):
     ``batch_size`` at a time -> ``[1, 512]`` L2-normalised each; :meth:`embed_text`: captions -> ``[n, 512]``.
     ``tokenizer``: the metric's tokenizer setting (None: the conf's ``tokenizer_name`` from the Hugging Face cache for
     released weights, the in-memory byte-level tokenizer for random weights; ``tiny``; a hub name; a folder).
-    ``audio_only``: a metric that embeds no text (FAD) needs no tokenizer files: released full-size weights then get
-    none (the text tower keeps roberta-base's vocabulary; :meth:`embed_text` raises), random or tiny weights the
-    in-memory one."""
+    ``audio_only``: a metric that embeds no text (FAD) needs no tokenizer files: full-size weights from a file then
+    get none (the text tower keeps roberta-base's vocabulary; :meth:`embed_text` raises), random or tiny weights the
+    in-memory one (a tiny checkpoint must then have its 261-entry vocabulary)."""
 
     def __init__(self, config, weights, device="cpu", name=None, tokenizer: str | None = None,
                  audio_only: bool = False) -> None:
@@ -587,6 +587,8 @@ class LaionClapEmbedder(Embedder):
             raise ClapError(f"{where}.model_size={weights.model_size} is a shrunken test model; the released "
                             f"checkpoint needs model_size=full")
         self.tokenizer, self.tokenizer_source = None, None
+        if audio_only and weights.model_size == "tiny" and tokenizer is None:
+            tokenizer = "tiny"  # it only sizes the shrunken text tower's vocabulary (a tiny checkpoint's too)
         if not (audio_only and not self.checkpoint.random and weights.model_size == "full"):
             # the tokenizer first: a broken one must stop the run before minutes of model building
             from evalkit.embeddings.tokenizers import resolve_roberta_tokenizer

@@ -133,7 +133,9 @@ class PannsEmbedder(Embedder):
         self.layout = (dict(channels=tuple(tiny["channels"]), dim=int(tiny["dim"])) if weights.model_size == "tiny"
                        else dict(FULL, dim=self.dim))
         self.dim = int(self.layout["dim"])
-        self.batch_size = max(1, weights.batch_size or 8)
+        # CPU: one input per pass, as fadtk/kadtk run them: a batch moves the float32 outputs by ~1e-7, which the
+        # float16 storage turns into whole float16 steps now and then (measured: ~0.2 % of EnCodec's values)
+        self.batch_size = max(1, weights.batch_size or (8 if self.device.type == "cuda" else 1))
         #: the fewest samples with one time step left after the five 2x2 poolings: 32 frames, ``31 * hop``
         self.min_samples = 31 * self.front["hop_length"]
 
