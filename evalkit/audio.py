@@ -9,6 +9,7 @@ where stated), float32, nominally in [-1, 1].
 from __future__ import annotations
 
 import functools
+
 import math
 import os
 from pathlib import Path
@@ -199,16 +200,15 @@ def resample_with(wav: torch.Tensor, from_rate: int, to_rate: int, method: str =
     - ``soxr_hq``: ``librosa.resample(x, orig_sr=from, target_sr=to, res_type="soxr_hq")`` (``librosa.load``'s
       default; stable-audio-metrics), per channel;
     - ``torchaudio_kaiser``: ``torchaudio.transforms.Resample(from, to, lowpass_filter_width=64,
-      rolloff=0.9475937167399596, resampling_method="sinc_interp_kaiser", beta=14.769656459379492)`` on float32
-      (fadtk's and kadtk's ``load_audio``: :data:`TORCHAUDIO_KAISER`), the transform's kernel (computed in float64,
-      then cast: ``torchaudio.functional.resample`` on float32 computes it in float32, other bits).
+      rolloff=0.9475937167399596, resampling_method="sinc_interp_kaiser", beta=14.769656459379492)`` in float32:
+      fadtk's and kadtk's ``load_audio`` (``fadtk/fad.py``, ``kadtk/emb_loader.py``).
     """
     if int(from_rate) == int(to_rate):
         return wav
     if method == "julius":
         return resample(wav, from_rate, to_rate)
     if method == "torchaudio_kaiser":
-        return _kaiser_resampler(int(from_rate), int(to_rate))(wav.to(torch.float32))
+        return kaiser_resampler(int(from_rate), int(to_rate))(wav.to(torch.float32))
     rows = wav.reshape(-1, wav.shape[-1]).detach().cpu().numpy()
     if method == "resampy":
         from evalkit import resampy_exact
@@ -224,17 +224,14 @@ def resample_with(wav: torch.Tensor, from_rate: int, to_rate: int, method: str =
     return res.reshape(*wav.shape[:-1], res.shape[-1])
 
 
-#: fadtk 1.1.0 / kadtk 1.1.0 ``fad.py`` / ``emb_loader.py`` ``load_audio``: ``torchaudio.transforms.Resample(fs, sr,
-#: **TORCHAUDIO_KAISER)`` (librosa's ``kaiser_best`` settings)
-TORCHAUDIO_KAISER = dict(lowpass_filter_width=64, rolloff=0.9475937167399596, resampling_method="sinc_interp_kaiser",
-                         beta=14.769656459379492)
-
-
-@functools.lru_cache(maxsize=16)
-def _kaiser_resampler(from_rate: int, to_rate: int):
+@functools.lru_cache(maxsize=8)
+def kaiser_resampler(from_rate: int, to_rate: int):
+    """fadtk's / kadtk's ``torchaudio.transforms.Resample`` (the Kaiser-windowed sinc of ``resample_with``), its
+    kernel built once per pair of rates."""
     import torchaudio
 
-    return torchaudio.transforms.Resample(from_rate, to_rate, **TORCHAUDIO_KAISER)
+    return torchaudio.transforms.Resample(from_rate, to_rate, lowpass_filter_width=64, rolloff=0.9475937167399596,
+                                          resampling_method="sinc_interp_kaiser", beta=14.769656459379492)
 
 
 def to_channels(wav: torch.Tensor, channels: int) -> torch.Tensor:
@@ -292,14 +289,12 @@ def i16_pcm(wav: torch.Tensor) -> torch.Tensor:
 
 
 def pcm16_round_trip(wav: torch.Tensor) -> torch.Tensor:
-    """A 16-bit WAV written by ``torchaudio.save(..., encoding="PCM_S", bits_per_sample=16)`` and read back as
-    ``int16 / 32768`` (fadtk's and kadtk's ``load_audio`` then ``load_wav``): torchaudio >= 2.9 saves through
-    torchcodec, i.e. FFmpeg's ``swresample``, which converts float32 with ``lrintf(x * 32768)`` (round half to even)
-    clipped to [-32768, 32767] (measured with torchaudio 2.11.1 + torchcodec 0.17 + FFmpeg 5.1; ``tests/
-    test_fadtk_parity.py``). SoX (torchaudio's older sox backend) differs only at exact halves; libsndfile (its
-    soundfile backend) rounds down (measured: libsndfile 1.2.2). Float32 in, float32 out."""
+    """A float signal written as a 16-bit PCM wav by ``torchaudio.save(..., encoding="PCM_S", bits_per_sample=16)``
+    (FFmpeg's conversion, torchaudio's backend since 2.9 and its ffmpeg backend before: ``round(x * 32768)``, half to
+    even, saturated to [-32768, 32767]) and read back as ``soundfile.read(dtype="int16") / 32768.0`` (fadtk's and
+    kadtk's ``ModelLoader.load_wav``). Returns float64 (numpy's division)."""
     q = torch.round(wav.to(torch.float32) * 32768.0).clamp_(-32768.0, 32767.0)
-    return q / 32768.0
+    return q.to(torch.float64) / 32768.0
 
 
 def quantize_int16_laion(wav: torch.Tensor) -> torch.Tensor:

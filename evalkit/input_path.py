@@ -13,7 +13,7 @@ steps (:data:`STEPS`), each one function of :mod:`evalkit.audio`:
 
 ======================  =========================================================================================
 ``resample``            ``{rate: Hz | embedder, with: julius | resampy | soxr_hq | torchaudio_kaiser}``: every
-                        channel to ``rate`` (:func:`evalkit.audio.resample_with` names each tool's resampler)
+                        channel to ``rate`` (:func:`evalkit.audio.resample_with`)
 ``channels``            ``1`` (the mean over channels), ``N``, or ``model`` (the generating model's channels;
                         folder mode: unchanged): audiocraft's ``convert_audio_channels``
 ``crop``                ``reference``: the generated clip cut to the reference's length (at the clip's rate);
@@ -25,8 +25,7 @@ steps (:data:`STEPS`), each one function of :mod:`evalkit.audio`:
 ``clamp``               ``limit``: clamp to [-limit, limit]; the share of samples it changed is audited
 ``peak``                ``dbfs``: gain so that the peak is at ``dbfs`` (-1.0 = 1 dB below full scale)
 ``write_int16``         ``audiocraft``: ``audio_write`` to int16 (``i16_pcm``) read back as raw int16 values (float64);
-                        ``torchaudio``: ``torchaudio.save`` as 16-bit PCM read back as ``int16 / 32768`` (fadtk,
-                        kadtk: :func:`evalkit.audio.pcm16_round_trip`, float32)
+                        ``pcm16``: ``torchaudio.save`` PCM_S16 read back as int16 / 32768 (fadtk, kadtk)
 ``quantize_int16``      ``laion``: ``int16_to_float32(float32_to_int16(x))``
 ``max_normalize``       ``floor``: Google's reader, ``x / max(floor, max x)`` (signed maximum)
 ======================  =========================================================================================
@@ -56,8 +55,8 @@ SIDE_LISTS = ("reference", "generated")
 #: steps that change only the gain or the number format: last in a path, after the audit point
 SCALE_STEPS = ("peak", "write_int16", "quantize_int16", "max_normalize")
 RESAMPLERS = ("julius", "resampy", "soxr_hq", "torchaudio_kaiser")
-#: ``write_int16``'s writers: audiocraft's ``audio_write`` (raw int16 values), torchaudio's 16-bit WAV (``/ 32768``)
-INT16_WRITERS = ("audiocraft", "torchaudio")
+#: ``write_int16`` arguments: audiocraft's ``audio_write`` + Google's reader | torchaudio.save + soundfile.read / 32768
+INT16_WRITERS = ("audiocraft", "pcm16")
 
 
 class InputPathError(ValueError):
@@ -89,10 +88,6 @@ class Prepared:
     generated: Side | None
     reference: Side | None
     audits: dict[str, Audit] = field(default_factory=dict)
-
-    def problem(self, side: str) -> str | None:
-        s = self.generated if side == "generated" else self.reference
-        return None if s is None else s.error
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -174,7 +169,7 @@ def _peak(s: Side, arg: Any, ctx: Context) -> Side:
 
 
 def _write_int16(s: Side, arg: Any, ctx: Context) -> Side:
-    if arg == "torchaudio":
+    if arg == "pcm16":
         return Side(A.pcm16_round_trip(s.wav), s.sr, s.file_sr, s.clamped)
     return Side(A.i16_pcm(s.wav).to(torch.float64), s.sr, s.file_sr, s.clamped)
 
@@ -253,6 +248,8 @@ def _parse(scope: str, item: Any, setting: str, embedder_rate: int | None) -> St
     elif name == "crop" and arg not in (("reference", "shorter") if scope == "both" else ("reference",)):
         raise InputPathError(f"{setting}.{scope}: crop: {arg!r}; expected reference" +
                              (" or shorter" if scope == "both" else ""))
+    elif name == "write_int16" and arg not in INT16_WRITERS:
+        raise InputPathError(f"{setting}.{scope}: write_int16: {arg!r}; expected {' or '.join(INT16_WRITERS)}")
     elif name == "pad" and arg != "reference" and not (
             isinstance(arg, Mapping) and set(arg) == {"min_s"} and isinstance(arg["min_s"], (int, float))):
         raise InputPathError(f"{setting}.{scope}: pad: {arg!r}; expected reference or {{min_s: seconds}}")
@@ -260,8 +257,6 @@ def _parse(scope: str, item: Any, setting: str, embedder_rate: int | None) -> St
         raise InputPathError(f"{setting}.{scope}: channels: {arg!r}; expected a number of channels or model")
     elif name == "loudness" and not (isinstance(arg, Mapping) and {"lufs", "energy_floor"} <= set(arg)):
         raise InputPathError(f"{setting}.{scope}: loudness needs {{lufs, energy_floor}}, got {arg!r}")
-    elif name == "write_int16" and arg not in INT16_WRITERS:
-        raise InputPathError(f"{setting}.{scope}: write_int16: {arg!r}; expected one of {', '.join(INT16_WRITERS)}")
     elif name == "truncate" and not (isinstance(arg, (int, float)) and not isinstance(arg, bool) and arg > 0):
         raise InputPathError(f"{setting}.{scope}: truncate: {arg!r}; expected a positive number of seconds")
     elif name in ("clamp", "peak", "max_normalize") and not isinstance(arg, (int, float)):
@@ -431,11 +426,17 @@ class InputPath:
 
 
 def shared_prefixes(paths: Sequence[InputPath]) -> set[str]:
-    """The memo keys two or more of ``paths`` pass through: where :meth:`InputPath.apply` keeps its results, so the
-    shared work is done once per clip (the scoring stage sets them as ``clip.keep``)."""
+    """The memo keys where two or more of ``paths`` part ways: where :meth:`InputPath.apply` keeps its results, so
+    the shared work is done once per clip (the scoring stage sets them as ``clip.keep``). A point whose next step all
+    the same paths still share is not kept (the point after it serves them), so a clip holds one copy per branch."""
     seen: dict[str, int] = {}
     for p in paths:
         for k in p.prefixes():
             seen[k] = seen.get(k, 0) + 1
-    return {k for k, n in seen.items() if n > 1}
-
+    keep = {k for k, n in seen.items() if n > 1}
+    for p in paths:
+        keys = p.prefixes()
+        for here, after in zip(keys, keys[1:]):
+            if seen[after] == seen[here]:  # every path through `here` takes the same next step
+                keep.discard(here)
+    return keep

@@ -189,7 +189,7 @@ def test_compose_outside_and_inside_hydra(demo):
                                     r"\(did you mean metrics\.kld\.pad_chunks\?\)"),
     ("+generation.topk=50", r"generation\.topk: .*did you mean generation\.top_k\?"),
     ("metrics.kld.pad_chunk=true", r"metrics\.kld\.pad_chunk: no such setting \(did you mean metrics\.kld\.pad_chunks\?\)"),
-    ("metrics=[fadd]", r"metrics=fadd: no such choice; known: chroma, clap, fad, kld, stereo"),
+    ("metrics=[fadd]", r"metrics=fadd: no such choice; known: chroma, clap, fad, kad, kld, stereo"),
     ("metrics.fad.protocol=fad-package", r"metrics/fad=fad-package: no such choice; known: audiocraft, "
                                          r"clap-laion-audio, clap-laion-music, encodec-emb, frechet-audio-distance, "
                                          r"panns-cnn14-32k, vggish"),

@@ -20,10 +20,11 @@ the embedding's own windows; embeddings stored as float16 (``embedding_dtype: fl
 each file's mean taken in float16 by ``np.mean``, merged by Chan's rule: here each file's embeddings are moved onto
 that float16 mean before they enter the float64 sums, which is the same algebra).
 
-All sides of an :meth:`~FAD.update` are embedded in one batched pass. The reference side can instead come from a
-statistics file (``reference.stats``, :mod:`evalkit.statistics.stats_file`) written by a run with the same
-protocol, embedding, weights, input path and windows (anything else is refused, naming what differs), or from a
-peer's shipped statistics (``reference.stats=fadtk:fma_pop``: fadtk's ``<model>.mu``/``<model>.cov``), accepted only
+All sides of an :meth:`~FAD.update` are embedded in one batched pass, once per clip side for every metric of the
+run with the same embedder, input path and windows (KAD: :mod:`evalkit.embeddings.shared`). The reference side can
+instead come from a statistics file (``reference.stats``, :mod:`evalkit.statistics.stats_file`) written by a run
+with the same protocol, embedding, weights, input path and windows (anything else is refused, naming what differs),
+or from a peer's shipped statistics (``reference.stats=fadtk:fma_pop``: fadtk's ``<model>.mu``/``<model>.cov``), accepted only
 for the released weights and that tool's recipe of the same embedding (:meth:`FAD.peer_differences`).
 
 A FAD on another embedding than the card's (VGGish) is not the card's "Frechet Audio Distance" column: its spec then
@@ -39,6 +40,7 @@ import numpy as np
 import torch
 
 from evalkit.embeddings import build_embedder
+from evalkit.embeddings.shared import embed_shared, embedding_key
 from evalkit.errors import InputError
 from evalkit.metrics.base import Clip, ClipResult, Metric, MetricUnavailable, RunContext
 from evalkit.metrics.spec import MetricSpec
@@ -107,6 +109,8 @@ class FAD(Metric):
         #: the fewest samples (at the embedder's rate) that give one embedding
         self.min_samples = 1 if r.get("window_pad") else (self.window or unit)
         self.build_input(rate, self.embedder.band_hz)
+        #: the clip memo's key of these embeddings (another metric with the same embedder, path, windows reuses them)
+        self.key = embedding_key(self.embedder, self.input.key, [self.window, self.hop, bool(r.get("window_pad"))])
         for side in ("gen", "ref"):
             self.add_state(f"{side}_n", ())
             self.add_state(f"{side}_sum", (self.dim,))
@@ -159,7 +163,7 @@ class FAD(Metric):
         embedding is skipped on its own (the other side still counts, as audiocraft writes each side's wav on its
         own). Raises :class:`FrechetError` if the embedder returns non-finite embeddings."""
         results: dict[str, ClipResult] = {}
-        items: list[tuple[str, str, torch.Tensor]] = []  # (clip id, side, input), generated before reference
+        items: list[tuple[Clip, str, torch.Tensor]] = []  # (clip, side, input), generated before reference
         for clip, p, skipped in self.prepare(clips):
             if skipped is not None:  # the pair: counted in n_skipped
                 results[clip.id] = skipped
@@ -177,7 +181,7 @@ class FAD(Metric):
                                    f"{self.embedder.sample_rate} Hz, needs {self.min_samples}")
                     self.state[f"n_{side}_skipped"] += 1
                     continue
-                items.append((clip.id, side, self.windows(x)))
+                items.append((clip, side, self.windows(x)))
                 if side == "gen":
                     self.state["n_clips"] += 1
             if reasons:
@@ -185,15 +189,15 @@ class FAD(Metric):
             results[clip.id] = res
         if not items:
             return results
-        embs = self.embedder.embed([x for _, _, x in items])
-        for (cid, side, _), e in zip(items, embs):
+        embs = embed_shared(self.embedder, self.key, items)  # computed once per clip side for every metric
+        for (clip, side, _), e in zip(items, embs):
             if not np.isfinite(e).all():
                 raise FrechetError(f"{self.embedder.name} produced NaN or infinite embeddings")
             e = self.stored(e)
             self._accumulate(side, e)
-            results[cid].values["fad_windows" if side == "gen" else "fad_ref_windows"] = int(e.shape[0])
+            results[clip.id].values["fad_windows" if side == "gen" else "fad_ref_windows"] = int(e.shape[0])
             if self.save_embeddings:
-                results[cid].arrays[f"fad_{side}_emb"] = np.asarray(e, dtype=np.float32)
+                results[clip.id].arrays[f"fad_{side}_emb"] = np.asarray(e, dtype=np.float32)
         return results
 
     def windows(self, x: torch.Tensor) -> torch.Tensor:
