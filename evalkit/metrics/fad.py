@@ -118,7 +118,7 @@ class FAD(Metric):
             self.add_state(f"n_{side}_skipped", ())
             self.add_state(f"n_{side}_single", ())  # clips with one embedding (stats: online)
         if self.embedder.name != CARD_EMBEDDING:  # not the card's column: evalkit's own table, the embedding named
-            self.spec = dataclasses.replace(type(self).spec, card_column=None, section="evalkit",
+            self.spec = dataclasses.replace(type(self).spec, card_column=None, section="beyond-the-card",
                                             label=f"FAD ({self.embedder.name})")
         self.reference_stats_path: str | None = str(r["reference_stats"]) if r.get("reference_stats") else None
         self._ref_file: tuple[np.ndarray, np.ndarray, int] | None = None
