@@ -195,7 +195,7 @@ def test_report_puts_another_embeddings_fad_in_evalkits_own_table(encodec_run):
     tmp, summary = encodec_run
     card = card_table(collect_runs([tmp / "run"], ci=False))
     assert card["Frechet Audio Distance"].isna().all()  # not the card's FAD (VGGish)
-    own = card.attrs["sections"]["evalkit"]
+    own = card.attrs["sections"]["beyond-the-card"]  # with KAD: evalkit's own table
     assert own.loc[own.index[0], "FAD (encodec-emb)"] == pytest.approx(summary["metrics"]["fad"]["value"])
 
 
@@ -311,3 +311,85 @@ def test_clap_windows_are_one_input_each():
     rows = e.embed([x, x[1]])
     assert rows[0].shape == (3, 512) and rows[1].shape == (1, 512)
     assert np.allclose(rows[0][1], rows[1][0], atol=1e-6) and not np.allclose(rows[0][0], rows[0][1], atol=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# FAD and KAD on one embedding, from the command line
+# ---------------------------------------------------------------------------------------------------------------
+def _kadtk_kad(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """kadtk 1.1.0 ``calc_kernel_audio_distance(x=baseline, y=eval)`` written out (float64 here): bandwidth = the
+    lower middle of ``torch.pdist(y)`` (``torch.median``), Gaussian kernel ``exp(-d² / (2 bw² + 1e-8))``, unbiased
+    within-set means, the cross mean over all pairs, x100."""
+    bw = float(torch.median(torch.pdist(torch.from_numpy(y.astype(np.float32)))))
+    gamma = 1.0 / (2 * bw ** 2 + 1e-8)
+
+    def k(a, b):
+        d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
+        return np.exp(-gamma * d2)
+
+    x, y = x.astype(np.float64), y.astype(np.float64)
+    m, n = len(x), len(y)
+    kxx, kyy = k(x, x), k(y, y)
+    within = (kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
+    return 100.0 * (within - 2 * k(x, y).mean()), bw
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("embedding, seconds", [("clap-laion-music", 45.0), ("clap-laion-audio", 45.0),
+                                                ("encodec-emb", 11.5), ("panns-cnn14-32k", 6.5)])
+def test_fad_and_kad_on_one_embedding_from_the_command_line(tmp_path, embedding, seconds):
+    """``metrics=[fad,kad] metrics.fad.embedding=X metrics.kad.embedding=X`` as a user types it (tiny random
+    weights; 44.1 kHz stereo against 48 kHz mono files): both metrics see the same window embeddings (computed once
+    per clip side), FAD is the Fréchet distance of the saved arrays, KAD is kadtk's formula on them, and both land
+    in evalkit's own table under the embedding's name. Windows: the audiocraft protocols' 1 s every 0.5 s, enough of
+    them for the embedding's covariance."""
+    import os
+    import subprocess
+    import sys
+
+    from evalkit.report.rundir import load_run
+    from evalkit.report.table import card_table, collect_runs
+    from evalkit.statistics.frechet import frechet_distance
+    from tests.conftest import REPO
+
+    for folder, sr, ch, gain in (("gen", 44100, 2, 0.5), ("ref", 48000, 1, 0.9)):
+        (tmp_path / folder).mkdir()
+        for i in range(6):
+            rng = np.random.default_rng(i + (100 if folder == "gen" else 0))
+            t = np.arange(int(sr * seconds)) / sr
+            x = sum(rng.uniform(0.1, 0.3) * np.sin(2 * np.pi * rng.uniform(100, 3000) * t) for _ in range(3))
+            x = gain * (x + 0.05 * rng.standard_normal(t.size)) * (1 + 0.5 * np.sin(2 * np.pi * rng.uniform(.2, 2) * t))
+            sf.write(str(tmp_path / folder / f"c{i:02d}.wav"), np.stack([x] * ch, 1) / 2, sr, subtype="PCM_16")
+    out = tmp_path / "run"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", EVALKIT_OFFLINE="1", PYTHONPATH=str(REPO),
+               EVALKIT_CACHE=str(tmp_path / "cache"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "evalkit", "model=folder", f"model.dir={tmp_path / 'gen'}",
+         f"reference.dir={tmp_path / 'ref'}", "metrics=[fad,kad]", f"metrics.fad.embedding={embedding}",
+         f"metrics.kad.embedding={embedding}", "backbone_weights=random", "backbone_size=tiny",
+         f"hydra.run.dir={out}", "progress=false"], cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert f"FAD ({embedding})" in proc.stdout and f"KAD ({embedding})" in proc.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    run = load_run(out)
+    emb = {side: run.clip_arrays(f"fad_{side}_emb") for side in ("gen", "ref")}
+    for side in ("gen", "ref"):
+        kept = run.clip_arrays(f"kad_{side}_emb")
+        assert sorted(kept) == sorted(emb[side]) == [f"c{i:02d}" for i in range(6)]
+        assert all(np.array_equal(kept[k], emb[side][k]) for k in kept)  # the same embeddings
+    g, r = (np.concatenate([emb[s][k] for k in sorted(emb[s])]).astype(np.float64) for s in ("gen", "ref"))
+    per_window = 75 if embedding == "encodec-emb" else 1  # EnCodec: ceil(24000 / 320) frames per 1 s window
+    windows = 6 * (1 + int((seconds - 1.0) / 0.5))
+    assert g.shape[0] == r.shape[0] == windows * per_window > g.shape[1]
+    fad = summary["metrics"]["fad"]
+    assert (fad["embedding"], fad["protocol"]) == (embedding, "audiocraft")
+    want = frechet_distance(g.mean(0), np.cov(g, rowvar=False), r.mean(0), np.cov(r, rowvar=False))
+    assert fad["value"] == pytest.approx(want, rel=1e-9) and fad["value"] > 0
+    kad = summary["metrics"]["kad"]
+    value, bw = _kadtk_kad(r, g)
+    # evalkit sums the kernel in float32 blocks (kadtk: float32 matrices); measured against this float64 form: <= 2e-6
+    assert kad["value"] == pytest.approx(value, rel=1e-5, abs=1e-6) and kad["values"]["bandwidth"] == pytest.approx(bw)
+    assert abs(kad["value"]) > 1e-3  # the two sets differ visibly
+    own = card_table(collect_runs([out], ci=False)).attrs["sections"]["beyond-the-card"]
+    assert own.loc[own.index[0], f"FAD ({embedding})"] == pytest.approx(fad["value"])
+    assert own.loc[own.index[0], f"KAD ({embedding})"] == pytest.approx(kad["value"])
