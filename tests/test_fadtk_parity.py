@@ -380,7 +380,8 @@ def test_panns_from_the_command_line_is_kadtks(tmp_path):
     theirs = float(calc_kernel_audio_distance(torch.from_numpy(stacked[r]), torch.from_numpy(stacked[g]), (None, None),
                                               "cpu"))
     print("KAD panns-cnn14-32k", kad["value"], theirs, abs(kad["value"] - theirs) / abs(theirs))
-    assert kad["value"] == pytest.approx(theirs, rel=1e-4) and abs(theirs) > 1e-2
+    # measured 5.0e-7: kadtk sums dense float32 kernel matrices, evalkit float32 blocks in another order
+    assert kad["value"] == pytest.approx(theirs, rel=5e-6) and abs(theirs) > 1e-2
 
 
 # ---------------------------------------------------------------------------------------------------------------
