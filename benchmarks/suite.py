@@ -10,7 +10,8 @@ shared clips), the same weights (random: speed does not depend on their values) 
   ``score``; KLD: audiocraft's clip-by-clip loop on hear21passt's own wrapper; CLAP: laion_clap's ``CLAP_Module``
   per clip, audio then caption; chroma: one pair per update; KAD: kadtk's per-file embedding loop and
   ``calc_kernel_audio_distance``; aesthetics: audiobox-aesthetics' ``AesPredictor.forward`` per batch of 100 files;
-  MAUVE: mad-metric's featurize loop with VGGish for MERT, then ``mauve.compute_mauve``), reading the files itself;
+  MAUVE: mad-metric's featurize loop with VGGish for MERT, then ``mauve.compute_mauve``; fad_encodec: fadtk's
+  per-file ``cache_embedding_file`` loop and ``score`` for FAD on ``encodec-emb``), reading the files itself;
 * ``evalkit``: the run's scoring stage (``Scorer.score``: prefetching workers read, audit and prepare batch i+1 while
   the metric updates on batch i) then ``compute()``, cold (no score cache);
 * ``floor``: evalkit's backbone calls alone, on the same batches (recorded during its run, replayed back to back);
@@ -44,10 +45,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from suite_parts.common import best, load_average  # noqa: E402
 
-METRICS = ("fad", "kld", "clap", "chroma", "kad", "aesthetics", "mauve")
+METRICS = ("fad", "kld", "clap", "chroma", "kad", "aesthetics", "mauve", "fad_encodec")
 #: default rounds per metric on a CPU: KLD (64 inputs through the 20 s PaSST) and aesthetics (WavLM Base+, ~3 s per
 #: 10 s chunk) take minutes per contender
-ROUNDS = {"fad": 3, "kld": 1, "clap": 2, "chroma": 5, "kad": 3, "aesthetics": 1, "mauve": 3}
+ROUNDS = {"fad": 3, "kld": 1, "clap": 2, "chroma": 5, "kad": 3, "aesthetics": 1, "mauve": 3, "fad_encodec": 3}
 
 
 def build_part(name: str, clips, tmp: Path, args):
@@ -55,7 +56,7 @@ def build_part(name: str, clips, tmp: Path, args):
 
     mod = importlib.import_module(f"suite_parts.{name}")
     cls = {"fad": "FadPart", "kld": "KldPart", "clap": "ClapPart", "chroma": "ChromaPart", "kad": "KadPart",
-           "aesthetics": "AestheticsPart", "mauve": "MauvePart"}[name]
+           "aesthetics": "AestheticsPart", "mauve": "MauvePart", "fad_encodec": "FadEncodecPart"}[name]
     return getattr(mod, cls)(clips, tmp, args.size, args.batch.get(name), args.device)
 
 
@@ -123,7 +124,7 @@ def parse_args(argv=None):
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--size", default="full", choices=["full", "tiny"])
     ap.add_argument("--only", default=",".join(METRICS),
-                    help="comma-separated metrics (fad,kld,clap,chroma,kad,aesthetics,mauve)")
+                    help="comma-separated metrics (fad,kld,clap,chroma,kad,aesthetics,mauve,fad_encodec)")
     ap.add_argument("--clips", type=int, default=32, help="pairs of 10 s clips (1..36)")
     ap.add_argument("--rounds", type=int, default=None, help="rounds per metric (default: fad 3, kld 1, clap 2, "
                                                                "chroma 5, kad 3, aesthetics 1, mauve 3)")

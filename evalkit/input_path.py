@@ -18,7 +18,9 @@ steps (:data:`STEPS`), each one function of :mod:`evalkit.audio`:
                         folder mode: unchanged): audiocraft's ``convert_audio_channels``
 ``crop``                ``reference``: the generated clip cut to the reference's length (at the clip's rate);
                         ``shorter``: both cut to the shorter one (``both`` only)
-``pad``                 ``reference``: the generated clip zero-padded to the reference's length
+``pad``                 ``reference``: the generated clip zero-padded to the reference's length; ``{min_s: s}``:
+                        zero-padded at the end to at least ``s`` seconds (fadtk's ``enforce_min_len``)
+``truncate``            ``seconds``: keep the first ``seconds`` (fadtk's EnCodec loader keeps 3 minutes)
 ``loudness``            ``{lufs, energy_floor}``: gain to ``lufs`` (BS.1770), skipped below ``energy_floor`` RMS
 ``clamp``               ``limit``: clamp to [-limit, limit]; the share of samples it changed is audited
 ``peak``                ``dbfs``: gain so that the peak is at ``dbfs`` (-1.0 = 1 dB below full scale)
@@ -40,6 +42,7 @@ the scoring stage warms the paths in its prefetching workers, so all of it overl
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -131,10 +134,20 @@ def _crop(s: Side, arg: Any, ctx: Context) -> Side:
 
 
 def _pad(s: Side, arg: Any, ctx: Context) -> Side:
+    if isinstance(arg, Mapping):  # {min_s: seconds}: fadtk's ModelLoader.enforce_min_len, ceil(min_s * sr) samples
+        target = int(math.ceil(float(arg["min_s"]) * s.sr))
+        if s.wav.shape[-1] >= target:
+            return s
+        return Side(torch.nn.functional.pad(s.wav, (0, target - s.wav.shape[-1])), s.sr, s.file_sr, s.clamped)
     target = _target(s, ctx)
     if target is None or s.wav.shape[-1] >= target:
         return s
     return Side(torch.nn.functional.pad(s.wav, (0, target - s.wav.shape[-1])), s.sr, s.file_sr, s.clamped)
+
+
+def _truncate(s: Side, arg: Any, ctx: Context) -> Side:
+    n = int(round(float(arg) * s.sr))
+    return s if s.wav.shape[-1] <= n else Side(s.wav[..., :n], s.sr, s.file_sr, s.clamped)
 
 
 def _loudness(s: Side, arg: Any, ctx: Context) -> Side:
@@ -178,6 +191,7 @@ STEPS: dict[str, tuple[StepFn, tuple[str, ...]]] = {
     "channels": (_channels, ("reference", "generated", "both")),
     "crop": (_crop, ("generated", "both")),
     "pad": (_pad, ("generated", "both")),
+    "truncate": (_truncate, ("reference", "generated", "both")),
     "loudness": (_loudness, ("reference", "generated", "both")),
     "clamp": (_clamp, ("reference", "generated", "both")),
     "peak": (_peak, ("reference", "generated", "both")),
@@ -238,12 +252,15 @@ def _parse(scope: str, item: Any, setting: str, embedder_rate: int | None) -> St
                              (" or shorter" if scope == "both" else ""))
     elif name == "write_int16" and arg not in INT16_WRITERS:
         raise InputPathError(f"{setting}.{scope}: write_int16: {arg!r}; expected {' or '.join(INT16_WRITERS)}")
-    elif name == "pad" and arg != "reference":
-        raise InputPathError(f"{setting}.{scope}: pad: {arg!r}; expected reference")
+    elif name == "pad" and arg != "reference" and not (
+            isinstance(arg, Mapping) and set(arg) == {"min_s"} and isinstance(arg["min_s"], (int, float))):
+        raise InputPathError(f"{setting}.{scope}: pad: {arg!r}; expected reference or {{min_s: seconds}}")
     elif name == "channels" and arg != "model" and not (isinstance(arg, int) and arg >= 1):
         raise InputPathError(f"{setting}.{scope}: channels: {arg!r}; expected a number of channels or model")
     elif name == "loudness" and not (isinstance(arg, Mapping) and {"lufs", "energy_floor"} <= set(arg)):
         raise InputPathError(f"{setting}.{scope}: loudness needs {{lufs, energy_floor}}, got {arg!r}")
+    elif name == "truncate" and not (isinstance(arg, (int, float)) and not isinstance(arg, bool) and arg > 0):
+        raise InputPathError(f"{setting}.{scope}: truncate: {arg!r}; expected a positive number of seconds")
     elif name in ("clamp", "peak", "max_normalize") and not isinstance(arg, (int, float)):
         raise InputPathError(f"{setting}.{scope}: {name}: {arg!r} is not a number")
     return Step(scope, name, arg)

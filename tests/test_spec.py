@@ -12,8 +12,9 @@ from evalkit.metrics.base import Clip
 from evalkit.registry import get_metric
 from evalkit.spec import RunSpec, SpecError, compose, metric_recipe, recipe_from_files, rewrite_overrides
 
-PROTOCOLS = [("fad", "audiocraft"), ("fad", "frechet-audio-distance"), ("kld", "audiocraft"),
-             ("kld", "stable-audio-metrics"), ("clap", "audiocraft"), ("chroma", "audiocraft"),
+PROTOCOLS = [("fad", "audiocraft"), ("fad", "frechet-audio-distance"), ("fad", "clap-laion-audio"),
+             ("fad", "clap-laion-music"), ("fad", "encodec-emb"), ("fad", "vggish"), ("fad", "panns-cnn14-32k"),
+             ("kld", "audiocraft"), ("kld", "stable-audio-metrics"), ("clap", "audiocraft"), ("chroma", "audiocraft"),
              ("aesthetics", "audiobox-aesthetics"), ("mauve", "mauve-text")]
 
 
@@ -190,7 +191,8 @@ def test_compose_outside_and_inside_hydra(demo):
     ("metrics.kld.pad_chunk=true", r"metrics\.kld\.pad_chunk: no such setting \(did you mean metrics\.kld\.pad_chunks\?\)"),
     ("metrics=[fadd]", r"metrics=fadd: no such choice; known: aesthetics, chroma, clap, fad, kad, kld, mauve, stereo"),
     ("metrics.fad.protocol=fad-package", r"metrics/fad=fad-package: no such choice; known: audiocraft, "
-                                         r"clap-laion-music, frechet-audio-distance"),
+                                         r"clap-laion-audio, clap-laion-music, encodec-emb, frechet-audio-distance, "
+                                         r"panns-cnn14-32k, vggish"),
     ("generation.guidance_scale=abc", r"generation\.guidance_scale=abc: not a number"),
     ("backbone_size=small", r"backbone_size=small: full or tiny"),
     ("audit.silent_below_dbfs=abc", r"audit\.silent_below_dbfs=abc: not a number"),

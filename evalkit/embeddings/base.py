@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -186,3 +186,26 @@ class Embedder(ABC):
         """One float32 array ``[frames, dim]`` per item; an item is ``[T]`` (a clip) or ``[N, T]`` (N windows of one
         clip), mono at :attr:`sample_rate`. Items are batched across for the network; the values do not depend on
         how (``tests/test_cpu_threads.py``)."""
+
+
+def by_length(items: Sequence[torch.Tensor], batch_size: int,
+              forward: Callable[[torch.Tensor], np.ndarray]) -> list[list[np.ndarray]]:
+    """Run ``forward`` on the inputs of ``items`` (each ``[T]``, or ``[N, T]``: N inputs of one item) stacked
+    ``[n, T]``, at most ``batch_size`` inputs of one length at a time (a model that takes a whole input, whose
+    output must not depend on zero padding). ``forward`` returns one row per input (``[n, ...]``). Returns, per item,
+    its inputs' rows in order."""
+    import itertools
+
+    flat = [(i, r) for i, x in enumerate(items) for r in x.reshape(-1, x.shape[-1])]
+    rows: list[Any] = [None] * len(flat)
+    order = sorted(range(len(flat)), key=lambda k: flat[k][1].shape[-1])
+    for _, group in itertools.groupby(order, key=lambda k: flat[k][1].shape[-1]):
+        group = list(group)
+        for s in range(0, len(group), max(1, int(batch_size))):
+            part = group[s:s + max(1, int(batch_size))]
+            for k, row in zip(part, forward(torch.stack([flat[k][1] for k in part]))):
+                rows[k] = row
+    out: list[list[np.ndarray]] = [[] for _ in items]
+    for (i, _), row in zip(flat, rows):
+        out[i].append(row)
+    return out

@@ -1,18 +1,19 @@
-"""LAION-CLAP (HTSAT-base audio tower + RoBERTa text tower) on :class:`transformers.ClapModel`: audiocraft's CLAP
-(``laion_clap.CLAP_Module(enable_fusion=False, amodel="HTSAT-base")`` + ``music_audioset_epoch_15_esc_90.14.pt``)
-without ``laion_clap`` at run time.
+"""LAION-CLAP (HTSAT audio tower + RoBERTa text tower) on :class:`transformers.ClapModel`: audiocraft's CLAP
+(``laion_clap.CLAP_Module(enable_fusion=False, amodel="HTSAT-base")`` + ``music_audioset_epoch_15_esc_90.14.pt``, the
+``clap-laion-music`` embedding) and fadtk's ``clap-laion-audio`` (``amodel="HTSAT-tiny"`` +
+``630k-audioset-best.pt``), without ``laion_clap`` at run time.
 
 Why not laion_clap: ``laion-clap`` 1.1.7 pins ``numpy<2`` and pulls in wandb, webdataset, h5py, scikit-learn and
 llvmlite, all for model classes that ``transformers`` also ships; its import fetches tokenizers from the hub; and
 ``get_audio_embedding_from_data`` crops audio longer than 10 s at a *random* offset (LAION-AI/CLAP issue 166).
-Here: :func:`clap_config` (laion's HTSAT-base + roberta-base, non-fusion, as a ``ClapConfig``),
+Here: :func:`clap_config` (laion's HTSAT-base or HTSAT-tiny + roberta-base, non-fusion, as a ``ClapConfig``),
 :func:`convert_laion_state_dict` (LAION checkpoint keys -> ``ClapModel`` keys, an explicit map: a key neither mapped
 nor on :data:`DROPPED_KEYS` is an error), :class:`HtsatLogMel` (laion's torchlibrosa front end in torch, bit for
 bit), :class:`ClapBackbone` (build / load / describe, the backbone interface), :func:`fit_to_length` (laion's
 ``repeatpad`` rule, a deterministic crop) and :class:`ClapEmbedder` (batched, L2-normalised 512-d embeddings).
 ``tests/test_clap_backbone.py`` checks embeddings and the audiocraft score against laion_clap's own classes on
 identical weights (environment ``evalkit[reference]``): max abs difference at full size on random weights, 10 s /
-3.7 s / 13 s music clips: audio <= 6e-8, text <= 1.6e-7, score <= 7.5e-8.
+3.7 s / 13 s music clips: audio <= 6e-8, text <= 1.6e-7, score <= 7.5e-8 (HTSAT-base); HTSAT-tiny: see the README.
 
 Where laion_clap's HTSAT and ``ClapModel``'s audio tower meet
 --------------------------------------------------------------
@@ -40,6 +41,7 @@ import torch.nn.functional as F
 from evalkit.audio import AudioError
 from evalkit.embeddings import register_embedder
 from evalkit.embeddings.base import Backbone, Embedder
+from evalkit.embeddings.logmel import TorchlibrosaLogMel, front_end_from_state
 from evalkit.embeddings.weights import Checkpoint, CheckpointError, load_strict, read_state_dict
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,12 @@ AUDIO_CFG: dict[str, int] = dict(sample_rate=48000, clip_samples=480000, window_
 #: drop_path_rate 0.1, LayerNorm eps 1e-5, exact GELU).
 HTSAT_BASE: dict[str, Any] = dict(spec_size=256, patch_size=4, patch_stride=(4, 4), embed_dim=128,
                                   depths=[2, 2, 12, 2], num_heads=[4, 8, 16, 32], window_size=8, class_num=527)
+#: ``create_htsat_model`` for ``model_name == "tiny"`` (``clap_module/model_configs/HTSAT-tiny.json``: the same
+#: ``audio_cfg`` front end as HTSAT-base, joint ``embed_dim`` 768 = 96 * 2**3): LAION's ``630k-audioset-best.pt``
+#: (fadtk's ``clap-laion-audio``, ``CLAP_Module(enable_fusion=False, amodel='HTSAT-tiny')``).
+HTSAT_TINY: dict[str, Any] = dict(HTSAT_BASE, embed_dim=96, depths=[2, 2, 6, 2])
+#: laion_clap's audio models evalkit builds (``amodel``), non-fusion, with the roberta text tower
+HTSAT_MODELS: dict[str, dict[str, Any]] = {"HTSAT-base": HTSAT_BASE, "HTSAT-tiny": HTSAT_TINY}
 
 #: laion_clap's ``CLAP(joint_embed_shape=512, mlp_act="relu")``: both projections are Linear -> ReLU -> Linear.
 PROJECTION_DIM = 512
@@ -146,28 +154,33 @@ SYNTHESISED_KEYS = ("text_model.embeddings.position_ids", "text_model.embeddings
 # ----------------------------------------------------------------------------------------------------------------
 # Config
 # ----------------------------------------------------------------------------------------------------------------
-def clap_config(size: str = "full", vocab_size: int | None = None):
-    """The ``transformers.ClapConfig`` of laion_clap's ``HTSAT-base`` + ``roberta`` non-fusion CLAP.
+def clap_config(size: str = "full", vocab_size: int | None = None, amodel: str = "HTSAT-base"):
+    """The ``transformers.ClapConfig`` of laion_clap's ``amodel`` (``HTSAT-base`` or ``HTSAT-tiny``) + ``roberta``
+    non-fusion CLAP.
 
-    ``size="full"``: HTSAT-base (patch embedding 128, depths [2, 2, 12, 2], heads [4, 8, 16, 32], Swin window 8,
-    spec_size 256, patch 4 / stride 4, hidden 128 * 2**3 = 1024) and roberta-base's own ``config.json`` (vocab 50265,
-    514 positions, 1 token type, layer-norm eps 1e-5, pad 1 / bos 0 / eos 2; ``ClapTextConfig``'s default eps is
-    1e-12, which would load without error and shift every text embedding). Projections: 512, ReLU.
-    ``size="tiny"``: the shrunken model of laion reference builder (HTSAT embed 16, depths
-    [1, 1, 1, 1]; one RoBERTa layer of width 768 with intermediate size 64), random weights only.
+    ``size="full"``: ``HTSAT-base`` (patch embedding 128, depths [2, 2, 12, 2], hidden 128 * 2**3 = 1024) or
+    ``HTSAT-tiny`` (patch embedding 96, depths [2, 2, 6, 2], hidden 768), both with heads [4, 8, 16, 32], Swin window
+    8, spec_size 256, patch 4 / stride 4 (``clap_module/htsat.py: create_htsat_model``), and roberta-base's own
+    ``config.json`` (vocab 50265, 514 positions, 1 token type, layer-norm eps 1e-5, pad 1 / bos 0 / eos 2;
+    ``ClapTextConfig``'s default eps is 1e-12, which would load without error and shift every text embedding).
+    Projections: 512, ReLU. ``size="tiny"``: the shrunken model of laion reference builder (HTSAT embed 16, depths
+    [1, 1, 1, 1]; one RoBERTa layer of width 768 with intermediate size 64), random weights only, for either
+    ``amodel``. Raises :class:`ClapError` for another size or audio model.
     """
     from transformers import ClapAudioConfig, ClapConfig, ClapTextConfig
 
     if size not in ("full", "tiny"):
         raise ClapError(f"model_size={size!r}: expected 'full' or 'tiny'")
+    if amodel not in HTSAT_MODELS:
+        raise ClapError(f"amodel={amodel!r}: expected one of {sorted(HTSAT_MODELS)}")
     text = {k: v for k, v in ROBERTA_BASE.items() if k != "initializer_range"}  # not a ClapTextConfig field
     if size == "tiny":
         text.update(TINY_ROBERTA)
-        htsat = dict(HTSAT_BASE, embed_dim=TINY_HTSAT["embed_dim"], depths=list(TINY_HTSAT["depths"]),
+        htsat = dict(HTSAT_MODELS[amodel], embed_dim=TINY_HTSAT["embed_dim"], depths=list(TINY_HTSAT["depths"]),
                      num_heads=list(TINY_HTSAT["num_heads"]), window_size=TINY_HTSAT["window_size"],
                      class_num=TINY_HTSAT["class_num"])
     else:
-        htsat = dict(HTSAT_BASE)
+        htsat = dict(HTSAT_MODELS[amodel])
     if vocab_size is not None:
         text["vocab_size"] = int(vocab_size)
     text.update(projection_dim=PROJECTION_DIM, projection_hidden_act="relu")
@@ -265,39 +278,12 @@ def convert_laion_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Ten
 # ----------------------------------------------------------------------------------------------------------------
 # Audio front end (laion's HTSAT: torchlibrosa Spectrogram + LogmelFilterBank), in torch
 # ----------------------------------------------------------------------------------------------------------------
-def stft_kernels(n_fft: int = 1024, win_length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """torchlibrosa ``STFT``'s Conv1d kernels ``(real, imag)``, each ``[n_fft // 2 + 1, 1, n_fft]`` float32, built the
-    same way (float64 ``omega ** (x * y)`` DFT matrix times a periodic Hann window, then cast), so the spectrogram
-    matches torchlibrosa's to the last bit."""
-    import librosa
-
-    win_length = win_length or n_fft
-    window = librosa.util.pad_center(librosa.filters.get_window("hann", win_length, fftbins=True), size=n_fft)
-    x, y = np.meshgrid(np.arange(n_fft), np.arange(n_fft))
-    w = np.power(np.exp(-2 * np.pi * 1j / n_fft), x * y)[:, : n_fft // 2 + 1] * window[:, None]
-    return (torch.tensor(np.real(w).T, dtype=torch.float32)[:, None, :],
-            torch.tensor(np.imag(w).T, dtype=torch.float32)[:, None, :])
-
-
-def mel_filters(sample_rate: int = 48000, n_fft: int = 1024, n_mels: int = 64, fmin: float = 50.0,
-                fmax: float = 14000.0) -> torch.Tensor:
-    """torchlibrosa ``LogmelFilterBank.melW``: ``librosa.filters.mel(sr, n_fft, n_mels, fmin, fmax).T`` with
-    librosa's defaults, i.e. the Slaney mel scale (``htk=False``) and Slaney area normalisation (``norm="slaney"``),
-    float32, ``[n_fft // 2 + 1, n_mels]``."""
-    import librosa
-
-    fb = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, htk=False,
-                             norm="slaney", dtype=np.float32)
-    return torch.tensor(fb.T, dtype=torch.float32)
-
-
-class HtsatLogMel(torch.nn.Module):
+class HtsatLogMel(TorchlibrosaLogMel):
     """The log-mel front end of laion_clap's HTSAT (``spectrogram_extractor`` + ``logmel_extractor``), without
-    torchlibrosa: ``Spectrogram(n_fft=1024, hop_length=480, win_length=1024, window="hann", center=True,
-    pad_mode="reflect", power=2)`` as two strided Conv1d with torchlibrosa's kernels, then
-    ``LogmelFilterBank(sr=48000, n_fft=1024, n_mels=64, fmin=50, fmax=14000, ref=1.0, amin=1e-10, top_db=None)``:
-    ``10 * log10(max(mel, 1e-10)) - 10 * log10(max(1e-10, 1.0))``. Same operations in the same order as
-    torchlibrosa, so the output is bit-identical to laion's (tested).
+    torchlibrosa (:class:`~evalkit.embeddings.logmel.TorchlibrosaLogMel`): ``Spectrogram(n_fft=1024, hop_length=480,
+    win_length=1024, window="hann", center=True, pad_mode="reflect", power=2)``, then ``LogmelFilterBank(sr=48000,
+    n_fft=1024, n_mels=64, fmin=50, fmax=14000, ref=1.0, amin=1e-10, top_db=None)``: the same in HTSAT-base.json and
+    HTSAT-tiny.json ``audio_cfg``. Bit-identical to laion's (tested).
 
     ``forward(waves [B, N]) -> [B, 1, T, 64]`` with ``T = N // 480 + 1`` (1001 for 480,000 samples): the
     ``input_features`` layout ``ClapModel``'s audio tower takes (it applies ``bn0`` = ``batch_norm`` itself).
@@ -322,24 +308,7 @@ class HtsatLogMel(torch.nn.Module):
                  hop_length: int = AUDIO_CFG["hop_size"], n_mels: int = AUDIO_CFG["mel_bins"],
                  fmin: float = AUDIO_CFG["fmin"], fmax: float = AUDIO_CFG["fmax"], ref: float = 1.0,
                  amin: float = 1e-10) -> None:
-        super().__init__()
-        self.n_fft, self.hop_length, self.ref, self.amin = int(n_fft), int(hop_length), float(ref), float(amin)
-        real, imag = stft_kernels(self.n_fft)
-        self.register_buffer("conv_real", real, persistent=False)
-        self.register_buffer("conv_imag", imag, persistent=False)
-        self.register_buffer("melW", mel_filters(sample_rate, n_fft, n_mels, fmin, fmax), persistent=False)
-
-    def forward(self, waves: torch.Tensor) -> torch.Tensor:
-        if waves.dim() != 2:
-            raise ValueError(f"HtsatLogMel expects [batch, samples], got {tuple(waves.shape)}")
-        x = F.pad(waves[:, None, :], pad=(self.n_fft // 2, self.n_fft // 2), mode="reflect")
-        real = F.conv1d(x, self.conv_real, stride=self.hop_length)[:, None, :, :].transpose(2, 3)
-        imag = F.conv1d(x, self.conv_imag, stride=self.hop_length)[:, None, :, :].transpose(2, 3)
-        power = real ** 2 + imag ** 2                      # [B, 1, T, n_fft // 2 + 1]
-        mel = torch.matmul(power, self.melW)              # [B, 1, T, n_mels]
-        log_mel = 10.0 * torch.log10(torch.clamp(mel, min=self.amin, max=np.inf))
-        log_mel -= 10.0 * np.log10(np.maximum(self.amin, self.ref))
-        return log_mel
+        super().__init__(sample_rate, n_fft, hop_length, n_mels, fmin, fmax, ref, amin)
 
 
 #: The front-end tensors a laion checkpoint stores (frozen torchlibrosa parameters) -> HtsatLogMel's buffers.
@@ -354,27 +323,9 @@ def front_end_from_checkpoint(dropped: dict[str, torch.Tensor], setting: str = "
     bank where it stores them, because laion_clap's ``load_state_dict`` overwrites torchlibrosa's freshly computed
     tensors with the stored ones, so that is what the reference computes with. Each stored tensor is compared with
     the one computed here: a shape mismatch or a difference above 1e-3 of its largest value means another
-    STFT/mel setting (not HTSAT-base's) and raises :class:`ClapError`. Returns ``(front_end, {key: max abs diff})``."""
+    STFT/mel setting (not HTSAT's) and raises :class:`ClapError`. Returns ``(front_end, {key: max abs diff})``."""
     fe = HtsatLogMel()
-    diffs: dict[str, float] = {}
-    for key, attr in FRONT_END_KEYS.items():
-        if key not in dropped:
-            continue
-        mine = getattr(fe, attr)
-        theirs = dropped[key].detach().to(torch.float32).clone()  # not a view of a memory-mapped file
-        if tuple(theirs.shape) != tuple(mine.shape):
-            raise ClapError(f"{setting}: {key} has shape {tuple(theirs.shape)}, the HTSAT-base front end "
-                            f"{tuple(mine.shape)}: the checkpoint was trained with another STFT/mel setting")
-        diff = float((theirs - mine).abs().max())
-        if not diff <= 1e-3 * float(mine.abs().max()):
-            raise ClapError(f"{setting}: {key} differs from the HTSAT-base front end computed here by {diff:.3g} "
-                            f"(largest value {float(mine.abs().max()):.3g}): the checkpoint was trained with another "
-                            f"STFT/mel setting")
-        if diff > 0:
-            log.info("%s: %s differs from the recomputed one by %.3g; using the checkpoint's, as laion_clap does",
-                     setting, key, diff)
-        setattr(fe, attr, theirs)  # a registered buffer: stays non-persistent, moves with .to()
-        diffs[key] = diff
+    diffs = front_end_from_state(fe, dropped, FRONT_END_KEYS, setting, "HTSAT", error=ClapError)
     return fe, diffs
 
 
@@ -382,8 +333,9 @@ def front_end_from_checkpoint(dropped: dict[str, torch.Tensor], setting: str = "
 # Building
 # ----------------------------------------------------------------------------------------------------------------
 #: what a CLAP checkpoint that does not fit should have been
-CLAP_CHECKPOINT_HINT = ("The audiocraft protocol needs a HTSAT-base, non-fusion LAION-CLAP checkpoint "
-                        "(music_audioset_epoch_15_esc_90.14.pt) and model_size=full.")
+CLAP_CHECKPOINT_HINT = ("Expected a non-fusion LAION-CLAP checkpoint of the embedding's audio model (clap-laion-music: "
+                        "HTSAT-base, music_audioset_epoch_15_esc_90.14.pt; clap-laion-audio: HTSAT-tiny, "
+                        "630k-audioset-best.pt) and model_size=full.")
 
 
 def load_converted(model: torch.nn.Module, converted: dict[str, torch.Tensor], setting: str = "checkpoint") -> None:
@@ -412,22 +364,26 @@ class ClapNetwork(torch.nn.Module):
 
 
 class ClapBackbone(Backbone):
-    """audiocraft's CLAP on ``ClapModel``: random weights from a seed, or a LAION checkpoint converted by name.
-    ``vocab_size``: the text vocabulary (None: roberta-base's 50265; the tiny model takes its tokenizer's)."""
+    """LAION-CLAP on ``ClapModel``: random weights from a seed, or a LAION checkpoint converted by name.
+    ``vocab_size``: the text vocabulary (None: roberta-base's 50265; the tiny model takes its tokenizer's);
+    ``amodel``: laion's audio model (:data:`HTSAT_MODELS`: audiocraft's HTSAT-base, fadtk's clap-laion-audio
+    HTSAT-tiny)."""
 
     name = "clap"
 
     def __init__(self, size: str = "full", seed: int = 0, vocab_size: int | None = None,
-                 drop_keys: Sequence[str] = DROP_KEYS) -> None:
+                 drop_keys: Sequence[str] = DROP_KEYS, amodel: str = "HTSAT-base") -> None:
         if size not in ("full", "tiny"):
             raise ClapError(f"model_size={size!r}: expected 'full' or 'tiny'")
+        if amodel not in HTSAT_MODELS:
+            raise ClapError(f"amodel={amodel!r}: expected one of {sorted(HTSAT_MODELS)}")
         super().__init__(size, seed)
-        self.vocab_size, self.drop_keys = vocab_size, tuple(drop_keys)
+        self.vocab_size, self.drop_keys, self.amodel = vocab_size, tuple(drop_keys), str(amodel)
 
     def build(self) -> ClapNetwork:
         from transformers import ClapModel
 
-        model = ClapModel(clap_config(self.size, self.vocab_size))
+        model = ClapModel(clap_config(self.size, self.vocab_size, self.amodel))
         return ClapNetwork(model.eval(), HtsatLogMel(), {"front_end_max_abs_diff": {}, "dropped_keys": []})
 
     def load_weights(self, module: torch.nn.Module, state: dict, setting: str) -> None:
@@ -445,22 +401,22 @@ class ClapBackbone(Backbone):
 
     def describe(self) -> dict:
         return {**super().describe(),
-                "model": ("transformers ClapModel: HTSAT-base + roberta-base, enable_fusion=False" if self.size == "full"
-                          else "transformers ClapModel: shrunken HTSAT + 1-layer RoBERTa (tiny)")}
+                "model": (f"transformers ClapModel: {self.amodel} + roberta-base, enable_fusion=False"
+                          if self.size == "full" else "transformers ClapModel: shrunken HTSAT + 1-layer RoBERTa (tiny)")}
 
 
 def build_clap_hf(size: str = "full", *, seed: int = 0, checkpoint_path: str | os.PathLike | None = None,
                   trust: bool = False, vocab_size: int | None = None,
-                  drop_keys: Sequence[str] = DROP_KEYS) -> tuple[torch.nn.Module, dict]:
-    """``(ClapModel in eval mode, info)``: :class:`ClapBackbone` for a file path (or random weights from ``seed``).
-    ``vocab_size`` defaults to the checkpoint's. ``info``: ``size``, ``random``, ``seed``, ``checkpoint``,
+                  drop_keys: Sequence[str] = DROP_KEYS, amodel: str = "HTSAT-base") -> tuple[torch.nn.Module, dict]:
+    """``(ClapModel in eval mode, info)``: :class:`ClapBackbone` for a file path (or random weights from ``seed``)
+    of laion's ``amodel`` (HTSAT-base or HTSAT-tiny). ``vocab_size`` defaults to the checkpoint's. ``info``: ``size``, ``random``, ``seed``, ``checkpoint``,
     ``dropped_keys``, ``audio`` (front-end constants), ``model``, ``front_end`` (the :class:`HtsatLogMel` to use:
     with a checkpoint, holding its own STFT kernels and mel filters) and ``front_end_max_abs_diff``."""
     path = Path(checkpoint_path) if checkpoint_path is not None else None
     if path is not None and vocab_size is None:
         word = read_clap_state_dict(path, drop_keys, trust).get("text_branch.embeddings.word_embeddings.weight")
         vocab_size = int(word.shape[0]) if word is not None else None
-    backbone = ClapBackbone(size, seed, vocab_size, drop_keys)
+    backbone = ClapBackbone(size, seed, vocab_size, drop_keys, amodel)
     ckpt = Checkpoint(name=path.name if path else "random", path=path, sha256=None, random=path is None)
     net = backbone.load(ckpt, setting=f"metrics.clap.checkpoint={path}" if path else "metrics.clap.checkpoint",
                         trust=trust)
@@ -540,7 +496,7 @@ class ClapEmbedder:
         self.text_padding = text_padding
         self.text_truncation = bool(text_truncation)
         vocab = self.model.text_model.embeddings.word_embeddings.num_embeddings
-        if len(tokenizer) > vocab:
+        if tokenizer is not None and len(tokenizer) > vocab:
             raise ClapError(f"the tokenizer has {len(tokenizer)} entries but the text model only {vocab}")
 
     @property
@@ -580,6 +536,9 @@ class ClapEmbedder:
         """RoBERTa tokens (``padding="max_length", truncation=True, max_length=77``) -> text embedding."""
         from evalkit.embeddings.tokenizers import encode_batch
 
+        if self.tokenizer is None:
+            raise ClapError("this CLAP embedder was built for audio only (no tokenizer): text needs the CLAP metric's "
+                            "tokenizer setting")
         enc = encode_batch(self.tokenizer, captions, max_length=self.text_max_length, padding=self.text_padding,
                            truncation=self.text_truncation)
         pooled = self.model.text_model(input_ids=enc["input_ids"].to(self.device),
@@ -590,15 +549,20 @@ class ClapEmbedder:
 # ----------------------------------------------------------------------------------------------------------------
 # The registered embedding
 # ----------------------------------------------------------------------------------------------------------------
+@register_embedder("clap-laion-audio")
 @register_embedder("clap-laion-music")
 class LaionClapEmbedder(Embedder):
     """LAION-CLAP as an embedding (``conf/embeddings/clap-laion-*.yaml``): audio inputs ``[T]`` (mono, 48 kHz) cut or
     filled to ``max_samples`` (:func:`fit_to_length`: laion's ``repeatpad``, a deterministic crop), embedded
     ``batch_size`` at a time -> ``[1, 512]`` L2-normalised each; :meth:`embed_text`: captions -> ``[n, 512]``.
     ``tokenizer``: the metric's tokenizer setting (None: the conf's ``tokenizer_name`` from the Hugging Face cache for
-    released weights, the in-memory byte-level tokenizer for random weights; ``tiny``; a hub name; a folder)."""
+    released weights, the in-memory byte-level tokenizer for random weights; ``tiny``; a hub name; a folder).
+    ``audio_only``: a metric that embeds no text (FAD) needs no tokenizer files: full-size weights from a file then
+    get none (the text tower keeps roberta-base's vocabulary; :meth:`embed_text` raises), random or tiny weights the
+    in-memory one (a tiny checkpoint must then have its 261-entry vocabulary)."""
 
-    def __init__(self, config, weights, device="cpu", name=None, tokenizer: str | None = None) -> None:
+    def __init__(self, config, weights, device="cpu", name=None, tokenizer: str | None = None,
+                 audio_only: bool = False) -> None:
         super().__init__(config, weights, device, name)
         c = self.config
         where = weights.setting
@@ -606,10 +570,12 @@ class LaionClapEmbedder(Embedder):
             raise ClapError(f"{where}.embedder.tmodel={c.get('tmodel')!r}: only the roberta text tower is implemented")
         if bool(c.get("enable_fusion", False)):
             raise ClapError(f"{where}: fusion CLAP models are not implemented (embedding {self.name!r})")
-        if str(c.get("amodel", "HTSAT-base")) != "HTSAT-base" or (self.sample_rate, int(c["max_samples"])) != (
+        self.amodel = str(c.get("amodel", "HTSAT-base"))
+        if self.amodel not in HTSAT_MODELS or (self.sample_rate, int(c["max_samples"])) != (
                 AUDIO_CFG["sample_rate"], AUDIO_CFG["clip_samples"]):
             raise ClapError(f"{where}: amodel={c.get('amodel')}, sample_rate={self.sample_rate}, max_samples="
-                            f"{c.get('max_samples')}: only laion_clap's HTSAT-base (48 kHz, 480,000 samples) is built")
+                            f"{c.get('max_samples')}: only laion_clap's {' and '.join(HTSAT_MODELS)} (48 kHz, "
+                            f"480,000 samples) are built")
         self.crop, self.fill = str(c.get("crop") or "start"), str(c.get("fill") or "repeatpad")
         if self.crop not in CROPS:
             raise ValueError(f"{where}.embedder.crop={self.crop!r}: expected one of {CROPS}")
@@ -620,25 +586,30 @@ class LaionClapEmbedder(Embedder):
         if weights.model_size != "full" and not self.checkpoint.random and weights.checkpoint is None:
             raise ClapError(f"{where}.model_size={weights.model_size} is a shrunken test model; the released "
                             f"checkpoint needs model_size=full")
-        # the tokenizer first: a broken one must stop the run before minutes of model building
-        from evalkit.embeddings.tokenizers import resolve_roberta_tokenizer
+        self.tokenizer, self.tokenizer_source = None, None
+        if audio_only and weights.model_size == "tiny" and tokenizer is None:
+            tokenizer = "tiny"  # it only sizes the shrunken text tower's vocabulary (a tiny checkpoint's too)
+        if not (audio_only and not self.checkpoint.random and weights.model_size == "full"):
+            # the tokenizer first: a broken one must stop the run before minutes of model building
+            from evalkit.embeddings.tokenizers import resolve_roberta_tokenizer
 
-        self.tokenizer, self.tokenizer_source = resolve_roberta_tokenizer(
-            tokenizer, default=str(c.get("tokenizer_name", "roberta-base")), random_weights=self.checkpoint.random,
-            model_size=weights.model_size, setting=f"{where}.tokenizer")
+            self.tokenizer, self.tokenizer_source = resolve_roberta_tokenizer(
+                tokenizer, default=str(c.get("tokenizer_name", "roberta-base")), random_weights=self.checkpoint.random,
+                model_size=weights.model_size, setting=f"{where}.tokenizer")
         self._clap: ClapEmbedder | None = None
 
     @classmethod
     def from_recipe(cls, recipe, setting, device="cpu"):
+        """``recipe["tokenizer"]``: the text metric's setting; a recipe without that key (FAD) embeds audio only."""
         from evalkit.embeddings.base import WeightSettings
 
         return cls(recipe["embedder"], WeightSettings.from_recipe(recipe, setting), device, name=recipe["embedding"],
-                   tokenizer=recipe.get("tokenizer"))
+                   tokenizer=recipe.get("tokenizer"), audio_only="tokenizer" not in recipe)
 
     def backbone(self) -> ClapBackbone:
         return ClapBackbone(self.weights.model_size, self.weights.seed,
                             vocab_size=len(self.tokenizer) if self.weights.model_size == "tiny" else None,
-                            drop_keys=tuple(self.config.get("drop_state_keys") or ()))
+                            drop_keys=tuple(self.config.get("drop_state_keys") or ()), amodel=self.amodel)
 
     @property
     def clap(self) -> ClapEmbedder:
@@ -661,13 +632,17 @@ class LaionClapEmbedder(Embedder):
                              fill=self.fill)
 
     def embed(self, items: Sequence[torch.Tensor]) -> list[np.ndarray]:
-        fitted = [self.fit(x) for x in items]
-        out: list[np.ndarray] = []
+        """One ``[1, 512]`` row per input: an item ``[T]`` is one input, ``[N, T]`` N inputs (a protocol's windows,
+        e.g. fadtk's 10 s every second) -> ``[N, 512]``."""
+        owner = [i for i, x in enumerate(items) for _ in range(1 if x.dim() == 1 else x.shape[0])]
+        fitted = [self.fit(w) for x in items for w in (x[None] if x.dim() == 1 else x)]
+        rows: list[np.ndarray] = []
         for start in range(0, len(fitted), self.batch_size):
             chunk = fitted[start:start + self.batch_size]
             emb = self.clap.embed_audio([w.to(self.device) for w, _ in chunk], [longer for _, longer in chunk])
-            out += [row[None].numpy() for row in emb.detach().float().cpu()]
-        return out
+            rows += list(emb.detach().float().cpu().numpy())
+        return [np.stack([r for j, r in zip(owner, rows) if j == i]) if i in owner else np.zeros((0, self.dim), np.float32)
+                for i in range(len(items))]
 
     def embed_text(self, captions: Sequence[str]) -> torch.Tensor:
         """``[n, 512]`` caption embeddings, ``batch_size`` captions per pass."""

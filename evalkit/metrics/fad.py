@@ -13,13 +13,26 @@ maximum), cuts 1 s windows every 0.5 s (full windows only) and embeds each as on
 ``frechet-audio-distance`` (PyPI 0.3.4): each file as read, channel mean, ``resampy`` to 16 kHz, non-overlapping
 0.96 s examples over the whole clip, no normalisation, pre-activation embeddings.
 
+The fadtk protocols (``clap-laion-audio``, ``clap-laion-music``, ``encodec-emb``, ``vggish``; and kadtk's
+``panns-cnn14-32k``): each file as read, the channel mean, torchaudio's Kaiser resampler, a 16-bit WAV round trip,
+the embedding's own windows; embeddings stored as float16 (``embedding_dtype: float16``: fadtk's and kadtk's
+``ModelLoader.get_embedding``); fadtk's statistics of a folder (``stats: online``: ``calculate_embd_statistics_online``,
+each file's mean taken in float16 by ``np.mean``, merged by Chan's rule: here each file's embeddings are moved onto
+that float16 mean before they enter the float64 sums, which is the same algebra).
+
 All sides of an :meth:`~FAD.update` are embedded in one batched pass, once per clip side for every metric of the
 run with the same embedder, input path and windows (KAD: :mod:`evalkit.embeddings.shared`). The reference side can
-instead come from a statistics file (``reference.stats``, :mod:`evalkit.statistics.stats_file`) written by a run with
-the same protocol, embedding, weights, input path and windows (anything else is refused, naming what differs).
+instead come from a statistics file (``reference.stats``, :mod:`evalkit.statistics.stats_file`) written by a run
+with the same protocol, embedding, weights, input path and windows (anything else is refused, naming what differs),
+or from a peer's shipped statistics (``reference.stats=fadtk:fma_pop``: fadtk's ``<model>.mu``/``<model>.cov``), accepted only
+for the released weights and that tool's recipe of the same embedding (:meth:`FAD.peer_differences`).
+
+A FAD on another embedding than the card's (VGGish) is not the card's "Frechet Audio Distance" column: its spec then
+places it in evalkit's own table as ``FAD (<embedding>)``.
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -33,7 +46,17 @@ from evalkit.metrics.base import Clip, ClipResult, Metric, MetricUnavailable, Ru
 from evalkit.metrics.spec import MetricSpec
 from evalkit.registry import register_metric
 from evalkit.statistics.frechet import FrechetError, GaussianStats, covariance_rank, frechet_distance
-from evalkit.statistics.stats_file import check_identity, read_stats_file, write_reference_stats
+from evalkit.statistics.stats_file import PEER_KINDS, check_identity, read_stats_file, write_reference_stats
+
+#: the FAD protocols' files (a peer's recipe is compared with its file)
+PROTOCOL_DIR = Path(__file__).resolve().parents[2] / "conf" / "metrics" / "fad"
+#: the embedding of the card's FAD column (audiocraft/metrics/fad.py: Google's TF FAD on VGGish)
+CARD_EMBEDDING = "vggish"
+#: how the statistics are built: ``pooled`` (every embedding of every clip in one Gaussian) or ``online`` (fadtk's
+#: per-file merge with float16 file means)
+STATS = ("pooled", "online")
+#: how embeddings are stored before any statistic
+EMBEDDING_DTYPES = {"float32": np.float32, "float16": np.float16}
 
 
 class FADError(InputError, ValueError):
@@ -56,9 +79,20 @@ class FAD(Metric):
         super().__init__(recipe, device, context)
         r = self.recipe
         name = self.spec.name
-        if r.get("stats", "pooled") != "pooled":
-            raise FADError(f"metrics.{name}.stats={r.get('stats')!r}: only 'pooled' (every embedding of every clip in "
-                           f"one Gaussian, as both FAD tools do) is implemented")
+        self.stats_mode = str(r.get("stats", "pooled"))
+        if self.stats_mode not in STATS:
+            raise FADError(f"metrics.{name}.stats={r.get('stats')!r}: expected pooled (every embedding of every clip "
+                           f"in one Gaussian: Google's FAD, frechet-audio-distance, kadtk) or online (fadtk's "
+                           f"calculate_embd_statistics_online: per-file float16 means merged by Chan's rule)")
+        dtype = str(r.get("embedding_dtype") or "float32")
+        if dtype not in EMBEDDING_DTYPES:
+            raise FADError(f"metrics.{name}.embedding_dtype={dtype!r}: expected float32 or float16 (fadtk and kadtk "
+                           f"store embeddings as float16)")
+        self.embedding_dtype = EMBEDDING_DTYPES[dtype]
+        self.fd_eps = float(r.get("fd_eps", 1e-7))
+        if not self.fd_eps >= 0:
+            raise FADError(f"metrics.{name}.fd_eps={r.get('fd_eps')!r}: the offset added to the covariances' diagonals "
+                           f"when the trace term is not finite must be >= 0")
         if bool(r.get("window_s")) != bool(r.get("hop_s")):
             raise FADError(f"metrics.{name}.window_s and hop_s are set together (or both null: the whole clip)")
         self.save_embeddings = bool(r.get("save_embeddings", True))
@@ -82,15 +116,36 @@ class FAD(Metric):
             self.add_state(f"{side}_sum", (self.dim,))
             self.add_state(f"{side}_sum_outer", (self.dim, self.dim))
             self.add_state(f"n_{side}_skipped", ())
+            self.add_state(f"n_{side}_single", ())  # clips with one embedding (stats: online)
+        if self.embedder.name != CARD_EMBEDDING:  # not the card's column: evalkit's own table, the embedding named
+            self.spec = dataclasses.replace(type(self).spec, card_column=None, section="beyond-the-card",
+                                            label=f"FAD ({self.embedder.name})")
         self.reference_stats_path: str | None = str(r["reference_stats"]) if r.get("reference_stats") else None
         self._ref_file: tuple[np.ndarray, np.ndarray, int] | None = None
         if self.reference_stats_path:
-            found = read_stats_file(self.reference_stats_path)
+            self._ref_file = self._read_reference_stats(self.reference_stats_path)
+
+    def _read_reference_stats(self, where: str) -> tuple[np.ndarray, np.ndarray, int]:
+        """The reference side from ``reference.stats``: an evalkit file whose identity is this run's, or a peer's
+        shipped statistics (``fadtk:<name>`` or a path to fadtk's npz) when :meth:`peer_differences` finds none."""
+        found = read_stats_file(where, embedding=self.embedder.name)
+        if found.kind in PEER_KINDS:
+            diff = self.peer_differences(found.kind)
+            if diff:
+                raise FADError(f"reference.stats={where}: {found.kind}'s statistics of {self.embedder.name} were made "
+                               f"with the released weights and {found.kind}'s recipe; this run differs: "
+                               + "; ".join(diff))
+        else:
             check_identity(found, self.stats_identity())
-            if found.mu.shape != (self.dim,) or found.sigma.shape != (self.dim, self.dim):
-                raise FADError(f"reference.stats={self.reference_stats_path}: mu {found.mu.shape} / sigma "
-                               f"{found.sigma.shape} do not fit dimension {self.dim}")
-            self._ref_file = (found.mu, found.sigma, int(found.n or 0))
+        if found.mu.shape != (self.dim,) or found.sigma.shape != (self.dim, self.dim):
+            raise FADError(f"reference.stats={where}: mu {found.mu.shape} / sigma {found.sigma.shape} do not fit "
+                           f"dimension {self.dim}")
+        return found.mu, found.sigma, int(found.n or 0)
+
+    def peer_differences(self, tool: str) -> list[str]:
+        """Why this run's reference embeddings would not be the ones ``tool`` (``fadtk``) made its shipped statistics
+        from, each with its fix; empty when they would be (:func:`peer_differences`)."""
+        return peer_differences(self, tool)
 
     @classmethod
     def needs_reference_audio(cls, recipe: Mapping[str, Any]) -> bool:
@@ -138,6 +193,7 @@ class FAD(Metric):
         for (clip, side, _), e in zip(items, embs):
             if not np.isfinite(e).all():
                 raise FrechetError(f"{self.embedder.name} produced NaN or infinite embeddings")
+            e = self.stored(e)
             self._accumulate(side, e)
             results[clip.id].values["fad_windows" if side == "gen" else "fad_ref_windows"] = int(e.shape[0])
             if self.save_embeddings:
@@ -155,8 +211,30 @@ class FAD(Metric):
         padded = torch.nn.functional.pad(x, (0, self.window))
         return torch.stack([padded[s:s + self.window] for s in range(0, x.shape[-1], self.hop)])
 
+    def stored(self, e: np.ndarray) -> np.ndarray:
+        """The embeddings as the protocol stores them (``embedding_dtype``: float16 rounds them, as fadtk's and
+        kadtk's ``get_embedding`` do before ``np.save``), as float32. Raises :class:`FrechetError` when float16
+        overflows (|x| > 65504: fadtk would then hold inf)."""
+        if self.embedding_dtype is np.float32:
+            return np.asarray(e, np.float32)
+        with np.errstate(over="ignore"):  # overflow is checked below, with the reason
+            low = np.asarray(e).astype(self.embedding_dtype)
+        if not np.isfinite(low).all():
+            raise FrechetError(f"{self.embedder.name} embeddings beyond float16's range (|x| > 65504): "
+                               f"embedding_dtype=float16 (the protocol's storage) cannot hold them")
+        return low.astype(np.float32)
+
     def _accumulate(self, side: str, e: np.ndarray) -> None:
+        """Add one clip's embeddings to the float64 sums. ``stats: online`` first moves them onto the clip's mean
+        as fadtk takes it (``np.mean`` of the float16 array: float32 sums, rounded to float16), keeping their
+        scatter: the sums then give fadtk's ``calculate_embd_statistics_online`` mean and covariance exactly (its
+        Chan merge of per-file ``(mean, cov * (n - 1), n)`` is this algebra)."""
         x = np.asarray(e, np.float64)
+        if self.stats_mode == "online" and x.shape[0]:
+            file_mean = np.mean(np.asarray(e).astype(np.float16), axis=0).astype(np.float64)
+            x = x - x.mean(0) + file_mean
+            if x.shape[0] == 1:
+                self.state[f"n_{side}_single"] = self.state[f"n_{side}_single"] + 1
         self.state[f"{side}_n"] = self.state[f"{side}_n"] + x.shape[0]
         self.state[f"{side}_sum"] = self.state[f"{side}_sum"] + x.sum(0)
         self.state[f"{side}_sum_outer"] = self.state[f"{side}_sum_outer"] + x.T @ x
@@ -179,6 +257,12 @@ class FAD(Metric):
             mu_r, sigma_r, n_ref = self.reference_mean_cov()
         except FrechetError as exc:
             raise MetricUnavailable(str(exc)) from exc
+        single = {s: int(round(float(self.state[f"n_{s}_single"]))) for s in ("gen", "ref")}
+        if any(single.values()):
+            self.warnings.append(
+                f"{single['gen']} generated and {single['ref']} reference clips gave one embedding each: fadtk's "
+                f"calculate_embd_statistics_online makes its statistics NaN for such a file (np.cov of one frame); "
+                f"evalkit counts its within-clip scatter as 0")
         for side, sigma, n in (("generated", sigma_g, gen.n), ("reference", sigma_r, n_ref)):
             rank = covariance_rank(sigma)
             if rank < self.dim:
@@ -186,24 +270,29 @@ class FAD(Metric):
                     f"the {side} side's covariance has rank {rank} < {self.dim} ({n} embeddings): its embeddings span "
                     f"too few directions (repeated or stationary audio?), so this FAD exists but is not comparable "
                     f"with FADs of full-rank sets")
-        fad = frechet_distance(mu_g, sigma_g, mu_r, sigma_r, eps=float(self.recipe.get("fd_eps", 1e-7)),
+        fad = frechet_distance(mu_g, sigma_g, mu_r, sigma_r, eps=self.fd_eps,
                                warnings=self.warnings)
         skipped = {f"n_{s}_skipped": int(round(float(self.state[f"n_{s}_skipped"]))) for s in ("gen", "ref")}
         return {"fad": float(fad), "n_gen_windows": int(gen.n), "n_ref_windows": int(n_ref), **skipped}
 
     def describe(self) -> dict[str, Any]:
         return {"protocol": self.recipe.get("protocol", ""), **self.embedder.describe(),
-                "reference_stats": self.reference_stats_path}
+                "reference_stats": self.reference_stats_path, "fadtk_model": self.recipe.get("fadtk_model")}
 
     # -- reference statistics files ----------------------------------------------------------------------------------
     def stats_identity(self) -> dict[str, Any]:
         """What decides the reference embeddings (a statistics file must say the same): the metric and protocol, the
         embedding's constants, weights (sha256, or random with its seed) and size, the input path, the windows."""
         e = self.embedder.identity()
-        return {"metric": self.spec.name, "protocol": str(self.recipe.get("protocol", "")),
-                "embedding": {k: e.get(k) for k in ("embedding", "checkpoint_sha256", "random_weights", "random_seed",
-                                                    "model_size", "constants")},
-                "input": self.input.describe(), "windows": [self.window, self.hop]}
+        ident = {"metric": self.spec.name, "protocol": str(self.recipe.get("protocol", "")),
+                 "embedding": {k: e.get(k) for k in ("embedding", "checkpoint_sha256", "random_weights", "random_seed",
+                                                     "model_size", "constants")},
+                 "input": self.input.describe(), "windows": [self.window, self.hop]}
+        if self.recipe.get("window_pad"):  # (keys added only when set: files written before them stay readable)
+            ident["window_pad"] = True
+        if self.stats_mode != "pooled" or self.embedding_dtype is not np.float32:
+            ident.update(stats=self.stats_mode, embedding_dtype=np.dtype(self.embedding_dtype).name)
+        return ident
 
     def write_reference_artifacts(self, folder: Path) -> list[Path]:
         """``<folder>/<metric>_reference.npz`` (see :meth:`export_reference_stats`) when the reference side was
@@ -219,4 +308,40 @@ class FAD(Metric):
         return write_reference_stats(path, self._stats("ref"), self.stats_identity())
 
 
-__all__ = ["FAD", "FADError"]
+def peer_differences(fad: "FAD", tool: str) -> list[str]:
+    """Why this run's reference embeddings would not be the ones ``tool`` (``fadtk``) made its shipped statistics
+    from, each with its fix (empty: they would be): the embedding's released weights at full size (a checkpoint
+    whose digest does not start with the conf's pinned sha256 is another file), and a protocol whose
+    ``<tool>_model`` is this embedding, every constant as the shipped protocol file has it (a command-line
+    override of it is a difference)."""
+    import yaml
+
+    from evalkit.spec import recipe_from_files
+
+    e = fad.embedder
+    out = []
+    if e.checkpoint.random:
+        out.append(f"random weights (backbone_weights=random): score with the released {e.name} weights")
+    elif e.config.get("checkpoint_sha256") and not str(e.checkpoint.sha256).startswith(
+            str(e.config["checkpoint_sha256"])):
+        out.append(f"checkpoint {e.checkpoint.name} (sha256 {e.checkpoint.sha256}) is not the released file "
+                   f"(sha256 {e.config['checkpoint_sha256']}...): leave metrics.fad.checkpoint unset")
+    if e.weights.model_size != "full":
+        out.append(f"model_size={e.weights.model_size}: use backbone_size=full")
+    protocol = str(fad.recipe.get("protocol", ""))
+    files = {p.stem: yaml.safe_load(p.read_text(encoding="utf-8")) or {} for p in sorted(PROTOCOL_DIR.glob("*.yaml"))}
+    if fad.recipe.get(f"{tool}_model") != e.name:
+        theirs = [name for name, node in files.items() if node.get(f"{tool}_model") == e.name]
+        return out + [f"protocol {protocol!r} is not {tool}'s recipe for {e.name}: " +
+                      (f"set metrics.fad.protocol={theirs[0]}" if theirs else
+                       f"evalkit has no {tool} protocol for {e.name}")]
+    keys = sorted(set(files.get(protocol) or {}) | {"embedder"})
+    shipped = recipe_from_files("fad", protocol)
+    for key in keys:
+        if shipped.get(key) != fad.recipe.get(key):
+            out.append(f"metrics.fad.{key}={fad.recipe.get(key)!r}, {tool}'s recipe {shipped.get(key)!r} "
+                       f"(conf/metrics/fad/{protocol}.yaml): drop the override")
+    return out
+
+
+__all__ = ["FAD", "FADError", "peer_differences"]

@@ -28,6 +28,7 @@ reference frame, with that clip's bandwidth) and ``kad_bandwidth``.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -42,6 +43,8 @@ from evalkit.registry import register_metric
 from evalkit.statistics.kernel import KernelSettings, kad_with_clips
 
 EMBEDDING_DTYPES = ("float32", "float16")
+#: the embedding of the default protocols (kadtk's and the card's VGGish); another one is named in the table
+DEFAULT_EMBEDDING = "vggish"
 
 
 class KADError(InputError, ValueError):
@@ -115,6 +118,8 @@ class KAD(Metric):
         self.min_samples = 1 if self.window_pad else (self.window or unit)
         self.build_input(rate, self.embedder.band_hz)
         self.key = embedding_key(self.embedder, self.input.key, [self.window, self.hop, self.window_pad])
+        if self.embedder.name != DEFAULT_EMBEDDING:  # the table names the embedding (as FAD's does)
+            self.spec = dataclasses.replace(type(self).spec, label=f"KAD ({self.embedder.name})")
         for side in ("gen", "ref"):
             self.add_state(f"{side}_n", ())
             self.add_state(f"n_{side}_skipped", ())

@@ -38,7 +38,8 @@ class MetricSpec:
     needs_captions: whether it reads each clip's caption (text consistency).
     min_clips: the fewest 10 s clips that give a number (FAD's 128-d covariance needs 128 windows: 7 clips).
     section: ``card`` (a column of the model card) or the name of evalkit's own table (``stereo``).
-    label: its column's title in evalkit's own table (default: ``name``).
+    label: its column's title in evalkit's own table (default: ``name``); FAD on another embedding than the
+        card's says which (``FAD (clap-laion-music)``).
     also: the other numbers of ``compute()`` reported as columns of their own, beside the headline (a metric with
         several headline numbers: aesthetics' four axes, MAUVE's ``-ln``): each ``{"key": <compute() key>, "name":
         <column name>, ...}`` and any field to override (``value_column``, ``label``, ``higher_is_better``,

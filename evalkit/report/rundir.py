@@ -242,9 +242,16 @@ class RunRecord:
         none of its own). None when neither exists."""
         found = load_reference_stats(self.path / "stats", dim=dim, prefer=metric)
         if found is None:
+            from evalkit.statistics.stats_file import StatsFileError, resolve_stats_path
+
             named = (self.config.get("reference") or {}).get("stats")
-            if named and Path(str(named)).expanduser().is_file():
-                found = load_reference_stats(Path(str(named)).expanduser(), dim=dim, prefer=metric)
+            try:
+                path = resolve_stats_path(named) if named else None  # a path, or a peer's `fadtk:fma_pop`
+            except StatsFileError:
+                path = None
+            if path is not None and path.is_file():
+                embedding = (self.metrics.get(metric) or {}).get("embedding") if metric else None
+                found = load_reference_stats(path, dim=dim, prefer=metric, embedding=embedding)
         return found
 
 
@@ -482,11 +489,13 @@ def load_clip_arrays(folder: str | os.PathLike, column: str) -> dict[str, np.nda
     return out
 
 
-def load_reference_stats(folder: str | os.PathLike, dim: int | None = None, prefer: str | None = None):
+def load_reference_stats(folder: str | os.PathLike, dim: int | None = None, prefer: str | None = None,
+                         embedding: str | None = None):
     """The reference side's :class:`GaussianStats` (or a ``(mu, sigma)`` pair) from ``folder/*.npz`` (or one npz
-    file), read by :func:`evalkit.statistics.stats_file.read_stats_file` (evalkit's files, fadtk-style ``mu`` +
-    ``sigma``/``cov``, sums under any prefix); None if absent. Files whose name starts with ``prefer`` (the metric's
-    name) come first; ``dim`` (if given) must match."""
+    file), read by :func:`evalkit.statistics.stats_file.read_stats_file` (evalkit's files, bare ``mu`` +
+    ``sigma``/``cov``, sums under any prefix, a peer's file such as fadtk's ``fma_pop.npz``, whose arrays
+    ``embedding`` chooses); None if absent. Files whose name starts with ``prefer`` (the metric's name) come first;
+    ``dim`` (if given) must match."""
     from evalkit.statistics.stats_file import StatsFileError, read_stats_file
 
     folder = Path(folder)
@@ -500,7 +509,7 @@ def load_reference_stats(folder: str | os.PathLike, dim: int | None = None, pref
         files.sort(key=lambda f: not f.stem.startswith(prefer))
     for f in files:
         try:
-            found = read_stats_file(f)
+            found = read_stats_file(f, embedding=embedding)
         except StatsFileError:
             continue
         if dim is not None and found.dim != dim:

@@ -141,8 +141,9 @@ def run_labels(runs: Sequence[RunRecord]) -> list[str]:
 
 # -- where a metric goes ----------------------------------------------------------------------------------------------
 def placement(spec: MetricSpec | None) -> tuple[str | None, str | None]:
-    """``(section, column)``: ``("card", spec.card_column)`` for a card metric, ``(<section>, <label or metric
-    name>)`` for evalkit's own, ``(None, None)`` without a spec (a skipped metric no run holds a spec for)."""
+    """``(section, column)``: ``("card", spec.card_column)`` for a card metric, ``(<section>, <its label, else its
+    name>)`` for evalkit's own (``FAD (clap-laion-music)``: FAD on another embedding than the card's), ``(None,
+    None)`` without a spec (a skipped metric no run holds a spec for)."""
     if spec is None:
         return None, None
     if spec.section == CARD_SECTION and spec.card_column:

