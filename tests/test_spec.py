@@ -13,7 +13,10 @@ from evalkit.registry import get_metric
 from evalkit.spec import RunSpec, SpecError, compose, metric_recipe, recipe_from_files, rewrite_overrides
 
 PROTOCOLS = [("fad", "audiocraft"), ("fad", "frechet-audio-distance"), ("kld", "audiocraft"),
-             ("kld", "stable-audio-metrics"), ("clap", "audiocraft"), ("chroma", "audiocraft")]
+             ("kld", "stable-audio-metrics"), ("clap", "audiocraft"), ("chroma", "audiocraft"),
+             ("fad", "stable-audio-metrics"), ("clap", "stable-audio-metrics"),
+             ("fd_openl3", "stable-audio-metrics"), ("kl_passt", "stable-audio-metrics"),
+             ("clap_score", "stable-audio-metrics")]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +41,7 @@ def test_protocol_override_swaps_every_constant_not_just_the_label():
     sam = metric_recipe("kld", ["metrics/kld=stable-audio-metrics"])  # the group syntax works as well
     assert (sam["direction"], sam["embedder"]["input_tdim"], sam["collect"]) == ("generated_reference", 998,
                                                                                 "mean_logits")
-    assert sam["input"]["both"][-1] == {"peak": -1.0} and sam["input"]["generated"] == []
+    assert sam["input"]["both"][-1] == {"peak": {"dbfs": -1.0, "gain": "pyloudnorm"}} and sam["input"]["generated"] == []
 
 
 def test_any_constant_overrides_to_null_and_config_shows_effective_values(demo):
@@ -187,9 +190,10 @@ def test_compose_outside_and_inside_hydra(demo):
                                     r"\(did you mean metrics\.kld\.pad_chunks\?\)"),
     ("+generation.topk=50", r"generation\.topk: .*did you mean generation\.top_k\?"),
     ("metrics.kld.pad_chunk=true", r"metrics\.kld\.pad_chunk: no such setting \(did you mean metrics\.kld\.pad_chunks\?\)"),
-    ("metrics=[fadd]", r"metrics=fadd: no such choice; known: chroma, clap, fad, kld, stereo"),
+    ("metrics=[fadd]", r"metrics=fadd: no such choice; known: chroma, clap, clap_score, fad, fd_openl3, kl_passt, "
+                       r"kld, stable-audio-metrics, stereo"),
     ("metrics.fad.protocol=fad-package", r"metrics/fad=fad-package: no such choice; known: audiocraft, "
-                                         r"clap-laion-music, frechet-audio-distance"),
+                                         r"clap-laion-music, frechet-audio-distance, stable-audio-metrics"),
     ("generation.guidance_scale=abc", r"generation\.guidance_scale=abc: not a number"),
     ("backbone_size=small", r"backbone_size=small: full or tiny"),
     ("audit.silent_below_dbfs=abc", r"audit\.silent_below_dbfs=abc: not a number"),
