@@ -12,10 +12,11 @@ setup:            ## fresh virtual environment with evalkit and its test tools (
 	$(BIN)/python -m pip install -q -e ".[test]"
 	$(BIN)/python -m pip check
 
-setup-reference:  ## the reference environment (Python 3.11, numpy 1.x, frechet-audio-distance + laion-clap)
+setup-reference:  ## the reference environment (Python 3.11, numpy 1.x, frechet-audio-distance + laion-clap + kadtk)
 	$(PY_REF) -m venv $(VENV_REF)
 	$(VENV_REF)/bin/python -m pip install -q -e ".[dev]"
 	$(VENV_REF)/bin/python -m pip check
+	$(VENV_REF)/bin/python -m pip install -q --no-deps "kadtk==1.1.0"  # pins torch<2.6: its deps come from the extra
 
 demo:             ## the offline demo (random weights, labelled as such)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m evalkit hydra.run.dir=outputs/demo

@@ -8,7 +8,8 @@ shared clips), the same weights (random: speed does not depend on their values) 
 
 * ``reference``: the tool evalkit replaces, run its own way (FAD: the ``frechet_audio_distance`` package's
   ``score``; KLD: audiocraft's clip-by-clip loop on hear21passt's own wrapper; CLAP: laion_clap's ``CLAP_Module``
-  per clip, audio then caption; chroma: one pair per update), reading the files itself;
+  per clip, audio then caption; chroma: one pair per update; KAD: kadtk's per-file embedding loop and
+  ``calc_kernel_audio_distance``), reading the files itself;
 * ``evalkit``: the run's scoring stage (``Scorer.score``: prefetching workers read, audit and prepare batch i+1 while
   the metric updates on batch i) then ``compute()``, cold (no score cache);
 * ``floor``: evalkit's backbone calls alone, on the same batches (recorded during its run, replayed back to back);
@@ -42,16 +43,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from suite_parts.common import best, load_average  # noqa: E402
 
-METRICS = ("fad", "kld", "clap", "chroma")
+METRICS = ("fad", "kld", "clap", "chroma", "kad")
 #: default rounds per metric on a CPU: KLD (64 inputs through the 20 s PaSST) takes minutes per contender
-ROUNDS = {"fad": 3, "kld": 1, "clap": 2, "chroma": 5}
+ROUNDS = {"fad": 3, "kld": 1, "clap": 2, "chroma": 5, "kad": 3}
 
 
 def build_part(name: str, clips, tmp: Path, args):
     import importlib
 
     mod = importlib.import_module(f"suite_parts.{name}")
-    cls = {"fad": "FadPart", "kld": "KldPart", "clap": "ClapPart", "chroma": "ChromaPart"}[name]
+    cls = {"fad": "FadPart", "kld": "KldPart", "clap": "ClapPart", "chroma": "ChromaPart", "kad": "KadPart"}[name]
     return getattr(mod, cls)(clips, tmp, args.size, args.batch.get(name), args.device)
 
 
@@ -118,10 +119,10 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--size", default="full", choices=["full", "tiny"])
-    ap.add_argument("--only", default=",".join(METRICS), help="comma-separated metrics (fad,kld,clap,chroma)")
+    ap.add_argument("--only", default=",".join(METRICS), help="comma-separated metrics (fad,kld,clap,chroma,kad)")
     ap.add_argument("--clips", type=int, default=32, help="pairs of 10 s clips (1..36)")
     ap.add_argument("--rounds", type=int, default=None, help="rounds per metric (default: fad 3, kld 1, clap 2, "
-                                                               "chroma 5)")
+                                                               "chroma 5, kad 3)")
     ap.add_argument("--batch", default="", help="evalkit batch sizes, e.g. kld=1,clap=8 (default: the recipe's)")
     ap.add_argument("--json", default=None, help="write the results here (rewritten after every metric)")
     args = ap.parse_args(argv)

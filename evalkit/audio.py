@@ -8,6 +8,8 @@ where stated), float32, nominally in [-1, 1].
 """
 from __future__ import annotations
 
+import functools
+
 import math
 import os
 from pathlib import Path
@@ -196,12 +198,17 @@ def resample_with(wav: torch.Tensor, from_rate: int, to_rate: int, method: str =
     - ``resampy``: ``resampy.resample(x, from, to)`` (kaiser_best; the frechet-audio-distance package), computed bit
       for bit by :mod:`evalkit.resampy_exact`, per channel, float32;
     - ``soxr_hq``: ``librosa.resample(x, orig_sr=from, target_sr=to, res_type="soxr_hq")`` (``librosa.load``'s
-      default; stable-audio-metrics), per channel.
+      default; stable-audio-metrics), per channel;
+    - ``torchaudio_kaiser``: ``torchaudio.transforms.Resample(from, to, lowpass_filter_width=64,
+      rolloff=0.9475937167399596, resampling_method="sinc_interp_kaiser", beta=14.769656459379492)`` in float32:
+      fadtk's and kadtk's ``load_audio`` (``fadtk/fad.py``, ``kadtk/emb_loader.py``).
     """
     if int(from_rate) == int(to_rate):
         return wav
     if method == "julius":
         return resample(wav, from_rate, to_rate)
+    if method == "torchaudio_kaiser":
+        return kaiser_resampler(int(from_rate), int(to_rate))(wav.to(torch.float32))
     rows = wav.reshape(-1, wav.shape[-1]).detach().cpu().numpy()
     if method == "resampy":
         from evalkit import resampy_exact
@@ -212,9 +219,19 @@ def resample_with(wav: torch.Tensor, from_rate: int, to_rate: int, method: str =
 
         out = [librosa.resample(r, orig_sr=int(from_rate), target_sr=int(to_rate), res_type="soxr_hq") for r in rows]
     else:
-        raise ValueError(f"resampler {method!r}: expected julius, resampy or soxr_hq")
+        raise ValueError(f"resampler {method!r}: expected julius, resampy, soxr_hq or torchaudio_kaiser")
     res = torch.from_numpy(np.ascontiguousarray(np.stack(out)))
     return res.reshape(*wav.shape[:-1], res.shape[-1])
+
+
+@functools.lru_cache(maxsize=8)
+def kaiser_resampler(from_rate: int, to_rate: int):
+    """fadtk's / kadtk's ``torchaudio.transforms.Resample`` (the Kaiser-windowed sinc of ``resample_with``), its
+    kernel built once per pair of rates."""
+    import torchaudio
+
+    return torchaudio.transforms.Resample(from_rate, to_rate, lowpass_filter_width=64, rolloff=0.9475937167399596,
+                                          resampling_method="sinc_interp_kaiser", beta=14.769656459379492)
 
 
 def to_channels(wav: torch.Tensor, channels: int) -> torch.Tensor:
@@ -279,6 +296,15 @@ def i16_pcm(wav: torch.Tensor) -> torch.Tensor:
     if candidate.max() >= 2**15:
         candidate = (wav * (2**15 - 1)).round()
     return candidate.to(torch.int16)
+
+
+def pcm16_round_trip(wav: torch.Tensor) -> torch.Tensor:
+    """A float signal written as a 16-bit PCM wav by ``torchaudio.save(..., encoding="PCM_S", bits_per_sample=16)``
+    (FFmpeg's conversion, torchaudio's backend since 2.9 and its ffmpeg backend before: ``round(x * 32768)``, half to
+    even, saturated to [-32768, 32767]) and read back as ``soundfile.read(dtype="int16") / 32768.0`` (fadtk's and
+    kadtk's ``ModelLoader.load_wav``). Returns float64 (numpy's division)."""
+    q = torch.round(wav.to(torch.float32) * 32768.0).clamp_(-32768.0, 32767.0)
+    return q.to(torch.float64) / 32768.0
 
 
 def quantize_int16_laion(wav: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,8 @@ and the run's ``channel_view`` (for the metrics that score it) comes between the
 steps (:data:`STEPS`), each one function of :mod:`evalkit.audio`:
 
 ======================  =========================================================================================
-``resample``            ``{rate: Hz | embedder, with: julius | resampy | soxr_hq}``: every channel to ``rate``
+``resample``            ``{rate: Hz | embedder, with: julius | resampy | soxr_hq | torchaudio_kaiser}``: every
+                        channel to ``rate`` (:func:`evalkit.audio.resample_with`)
 ``channels``            ``1`` (the mean over channels), ``N``, ``model`` (the generating model's channels;
                         folder mode: unchanged) or ``embedder`` (the channels the metric's embedder takes):
                         audiocraft's ``convert_audio_channels`` (mono to N by repetition, N to fewer: the first)
@@ -24,7 +25,8 @@ steps (:data:`STEPS`), each one function of :mod:`evalkit.audio`:
 ``peak``                ``dbfs`` or ``{dbfs, gain: audiocraft | pyloudnorm}``: gain so that the peak is at ``dbfs``
                         (-1.0 = 1 dB below full scale), rounded as that tool rounds it (:func:`~evalkit.audio.
                         peak_normalize`; default audiocraft)
-``write_int16``         ``audiocraft``: ``audio_write`` to int16 (``i16_pcm``) read back as raw int16 values (float64)
+``write_int16``         ``audiocraft``: ``audio_write`` to int16 (``i16_pcm``) read back as raw int16 values (float64);
+                        ``pcm16``: ``torchaudio.save`` PCM_S16 read back as int16 / 32768 (fadtk, kadtk)
 ``quantize_int16``      ``laion``: ``int16_to_float32(float32_to_int16(x))``
 ``max_normalize``       ``floor``: Google's reader, ``x / max(floor, max x)`` (signed maximum)
 ======================  =========================================================================================
@@ -57,9 +59,11 @@ SIDE_LISTS = ("reference", "generated")
 SCALE_STEPS = ("peak", "write_int16", "quantize_int16", "max_normalize")
 #: steps that may follow a scale step: linear ones, which change neither what the audit measured nor the level
 AFTER_SCALE = ("resample", "channels")
-RESAMPLERS = ("julius", "resampy", "soxr_hq")
+RESAMPLERS = ("julius", "resampy", "soxr_hq", "torchaudio_kaiser")
 #: how a ``peak`` step rounds its gain (:func:`evalkit.audio.peak_normalize`)
 PEAK_GAINS = ("audiocraft", "pyloudnorm")
+#: ``write_int16`` arguments: audiocraft's ``audio_write`` + Google's reader | torchaudio.save + soundfile.read / 32768
+INT16_WRITERS = ("audiocraft", "pcm16")
 
 
 class InputPathError(ValueError):
@@ -91,10 +95,6 @@ class Prepared:
     generated: Side | None
     reference: Side | None
     audits: dict[str, Audit] = field(default_factory=dict)
-
-    def problem(self, side: str) -> str | None:
-        s = self.generated if side == "generated" else self.reference
-        return None if s is None else s.error
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -168,6 +168,8 @@ def _peak(s: Side, arg: Any, ctx: Context) -> Side:
 
 
 def _write_int16(s: Side, arg: Any, ctx: Context) -> Side:
+    if arg == "pcm16":
+        return Side(A.pcm16_round_trip(s.wav), s.sr, s.file_sr, s.clamped)
     return Side(A.i16_pcm(s.wav).to(torch.float64), s.sr, s.file_sr, s.clamped)
 
 
@@ -245,6 +247,8 @@ def _parse(scope: str, item: Any, setting: str, embedder_rate: int | None, embed
     elif name == "crop" and arg not in (("reference", "shorter") if scope == "both" else ("reference",)):
         raise InputPathError(f"{setting}.{scope}: crop: {arg!r}; expected reference" +
                              (" or shorter" if scope == "both" else ""))
+    elif name == "write_int16" and arg not in INT16_WRITERS:
+        raise InputPathError(f"{setting}.{scope}: write_int16: {arg!r}; expected {' or '.join(INT16_WRITERS)}")
     elif name == "pad" and arg != "reference":
         raise InputPathError(f"{setting}.{scope}: pad: {arg!r}; expected reference")
     elif name == "channels" and arg == "embedder":
@@ -432,11 +436,17 @@ class InputPath:
 
 
 def shared_prefixes(paths: Sequence[InputPath]) -> set[str]:
-    """The memo keys two or more of ``paths`` pass through: where :meth:`InputPath.apply` keeps its results, so the
-    shared work is done once per clip (the scoring stage sets them as ``clip.keep``)."""
+    """The memo keys where two or more of ``paths`` part ways: where :meth:`InputPath.apply` keeps its results, so
+    the shared work is done once per clip (the scoring stage sets them as ``clip.keep``). A point whose next step all
+    the same paths still share is not kept (the point after it serves them), so a clip holds one copy per branch."""
     seen: dict[str, int] = {}
     for p in paths:
         for k in p.prefixes():
             seen[k] = seen.get(k, 0) + 1
-    return {k for k, n in seen.items() if n > 1}
-
+    keep = {k for k, n in seen.items() if n > 1}
+    for p in paths:
+        keys = p.prefixes()
+        for here, after in zip(keys, keys[1:]):
+            if seen[after] == seen[here]:  # every path through `here` takes the same next step
+                keep.discard(here)
+    return keep

@@ -53,11 +53,11 @@ def fault_point(point: str) -> None:
     (``generate:clip`` right after a clip file is written; ``score:rows`` after a batch's rows are written and
     before its statistics are saved; ``io:replace`` inside an atomic write, its temp file written and not yet renamed
     - the worst moments to die). No effect when the variable is unset."""
-    spec = os.environ.get("EVALKIT_KILL_AT")
-    if not spec or not spec.startswith(point + ":"):
+    kill_at = os.environ.get("EVALKIT_KILL_AT")
+    if not kill_at or not kill_at.startswith(point + ":"):
         return
     _FAULTS[point] = _FAULTS.get(point, 0) + 1
-    if _FAULTS[point] == int(spec.rsplit(":", 1)[1]):
+    if _FAULTS[point] == int(kill_at.rsplit(":", 1)[1]):
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)

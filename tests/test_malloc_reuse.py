@@ -2,7 +2,9 @@
 
 The workload is the full PaSST's attention at 10 s (12 heads x 1,190 patches): per layer ``q @ k^T``, the scaling and
 the softmax each allocate a 67.97 MB matrix (16,594 pages of 4 KiB). Twelve layers in each of two forward workers
-(after three warm-up layers): glibc's default malloc serves every one of those 36 matrices with a fresh ``mmap``
+(after twelve warm-up layers: two workers share one heap, and how their blocks interleave grows it for a while; with
+three warm-up layers the measured twelve still saw 0-7 matrices of heap growth per worker, 1 run in 8 over the 10x
+margin below; with twelve, 0 faults in 8 of 8 runs): glibc's default malloc serves every one of those 36 matrices with a fresh ``mmap``
 (>= 36 x 16,594 = 597,384 minor faults per worker with 4 KiB pages; >= 36 x 33 with 2 MiB huge pages); with the
 blocks kept for reuse they come back from the heap with their pages present. Each case runs in its own interpreter
 (the setting is process-wide and acts on threads that have no malloc arena yet)."""
@@ -35,7 +37,7 @@ def layer():
     return a.softmax(-1) @ q
 
 def work(_):
-    for _ in range(3):
+    for _ in range(12):  # until the shared heap has reached its high-water mark (see the docstring)
         layer()
     before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
     for _ in range(12):

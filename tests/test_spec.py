@@ -190,8 +190,8 @@ def test_compose_outside_and_inside_hydra(demo):
                                     r"\(did you mean metrics\.kld\.pad_chunks\?\)"),
     ("+generation.topk=50", r"generation\.topk: .*did you mean generation\.top_k\?"),
     ("metrics.kld.pad_chunk=true", r"metrics\.kld\.pad_chunk: no such setting \(did you mean metrics\.kld\.pad_chunks\?\)"),
-    ("metrics=[fadd]", r"metrics=fadd: no such choice; known: chroma, clap, clap_score, fad, fd_openl3, kl_passt, "
-                       r"kld, stable-audio-metrics, stereo"),
+    ("metrics=[fadd]", r"metrics=fadd: no such choice; known: chroma, clap, clap_score, fad, fd_openl3, kad, "
+                       r"kl_passt, kld, stable-audio-metrics, stereo"),
     ("metrics.fad.protocol=fad-package", r"metrics/fad=fad-package: no such choice; known: audiocraft, "
                                          r"clap-laion-music, frechet-audio-distance, stable-audio-metrics"),
     ("generation.guidance_scale=abc", r"generation\.guidance_scale=abc: not a number"),

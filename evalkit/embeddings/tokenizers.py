@@ -107,7 +107,7 @@ ROBERTA_DOWNLOAD_HINT = (
 )
 
 
-def load_hf_tokenizer(spec: str | os.PathLike, *, cls_name: str = "RobertaTokenizer",
+def load_hf_tokenizer(source: str | os.PathLike, *, cls_name: str = "RobertaTokenizer",
                       setting: str = "tokenizer", download_hint: str | None = None,
                       check_caption: str = CHECK_CAPTION) -> tuple[Any, str]:
     """Load a ``transformers`` tokenizer from a hub name (from the local cache when offline) or a folder, check
@@ -117,11 +117,11 @@ def load_hf_tokenizer(spec: str | os.PathLike, *, cls_name: str = "RobertaTokeni
 
     cls = getattr(transformers, cls_name)
     hint = (download_hint or "").replace("{setting}", setting)
-    path = Path(os.fspath(spec)).expanduser()
+    path = Path(os.fspath(source)).expanduser()
     is_dir = path.is_dir()
-    if not is_dir and (os.sep in os.fspath(spec) or os.fspath(spec).startswith(".")):
-        raise TokenizerError(f"{setting}={spec}: no such folder. {hint}".strip())
-    name = str(path) if is_dir else os.fspath(spec)
+    if not is_dir and (os.sep in os.fspath(source) or os.fspath(source).startswith(".")):
+        raise TokenizerError(f"{setting}={source}: no such folder. {hint}".strip())
+    name = str(path) if is_dir else os.fspath(source)
     try:
         tok = cls.from_pretrained(name)
     except (OSError, ValueError, EnvironmentError) as exc:
@@ -145,8 +145,8 @@ def resolve_roberta_tokenizer(value: str | None, *, default: str, random_weights
     Hugging Face cache when offline) for released weights, the in-memory byte-level one for random weights; ``tiny``
     (random weights or a shrunken model only); a hub name; a folder. Every one is checked (:func:`check_tokenizer`).
     Raises :class:`TokenizerError` naming ``setting`` and what to download."""
-    spec = str(value) if value is not None else ("tiny" if random_weights else default)
-    if spec == "tiny":
+    choice = str(value) if value is not None else ("tiny" if random_weights else default)
+    if choice == "tiny":
         if not random_weights and model_size == "full":
             raise TokenizerError(
                 f"{setting}=tiny is the in-memory test tokenizer; released CLAP weights need the real {default} "
@@ -155,4 +155,4 @@ def resolve_roberta_tokenizer(value: str | None, *, default: str, random_weights
         source = "evalkit:tiny-byte-roberta (in-memory; random-weight mode)"
         check_tokenizer(tok, CHECK_CAPTION, setting, source=source)
         return tok, source
-    return load_hf_tokenizer(spec, cls_name="RobertaTokenizer", setting=setting, download_hint=ROBERTA_DOWNLOAD_HINT)
+    return load_hf_tokenizer(choice, cls_name="RobertaTokenizer", setting=setting, download_hint=ROBERTA_DOWNLOAD_HINT)

@@ -61,7 +61,7 @@ def _verify(path: Path, expected: str | None, setting: str, downloaded: bool) ->
 
 
 def resolve_checkpoint(
-    spec: str | os.PathLike | None,
+    value: str | os.PathLike | None,
     *,
     setting: str,
     filename: str,
@@ -76,16 +76,16 @@ def resolve_checkpoint(
     ``expected_sha256`` may be a prefix (torch hub names files ``name-<first 8 hex of sha256>.pth``). The released
     file comes from ``url`` (into the cache as ``filename``) or, when ``hub`` is given (``{repo, revision,
     filename}``), from that hub repository at that exact revision (huggingface_hub's cache)."""
-    if spec is None:
-        spec = "random" if policy == "random" else None
+    if value is None:
+        value = "random" if policy == "random" else None
         if policy not in ("released", "random"):
             raise CheckpointError(f"backbone_weights={policy!r}: expected 'released' or 'random'")
-    if isinstance(spec, str) and spec == "random":
+    if isinstance(value, str) and value == "random":
         return Checkpoint(name=f"random:{filename}", path=None, sha256=None, random=True)
-    if spec is not None:
-        path = Path(spec).expanduser()
+    if value is not None:
+        path = Path(value).expanduser()
         if not path.is_file():
-            raise CheckpointError(f"{setting}={spec}: no such file")
+            raise CheckpointError(f"{setting}={value}: no such file")
         return Checkpoint(name=path.name, path=path, sha256=_verify(path, expected_sha256, setting, False), random=False)
     if hub:
         path = _from_hub(hub, setting)

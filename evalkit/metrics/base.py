@@ -13,6 +13,12 @@ one-process number bit for bit.
   (embeddings) and, for a clip it cannot score, the reason (``ClipResult.skipped``; counted in ``n_skipped``).
 - ``compute() -> dict``: one rule when there is nothing to compute from: :class:`MetricUnavailable` with the reason
   (never NaN, never a number made of nothing). Every metric counts the clips it scored in ``state["n_clips"]``.
+- A statistic that is not a sum (KAD: a kernel over every pair of embeddings) keeps per-clip arrays instead: it names
+  them in :meth:`Metric.kept_arrays`, returns them from ``update`` (``ClipResult.arrays``, saved to ``embeddings/``),
+  and the scoring stage reads every scored clip's back from the run folder - every rank's and every attempt's batches
+  - and hands them over with :meth:`Metric.keep_arrays` (clip-id order) before ``compute``: a sharded or resumed run
+  computes from the same arrays as one process. Per-clip values only the whole set can give (its per-clip KAD) go to
+  ``Metric.clip_values`` during ``compute`` (``{clip id: {column: value}}``, merged into ``clips.parquet``).
 - Hooks the run asks instead of checking metric names: :meth:`Metric.run_skip_reason` (not applicable to this run),
   :meth:`Metric.needs_reference_audio`, :meth:`Metric.write_reference_artifacts`.
 """
@@ -108,6 +114,10 @@ class Metric:
         self.state: dict[str, np.ndarray] = {}
         #: what the last compute() found questionable about its number (summary.json ``warnings``)
         self.warnings: list[str] = []
+        #: ``{array name: {clip id: array}}`` handed over by the scoring stage (:meth:`keep_arrays`), or None
+        self.kept: dict[str, dict[str, np.ndarray]] | None = None
+        #: per-clip values the last compute() found (``{clip id: {column: value}}``: clips.parquet columns)
+        self.clip_values: dict[str, dict[str, Any]] = {}
         self.add_state("n_clips", ())
         self.add_state("n_skipped", ())
 
@@ -159,6 +169,7 @@ class Metric:
         was scored, or when the scored clips cannot give a number (the reason says which). Doubts about a number
         that exists (e.g. a rank-deficient covariance) go to ``self.warnings``."""
         self.warnings = []
+        self.clip_values = {}
         if self.count("n_clips") <= 0:
             raise MetricUnavailable(
                 f"no clip was scored: every clip was kept from it (the reasons: summary.json skip_reasons, "
@@ -167,6 +178,16 @@ class Metric:
 
     def _compute(self) -> dict[str, float]:
         raise NotImplementedError
+
+    def kept_arrays(self) -> tuple[str, ...]:
+        """The per-clip arrays ``compute`` needs for every scored clip (a statistic that is not a sum); the scoring
+        stage hands them over with :meth:`keep_arrays`. Default: none (the state's sums say everything)."""
+        return ()
+
+    def keep_arrays(self, arrays: Mapping[str, Mapping[str, np.ndarray]]) -> None:
+        """``{array name: {clip id: array}}`` of every clip this metric scored in the run (all ranks, all attempts):
+        what ``compute`` uses, in clip-id order, instead of what this instance's own updates returned."""
+        self.kept = {name: dict(sorted((arrays.get(name) or {}).items())) for name in self.kept_arrays()}
 
     def describe(self) -> dict[str, Any]:
         """What identifies the numbers: protocol, checkpoint name and sha256, random weights or not."""

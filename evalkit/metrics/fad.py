@@ -13,9 +13,10 @@ maximum), cuts 1 s windows every 0.5 s (full windows only) and embeds each as on
 ``frechet-audio-distance`` (PyPI 0.3.4): each file as read, channel mean, ``resampy`` to 16 kHz, non-overlapping
 0.96 s examples over the whole clip, no normalisation, pre-activation embeddings.
 
-All sides of an :meth:`~FAD.update` are embedded in one batched pass. The reference side can instead come from a
-statistics file (``reference.stats``, :mod:`evalkit.statistics.stats_file`) written by a run with the same
-protocol, embedding, weights, input path and windows (anything else is refused, naming what differs).
+All sides of an :meth:`~FAD.update` are embedded in one batched pass, once per clip side for every metric of the
+run with the same embedder, input path and windows (KAD: :mod:`evalkit.embeddings.shared`). The reference side can
+instead come from a statistics file (``reference.stats``, :mod:`evalkit.statistics.stats_file`) written by a run with
+the same protocol, embedding, weights, input path and windows (anything else is refused, naming what differs).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 
 from evalkit.embeddings import build_embedder
+from evalkit.embeddings.shared import embed_shared, embedding_key
 from evalkit.errors import InputError
 from evalkit.metrics.base import Clip, ClipResult, Metric, MetricUnavailable, RunContext
 from evalkit.metrics.spec import MetricSpec
@@ -80,6 +82,8 @@ class FAD(Metric):
         #: the fewest samples (at the embedder's rate) that give one embedding
         self.min_samples = 1 if r.get("window_pad") else (self.window or unit)
         self.build_input(rate, self.embedder.band_hz, self.embedder.channels)
+        #: the clip memo's key of these embeddings (another metric with the same embedder, path, windows reuses them)
+        self.key = embedding_key(self.embedder, self.input.key, [self.window, self.hop, bool(r.get("window_pad"))])
         for side in ("gen", "ref"):
             self.add_state(f"{side}_n", ())
             self.add_state(f"{side}_sum", (self.dim,))
@@ -121,7 +125,7 @@ class FAD(Metric):
         embedding is skipped on its own (the other side still counts, as audiocraft writes each side's wav on its
         own). Raises :class:`FrechetError` if the embedder returns non-finite embeddings."""
         results: dict[str, ClipResult] = {}
-        items: list[tuple[str, str, torch.Tensor]] = []  # (clip id, side, input), generated before reference
+        items: list[tuple[Clip, str, torch.Tensor]] = []  # (clip, side, input), generated before reference
         for clip, p, skipped in self.prepare(clips):
             if skipped is not None:  # the pair: counted in n_skipped
                 results[clip.id] = skipped
@@ -137,7 +141,7 @@ class FAD(Metric):
                     reasons.append(x)
                     self.state[f"n_{side}_skipped"] += 1
                     continue
-                items.append((clip.id, side, self.windows(x)))
+                items.append((clip, side, self.windows(x)))
                 if side == "gen":
                     self.state["n_clips"] += 1
             if reasons:
@@ -145,14 +149,14 @@ class FAD(Metric):
             results[clip.id] = res
         if not items:
             return results
-        embs = self.embedder.embed([x for _, _, x in items])
-        for (cid, side, _), e in zip(items, embs):
+        embs = embed_shared(self.embedder, self.key, items)  # computed once per clip side for every metric
+        for (clip, side, _), e in zip(items, embs):
             if not np.isfinite(e).all():
                 raise FrechetError(f"{self.embedder.name} produced NaN or infinite embeddings")
             self._accumulate(side, e)
-            results[cid].values["fad_windows" if side == "gen" else "fad_ref_windows"] = int(e.shape[0])
+            results[clip.id].values["fad_windows" if side == "gen" else "fad_ref_windows"] = int(e.shape[0])
             if self.save_embeddings:
-                results[cid].arrays[f"fad_{side}_emb"] = np.asarray(e, dtype=np.float32)
+                results[clip.id].arrays[f"fad_{side}_emb"] = np.asarray(e, dtype=np.float32)
         return results
 
     def _side_input(self, side: str, what: str, s, path: str | None) -> torch.Tensor | str:

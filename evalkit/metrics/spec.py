@@ -15,8 +15,9 @@ from typing import Any, Mapping
 #: How a metric's number is built from its per-clip values (the bootstrap follows it):
 #: ``mean`` - the mean of the per-clip value (weighted by ``weight`` when set: Σ w·v / Σ w);
 #: ``frechet`` - a Fréchet distance between the pooled generated embeddings and the reference statistics;
+#: ``kernel`` - a kernel distance (KAD) between every generated and reference embedding (per-clip arrays);
 #: ``none`` - no per-clip decomposition (no interval).
-AGGREGATES = ("mean", "frechet", "none")
+AGGREGATES = ("mean", "frechet", "kernel", "none")
 
 
 def rename_key(key: str, base: str, name: str) -> str:

@@ -12,8 +12,10 @@ Writes into ``--out`` (default: ``outputs/report`` under the current directory -
   by `` | ``);
 - ``per_clip.png``, ``measured_vs_published.png`` and ``<metric>_scatter.png`` for each metric whose spec asks for a
   scatter plot (unless ``--no-plots``);
-- ``fad_inf.csv`` and ``fad_inf.json`` with ``--fad-inf``: fadtk's FAD∞ (intercept, slope, R², points) of every metric
-  whose spec says ``aggregate: frechet``; the JSON is ``{label: {metric: {score, slope, r2, points, ...}}}``;
+- ``inf.csv`` and ``inf.json`` with ``--inf``: the 1/n extrapolation (intercept, slope, R², points) of every metric
+  whose aggregate extrapolates: FAD∞ (fadtk ``score_inf``) of Fréchet metrics, KAD∞ (kadtk ``score_inf``) of KAD; the
+  JSON is ``{label: {metric: {score, slope, r2, points, ...}}}``. ``--fad-inf`` (its former name) does the same and
+  also writes them as ``fad_inf.csv`` and ``fad_inf.json``;
 - with ``--html OUT``: one look-and-listen page for all the runs at OUT (:mod:`evalkit.report.html`; its spectrograms
   in ``<OUT stem>_files/`` beside it), comparing each run with the first one named when there are several.
 
@@ -60,15 +62,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-boot", type=int, default=bs.N_BOOT, help=f"bootstrap draws (default {bs.N_BOOT})")
     p.add_argument("--level", type=float, default=bs.LEVEL, help=f"interval level (default {bs.LEVEL})")
     p.add_argument("--seed", type=int, default=bs.SEED, help=f"bootstrap seed (default {bs.SEED})")
-    p.add_argument("--fad-inf", action="store_true",
-                   help="also compute FAD-inf (fadtk's extrapolation in 1/n) of every Fréchet metric")
-    p.add_argument("--fad-inf-steps", type=int, default=bs.FAD_INF_STEPS, help=f"subset sizes (default {bs.FAD_INF_STEPS})")
-    p.add_argument("--fad-inf-min-n", type=int, default=bs.FAD_INF_MIN_N, help=f"smallest subset (default {bs.FAD_INF_MIN_N})")
-    p.add_argument("--fad-inf-unit", choices=("frames", "clips"), default="frames",
-                   help="draw embedding frames (fadtk, default) or whole clips")
-    p.add_argument("--fad-inf-without-replacement", action="store_true",
-                   help="draw subsets without replacement (Chong & Forsyth's FID-inf) instead of fadtk's with-replacement "
-                   "draws, which keep the pool's own finite-sample bias in the intercept")
+    p.add_argument("--inf", action="store_true",
+                   help="also extrapolate every metric whose aggregate allows it to infinitely many samples (linear fit "
+                   "in 1/n): FAD-inf (fadtk) of Fréchet metrics, KAD-inf (kadtk) of KAD")
+    p.add_argument("--fad-inf", action="store_true", help="the former name of --inf (also writes fad_inf.csv/json)")
+    p.add_argument("--inf-steps", "--fad-inf-steps", dest="inf_steps", type=int, default=bs.FAD_INF_STEPS,
+                   help=f"subset sizes (default {bs.FAD_INF_STEPS})")
+    p.add_argument("--inf-min-n", "--fad-inf-min-n", dest="inf_min_n", type=int, default=bs.FAD_INF_MIN_N,
+                   help=f"smallest subset (default {bs.FAD_INF_MIN_N})")
+    p.add_argument("--inf-unit", "--fad-inf-unit", dest="inf_unit", choices=("frames", "clips"), default="frames",
+                   help="draw embedding frames (fadtk, kadtk; default) or whole clips")
+    p.add_argument("--inf-without-replacement", "--fad-inf-without-replacement", dest="inf_without_replacement",
+                   action="store_true",
+                   help="draw subsets without replacement (Chong & Forsyth's FID-inf) instead of the tools' "
+                   "with-replacement draws, which keep the pool's own finite-sample bias in the intercept")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--html", default=None, metavar="OUT",
                    help="also write one look-and-listen page for these runs to OUT (an .html file; spectrograms go to "
@@ -84,30 +91,40 @@ def _num(x: float, fmt: str) -> str:
     return "–" if not math.isfinite(x) else format(x, fmt)
 
 
-def fad_inf_report(runs, labels, args) -> tuple[list[dict], dict, str]:
-    """FAD∞ of every Fréchet metric of every run: ``(csv rows, {label: {metric: FadInf dict}}, markdown)``."""
-    rows, points = [], {}
+def inf_report(runs, labels, args) -> tuple[list[dict], dict, str]:
+    """The 1/n extrapolation of every metric whose aggregate extrapolates, of every run: ``(csv rows, {label:
+    {metric: FadInf dict}}, markdown)``; one markdown table per kind of aggregate (FAD∞, KAD∞)."""
+    from evalkit.statistics import AGGREGATES
+
+    rows, points, kinds = [], {}, {}
     for run, label in zip(runs, labels):
-        for m in bs.frechet_metrics(run):
+        for m in bs.infinity_metrics(run):
             row = {"Model": label, "metric": m, "column": run.spec(m).card_column or m, "value": run.value(m),
-                   "inf": math.nan, "slope": math.nan, "R²": math.nan, "unit": args.fad_inf_unit, "steps": 0, "note": ""}
+                   "inf": math.nan, "slope": math.nan, "R²": math.nan, "unit": args.inf_unit, "steps": 0, "note": ""}
             try:
-                r = bs.run_fad_inf(run, m, steps=args.fad_inf_steps, min_n=args.fad_inf_min_n, seed=args.seed,
-                                   unit=args.fad_inf_unit, replace=not args.fad_inf_without_replacement)
+                r = bs.run_infinity(run, m, steps=args.inf_steps, min_n=args.inf_min_n, seed=args.seed,
+                                    unit=args.inf_unit, replace=not args.inf_without_replacement)
                 row.update({"inf": r.score, "slope": r.slope, "R²": r.r2, "unit": r.unit, "steps": len(r.points)})
                 points.setdefault(label, {})[m] = r.as_dict()
             except ValueError as exc:
                 row["note"] = str(exc)
             rows.append(row)
-    how = "without" if args.fad_inf_without_replacement else "with"
-    md = (f"\n### FAD∞ (fadtk: the Fréchet distance at {args.fad_inf_steps} subset sizes drawn {how} replacement, "
-          "linear fit in 1/n)\n\n| Model | metric | value | ∞ | slope | R² |\n|---|---|---:|---:|---:|---:|\n")
-    for r in rows:
-        md += (f"| {r['Model']} | {r['column']} | {_num(r['value'], '.3g')} | {_num(r['inf'], '.3g')} | "
-               f"{_num(r['slope'], '.4g')} | {_num(r['R²'], '.3f')} |\n")
-    notes = [f"- {r['Model']}: no {r['column']}∞ ({r['note']})" for r in rows if r["note"]]
-    md += ("\n" + "\n".join(notes) + "\n") if notes else ""
+            kinds.setdefault(AGGREGATES[run.spec(m).aggregate].infinity_title, []).append(row)
+    how = "without" if args.inf_without_replacement else "with"
+    md = ""
+    for title, kind in kinds.items():
+        md += (f"\n### {title.format(steps=args.inf_steps, how=how)}\n\n| Model | metric | value | ∞ | slope | R² |\n"
+               "|---|---|---:|---:|---:|---:|\n")
+        for r in kind:
+            md += (f"| {r['Model']} | {r['column']} | {_num(r['value'], '.3g')} | {_num(r['inf'], '.3g')} | "
+                   f"{_num(r['slope'], '.4g')} | {_num(r['R²'], '.3f')} |\n")
+        notes = [f"- {r['Model']}: no {r['column']}∞ ({r['note']})" for r in kind if r["note"]]
+        md += ("\n" + "\n".join(notes) + "\n") if notes else ""
     return rows, points, md
+
+
+#: the former name of :func:`inf_report`
+fad_inf_report = inf_report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -142,13 +159,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     paired_paths, paired_md = write_paired(runs, run_labels(runs), out)
     written += paired_paths
     md += paired_md
-    if args.fad_inf:
+    if args.inf or args.fad_inf:
         import pandas as pd
 
-        rows, points, inf_md = fad_inf_report(runs, run_labels(runs), args)
-        write_text(out / "fad_inf.csv", pd.DataFrame(rows).to_csv(index=False, float_format="%.6g"))
-        write_text(out / "fad_inf.json", json.dumps(points, indent=2) + "\n")
-        written += [out / "fad_inf.csv", out / "fad_inf.json"]
+        rows, points, inf_md = inf_report(runs, run_labels(runs), args)
+        names = [("inf.csv", "inf.json")] + ([("fad_inf.csv", "fad_inf.json")] if args.fad_inf else [])  # the old flag's
+        for csv_name, json_name in names:
+            write_text(out / csv_name, pd.DataFrame(rows).to_csv(index=False, float_format="%.6g"))
+            write_text(out / json_name, json.dumps(points, indent=2) + "\n")
+            written += [out / csv_name, out / json_name]
         md += inf_md
     if not args.no_plots:
         from evalkit.report.plots import write_plots

@@ -1,4 +1,4 @@
-"""Intervals and FAD∞ of a run folder's metrics, as each metric's spec says (``spec.aggregate``, looked up in
+"""Intervals and FAD∞ / KAD∞ of a run folder's metrics, as each metric's spec says (``spec.aggregate``, looked up in
 :data:`evalkit.statistics.AGGREGATES`; the math is :mod:`evalkit.statistics.bootstrap`, re-exported here)."""
 from __future__ import annotations
 
@@ -49,11 +49,21 @@ def run_intervals(run, metrics: Sequence[str] | None = None, *, n_boot: int = N_
     return out, why
 
 
-def frechet_metrics(run) -> list[str]:
-    """The run's metrics whose aggregate extrapolates in 1/n (FAD∞ applies to them)."""
+def infinity_metrics(run) -> list[str]:
+    """The run's metrics whose aggregate extrapolates in 1/n (FAD∞, KAD∞: ``Aggregate.extrapolates``)."""
     return [m for m, s in run.specs.items() if s.aggregate in AGGREGATES and AGGREGATES[s.aggregate].extrapolates]
 
 
-def run_fad_inf(run, metric: str, **kw) -> FadInf:
-    """FAD∞ (:func:`~evalkit.statistics.bootstrap.fad_inf`) of one such metric of a run. Raises ValueError."""
+def frechet_metrics(run) -> list[str]:
+    """The run's Fréchet metrics (FAD∞ applies to them; :func:`infinity_metrics` lists every extrapolating one)."""
+    return [m for m in infinity_metrics(run) if hasattr(AGGREGATES[run.spec(m).aggregate], "inputs")]
+
+
+def run_infinity(run, metric: str, **kw) -> FadInf:
+    """The 1/n extrapolation of one such metric of a run (FAD∞: :func:`~evalkit.statistics.bootstrap.fad_inf`;
+    KAD∞: :func:`~evalkit.statistics.kernel.kad_inf`), as its spec's aggregate says. Raises ValueError."""
     return aggregate(run.spec(metric).aggregate).infinity(run, run.spec(metric), metric, **kw)
+
+
+#: the former name of :func:`run_infinity`
+run_fad_inf = run_infinity

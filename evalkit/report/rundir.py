@@ -219,6 +219,10 @@ class RunRecord:
     def arrays(self, name: str) -> dict[str, np.ndarray]:
         return self.clip_arrays(name)
 
+    def entry(self, metric: str) -> dict[str, Any]:
+        """The metric's block of summary.json ({} when the run has none)."""
+        return dict(self.metrics.get(metric) or {})
+
     @cached_property
     def config(self) -> dict[str, Any]:
         """``config.yaml`` as plain data ({} when absent)."""

@@ -21,7 +21,7 @@ log = logging.getLogger("evalkit")
 #: recipe keys that say how a run executes, not what it computes (the checkpoint's identity is recorded apart, as its
 #: sha256): left out of summary.json's ``recipe`` so that compare judges recipes, not paths or batch sizes
 RUN_ONLY_KEYS = ("batch_size", "save_embeddings", "save_probs", "trust_checkpoint", "checkpoint", "reference_stats",
-                 "backbone_weights", "tokenizer")
+                 "backbone_weights", "tokenizer", "per_clip")
 #: generation settings meant to give the same samples faster (conf/generation/audiocraft.yaml "Speed")
 SPEED_KEYS = ("cache_implementation", "compile", "compile_mode", "attn_implementation")
 
@@ -244,12 +244,19 @@ def build_summary(spec: RunSpec, out_dir: Path, inputs: Inputs, generator_desc: 
 
 def write_outputs(spec: RunSpec, out_dir: Path, inputs: Inputs, generator, metrics, skipped_metrics,
                   gen_rows, score_rows) -> dict[str, Any]:
-    """Write ``clips.parquet``, ``summary.json`` and the reference side's artifacts; return the summary."""
+    """Write ``clips.parquet``, ``summary.json`` and the reference side's artifacts; return the summary. The per-clip
+    values metrics find only in ``compute`` (``Metric.clip_values``: per-clip KAD) join ``clips.parquet`` after it."""
     out_dir = Path(out_dir)
     df = write_clips_table(out_dir, inputs, gen_rows, score_rows)
     desc = {**generator.describe(), "generated": bool(generator.writes_audio)}  # folder mode: existing files
     summary = build_summary(spec, out_dir, inputs, desc, metrics, skipped_metrics, df,
                             generator.unused_files([p.id for p in inputs.prompts]))
+    if any(m.clip_values for m in metrics.values()):
+        rows = {cid: dict(row) for cid, row in score_rows.items()}
+        for m in metrics.values():
+            for cid, values in m.clip_values.items():
+                rows.setdefault(cid, {}).update(values)
+        write_clips_table(out_dir, inputs, gen_rows, rows)
     eio.write_json(out_dir / "summary.json", summary)
     if spec.reference.get("write_stats", True):
         for m in metrics.values():

@@ -11,7 +11,9 @@
 - Each batch's contribution is computed on a zeroed metric and then added (so the order of the sums never depends on
   the cache), and kept in the score cache (``cache.scores``) under a hash of the recipe, the backbone's identity and
   the exact clip contents: a later run scoring the same audio with the same recipe reads it back.
-- Rank 0 merges every rank's states (sums) after a barrier: N processes give the one-process number.
+- Rank 0 merges every rank's states (sums) after a barrier: N processes give the one-process number. A metric whose
+  statistic is not a sum (``Metric.kept_arrays``: KAD) then gets every scored clip's arrays, read back from
+  ``embeddings/batch-*.npz`` (all ranks', all attempts'), in clip-id order (``Metric.keep_arrays``).
 - Decoding (stage 3) of the next batches, and every metric's input path on them (the solver's post-processing,
   resampling, the audit: :mod:`evalkit.input_path`, each shared prefix computed once per clip), run in worker threads
   while the metrics compute on batch i (:class:`Prefetcher`: one task per clip, two batches ahead, one intra-op thread
@@ -285,7 +287,28 @@ class Scorer:
         self.dist.barrier()
         if self.dist.world > 1:
             self._merge_ranks()
+        if self.dist.rank == 0:
+            self._hand_over_arrays(len(batches), {p.id for p in prompts})
         return self._read_rows(len(batches))
+
+    def _hand_over_arrays(self, n_batches: int, ids: set[str]) -> None:
+        """The arrays of every scored clip, from the run folder's batch files, to the metrics that compute from them."""
+        wanted = {name: set(m.kept_arrays()) for name, m in self.metrics.items() if m.kept_arrays()}
+        if not wanted:
+            return
+        columns = set().union(*wanted.values())
+        found: dict[str, dict[str, np.ndarray]] = {c: {} for c in columns}
+        for b in range(n_batches):
+            path = self.emb_dir / f"batch-{b:05d}.npz"
+            if not path.exists():
+                continue
+            with np.load(str(path), allow_pickle=False) as z:
+                for key in z.files:
+                    cid, _, col = key.rpartition("/")
+                    if col in columns and cid in ids:
+                        found[col][cid] = z[key]
+        for name, cols in wanted.items():
+            self.metrics[name].keep_arrays({c: found[c] for c in cols})
 
     def _score_batch(self, b: int, clips: list[Clip], rows: dict[str, dict[str, Any]], done: set[int],
                      n_batches: int) -> None:
