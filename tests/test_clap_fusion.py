@@ -180,6 +180,7 @@ def test_clap_score_from_the_command_line_equals_stable_audio_metrics(tmp_path, 
     with mock.patch.object(torchvision.transforms, "Resize", lambda *a, **k: real_resize(*a, **{**k, "antialias": False})):
         expected = clap_score(captions, str(gen), model, cfg, LaionEmbedder(model, cfg, tok).embed_text, seed=seed)
     assert abs(expected) > 1e-3
+    print(f"clap_score CLI {got['value']!r} vs stable-audio-metrics {expected!r}: |diff| {abs(got['value'] - expected):.3g}")
     assert got["value"] == pytest.approx(expected, abs=2e-6)
     assert got["fusion"] == {"seed": 0, "resize_antialias": False} and got["spec"]["section"] == "stable-audio-metrics"
     assert summary["metrics"]["clap"]["value"] is not None  # the card's CLAP in the same run

@@ -131,6 +131,7 @@ def test_network_matches_torchopenl3_on_identical_weights(size, tmp_path):
     with torch.no_grad():
         a, b = mine(x), ref(x)
     assert a.shape == b.shape == (5, MODEL_SIZES[size][-1])
+    print(f"openl3 {size}: max |diff| {float((a - b).abs().max()):.3g} of max |emb| {float(b.abs().max()):.3g}")
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max()))
 
 
@@ -201,6 +202,7 @@ def test_fd_openl3_from_the_command_line_equals_stable_audio_metrics(tmp_path):
     mu_r, sigma_r = sam.calculate_embd_statistics(rf)
     expected = float(sam.calculate_frechet_distance(mu_e, sigma_e, mu_r, sigma_r))
     assert expected > 0.005 * (np.trace(sigma_e) + np.trace(sigma_r))  # far from 0: the comparison below means something
+    print(f"fd_openl3 CLI {m['value']!r} vs stable-audio-metrics {expected!r}: rel {abs(m['value'] / expected - 1):.3g}")
     assert m["value"] == pytest.approx(expected, rel=1e-5)
     assert (m["values"]["n_gen_windows"], m["values"]["n_ref_windows"]) == (len(ev), len(rf))
     import pandas as pd
