@@ -18,6 +18,7 @@ setup-reference:  ## the reference environment (Python 3.11, numpy 1.x, frechet-
 	$(VENV_REF)/bin/python -m pip check
 	$(VENV_REF)/bin/python -m pip install -q --no-deps "kadtk==1.1.0"  # pins torch<2.6: its deps come from the extra
 	$(VENV_REF)/bin/python -m pip install -q --no-deps "fadtk==1.1.0"  # would pull transformers 4.x: deps from the extra
+	$(VENV_REF)/bin/python -m pip install -q --no-deps "torchopenl3==1.0.1"  # pins resampy<0.3 (pkg_resources)
 
 demo:             ## the offline demo (random weights, labelled as such)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m evalkit hydra.run.dir=outputs/demo

@@ -272,15 +272,25 @@ def crop_or_pad(wav: torch.Tensor, length: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------------------------
 # Normalisations (audiocraft/data/audio_utils.py)
 # ----------------------------------------------------------------------------------------------------------------
-def peak_normalize(wav: torch.Tensor, peak_dbfs: float = -1.0) -> torch.Tensor:
+def peak_normalize(wav: torch.Tensor, peak_dbfs: float = -1.0, gain: str = "audiocraft") -> torch.Tensor:
     """Scale so that max|x| = ``10 ** (peak_dbfs / 20)``: the peak at ``peak_dbfs`` dB relative to full scale
-    (-1.0: 1 dB below). audiocraft's ``normalize_audio(strategy='peak', peak_clip_headroom_db=1)`` and pyloudnorm's
-    ``normalize.peak(x, -1.0)`` are both ``peak_dbfs=-1.0``.
+    (-1.0: 1 dB below). ``gain`` says how the factor is rounded, as each tool does it:
 
+    - ``audiocraft``: ``normalize_audio(strategy='peak', peak_clip_headroom_db=1)``: ``x * (10 ** (-1 / 20) /
+      max|x|)`` in the tensor's dtype (the division rounded to float32 for float32 audio);
+    - ``pyloudnorm``: ``pyloudnorm.normalize.peak(x, -1.0)`` under numpy 1.x (stable-audio-metrics pins 1.23.5):
+      ``np.power(10.0, -1 / 20) / max|x|`` in float64, rounded once to the audio's float32, then the product.
+
+    The two factors differ in the last bit for some peaks (a 1e-7 relative difference in every sample).
     Silent audio (max|x| == 0) cannot be peak-normalised: raises :class:`AudioError` instead of returning NaN."""
     peak = wav.abs().max()
     if not torch.isfinite(peak) or peak == 0:
         raise AudioError("peak normalisation of silent or non-finite audio")
+    if gain == "pyloudnorm":
+        factor = float(np.power(10.0, peak_dbfs / 20.0)) / float(peak)
+        return wav * torch.tensor(factor, dtype=wav.dtype)
+    if gain != "audiocraft":
+        raise ValueError(f"peak gain {gain!r}: expected audiocraft or pyloudnorm")
     return wav * (10 ** (peak_dbfs / 20) / peak)
 
 

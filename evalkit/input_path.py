@@ -14,8 +14,9 @@ steps (:data:`STEPS`), each one function of :mod:`evalkit.audio`:
 ======================  =========================================================================================
 ``resample``            ``{rate: Hz | embedder, with: julius | resampy | soxr_hq | torchaudio_hann |
                         torchaudio_kaiser}``: every channel to ``rate`` (:func:`evalkit.audio.resample_with`)
-``channels``            ``1`` (the mean over channels), ``N``, or ``model`` (the generating model's channels;
-                        folder mode: unchanged): audiocraft's ``convert_audio_channels``
+``channels``            ``1`` (the mean over channels), ``N``, ``model`` (the generating model's channels;
+                        folder mode: unchanged) or ``embedder`` (the channels the metric's embedder takes):
+                        audiocraft's ``convert_audio_channels`` (mono to N by repetition, N to fewer: the first)
 ``crop``                ``reference``: the generated clip cut to the reference's length (at the clip's rate);
                         ``shorter``: both cut to the shorter one (``both`` only)
 ``pad``                 ``reference``: the generated clip zero-padded to the reference's length; ``{min_s: s}``:
@@ -23,7 +24,9 @@ steps (:data:`STEPS`), each one function of :mod:`evalkit.audio`:
 ``truncate``            ``seconds``: keep the first ``seconds`` (fadtk's EnCodec loader keeps 3 minutes)
 ``loudness``            ``{lufs, energy_floor}``: gain to ``lufs`` (BS.1770), skipped below ``energy_floor`` RMS
 ``clamp``               ``limit``: clamp to [-limit, limit]; the share of samples it changed is audited
-``peak``                ``dbfs``: gain so that the peak is at ``dbfs`` (-1.0 = 1 dB below full scale)
+``peak``                ``dbfs`` or ``{dbfs, gain: audiocraft | pyloudnorm}``: gain so that the peak is at ``dbfs``
+                        (-1.0 = 1 dB below full scale), rounded as that tool rounds it (:func:`~evalkit.audio.
+                        peak_normalize`; default audiocraft)
 ``write_int16``         ``audiocraft``: ``audio_write`` to int16 (``i16_pcm``) read back as raw int16 values (float64);
                         ``pcm16``: ``torchaudio.save`` PCM_S16 read back as int16 / 32768 (fadtk, kadtk)
 ``quantize_int16``      ``laion``: ``int16_to_float32(float32_to_int16(x))``
@@ -33,7 +36,10 @@ steps (:data:`STEPS`), each one function of :mod:`evalkit.audio`:
 ``peak``, ``write_int16``, ``quantize_int16`` and ``max_normalize`` are the *scale* steps: they come last, and the
 audit (:mod:`evalkit.audit`) measures each side just before the first of them: the signal the protocol scores, at the
 level it will be scored (after loudness normalisation and the channel view), before the final gain that would hide a
-silent clip.
+silent clip. Only ``resample`` and ``channels`` may follow a scale step (:data:`AFTER_SCALE`): both are linear, so
+they keep what the audit saw, and a tool that normalises the peak of the file as read before it converts channels and
+rates (stable-audio-metrics' OpenL3 FD: peak over all channels, then soxr to 44.1 kHz, then L and R) measures its
+peak there, not after.
 
 :meth:`InputPath.apply` keeps its results on the :class:`~evalkit.metrics.base.Clip` (``clip.memo``): two metrics
 whose paths share a prefix (every audiocraft protocol starts with the solver's post-processing) compute it once, and
@@ -57,6 +63,10 @@ SCALE_STEPS = ("peak", "write_int16", "quantize_int16", "max_normalize")
 #: ``resample.with``: one tool's resampler each (:func:`evalkit.audio.resample_with`); the two torchaudio sincs are
 #: audiobox-aesthetics' (its defaults: Hann window) and fadtk's / kadtk's (Kaiser window, their constants)
 RESAMPLERS = ("julius", "resampy", "soxr_hq", "torchaudio_hann", "torchaudio_kaiser")
+#: steps that may follow a scale step: linear ones, which change neither what the audit measured nor the level
+AFTER_SCALE = ("resample", "channels")
+#: how a ``peak`` step rounds its gain (:func:`evalkit.audio.peak_normalize`)
+PEAK_GAINS = ("audiocraft", "pyloudnorm")
 #: ``write_int16`` arguments: audiocraft's ``audio_write`` + Google's reader | torchaudio.save + soundfile.read / 32768
 INT16_WRITERS = ("audiocraft", "pcm16")
 
@@ -167,6 +177,8 @@ def _clamp(s: Side, arg: Any, ctx: Context) -> Side:
 
 
 def _peak(s: Side, arg: Any, ctx: Context) -> Side:
+    if isinstance(arg, Mapping):
+        return Side(A.peak_normalize(s.wav, float(arg["dbfs"]), str(arg["gain"])), s.sr, s.file_sr, s.clamped)
     return Side(A.peak_normalize(s.wav, float(arg)), s.sr, s.file_sr, s.clamped)
 
 
@@ -224,7 +236,8 @@ class Step:
         return json.dumps([self.scope, self.name, self.arg], sort_keys=True, default=str)
 
 
-def _parse(scope: str, item: Any, setting: str, embedder_rate: int | None) -> Step:
+def _parse(scope: str, item: Any, setting: str, embedder_rate: int | None, embedder_channels: int | None = None
+           ) -> Step:
     if isinstance(item, str):
         name, arg = item, None
     elif isinstance(item, Mapping) and len(item) == 1:
@@ -255,12 +268,21 @@ def _parse(scope: str, item: Any, setting: str, embedder_rate: int | None) -> St
     elif name == "pad" and arg != "reference" and not (
             isinstance(arg, Mapping) and set(arg) == {"min_s"} and isinstance(arg["min_s"], (int, float))):
         raise InputPathError(f"{setting}.{scope}: pad: {arg!r}; expected reference or {{min_s: seconds}}")
+    elif name == "channels" and arg == "embedder":
+        if embedder_channels is None:
+            raise InputPathError(f"{setting}.{scope}: channels: embedder, but this metric has no embedder")
+        arg = int(embedder_channels)
     elif name == "channels" and arg != "model" and not (isinstance(arg, int) and arg >= 1):
-        raise InputPathError(f"{setting}.{scope}: channels: {arg!r}; expected a number of channels or model")
+        raise InputPathError(f"{setting}.{scope}: channels: {arg!r}; expected a number of channels, model or embedder")
     elif name == "loudness" and not (isinstance(arg, Mapping) and {"lufs", "energy_floor"} <= set(arg)):
         raise InputPathError(f"{setting}.{scope}: loudness needs {{lufs, energy_floor}}, got {arg!r}")
     elif name == "truncate" and not (isinstance(arg, (int, float)) and not isinstance(arg, bool) and arg > 0):
         raise InputPathError(f"{setting}.{scope}: truncate: {arg!r}; expected a positive number of seconds")
+    elif name == "peak" and isinstance(arg, Mapping):
+        if set(arg) != {"dbfs", "gain"} or not isinstance(arg["dbfs"], (int, float)) or \
+                arg["gain"] not in PEAK_GAINS:
+            raise InputPathError(f"{setting}.{scope}: peak: {arg!r}; expected a number (dBFS) or {{dbfs: number, "
+                                 f"gain: {' | '.join(PEAK_GAINS)}}}")
     elif name in ("clamp", "peak", "max_normalize") and not isinstance(arg, (int, float)):
         raise InputPathError(f"{setting}.{scope}: {name}: {arg!r} is not a number")
     return Step(scope, name, arg)
@@ -279,26 +301,31 @@ class InputPath:
 
     ``node``: ``{reference: [...], generated: [...], both: [...]}``. ``setting``: where it lives
     (``metrics.fad.input``), named in errors. ``embedder_rate``: the rate ``resample: {rate: embedder}`` means.
-    ``channel_view``: the run's view for a metric that scores it (``mono``: no step). ``uses_reference``: False for a
+    ``embedder_channels``: what ``channels: embedder`` means. ``channel_view``: the run's view for a metric that
+    scores it (``mono``: no step). ``uses_reference``: False for a
     metric that compares with no reference (CLAP): the reference then only decides the generated clip's crop and pad.
     ``band_hz``: the highest frequency the metric's front end analyses (``low_sample_rate``).
     Raises :class:`InputPathError` for an unknown step, a step in the wrong list, a bad argument, or a scale step
     followed by another kind."""
 
     def __init__(self, node: Mapping[str, Any] | None, *, setting: str, embedder_rate: int | None = None,
-                 channel_view: str = "mono", uses_reference: bool = True, band_hz: float | None = None) -> None:
+                 channel_view: str = "mono", uses_reference: bool = True, band_hz: float | None = None,
+                 embedder_channels: int | None = None) -> None:
         node = dict(node or {})
         unknown = sorted(set(node) - {"reference", "generated", "both"})
         if unknown:
             raise InputPathError(f"{setting}: unknown lists {unknown}; an input path has reference, generated, both")
         self.setting, self.uses_reference, self.band_hz = setting, bool(uses_reference), band_hz
-        self.side_steps = {s: [_parse(s, x, setting, embedder_rate) for x in (node.get(s) or [])] for s in SIDE_LISTS}
+        self.side_steps = {s: [_parse(s, x, setting, embedder_rate, embedder_channels) for x in (node.get(s) or [])]
+                           for s in SIDE_LISTS}
         self.view = str(channel_view)
-        both = [_parse("both", x, setting, embedder_rate) for x in (node.get("both") or [])]
+        both = [_parse("both", x, setting, embedder_rate, embedder_channels) for x in (node.get("both") or [])]
         kinds = [st.name in SCALE_STEPS for st in both]
-        if any(a and not b for a, b in zip(kinds, kinds[1:])):
+        late = [st.name in SCALE_STEPS + AFTER_SCALE for st in both]
+        if any(a and not b for a, b in zip(kinds, late[1:])):
             raise InputPathError(f"{setting}.both: the scale steps ({', '.join(SCALE_STEPS)}) come last, after every "
-                                 f"other step (the audit measures the signal just before them)")
+                                 f"other step but {', '.join(AFTER_SCALE)} (the audit measures the signal just before "
+                                 f"them)")
         side_scale = [st for s in SIDE_LISTS for st in self.side_steps[s] if st.name in SCALE_STEPS]
         if side_scale:
             raise InputPathError(f"{setting}.{side_scale[0].scope}: {side_scale[0].name} is a scale step; put it in "

@@ -67,14 +67,39 @@ def thaw(obj: Any) -> Any:
 _PROTOCOL_OVERRIDE = re.compile(r"^(?P<prefix>[~+]{0,2})metrics\.(?P<metric>[A-Za-z0-9_-]+)\.protocol=(?P<value>.*)$")
 
 
-def rewrite_overrides(overrides: Iterable[str]) -> list[str]:
+def rewrite_overrides(overrides: Iterable[str], conf_dir: str | Path | None = None) -> list[str]:
     """``metrics.<m>.protocol=<p>`` -> ``metrics/<m>=<p>``: the protocol is a config group (a file in
-    ``conf/metrics/<m>/``), so choosing it swaps every constant of the recipe, not just the label."""
+    ``conf/metrics/<m>/``), so choosing it swaps every constant of the recipe, not just the label. For an instance of
+    another metric's class (``fd_openl3``: ``fad`` under another name, :func:`metric_class`), the group is that
+    class's, at the instance's package: ``metrics/fad@metrics.fd_openl3=<p>``."""
     out = []
     for o in overrides:
         m = _PROTOCOL_OVERRIDE.match(o)
-        out.append(f"metrics/{m['metric']}={m['value']}" if m and not m["prefix"] else o)
+        if m and not m["prefix"]:
+            out.append(f"{protocol_group(m['metric'], conf_dir)}={m['value']}")
+        else:
+            out.append(o)
     return out
+
+
+def metric_class(name: str, conf_dir: str | Path | None = None) -> str:
+    """The metric class a ``conf/metrics/<name>.yaml`` runs: its node's ``metric`` key for an instance
+    (``fd_openl3`` -> ``fad``), else ``name`` itself (PyYAML only; :func:`evalkit.registry.instance_info` is the
+    same rule for code that builds the metric)."""
+    import yaml
+
+    path = Path(conf_dir or CONF_DIR) / "metrics" / f"{name}.yaml"
+    if not path.is_file():
+        return name
+    node = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get(name) or {}
+    return str(node.get("metric") or name) if isinstance(node, Mapping) else name
+
+
+def protocol_group(name: str, conf_dir: str | Path | None = None) -> str:
+    """The config group that chooses metric ``name``'s protocol: ``metrics/<name>``, or for an instance
+    ``metrics/<class>@metrics.<name>`` (how Hydra names a group chosen at another package)."""
+    cls = metric_class(name, conf_dir)
+    return f"metrics/{name}" if cls == name else f"metrics/{cls}@metrics.{name}"
 
 
 def compose(overrides: Sequence[str] = (), conf_dir: str | Path | None = None):
@@ -90,7 +115,7 @@ def compose(overrides: Sequence[str] = (), conf_dir: str | Path | None = None):
         if GlobalHydra.instance().is_initialized():  # inside @hydra.main or another compose: leave it as it is
             return hydra_compose("config", overrides=rewrite_overrides(overrides), return_hydra_config=True)
         with initialize_config_dir(config_dir=str(Path(conf_dir or CONF_DIR).resolve()), version_base=None):
-            return hydra_compose("config", overrides=rewrite_overrides(overrides), return_hydra_config=True)
+            return hydra_compose("config", overrides=rewrite_overrides(overrides, conf_dir), return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as exc:
         raise SpecError(composition_message(exc, conf_dir)) from None
 
@@ -168,9 +193,11 @@ def recipe_from_files(name: str, protocol: str | None = None, conf_dir: str | Pa
     conf = Path(conf_dir or CONF_DIR)
     root = conf / "metrics"
     node = yaml.safe_load((root / f"{name}.yaml").read_text(encoding="utf-8"))
-    default = next(d[name] for d in node["defaults"] if isinstance(d, dict) and name in d)
+    cls = metric_class(name, conf)
+    entry = name if cls == name else f"{cls}@{name}"  # an instance chooses among its class's protocol files
+    default = next(d[entry] for d in node["defaults"] if isinstance(d, dict) and entry in d)
     protocol = protocol or default
-    recipe = yaml.safe_load((root / name / f"{protocol}.yaml").read_text(encoding="utf-8"))
+    recipe = yaml.safe_load((root / cls / f"{protocol}.yaml").read_text(encoding="utf-8"))
     recipe.update(node.get(name) or {})
     post = yaml.safe_load((conf / "postprocess" / f"{postprocess}.yaml").read_text(encoding="utf-8"))
     for k, v in recipe.items():
@@ -335,11 +362,13 @@ class RunSpec:
             raise SpecError(str(exc)) from exc
         self._check_known_keys()
         for name, recipe in self.metrics.items():
-            chosen = (choices or {}).get(f"metrics/{name}")
+            group = protocol_group(name)
+            chosen = (choices or {}).get(group)
             if chosen is not None and chosen != recipe.get("protocol"):
+                folder = group.split("@")[0]
                 raise SpecError(
                     f"metrics.{name}.protocol={recipe.get('protocol')} but the constants are those of "
-                    f"conf/metrics/{name}/{chosen}.yaml: choose a protocol with metrics/{name}=<file> (or "
+                    f"conf/{folder}/{chosen}.yaml: choose a protocol with {group}=<file> (or "
                     f"metrics.{name}.protocol=<file> on the command line), not by editing its label")
 
     def _checks(self) -> list[tuple[bool, str]]:

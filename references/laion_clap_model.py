@@ -85,17 +85,18 @@ class _RobertaFromConfig:
 
 
 def build_clap(size: str = "full", amodel: str = "HTSAT-base", *, vocab_size: int | None = None,
-               seed: int = 0) -> tuple[torch.nn.Module, dict]:
-    """``clap_module.model.CLAP`` as ``create_model(amodel, "roberta", enable_fusion=False)`` builds it, with
-    random weights drawn from ``seed`` (the global RNG is left as it was). Returns ``(model in eval mode, model_cfg)``
-    where ``model_cfg`` is the dict ``CLAP_Module.model_cfg`` would hold."""
+               seed: int = 0, enable_fusion: bool = False) -> tuple[torch.nn.Module, dict]:
+    """``clap_module.model.CLAP`` as ``create_model(amodel, "roberta", enable_fusion=...)`` builds it
+    (``CLAP_Module(enable_fusion=True)``: ``fusion_type="aff_2d"``), with random weights drawn from ``seed`` (the
+    global RNG is left as it was). Returns ``(model in eval mode, model_cfg)`` where ``model_cfg`` is the dict
+    ``CLAP_Module.model_cfg`` would hold."""
     if size not in ("full", "tiny"):
         raise ClapError(f"model_size={size!r}: expected 'full' or 'tiny'")
     M, H, _ = clap_modules()
     model_cfg = laion_model_config(amodel)
     model_cfg["text_cfg"]["model_type"] = "roberta"
-    model_cfg["enable_fusion"] = False
-    model_cfg["fusion_type"] = "None"
+    model_cfg["enable_fusion"] = bool(enable_fusion)
+    model_cfg["fusion_type"] = "aff_2d" if enable_fusion else "None"
     patches = [mock.patch.object(M, "RobertaModel", _RobertaFromConfig(roberta_config(size, vocab_size)))]
     if size == "tiny":
         t = TINY_HTSAT

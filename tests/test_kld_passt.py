@@ -324,3 +324,48 @@ def test_offline_without_the_released_file_is_a_clear_error(tmp_path, monkeypatc
         bad = tmp_path / "bad.pt"
         torch.save({"cls_token": torch.zeros(1, 1, 3)}, bad)
         KLD(recipe(checkpoint=str(bad), model_size="tiny")).embedder.network
+
+
+def test_kl_passt_from_the_command_line_equals_stable_audio_metrics(ckpt, tmp_path):
+    """``python -m evalkit model=folder ... metrics=[kl_passt]`` as a user types it (files at 44.1/48/32 kHz, stereo
+    and mono, other gains, a 12 s clip: two windows) against stable-audio-metrics' passt_kld transcription
+    (:func:`sam_probabilities` on each file as librosa reads it, ``F.kl_div((ref_p + 1e-6).log(), eval_p, 'sum')``,
+    the mean over ids) with the same tiny PaSST weights."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import soundfile as sf
+
+    gen_dir, ref_dir = tmp_path / "gen", tmp_path / "ref"
+    gen_dir.mkdir()
+    ref_dir.mkdir()
+    files = {"a": (convert_audio(torch.cat([music(2), music(4)[:, :64000]], -1), 32000, 44100, 2) * 0.5,
+                   44100, convert_audio(music(0), 32000, 48000, 2), 48000),
+             "b": (convert_audio(music(3), 32000, 48000, 1) * 1.7, 48000, music(1), 32000),
+             "c": (music(1) * 0.3, 32000, convert_audio(music(2), 32000, 44100, 2), 44100)}
+    for cid, (g, gsr, r, rsr) in files.items():
+        sf.write(gen_dir / f"{cid}.wav", g.T.numpy(), gsr, subtype="FLOAT")
+        sf.write(ref_dir / f"{cid}.wav", r.T.numpy(), rsr, subtype="FLOAT")
+    out = tmp_path / "run"
+    p = subprocess.run([sys.executable, "-m", "evalkit", "model=folder", f"model.dir={gen_dir}",
+                        f"reference.dir={ref_dir}", "metrics=[kl_passt]", "backbone_size=tiny", "progress=false",
+                        f"metrics.kl_passt.checkpoint={ckpt['stable-audio-metrics']}",
+                        "metrics.kl_passt.checkpoint_sha256=null", f"hydra.run.dir={out}",
+                        f"cache.dir={tmp_path / 'cache'}"],
+                       cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)},
+                       capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    got = json.loads((out / "summary.json").read_text())["metrics"]["kl_passt"]
+    wrapper, _ = package_wrapper("base", ckpt["stable-audio-metrics"], "stable-audio-metrics")
+    kls = []
+    for cid in files:
+        (g, gsr), (r, rsr) = (sf.read(d / f"{cid}.wav", dtype="float32", always_2d=True) for d in (gen_dir, ref_dir))
+        eval_p, ref_p = sam_probabilities(wrapper, g.T, gsr), sam_probabilities(wrapper, r.T, rsr)
+        kls.append(F.kl_div((ref_p + 1e-6).log(), eval_p, reduction="sum", log_target=False).item())
+    assert got["n_clips"] == 3
+    print(f"kl_passt CLI {got['value']!r} vs stable-audio-metrics {np.mean(kls)!r}: rel "
+          f"{abs(got['value'] / np.mean(kls) - 1):.3g}")
+    assert got["value"] == pytest.approx(float(np.mean(kls)), rel=1e-5), (got["value"], kls)
+    assert got["value"] != pytest.approx(kls[0], rel=1e-2)  # three different clips: the mean is of all three

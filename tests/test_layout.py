@@ -96,7 +96,7 @@ UPPER = {"evalkit.stages", "evalkit.report", "evalkit.compare", "evalkit.run", "
 LOWER = {"evalkit.audio", "evalkit.audit", "evalkit.input_path", "evalkit.embeddings", "evalkit.statistics",
          "evalkit.metrics", "evalkit.data", "evalkit.generate", "evalkit.io", "evalkit.cpu", "evalkit.cache",
          "evalkit.errors", "evalkit.registry", "evalkit.resampy_exact", "evalkit.spec", "evalkit.distributed",
-         "evalkit.overrides"}
+         "evalkit.overrides", "evalkit.safe_pickle"}
 
 
 def test_every_module_has_a_layer():

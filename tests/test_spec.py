@@ -15,7 +15,10 @@ from evalkit.spec import RunSpec, SpecError, compose, metric_recipe, recipe_from
 PROTOCOLS = [("fad", "audiocraft"), ("fad", "frechet-audio-distance"), ("fad", "clap-laion-audio"),
              ("fad", "clap-laion-music"), ("fad", "encodec-emb"), ("fad", "vggish"), ("fad", "panns-cnn14-32k"),
              ("kld", "audiocraft"), ("kld", "stable-audio-metrics"), ("clap", "audiocraft"), ("chroma", "audiocraft"),
-             ("aesthetics", "audiobox-aesthetics"), ("mauve", "mauve-text")]
+             ("aesthetics", "audiobox-aesthetics"), ("mauve", "mauve-text"),
+             ("fad", "stable-audio-metrics"), ("clap", "stable-audio-metrics"),
+             ("fd_openl3", "stable-audio-metrics"), ("kl_passt", "stable-audio-metrics"),
+             ("clap_score", "stable-audio-metrics")]
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +43,7 @@ def test_protocol_override_swaps_every_constant_not_just_the_label():
     sam = metric_recipe("kld", ["metrics/kld=stable-audio-metrics"])  # the group syntax works as well
     assert (sam["direction"], sam["embedder"]["input_tdim"], sam["collect"]) == ("generated_reference", 998,
                                                                                 "mean_logits")
-    assert sam["input"]["both"][-1] == {"peak": -1.0} and sam["input"]["generated"] == []
+    assert sam["input"]["both"][-1] == {"peak": {"dbfs": -1.0, "gain": "pyloudnorm"}} and sam["input"]["generated"] == []
 
 
 def test_any_constant_overrides_to_null_and_config_shows_effective_values(demo):
@@ -189,10 +192,11 @@ def test_compose_outside_and_inside_hydra(demo):
                                     r"\(did you mean metrics\.kld\.pad_chunks\?\)"),
     ("+generation.topk=50", r"generation\.topk: .*did you mean generation\.top_k\?"),
     ("metrics.kld.pad_chunk=true", r"metrics\.kld\.pad_chunk: no such setting \(did you mean metrics\.kld\.pad_chunks\?\)"),
-    ("metrics=[fadd]", r"metrics=fadd: no such choice; known: aesthetics, chroma, clap, fad, kad, kld, mauve, stereo"),
+    ("metrics=[fadd]", r"metrics=fadd: no such choice; known: aesthetics, chroma, clap, clap_score, fad, fd_openl3, "
+                       r"kad, kl_passt, kld, mauve, stable-audio-metrics, stereo"),
     ("metrics.fad.protocol=fad-package", r"metrics/fad=fad-package: no such choice; known: audiocraft, "
                                          r"clap-laion-audio, clap-laion-music, encodec-emb, frechet-audio-distance, "
-                                         r"panns-cnn14-32k, vggish"),
+                                         r"panns-cnn14-32k, stable-audio-metrics, vggish"),
     ("generation.guidance_scale=abc", r"generation\.guidance_scale=abc: not a number"),
     ("backbone_size=small", r"backbone_size=small: full or tiny"),
     ("audit.silent_below_dbfs=abc", r"audit\.silent_below_dbfs=abc: not a number"),

@@ -161,12 +161,33 @@ def _row_prompt(row: dict, src: str, line: int) -> Prompt:
     return Prompt(str(pid).strip(), str(row["caption"] or "").strip(), str(ref) if ref else None)
 
 
-def load_musiccaps(path: str | None = None, subset: str = "all", split: str = "train") -> list[Prompt]:
+def load_musiccaps(path: str | None = None, subset: str = "all", split: str = "train", *,
+                   subset_file: str | None = None, exclude=()) -> list[Prompt]:
     """MusicCaps through ``datasets``: the hub dataset, or a local copy of ``musiccaps-public.csv`` via
-    ``load_dataset("csv", data_files=path)`` (the same parsing path)."""
-    ds, src = load_musiccaps_dataset(path, subset, split)
+    ``load_dataset("csv", data_files=path)`` (the same parsing path). ``subset``: a boolean column's subset
+    (:data:`MUSICCAPS_SUBSETS`) or one read from ``subset_file`` (``nosinging``: stable-audio-metrics'
+    ``load/musiccaps-public-nosinging.csv``, :mod:`evalkit.data.stable_audio_metrics`); ``exclude``: named id lists
+    dropped (``stable-audio-metrics-missing``: its 87 ``NOT_IN_MUSICCAPS`` ytids). :class:`PromptError` names the
+    setting that cannot work."""
+    from evalkit.data import stable_audio_metrics as sam
+
+    try:
+        drop = sam.excluded_ids(exclude)
+        keep = sam.subset_ids(subset, subset_file) if subset in sam.FILE_SUBSETS else None
+    except ValueError as exc:
+        raise PromptError(str(exc)) from None
+    if keep is None and subset_file:
+        raise PromptError(f"dataset.subset_file={subset_file}: only read for dataset.subset="
+                          f"{'|'.join(sam.FILE_SUBSETS)} (here subset={subset})")
+    ds, src = load_musiccaps_dataset(path, "all" if keep is not None else subset, split)
     prompts = [Prompt(str(r["ytid"]), str(r["caption"] or "").strip(), str(r["ytid"])) for r in ds]
-    return validate(prompts, src)
+    if keep is not None:
+        unknown = keep - {p.id for p in prompts}
+        if unknown:
+            raise PromptError(f"dataset.subset_file={subset_file}: {len(unknown)} ytids are not in {src} (e.g. "
+                              f"{', '.join(sorted(unknown)[:3])}): not a subset of this MusicCaps table")
+        prompts = [p for p in prompts if p.id in keep]
+    return validate([p for p in prompts if p.id not in drop], src)
 
 
 def load_folder_prompts(folder: str | None, captions: str | None = None) -> list[Prompt]:
@@ -253,7 +274,8 @@ def load_prompts(cfg) -> list[Prompt]:
     """From the ``dataset`` config node: ``name`` musiccaps | prompts | demo; ``path``; ``subset``; ``limit``."""
     name = cfg.get("name")
     if name == "musiccaps":
-        prompts = load_musiccaps(cfg.get("path"), cfg.get("subset", "all"), cfg.get("split", "train"))
+        prompts = load_musiccaps(cfg.get("path"), cfg.get("subset", "all"), cfg.get("split", "train"),
+                                 subset_file=cfg.get("subset_file"), exclude=list(cfg.get("exclude") or ()))
     elif name == "prompts":
         if not cfg.get("path"):
             raise PromptError("dataset=prompts needs dataset.path=FILE (.txt, .csv or .jsonl)")

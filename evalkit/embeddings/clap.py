@@ -86,10 +86,17 @@ HTSAT_BASE: dict[str, Any] = dict(spec_size=256, patch_size=4, patch_stride=(4, 
                                   depths=[2, 2, 12, 2], num_heads=[4, 8, 16, 32], window_size=8, class_num=527)
 #: ``create_htsat_model`` for ``model_name == "tiny"`` (``clap_module/model_configs/HTSAT-tiny.json``: the same
 #: ``audio_cfg`` front end as HTSAT-base, joint ``embed_dim`` 768 = 96 * 2**3): LAION's ``630k-audioset-best.pt``
-#: (fadtk's ``clap-laion-audio``, ``CLAP_Module(enable_fusion=False, amodel='HTSAT-tiny')``).
+#: (fadtk's ``clap-laion-audio``, ``CLAP_Module(enable_fusion=False, amodel='HTSAT-tiny')``) and the audio tower of
+#: ``630k-audioset-fusion-best.pt`` (stable-audio-metrics' CLAP score, with fusion).
 HTSAT_TINY: dict[str, Any] = dict(HTSAT_BASE, embed_dim=96, depths=[2, 2, 6, 2])
-#: laion_clap's audio models evalkit builds (``amodel``), non-fusion, with the roberta text tower
+#: laion_clap's audio models evalkit builds (``amodel``), with the roberta text tower (the front-end constants,
+#: :data:`AUDIO_CFG`, are the same for both)
 HTSAT_MODELS: dict[str, dict[str, Any]] = {"HTSAT-base": HTSAT_BASE, "HTSAT-tiny": HTSAT_TINY}
+
+#: laion_clap's fusion (``CLAP_Module(enable_fusion=True)``: ``fusion_type="aff_2d"``, ``AFF(channels=embed_dim,
+#: r=4)`` in the patch embedding); transformers' ``ClapAudioConfig(enable_fusion=True, aff_block_r=4)`` is the same
+#: block (``ClapAudioAFFBlock``)
+FUSION_TYPE = "aff_2d"
 
 #: laion_clap's ``CLAP(joint_embed_shape=512, mlp_act="relu")``: both projections are Linear -> ReLU -> Linear.
 PROJECTION_DIM = 512
@@ -133,6 +140,11 @@ RENAMES: list[tuple[str, str]] = [
     (r"audio_branch\.layers\.(\d+)\.downsample\.(reduction\.weight|norm\.weight|norm\.bias)",
      r"audio_model.audio_encoder.layers.\1.downsample.\2"),
     (r"audio_branch\.norm\.(weight|bias)", r"audio_model.audio_encoder.norm.\1"),
+    # fusion models (aff_2d): the local chunks' convolution and the attentional fusion block, same sub-module names
+    (r"audio_branch\.patch_embed\.mel_conv2d\.(weight|bias)", r"audio_model.audio_encoder.patch_embed.mel_conv2d.\1"),
+    (r"audio_branch\.patch_embed\.fusion_model\.(local_att|global_att)\.(\d+)\."
+     r"(weight|bias|running_mean|running_var|num_batches_tracked)",
+     r"audio_model.audio_encoder.patch_embed.fusion_model.\1.\2.\3"),
     (r"(audio|text)_projection\.0\.(weight|bias)", r"\1_projection.linear1.\2"),   # Sequential(Linear, ReLU, Linear)
     (r"(audio|text)_projection\.2\.(weight|bias)", r"\1_projection.linear2.\2"),
     (r"text_branch\.embeddings\.(word_embeddings|position_embeddings|token_type_embeddings)\.weight",
@@ -154,9 +166,10 @@ SYNTHESISED_KEYS = ("text_model.embeddings.position_ids", "text_model.embeddings
 # ----------------------------------------------------------------------------------------------------------------
 # Config
 # ----------------------------------------------------------------------------------------------------------------
-def clap_config(size: str = "full", vocab_size: int | None = None, amodel: str = "HTSAT-base"):
+def clap_config(size: str = "full", vocab_size: int | None = None, amodel: str = "HTSAT-base",
+                enable_fusion: bool = False):
     """The ``transformers.ClapConfig`` of laion_clap's ``amodel`` (``HTSAT-base`` or ``HTSAT-tiny``) + ``roberta``
-    non-fusion CLAP.
+    CLAP, with or without feature fusion.
 
     ``size="full"``: ``HTSAT-base`` (patch embedding 128, depths [2, 2, 12, 2], hidden 128 * 2**3 = 1024) or
     ``HTSAT-tiny`` (patch embedding 96, depths [2, 2, 6, 2], hidden 768), both with heads [4, 8, 16, 32], Swin window
@@ -165,7 +178,9 @@ def clap_config(size: str = "full", vocab_size: int | None = None, amodel: str =
     ``ClapTextConfig``'s default eps is 1e-12, which would load without error and shift every text embedding).
     Projections: 512, ReLU. ``size="tiny"``: the shrunken model of laion reference builder (HTSAT embed 16, depths
     [1, 1, 1, 1]; one RoBERTa layer of width 768 with intermediate size 64), random weights only, for either
-    ``amodel``. Raises :class:`ClapError` for another size or audio model.
+    ``amodel``. ``enable_fusion``: laion's feature fusion (``aff_2d``: an attentional fusion of three local mel chunks
+    into the patch embedding of the global mel; ``mel_conv2d`` and ``fusion_model`` in the patch embedding;
+    ``630k-audioset-fusion-best.pt``). Raises :class:`ClapError` for another size or audio model.
     """
     from transformers import ClapAudioConfig, ClapConfig, ClapTextConfig
 
@@ -192,7 +207,7 @@ def clap_config(size: str = "full", vocab_size: int | None = None, amodel: str =
         hidden_size=htsat["embed_dim"] * 2 ** (len(depths) - 1), num_hidden_layers=len(depths),
         num_classes=htsat["class_num"], hidden_act="gelu", mlp_ratio=4.0, qkv_bias=True, layer_norm_eps=1e-5,
         enable_patch_layer_norm=True, flatten_patch_embeds=True, patch_embed_input_channels=1,
-        enable_fusion=False, fusion_type=None,
+        enable_fusion=bool(enable_fusion), fusion_type=FUSION_TYPE if enable_fusion else None, aff_block_r=4,
         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, drop_path_rate=0.1,  # inactive in eval mode
         projection_dim=PROJECTION_DIM, projection_hidden_act="relu")
     return ClapConfig(text_config=ClapTextConfig(**text).to_dict(), audio_config=ClapAudioConfig(**audio).to_dict(),
@@ -240,11 +255,8 @@ def _convert(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list
             else:
                 unknown.append(k)
     if unknown:
-        hint = ""
-        if any("fusion" in k or "mel_conv" in k for k in unknown):
-            hint = " (these are feature-fusion layers: only non-fusion CLAP checkpoints are supported)"
         raise ClapError(f"checkpoint conversion: {len(unknown)} key(s) of the LAION-CLAP state dict have no place in "
-                        f"ClapModel and are not on the list of deliberately dropped keys{hint}: {unknown}")
+                        f"ClapModel and are not on the list of deliberately dropped keys: {unknown}")
     pos_key = "text_model.embeddings.position_embeddings.weight"
     if pos_key in out:
         n = out[pos_key].shape[0]
@@ -338,9 +350,10 @@ CLAP_CHECKPOINT_HINT = ("Expected a non-fusion LAION-CLAP checkpoint of the embe
                         "630k-audioset-best.pt) and model_size=full.")
 
 
-def load_converted(model: torch.nn.Module, converted: dict[str, torch.Tensor], setting: str = "checkpoint") -> None:
+def load_converted(model: torch.nn.Module, converted: dict[str, torch.Tensor], setting: str = "checkpoint",
+                   hint: str = CLAP_CHECKPOINT_HINT) -> None:
     """:func:`~evalkit.embeddings.weights.load_strict` raising :class:`ClapError` with what the file should be."""
-    load_strict(model, converted, setting=setting, hint=CLAP_CHECKPOINT_HINT, error=ClapError)
+    load_strict(model, converted, setting=setting, hint=hint, error=ClapError)
 
 
 def read_clap_state_dict(path: str | os.PathLike, drop_keys: Sequence[str] = DROP_KEYS, trust: bool = False,
@@ -372,19 +385,28 @@ class ClapBackbone(Backbone):
     name = "clap"
 
     def __init__(self, size: str = "full", seed: int = 0, vocab_size: int | None = None,
-                 drop_keys: Sequence[str] = DROP_KEYS, amodel: str = "HTSAT-base") -> None:
+                 drop_keys: Sequence[str] = DROP_KEYS, amodel: str = "HTSAT-base", enable_fusion: bool = False) -> None:
         if size not in ("full", "tiny"):
             raise ClapError(f"model_size={size!r}: expected 'full' or 'tiny'")
         if amodel not in HTSAT_MODELS:
             raise ClapError(f"amodel={amodel!r}: expected one of {sorted(HTSAT_MODELS)}")
         super().__init__(size, seed)
-        self.vocab_size, self.drop_keys, self.amodel = vocab_size, tuple(drop_keys), str(amodel)
+        self.vocab_size, self.drop_keys = vocab_size, tuple(drop_keys)
+        self.amodel, self.enable_fusion = str(amodel), bool(enable_fusion)
 
     def build(self) -> ClapNetwork:
         from transformers import ClapModel
 
-        model = ClapModel(clap_config(self.size, self.vocab_size, self.amodel))
+        model = ClapModel(clap_config(self.size, self.vocab_size, self.amodel, self.enable_fusion))
         return ClapNetwork(model.eval(), HtsatLogMel(), {"front_end_max_abs_diff": {}, "dropped_keys": []})
+
+    @property
+    def hint(self) -> str:
+        """What a checkpoint that does not fit should have been."""
+        if (self.amodel, self.enable_fusion) == ("HTSAT-base", False):
+            return CLAP_CHECKPOINT_HINT
+        return (f"This embedding needs a {self.amodel}, {'fusion' if self.enable_fusion else 'non-fusion'} LAION-CLAP "
+                f"checkpoint{' (630k-audioset-fusion-best.pt)' if self.enable_fusion else ''} and model_size=full.")
 
     def load_weights(self, module: torch.nn.Module, state: dict, setting: str) -> None:
         """Drop ``drop_keys`` (audiocraft pops ``position_ids``), convert the rest by name, take the checkpoint's own
@@ -396,27 +418,29 @@ class ClapBackbone(Backbone):
             raise ClapError(f"{setting}: {exc}") from exc
         dropped = {k: state[k] for k in dropped_names}
         module.front_end, diffs = front_end_from_checkpoint(dropped, setting)
-        load_converted(module.model, converted, setting=setting)
+        load_converted(module.model, converted, setting=setting, hint=self.hint)
         module.info.update(front_end_max_abs_diff=diffs, dropped_keys=sorted(dropped))
 
     def describe(self) -> dict:
+        fusion = f"enable_fusion={self.enable_fusion}"
         return {**super().describe(),
-                "model": (f"transformers ClapModel: {self.amodel} + roberta-base, enable_fusion=False"
-                          if self.size == "full" else "transformers ClapModel: shrunken HTSAT + 1-layer RoBERTa (tiny)")}
+                "model": (f"transformers ClapModel: {self.amodel} + roberta-base, {fusion}" if self.size == "full"
+                          else f"transformers ClapModel: shrunken HTSAT + 1-layer RoBERTa (tiny), {fusion}")}
 
 
 def build_clap_hf(size: str = "full", *, seed: int = 0, checkpoint_path: str | os.PathLike | None = None,
-                  trust: bool = False, vocab_size: int | None = None,
-                  drop_keys: Sequence[str] = DROP_KEYS, amodel: str = "HTSAT-base") -> tuple[torch.nn.Module, dict]:
+                  trust: bool = False, vocab_size: int | None = None, drop_keys: Sequence[str] = DROP_KEYS,
+                  amodel: str = "HTSAT-base", enable_fusion: bool = False) -> tuple[torch.nn.Module, dict]:
     """``(ClapModel in eval mode, info)``: :class:`ClapBackbone` for a file path (or random weights from ``seed``)
-    of laion's ``amodel`` (HTSAT-base or HTSAT-tiny). ``vocab_size`` defaults to the checkpoint's. ``info``: ``size``, ``random``, ``seed``, ``checkpoint``,
+    of laion's ``amodel`` (HTSAT-base or HTSAT-tiny), with feature fusion if ``enable_fusion``. ``vocab_size``
+    defaults to the checkpoint's. ``info``: ``size``, ``random``, ``seed``, ``checkpoint``,
     ``dropped_keys``, ``audio`` (front-end constants), ``model``, ``front_end`` (the :class:`HtsatLogMel` to use:
     with a checkpoint, holding its own STFT kernels and mel filters) and ``front_end_max_abs_diff``."""
     path = Path(checkpoint_path) if checkpoint_path is not None else None
     if path is not None and vocab_size is None:
         word = read_clap_state_dict(path, drop_keys, trust).get("text_branch.embeddings.word_embeddings.weight")
         vocab_size = int(word.shape[0]) if word is not None else None
-    backbone = ClapBackbone(size, seed, vocab_size, drop_keys, amodel)
+    backbone = ClapBackbone(size, seed, vocab_size, drop_keys, amodel, enable_fusion)
     ckpt = Checkpoint(name=path.name if path else "random", path=path, sha256=None, random=path is None)
     net = backbone.load(ckpt, setting=f"metrics.clap.checkpoint={path}" if path else "metrics.clap.checkpoint",
                         trust=trust)
@@ -526,9 +550,15 @@ class ClapEmbedder:
             longer = [False] * len(waves)
         if len(longer) != len(waves):
             raise ValueError(f"embed_audio: {len(waves)} waveforms but {len(longer)} 'longer' flags")
-        feats = self.audio_features(waves)
+        return self.embed_features(self.audio_features(waves), longer)
+
+    @torch.no_grad()
+    def embed_features(self, feats: torch.Tensor, longer: Sequence[bool]) -> torch.Tensor:
+        """``input_features`` (``[B, 1, 1001, 64]`` from :class:`HtsatLogMel`; a fusion model's ``[B, 4, 1001, 64]``
+        from :func:`evalkit.embeddings.clap_fusion.fusion_input`) -> ``ClapModel.audio_model`` with ``is_longer``
+        -> ``audio_projection`` -> ``F.normalize``: ``[B, 512]``."""
         is_longer = torch.tensor([[bool(x)] for x in longer], device=self.device)
-        pooled = self.model.audio_model(input_features=feats, is_longer=is_longer).pooler_output
+        pooled = self.model.audio_model(input_features=feats.to(self.device), is_longer=is_longer).pooler_output
         return F.normalize(self.model.audio_projection(pooled), dim=-1)
 
     @torch.no_grad()
@@ -550,6 +580,7 @@ class ClapEmbedder:
 # The registered embedding
 # ----------------------------------------------------------------------------------------------------------------
 @register_embedder("clap-laion-audio")
+@register_embedder("clap-laion-audioset-fusion")
 @register_embedder("clap-laion-music")
 class LaionClapEmbedder(Embedder):
     """LAION-CLAP as an embedding (``conf/embeddings/clap-laion-*.yaml``): audio inputs ``[T]`` (mono, 48 kHz) cut or
@@ -568,19 +599,25 @@ class LaionClapEmbedder(Embedder):
         where = weights.setting
         if str(c.get("tmodel", "roberta")) != "roberta":
             raise ClapError(f"{where}.embedder.tmodel={c.get('tmodel')!r}: only the roberta text tower is implemented")
-        if bool(c.get("enable_fusion", False)):
-            raise ClapError(f"{where}: fusion CLAP models are not implemented (embedding {self.name!r})")
-        self.amodel = str(c.get("amodel", "HTSAT-base"))
+        self.amodel, self.fusion = str(c.get("amodel", "HTSAT-base")), bool(c.get("enable_fusion", False))
         if self.amodel not in HTSAT_MODELS or (self.sample_rate, int(c["max_samples"])) != (
                 AUDIO_CFG["sample_rate"], AUDIO_CFG["clip_samples"]):
             raise ClapError(f"{where}: amodel={c.get('amodel')}, sample_rate={self.sample_rate}, max_samples="
-                            f"{c.get('max_samples')}: only laion_clap's {' and '.join(HTSAT_MODELS)} (48 kHz, "
-                            f"480,000 samples) are built")
+                            f"{c.get('max_samples')}: only laion_clap's {' and '.join(HTSAT_MODELS)} (48 kHz, 480,000 "
+                            f"samples) are built")
         self.crop, self.fill = str(c.get("crop") or "start"), str(c.get("fill") or "repeatpad")
-        if self.crop not in CROPS:
+        if self.fusion:
+            if (self.crop, self.fill) != ("fusion", "repeatpad"):
+                raise ClapError(f"{where}.embedder: a fusion model takes crop=fusion, fill=repeatpad (laion's "
+                                f"get_audio_features(data_truncating='fusion', data_filling='repeatpad')), got "
+                                f"crop={self.crop}, fill={self.fill}")
+            self.fusion_seed = int(c["fusion_seed"])
+            self.fusion_antialias = bool(c["fusion_resize_antialias"])
+        elif self.crop not in CROPS:
             raise ValueError(f"{where}.embedder.crop={self.crop!r}: expected one of {CROPS}")
         if self.fill not in FILLS:
             raise ValueError(f"{where}.embedder.fill={self.fill!r}: expected one of {FILLS}")
+        self._fusion_mel = None
         self.max_samples = int(c["max_samples"])
         self.batch_size = max(1, weights.batch_size or 8)
         if weights.model_size != "full" and not self.checkpoint.random and weights.checkpoint is None:
@@ -609,7 +646,8 @@ class LaionClapEmbedder(Embedder):
     def backbone(self) -> ClapBackbone:
         return ClapBackbone(self.weights.model_size, self.weights.seed,
                             vocab_size=len(self.tokenizer) if self.weights.model_size == "tiny" else None,
-                            drop_keys=tuple(self.config.get("drop_state_keys") or ()), amodel=self.amodel)
+                            drop_keys=tuple(self.config.get("drop_state_keys") or ()), amodel=self.amodel,
+                            enable_fusion=self.fusion)
 
     @property
     def clap(self) -> ClapEmbedder:
@@ -631,9 +669,29 @@ class LaionClapEmbedder(Embedder):
         return fit_to_length(wav.reshape(-1) if wav.dim() > 1 else wav, self.max_samples, crop=self.crop,
                              fill=self.fill)
 
+    def fusion_inputs(self, items: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, bool]]:
+        """A fusion model's input per item (:func:`evalkit.embeddings.clap_fusion.fusion_input`): ``(mel_fusion [4,
+        1001, 64], longer)``, the random chunks of a clip longer than 10 s drawn from ``fusion_seed``."""
+        from evalkit.embeddings.clap_fusion import FusionMel, fusion_input
+
+        if self._fusion_mel is None:
+            self._fusion_mel = FusionMel()
+        with torch.no_grad():
+            return [fusion_input(x.detach().cpu(), self._fusion_mel, self.fusion_seed, self.fusion_antialias,
+                                 self.max_samples) for x in items]
+
     def embed(self, items: Sequence[torch.Tensor]) -> list[np.ndarray]:
         """One ``[1, 512]`` row per input: an item ``[T]`` is one input, ``[N, T]`` N inputs (a protocol's windows,
-        e.g. fadtk's 10 s every second) -> ``[N, 512]``."""
+        e.g. fadtk's 10 s every second) -> ``[N, 512]``. A fusion model: one ``[1, 512]`` row per item (its whole
+        clip: laion's ``data_truncating='fusion'``)."""
+        if self.fusion:
+            inputs = self.fusion_inputs(items)
+            out: list[np.ndarray] = []
+            for start in range(0, len(inputs), self.batch_size):
+                chunk = inputs[start:start + self.batch_size]
+                emb = self.clap.embed_features(torch.stack([f for f, _ in chunk]), [lg for _, lg in chunk])
+                out += [row[None].numpy() for row in emb.detach().float().cpu()]
+            return out
         owner = [i for i, x in enumerate(items) for _ in range(1 if x.dim() == 1 else x.shape[0])]
         fitted = [self.fit(w) for x in items for w in (x[None] if x.dim() == 1 else x)]
         rows: list[np.ndarray] = []

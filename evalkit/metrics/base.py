@@ -34,7 +34,7 @@ import torch
 
 from evalkit.audit import AuditSettings
 from evalkit.input_path import InputPath, Prepared
-from evalkit.metrics.spec import MetricSpec, RunContext
+from evalkit.metrics.spec import MetricSpec, RunContext, rename_key
 
 
 class MetricUnavailable(ValueError):
@@ -78,6 +78,13 @@ class ClipResult:
 
     def to_json(self) -> dict[str, Any]:
         return {"values": self.values, "skipped": self.skipped, "flags": self.flags}
+
+    def renamed(self, base: str, name: str) -> "ClipResult":
+        """The same result with the value and array keys of metric ``base`` as instance ``name`` writes them
+        (:func:`~evalkit.metrics.spec.rename_key`)."""
+        return ClipResult(values={rename_key(k, base, name): v for k, v in self.values.items()},
+                          arrays={rename_key(k, base, name): v for k, v in self.arrays.items()},
+                          skipped=self.skipped, flags=self.flags)
 
 
 def clip_result_from_json(d: Mapping[str, Any]) -> "ClipResult":
@@ -193,14 +200,15 @@ class Metric:
         return ClipResult(skipped=reason, flags=dict(flags or {}))
 
     # -- the input path ------------------------------------------------------------------------------------------------
-    def build_input(self, rate: int | None, band_hz: float | None = None) -> InputPath:
+    def build_input(self, rate: int | None, band_hz: float | None = None, channels: int = 1) -> InputPath:
         """The protocol's ``input`` node compiled for this run: ``rate`` is what ``resample: {rate: embedder}``
-        means (the embedder's, or the front end's), ``band_hz`` the band it analyses (``low_sample_rate``); the
-        run's channel view applies when the metric scores it."""
+        means (the embedder's, or the front end's), ``band_hz`` the band it analyses (``low_sample_rate``),
+        ``channels`` what ``channels: embedder`` means; the run's channel view applies when the metric scores it and
+        its embedder takes one channel (a stereo embedder scores the clip's own channels)."""
+        view = self.context.channel_view if self.applies_channel_view() and int(channels) == 1 else "mono"
         self.input = InputPath(self.recipe.get("input"), setting=f"metrics.{self.spec.name}.input",
-                               embedder_rate=rate, band_hz=band_hz,
-                               channel_view=self.context.channel_view if self.applies_channel_view() else "mono",
-                               uses_reference=self.uses_reference_audio)
+                               embedder_rate=rate, band_hz=band_hz, channel_view=view,
+                               uses_reference=self.uses_reference_audio, embedder_channels=int(channels))
         return self.input
 
     def prepare(self, clips: Sequence[Clip]) -> list[tuple[Clip, Prepared | None, ClipResult | None]]:
@@ -228,7 +236,7 @@ class Metric:
             return "no generated audio"
         if p.generated.error:
             reasons.append(f"generated{' ' + clip.path if clip.path else ''}: {p.generated.error}")
-        if self.uses_reference_audio:
+        if self.requires_pairs:
             if p.reference is None:
                 reasons.append("no reference audio")
             elif p.reference.error:
@@ -263,6 +271,52 @@ class Metric:
     def uses_reference_audio(self) -> bool:
         return type(self).needs_reference_audio(self.recipe)
 
+    @property
+    def requires_pairs(self) -> bool:
+        """Whether a clip is scored only with its reference (True for every metric that uses reference audio, but a
+        Fréchet protocol that compares two sets of clips: :attr:`evalkit.metrics.fad.FAD.requires_pairs`)."""
+        return self.uses_reference_audio
+
     def write_reference_artifacts(self, folder: Path) -> list[Path]:
         """Files describing the reference side that later runs can reuse (FAD: its statistics). Default: none."""
         return []
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Instances: one metric class under another name, with its own protocol, beside the metric itself in one run
+# ----------------------------------------------------------------------------------------------------------------
+_INSTANCES: dict[tuple[type, str, str], type] = {}
+
+
+def metric_instance(cls: type[Metric], name: str, section: str) -> type[Metric]:
+    """``cls`` under the name ``name``: a subclass whose spec is ``cls.spec.renamed(name, section)`` and whose
+    per-clip values, arrays and computed values carry ``name`` where ``cls`` writes its own name (``fad_windows`` ->
+    ``fd_openl3_windows``; :func:`~evalkit.metrics.spec.rename_key`), so that both fit in one run's
+    ``clips.parquet``, ``embeddings/`` and ``summary.json``. Its conf is ``conf/metrics/<name>.yaml`` with
+    ``<name>: {metric: <cls name>, section: <its table>, ...}`` and its protocol chosen from ``cls``'s protocol files
+    (``defaults: [<cls name>@<name>: <protocol>]``); its recipe's ``metric`` and ``section`` must say the same as the
+    class (:class:`ValueError` otherwise). One class per (cls, name, section)."""
+    key = (cls, str(name), str(section))
+    if key in _INSTANCES:
+        return _INSTANCES[key]
+    base = cls.spec.name
+
+    def __init__(self, recipe, device="cpu", context=None) -> None:
+        cls.__init__(self, recipe, device, context)
+        said = (self.recipe.get("metric"), self.recipe.get("section"))
+        if said != (base, section):
+            raise ValueError(f"metrics.{name}: metric={said[0]!r}, section={said[1]!r}, but this is the {base} metric "
+                             f"as {name!r} in section {section!r} (conf/metrics/{name}.yaml)")
+
+    def update(self, clips):
+        return {cid: r.renamed(base, name) for cid, r in cls.update(self, clips).items()}
+
+    def _compute(self):
+        return {rename_key(k, base, name): v for k, v in cls._compute(self).items()}
+
+    sub = type(f"{cls.__name__}[{name}]", (cls,), {
+        "spec": cls.spec.renamed(name, section), "__init__": __init__, "update": update, "_compute": _compute,
+        "__module__": cls.__module__,
+        "__doc__": f"The {base} metric as {name!r} ({section}): {cls.__doc__ or ''}"})
+    _INSTANCES[key] = sub
+    return sub

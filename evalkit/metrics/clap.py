@@ -49,7 +49,7 @@ class ClapScore(Metric):
         super().__init__(recipe, device, context)
         self.add_state("cosine_sum", ())
         self.eps = float(self.recipe["cosine_eps"])
-        self.embedder = build_embedder(self.recipe, SETTING, self.device)
+        self.embedder = build_embedder(self.recipe, f"metrics.{self.name}", self.device)
         self.embedder.network  # noqa: B018  (load now: a broken checkpoint stops the run before any scoring)
         self.build_input(self.embedder.sample_rate, self.embedder.band_hz)
 
@@ -101,6 +101,9 @@ class ClapScore(Metric):
 
     def describe(self) -> dict[str, Any]:
         e = self.embedder
-        return {"protocol": self.recipe.get("protocol", ""), **e.describe(), "tokenizer": e.tokenizer_source,
-                "model": e.backbone().describe()["model"], "crop": e.crop, "fill": e.fill,
-                "quantize_int16": any("quantize_int16" in step for step in self.input.describe())}
+        out = {"protocol": self.recipe.get("protocol", ""), **e.describe(), "tokenizer": e.tokenizer_source,
+               "model": e.backbone().describe()["model"], "crop": e.crop, "fill": e.fill,
+               "quantize_int16": any("quantize_int16" in step for step in self.input.describe())}
+        if getattr(e, "fusion", False):
+            out["fusion"] = {"seed": e.fusion_seed, "resize_antialias": e.fusion_antialias}
+        return out

@@ -63,6 +63,48 @@ class FADError(InputError, ValueError):
     """A FAD setting that cannot work; the message names it and the fix."""
 
 
+#: ``pairing``: ``paired`` (a clip and its reference together, or neither: the card's audiocraft protocol) or
+#: ``unpaired`` (each side counted on its own: two sets of clips, stable-audio-metrics' folders)
+PAIRINGS = ("paired", "unpaired")
+
+
+def statistic_settings(r: Mapping[str, Any], name: str) -> tuple[str, type, float]:
+    """``(stats, embedding dtype, fd_eps)`` of a FAD recipe, checked; the windows and pairing too. Raises
+    :class:`FADError` naming the setting."""
+    stats_mode = str(r.get("stats", "pooled"))
+    if stats_mode not in STATS:
+        raise FADError(f"metrics.{name}.stats={r.get('stats')!r}: expected pooled (every embedding of every clip "
+                       f"in one Gaussian: Google's FAD, frechet-audio-distance, kadtk) or online (fadtk's "
+                       f"calculate_embd_statistics_online: per-file float16 means merged by Chan's rule)")
+    dtype = str(r.get("embedding_dtype") or "float32")
+    if dtype not in EMBEDDING_DTYPES:
+        raise FADError(f"metrics.{name}.embedding_dtype={dtype!r}: expected float32 or float16 (fadtk and kadtk "
+                       f"store embeddings as float16)")
+    fd_eps = float(r.get("fd_eps", 1e-7))
+    if not fd_eps >= 0:
+        raise FADError(f"metrics.{name}.fd_eps={r.get('fd_eps')!r}: the offset added to the covariances' diagonals "
+                       f"when the trace term is not finite must be >= 0")
+    if bool(r.get("window_s")) != bool(r.get("hop_s")):
+        raise FADError(f"metrics.{name}.window_s and hop_s are set together (or both null: the whole clip)")
+    if r.get("pairing", "paired") not in PAIRINGS:
+        raise FADError(f"metrics.{name}.pairing={r.get('pairing')!r}: expected one of {', '.join(PAIRINGS)}")
+    return stats_mode, EMBEDDING_DTYPES[dtype], fd_eps
+
+
+def stored_as(e: np.ndarray, dtype: type, embedding: str) -> np.ndarray:
+    """``e`` as a protocol stores embeddings (``embedding_dtype``: float16 rounds them, as fadtk's and kadtk's
+    ``get_embedding`` do before ``np.save``), as float32. Raises :class:`FrechetError` when float16 overflows
+    (|x| > 65504: fadtk would then hold inf)."""
+    if dtype is np.float32:
+        return np.asarray(e, np.float32)
+    with np.errstate(over="ignore"):  # overflow is checked below, with the reason
+        low = np.asarray(e).astype(dtype)
+    if not np.isfinite(low).all():
+        raise FrechetError(f"{embedding} embeddings beyond float16's range (|x| > 65504): embedding_dtype=float16 "
+                           f"(the protocol's storage) cannot hold them")
+    return low.astype(np.float32)
+
+
 @register_metric("fad")
 class FAD(Metric):
     spec = MetricSpec(
@@ -79,22 +121,7 @@ class FAD(Metric):
         super().__init__(recipe, device, context)
         r = self.recipe
         name = self.spec.name
-        self.stats_mode = str(r.get("stats", "pooled"))
-        if self.stats_mode not in STATS:
-            raise FADError(f"metrics.{name}.stats={r.get('stats')!r}: expected pooled (every embedding of every clip "
-                           f"in one Gaussian: Google's FAD, frechet-audio-distance, kadtk) or online (fadtk's "
-                           f"calculate_embd_statistics_online: per-file float16 means merged by Chan's rule)")
-        dtype = str(r.get("embedding_dtype") or "float32")
-        if dtype not in EMBEDDING_DTYPES:
-            raise FADError(f"metrics.{name}.embedding_dtype={dtype!r}: expected float32 or float16 (fadtk and kadtk "
-                           f"store embeddings as float16)")
-        self.embedding_dtype = EMBEDDING_DTYPES[dtype]
-        self.fd_eps = float(r.get("fd_eps", 1e-7))
-        if not self.fd_eps >= 0:
-            raise FADError(f"metrics.{name}.fd_eps={r.get('fd_eps')!r}: the offset added to the covariances' diagonals "
-                           f"when the trace term is not finite must be >= 0")
-        if bool(r.get("window_s")) != bool(r.get("hop_s")):
-            raise FADError(f"metrics.{name}.window_s and hop_s are set together (or both null: the whole clip)")
+        self.stats_mode, self.embedding_dtype, self.fd_eps = statistic_settings(r, name)
         self.save_embeddings = bool(r.get("save_embeddings", True))
         self.embedder = build_embedder(r, f"metrics.{name}", self.device)
         self.embedder.network  # noqa: B018  (load now: a broken checkpoint stops the run before any scoring)
@@ -108,7 +135,7 @@ class FAD(Metric):
                            f"than one {self.embedder.name} input ({unit} samples)")
         #: the fewest samples (at the embedder's rate) that give one embedding
         self.min_samples = 1 if r.get("window_pad") else (self.window or unit)
-        self.build_input(rate, self.embedder.band_hz)
+        self.build_input(rate, self.embedder.band_hz, self.embedder.channels)
         #: the clip memo's key of these embeddings (another metric with the same embedder, path, windows reuses them)
         self.key = embedding_key(self.embedder, self.input.key, [self.window, self.hop, bool(r.get("window_pad"))])
         for side in ("gen", "ref"):
@@ -152,6 +179,16 @@ class FAD(Metric):
         """No reference audio is needed when the reference side comes from a statistics file (``reference.stats``)."""
         return not recipe.get("reference_stats")
 
+    def unusable(self, clip, p):
+        """Paired: the base rule (both sides usable). Unpaired: each side is judged on its own in :meth:`update`."""
+        return super().unusable(clip, p) if self.requires_pairs else None
+
+    @property
+    def requires_pairs(self) -> bool:
+        """``pairing: unpaired`` (two sets, as stable-audio-metrics scores two folders): a generated clip without a
+        reference, or whose reference cannot be read, still adds its generated side."""
+        return self.uses_reference_audio and self.recipe.get("pairing", "paired") == "paired"
+
     # -- the metric --------------------------------------------------------------------------------------------------
     def update(self, clips: Sequence[Clip]) -> dict[str, ClipResult]:
         """Embed both sides of every pair and add them to the statistics.
@@ -170,15 +207,13 @@ class FAD(Metric):
                 continue
             res = self.result(p, {"fad_windows": 0, **({"fad_ref_windows": 0} if self.uses_reference_audio else {})})
             reasons = []
-            sides = [("gen", "generated", p.generated)]
-            if self.uses_reference_audio:
-                sides.append(("ref", "reference", p.reference))
-            for side, what, s in sides:
-                x = s.wav.reshape(-1) if s.wav.shape[0] == 1 else s.wav.mean(0)
-                if x.shape[-1] < self.min_samples:
-                    reasons.append(f"{what} audio too short for one {self.embedder.name} "
-                                   f"{'window' if self.window else 'input'}: {x.shape[-1]} samples at "
-                                   f"{self.embedder.sample_rate} Hz, needs {self.min_samples}")
+            sides = [("gen", "generated", p.generated, clip.path)]
+            if self.uses_reference_audio and p.reference is not None:  # unpaired: a clip may come without one
+                sides.append(("ref", "reference", p.reference, clip.reference_path))
+            for side, what, s, path in sides:
+                x = self._side_input(side, what, s, path)
+                if isinstance(x, str):
+                    reasons.append(x)
                     self.state[f"n_{side}_skipped"] += 1
                     continue
                 items.append((clip, side, self.windows(x)))
@@ -200,29 +235,44 @@ class FAD(Metric):
                 results[clip.id].arrays[f"fad_{side}_emb"] = np.asarray(e, dtype=np.float32)
         return results
 
+    def _side_input(self, side: str, what: str, s, path: str | None) -> torch.Tensor | str:
+        """One side of a prepared clip as the embedder takes it, or why it adds nothing: no audio or a failed step
+        (unpaired only: prepare skips a paired protocol's pair), or too short for one embedding."""
+        if s is None or s.error:
+            return f"{what}{' ' + path if path else ''}: {s.error if s else 'no audio'}"
+        x = self.embedder_input(s.wav)
+        if x.shape[-1] < self.min_samples:
+            return (f"{what} audio too short for one {self.embedder.name} {'window' if self.window else 'input'}: "
+                    f"{x.shape[-1]} samples at {self.embedder.sample_rate} Hz, needs {self.min_samples}")
+        return x
+
+    def embedder_input(self, wav: torch.Tensor) -> torch.Tensor:
+        """A side ``[C, T]`` as the embedder takes it: ``[T]`` for a one-channel embedder (the mean over channels
+        when the input path left several), ``[C, T]`` for an embedder of ``C`` channels (which the protocol's input
+        path must give it: ``channels: embedder``; anything else raises :class:`FADError`)."""
+        c = self.embedder.channels
+        if c == 1:
+            return wav.reshape(-1) if wav.shape[0] == 1 else wav.mean(0)
+        if wav.shape[0] != c:
+            raise FADError(f"metrics.{self.name}: the {self.embedder.name} embedding takes {c} channels, the input "
+                           f"path gives {wav.shape[0]}: add `channels: embedder` to the protocol's input path")
+        return wav
+
     def windows(self, x: torch.Tensor) -> torch.Tensor:
-        """``[T]`` -> the protocol's windows ``[N, window]`` (or ``x`` itself without windows): full windows every
-        ``hop`` (``range(0, T - window + 1, hop)``: Google's FAD), or with ``window_pad`` a window starting every
-        ``hop`` until the end, the last ones zero-padded (``range(0, T, hop)``: fadtk's CLAP loaders)."""
+        """``[T]`` (or ``[C, T]``) -> the protocol's windows ``[N, window]`` (``[N, C, window]``), or ``x`` itself
+        without windows: full windows every ``hop`` (``range(0, T - window + 1, hop)``: Google's FAD), or with
+        ``window_pad`` a window starting every ``hop`` until the end, the last ones zero-padded (``range(0, T,
+        hop)``: fadtk's CLAP loaders)."""
         if not self.window:
             return x
         if not self.recipe.get("window_pad"):
-            return x.unfold(-1, self.window, self.hop)
+            return x.unfold(-1, self.window, self.hop).movedim(-2, 0)
         padded = torch.nn.functional.pad(x, (0, self.window))
-        return torch.stack([padded[s:s + self.window] for s in range(0, x.shape[-1], self.hop)])
+        return torch.stack([padded[..., s:s + self.window] for s in range(0, x.shape[-1], self.hop)])
 
     def stored(self, e: np.ndarray) -> np.ndarray:
-        """The embeddings as the protocol stores them (``embedding_dtype``: float16 rounds them, as fadtk's and
-        kadtk's ``get_embedding`` do before ``np.save``), as float32. Raises :class:`FrechetError` when float16
-        overflows (|x| > 65504: fadtk would then hold inf)."""
-        if self.embedding_dtype is np.float32:
-            return np.asarray(e, np.float32)
-        with np.errstate(over="ignore"):  # overflow is checked below, with the reason
-            low = np.asarray(e).astype(self.embedding_dtype)
-        if not np.isfinite(low).all():
-            raise FrechetError(f"{self.embedder.name} embeddings beyond float16's range (|x| > 65504): "
-                               f"embedding_dtype=float16 (the protocol's storage) cannot hold them")
-        return low.astype(np.float32)
+        """The embeddings as the protocol stores them (:func:`stored_as`)."""
+        return stored_as(e, self.embedding_dtype, self.embedder.name)
 
     def _accumulate(self, side: str, e: np.ndarray) -> None:
         """Add one clip's embeddings to the float64 sums. ``stats: online`` first moves them onto the clip's mean

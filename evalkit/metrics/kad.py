@@ -116,7 +116,7 @@ class KAD(Metric):
             raise KADError(f"metrics.kad.window_s={r['window_s']}: {self.window} samples at {rate} Hz, shorter than "
                            f"one {self.embedder.name} input ({unit} samples)")
         self.min_samples = 1 if self.window_pad else (self.window or unit)
-        self.build_input(rate, self.embedder.band_hz)
+        self.build_input(rate, self.embedder.band_hz, self.embedder.channels)
         self.key = embedding_key(self.embedder, self.input.key, [self.window, self.hop, self.window_pad])
         if self.embedder.name != DEFAULT_EMBEDDING:  # the table names the embedding (as FAD's does)
             self.spec = dataclasses.replace(type(self).spec, label=f"KAD ({self.embedder.name})")

@@ -39,9 +39,14 @@ import numpy as np
 import torch
 
 from evalkit.embeddings import build_embedder
+from evalkit.errors import InputError
 from evalkit.metrics.base import Clip, ClipResult, Metric, RunContext
 from evalkit.metrics.spec import MetricSpec
 from evalkit.registry import register_metric
+
+class KLDError(InputError, ValueError):
+    """A KLD setting or file that cannot work; the message names it and the fix."""
+
 
 DIRECTIONS = {
     "reference_generated": "KL(reference ‖ generated): per row sum p_ref·(log p_ref − log(p_gen + eps))",
@@ -120,26 +125,29 @@ class KLD(Metric):
         self.eps = float(r["kl_eps"])
         self.direction = r["direction"]
         if self.direction not in DIRECTIONS:
-            raise ValueError(f"metrics.kld.direction={self.direction!r}: expected one of {sorted(DIRECTIONS)}")
+            raise ValueError(f"metrics.{self.name}.direction={self.direction!r}: expected one of {sorted(DIRECTIONS)}")
         self.segmenting = r["segmenting"]
         self.collect = r["collect"]
         if r.get("probabilities", "softmax") != "softmax":
-            raise ValueError(f"metrics.kld.probabilities={r.get('probabilities')!r}: both protocols take the softmax "
-                             f"of PaSST's logits; nothing else is implemented")
+            raise ValueError(f"metrics.{self.name}.probabilities={r.get('probabilities')!r}: both protocols take the "
+                             f"softmax of PaSST's logits; nothing else is implemented")
         if self.segmenting == "split":
             self.pad_chunks = bool(r.get("pad_chunks") or False)
             if self.pad_chunks:
                 self.collect = "mean_probs"  # the pre-2454f80 code averaged the padded chunks' probabilities
         elif self.segmenting == "sliding":
             if r.get("pad_chunks") is not None:
-                raise ValueError(f"metrics.kld.pad_chunks applies to the split-chunk protocol (audiocraft), not to "
-                                 f"{r.get('protocol')!r}")
+                raise ValueError(f"metrics.{self.name}.pad_chunks applies to the split-chunk protocol (audiocraft), "
+                                 f"not to {r.get('protocol')!r}")
             self.pad_chunks = False
         else:
-            raise ValueError(f"metrics.kld.segmenting={self.segmenting!r}: expected split or sliding")
-        self.embedder = build_embedder(r, "metrics.kld", self.device)
+            raise ValueError(f"metrics.{self.name}.segmenting={self.segmenting!r}: expected split or sliding")
+        self.embedder = build_embedder(r, f"metrics.{self.name}", self.device)
         self.sample_rate = self.embedder.sample_rate
         self.min_model_samples = self.embedder.min_samples
+        self.reference_probabilities_path = str(r["reference_probabilities"]) if r.get("reference_probabilities") \
+            else None
+        self._ref_probs = self._read_reference_probabilities() if self.reference_probabilities_path else None
         self.build_input(self.sample_rate, self.embedder.band_hz)
         for key in ("kld_pq_sum", "kld_qp_sum", "n_rows"):
             self.add_state(key, ())
@@ -147,6 +155,40 @@ class KLD(Metric):
     @property
     def checkpoint(self):
         return self.embedder.checkpoint
+
+    @classmethod
+    def needs_reference_audio(cls, recipe: Mapping[str, Any]) -> bool:
+        """No reference audio when the reference side comes from a probabilities file (``reference_probabilities``)."""
+        return not recipe.get("reference_probabilities")
+
+    def _read_reference_probabilities(self) -> dict[str, torch.Tensor]:
+        """``reference_probabilities`` (stable-audio-metrics' ``load/passt_kld/*__reference_probabilities.pkl``:
+        ``{id: FloatTensor[527]}``, ids ``str`` or ``int``), read with the restricted unpickler
+        (:func:`evalkit.safe_pickle.load_tensor_pickle`: tensors, arrays and plain containers only) -> ``{str(id):
+        [1, 527] float32}``. Needs a protocol with one probability row per clip; every row must be a finite
+        probability distribution over ``dim`` classes (sum 1 within 1e-3); else :class:`KLDError`."""
+        from evalkit.safe_pickle import load_tensor_pickle
+
+        setting = f"metrics.{self.name}.reference_probabilities"
+        path = self.reference_probabilities_path
+        if self.segmenting != "sliding" and not (self.segmenting == "split" and self.pad_chunks):
+            raise KLDError(f"{setting}={path}: a probabilities file holds one row per clip, and protocol "
+                           f"{self.recipe.get('protocol')!r} has one row per {self.recipe.get('chunk_samples')}-sample "
+                           f"chunk: use it with metrics.{self.name}.protocol=stable-audio-metrics")
+        table = load_tensor_pickle(path, setting)
+        if not isinstance(table, dict) or not table:
+            raise KLDError(f"{setting}={path}: expected {{id: probabilities[{self.embedder.dim}]}}, got "
+                           f"{type(table).__name__}{' (empty)' if isinstance(table, dict) else ''}")
+        out: dict[str, torch.Tensor] = {}
+        for k, v in table.items():
+            row = torch.as_tensor(np.asarray(v, dtype=np.float32)).reshape(1, -1)
+            if row.shape[1] != self.embedder.dim or not torch.isfinite(row).all() or (row < 0).any() or \
+                    abs(float(row.double().sum()) - 1.0) > 1e-3:
+                raise KLDError(f"{setting}={path}: the entry for {k!r} is not a probability distribution over "
+                               f"{self.embedder.dim} classes (shape {tuple(np.shape(v))}, sum "
+                               f"{float(row.double().sum()):.4g})")
+            out[str(k)] = row
+        return out
 
     # -- audio -> model inputs -----------------------------------------------------------------------------------------
     def _segments(self, wav: torch.Tensor, what: str) -> list[torch.Tensor] | str:
@@ -165,6 +207,17 @@ class KLD(Metric):
             return (f"{what}: a {short[0]}-sample window is shorter than PaSST's smallest input "
                     f"({self.min_model_samples} samples at {self.sample_rate} Hz)")
         return segs
+
+    def _reference_side(self, clip: Clip, p) -> list[torch.Tensor] | torch.Tensor | str:
+        """The reference's PaSST inputs, or its probability row from ``reference_probabilities`` (``[1, dim]``), or
+        why there is none."""
+        if self._ref_probs is None:
+            return self._segments(p.reference.wav[0], "reference audio")
+        row = self._ref_probs.get(str(clip.id))
+        if row is None:
+            return (f"no reference probabilities for id {clip.id!r} in {self.reference_probabilities_path} "
+                    f"({len(self._ref_probs)} ids)")
+        return row
 
     def probabilities(self, clips_segments: Sequence[list[torch.Tensor]]) -> list[torch.Tensor]:
         """Probability rows ``[rows, 527]`` for each clip's list of segments (one batched pass for all)."""
@@ -194,7 +247,7 @@ class KLD(Metric):
                 results[clip.id] = skipped
                 continue
             gen = self._segments(p.generated.wav[0], "generated audio")
-            ref = self._segments(p.reference.wav[0], "reference audio")
+            ref = self._reference_side(clip, p)
             why = next((x for x in (gen, ref) if isinstance(x, str)), None)
             if why:
                 results[clip.id] = self.skip(why)
@@ -202,7 +255,11 @@ class KLD(Metric):
             ready.append((clip, p, gen, ref))
         if not ready:
             return results
-        probs = self.probabilities([segs for _, _, g, r in ready for segs in (g, r)])
+        if self._ref_probs is None:
+            probs = self.probabilities([segs for _, _, g, r in ready for segs in (g, r)])
+        else:  # the reference rows are given: PaSST runs on the generated side only
+            probs = [x for gen, (_, _, _, r) in zip(self.probabilities([g for _, _, g, _ in ready]), ready)
+                     for x in (gen, r)]
         for k, (clip, prep, _, _) in enumerate(ready):
             p_gen, p_ref = probs[2 * k], probs[2 * k + 1]
             if p_gen.shape != p_ref.shape:  # cannot happen with cropping; stable-audio-metrics has one row each
@@ -262,4 +319,10 @@ class KLD(Metric):
             "pad_chunks": self.pad_chunks,
         }
         out.update(self.embedder.describe())
+        if self.reference_probabilities_path:
+            from evalkit.io import sha256_file
+
+            out["reference_probabilities"] = {"file": self.reference_probabilities_path,
+                                              "sha256": sha256_file(self.reference_probabilities_path),
+                                              "ids": len(self._ref_probs or {})}
         return out

@@ -7,6 +7,7 @@ aggregates) and the plots. So a new metric is its module, its conf files and its
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -17,6 +18,14 @@ from typing import Any, Mapping
 #: ``kernel`` - a kernel distance (KAD) between every generated and reference embedding (per-clip arrays);
 #: ``none`` - no per-clip decomposition (no interval).
 AGGREGATES = ("mean", "frechet", "kernel", "none")
+
+
+def rename_key(key: str, base: str, name: str) -> str:
+    """``key`` of metric ``base`` as instance ``name`` writes it: ``base`` itself or ``base_<rest>`` becomes ``name`` /
+    ``name_<rest>``; any other key is unchanged (``kld_pq`` of ``kl_passt`` is ``kl_passt_pq``; ``n_rows`` stays)."""
+    if key == base or key.startswith(base + "_"):
+        return name + key[len(base):]
+    return key
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,17 @@ class MetricSpec:
         bad = [dict(a) for a in self.also if not {"key", "name"} <= set(a) or set(a) - PART_FIELDS]
         if bad:
             raise ValueError(f"{self.name}: also={bad}: each needs key and name, and may set {sorted(PART_FIELDS)}")
+
+    def renamed(self, name: str, section: str) -> "MetricSpec":
+        """This spec for an *instance* of the metric under another name (``fd_openl3``: FAD with another protocol),
+        listed in evalkit's own table ``section``: its name, and every column, array and value key that carries the
+        metric's name as a prefix (``fad_windows`` -> ``fd_openl3_windows``), renamed with :func:`rename_key`; no
+        card column (the card's column belongs to the metric under its own name)."""
+        r = functools.partial(rename_key, base=self.name, name=name)
+        return replace(self, name=name, primary=r(self.primary), per_clip=tuple(map(r, self.per_clip)),
+                       arrays=tuple(map(r, self.arrays)), value_column=r(self.value_column) if self.value_column else None,
+                       weight=r(self.weight) if self.weight else None, card_column=None, section=str(section),
+                       description=f"{self.description} ({name}: the {self.name} metric with its own protocol)")
 
     @property
     def skip_column(self) -> str:

@@ -32,7 +32,7 @@ def metrics_needing_reference_audio(spec: RunSpec) -> list[str]:
     ctx = spec.context()
     need = []
     for name, recipe in spec.metrics.items():
-        cls = get_metric(name)
+        cls = get_metric(name, recipe)
         if cls.run_skip_reason(recipe, ctx) is None and cls.needs_reference_audio(recipe):
             need.append(name)
     return need

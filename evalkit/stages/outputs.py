@@ -214,7 +214,8 @@ def build_summary(spec: RunSpec, out_dir: Path, inputs: Inputs, generator_desc: 
     for name, why in skipped_metrics.items():
         from evalkit.registry import get_metric
 
-        metrics_out[name] = {"value": None, "skipped": why, "spec": get_metric(name).spec.as_dict()}
+        cls = get_metric(name, spec.metrics.get(name))
+        metrics_out[name] = {"value": None, "skipped": why, "spec": cls.spec.as_dict()}
     any_random = bool(generator_desc.get("random_weights")) or bool(inputs.references.synthetic) or any(
         bool(e.get("random_weights")) for e in metrics_out.values())
     return {

@@ -57,7 +57,7 @@ def build_metrics(spec: RunSpec, device) -> tuple[dict[str, Metric], dict[str, s
     metrics: dict[str, Metric] = {}
     skipped: dict[str, str] = {}
     for name, recipe in spec.metrics.items():
-        cls = get_metric(name)
+        cls = get_metric(name, recipe)
         why = cls.run_skip_reason(recipe, ctx)
         if why:
             log.warning("metric %s is skipped: %s", name, why)
@@ -252,7 +252,7 @@ class Scorer:
         if clip is not None:
             clip.keep = self.keep
             for m in self.metrics.values():
-                if m.input is not None and (clip.reference is not None or not m.uses_reference_audio):
+                if m.input is not None and (clip.reference is not None or not m.requires_pairs):
                     m.input.apply(clip, m.audit)
         return clip, row
 
@@ -316,7 +316,7 @@ class Scorer:
         found: dict[str, dict[str, dict[str, list]]] = {}  # clip id -> side -> flag -> [reason, metrics]
         verdicts: dict[str, list[str | None]] = {}  # clip id -> each metric's skip reason (None: scored)
         for name, m in self.metrics.items():
-            use_ref = m.uses_reference_audio
+            use_ref = m.requires_pairs
             mclips = [c for c in clips if not use_ref or c.reference is not None]
             for c in clips:
                 if use_ref and c.reference is None:
