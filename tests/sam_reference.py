@@ -128,10 +128,10 @@ def openl3_fd(eval_path: str, ref_path: str, model, ext: str = ".wav", batching:
 
 def laion_data():
     """laion_clap's ``training.data`` (``get_audio_features``, ``get_mel``), imported the way laion_clap's own
-    ``__init__`` makes it importable (``tests/laion_reference.py: clap_modules`` puts its folder on ``sys.path``)."""
+    ``__init__`` makes it importable (``references/laion_clap_model.py: clap_modules`` puts its folder on ``sys.path``)."""
     import importlib
 
-    from tests.laion_reference import clap_modules
+    from references.laion_clap_model import clap_modules
 
     clap_modules()
     return importlib.import_module("training.data")

@@ -359,9 +359,13 @@ def test_unknown_key_is_refused_by_name(tiny, tmp_path):
     with pytest.raises(ClapError, match=r"audio_branch\.mystery_layer\.weight"):
         convert_laion_state_dict(sd)
     sd.pop("audio_branch.mystery_layer.weight")
+    # a feature-fusion layer is converted by name (fusion models exist: stable-audio-metrics' clap_score), and a
+    # non-fusion model has no place for it: refused on loading, naming the layer
     sd["audio_branch.patch_embed.fusion_model.local_att.0.weight"] = torch.zeros(3)
-    with pytest.raises(ClapError, match="feature-fusion"):
-        convert_laion_state_dict(sd)
+    assert "audio_model.audio_encoder.patch_embed.fusion_model.local_att.0.weight" in convert_laion_state_dict(sd)
+    torch.save({"state_dict": sd}, tmp_path / "fusion.pt")
+    with pytest.raises(ClapError, match=r"fusion_model\.local_att\.0\.weight"):
+        build_clap_hf("tiny", checkpoint_path=tmp_path / "fusion.pt")
     # through the file path too
     sd.pop("audio_branch.patch_embed.fusion_model.local_att.0.weight")
     sd["text_branch.encoder.layer.0.crossattention.self.query.weight"] = torch.zeros(3)

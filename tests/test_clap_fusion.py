@@ -79,7 +79,7 @@ def test_fusion_input_rules(n, longer):
 def laion_fusion(size: str, tmp_path, tok, seed: int):
     """laion_clap's CLAP(HTSAT-tiny, roberta, enable_fusion=True, fusion_type='aff_2d'), every tensor perturbed,
     saved as a released checkpoint is (``state_dict`` with ``module.``, ``position_ids``)."""
-    from tests.laion_reference import build_clap
+    from references.laion_clap_model import build_clap
 
     model, cfg = build_clap(size, "HTSAT-tiny", vocab_size=len(tok) if size == "tiny" else None, seed=seed,
                             enable_fusion=True)
@@ -107,7 +107,7 @@ def test_audio_and_text_match_laion_fusion(size, antialias, inputs, tok, tmp_pat
     stable-audio-metrics' pinned torchvision 0.16 did (no antialias: Resize patched for the laion side)."""
     import torchvision
 
-    from tests.laion_reference import LaionEmbedder
+    from references.laion_clap_model import LaionEmbedder
     from tests.sam_reference import clap_audio_embedding
 
     model, cfg, path = laion_fusion(size, tmp_path, tok, seed=7)
@@ -140,7 +140,7 @@ def test_clap_score_from_the_command_line_equals_stable_audio_metrics(tmp_path, 
     one) with a laion fusion checkpoint: clap_score equals stable-audio-metrics' ``clap_score(id2text, folder)``
     (librosa.load(48 kHz, mono), peak -1 dB, int16 round trip, laion's fusion input, cosine with the caption, mean)
     on the same weights, numpy seeded per clip on the laion side."""
-    from tests.laion_reference import LaionEmbedder
+    from references.laion_clap_model import LaionEmbedder
     from tests.sam_reference import clap_score
 
     model, cfg, path = laion_fusion("tiny", tmp_path, tok, seed=9)

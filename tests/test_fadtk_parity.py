@@ -221,7 +221,7 @@ def laion_clap_checkpoint(tmp: Path):
     from laion_clap import CLAP_Module
 
     from evalkit.embeddings.tokenizers import tiny_roberta_tokenizer
-    from tests.laion_reference import build_clap
+    from references.laion_clap_model import build_clap
     from tests.test_clap_backbone import _randomise, _save_laion_checkpoint
 
     model, cfg = build_clap("tiny", vocab_size=len(tiny_roberta_tokenizer()), seed=11)
