@@ -334,6 +334,8 @@ class InputPath:
         self.shared = both[:cut]
         self.scale = both[cut:]
         self.final_rate = next((st.arg["rate"] for st in reversed(both) if st.name == "resample"), None)
+        #: the lowest rate the audio passes through: what is above its Nyquist is gone, whatever comes after
+        self.lowest_rate = min((st.arg["rate"] for st in both if st.name == "resample"), default=None)
 
     # -- identity ----------------------------------------------------------------------------------------------------
     def _chain(self) -> list[Step]:
@@ -361,7 +363,7 @@ class InputPath:
             return hit
         n_pre = len(chain) - len(self.scale)
         state = self._advance(clip, chain, n_pre)
-        audit_key = self._key(chain[:n_pre]) + f"|audit|{self._band()}|{self.uses_reference}"
+        audit_key = self._key(chain[:n_pre]) + f"|audit|{self.band}|{self.uses_reference}"
         audits = clip.memo.get(audit_key)
         if audits is None:
             audits = clip.memo[audit_key] = self._audit(clip, state, audit)
@@ -443,12 +445,15 @@ class InputPath:
             if name == "reference" and not self.uses_reference:
                 continue
             out[name] = audit_scored(side.wav, side.sr, settings, raw=raw, view_name=self.view,
-                                     clamped_share=side.clamped, file_sr=side.file_sr, band_hz=self._band())
+                                     clamped_share=side.clamped, file_sr=side.file_sr, band_hz=self.band)
         return out
 
-    def _band(self) -> float | None:
-        """The band the metric analyses: its front end's top frequency, at most the Nyquist of its final rate."""
-        nyq = self.final_rate / 2 if self.final_rate else None
+    @property
+    def band(self) -> float | None:
+        """The band the metric analyses (Hz; ``low_sample_rate`` flags a file whose Nyquist is below it): its front
+        end's top frequency, at most the Nyquist of the lowest rate the path resamples to (stable-audio-metrics'
+        FD_openl3 goes through 44.1 kHz before OpenL3's 48 kHz: 22,050 Hz, so a 44.1 kHz file is not flagged)."""
+        nyq = self.lowest_rate / 2 if self.lowest_rate else None
         if self.band_hz and nyq:
             return min(self.band_hz, nyq)
         return self.band_hz or nyq

@@ -171,3 +171,23 @@ def test_a_six_channel_file_is_named_as_such_by_the_stereo_metric():
     out = StereoImage(metric_recipe("stereo", ["postprocess=none"])).update([Clip("six", "", six, SR, st, SR)])
     assert out["six"].skipped == ("generated clip is 6-channel (6 channels): the stereo image needs exactly 2 "
                                   "channels")
+
+
+def test_the_band_is_what_the_lowest_rate_of_the_path_keeps():
+    """FD_openl3's path goes through 44.1 kHz (soxr) before OpenL3's 48 kHz: a 44.1 kHz file lacks nothing it
+    analyses, a 32 kHz one does (the new user's run flagged every 44.1 kHz file as low_sample_rate)."""
+    from evalkit.input_path import InputPath
+
+    sam = InputPath({"both": [{"resample": {"rate": 44100, "with": "soxr_hq"}},
+                              {"resample": {"rate": 48000, "with": "resampy"}}]}, setting="t", band_hz=24000)
+    assert sam.band == 22050 and sam.final_rate == 48000
+    card = InputPath({"both": [{"resample": {"rate": 16000, "with": "julius"}}]}, setting="t", band_hz=7500)
+    assert card.band == 7500  # VGGish's mel top, under 16 kHz's Nyquist
+    assert InputPath({}, setting="t", band_hz=24000).band == 24000  # no resampling: the front end's band
+
+    from evalkit.audit import audit_scored, AuditSettings
+
+    wav = torch.from_numpy(np.random.default_rng(0).normal(0, 0.1, (1, 4800)).astype(np.float32))
+    for file_sr, flagged in ((44100, False), (32000, True)):
+        a = audit_scored(wav, 48000, AuditSettings(), file_sr=file_sr, band_hz=sam.band)
+        assert ("low_sample_rate" in a.flags) is flagged, (file_sr, a.flags)

@@ -307,3 +307,22 @@ def test_checkpoint_file_loads_into_evalkit_vggish(make, tmp_path, clips7):
         make(checkpoint=str(tmp_path / "bad.pth"), checkpoint_sha256=None)
     with pytest.raises(Exception, match="does not start with 10086976"):
         make(checkpoint=str(path))  # the released file's sha256 prefix is checked
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"window_s": 0.96, "hop_s": -1}, r"metrics\.fad\.hop_s=-1: a window or hop is a number of seconds > 0"),
+    ({"window_s": 0.96, "hop_s": 0}, r"metrics\.fad\.hop_s=0: a window or hop is a number of seconds > 0"),
+    ({"window_s": "abc", "hop_s": 0.5}, r"metrics\.fad\.window_s='abc'"),
+    ({"window_s": 0.96, "hop_s": None}, r"window_s and hop_s are set together"),
+])
+def test_a_bad_window_is_refused_before_any_work(setting, message):
+    """``metrics.fad.hop_s=-1`` ran 16 s of work into a traceback (``step is -16000``); ``hop_s=0`` was read as unset
+    and blamed on the pair. Both metrics with windows (FAD, KAD) refuse them naming the setting."""
+    from evalkit.metrics.fad import FADError, statistic_settings
+    from evalkit.metrics.base import window_problem
+
+    with pytest.raises(FADError, match=message):
+        statistic_settings(setting, "fad")
+    assert window_problem(setting, "metrics.kad").startswith("metrics.kad.")
+    assert window_problem({"window_s": 0.96, "hop_s": 0.5}, "metrics.fad") is None
+    assert window_problem({}, "metrics.fad") is None

@@ -71,7 +71,7 @@ def test_truncate_and_minimum_length_pad():
     ({"write_int16": "torchaudio"}, r"write_int16: 'torchaudio'; expected audiocraft or pcm16"),
     ({"truncate": -3}, r"truncate: -3; expected a positive number of seconds"),
     ({"pad": {"min_s": "x"}}, r"pad: .*expected reference or \{min_s: seconds\}"),
-    ({"resample": {"rate": 16000, "with": "kaiser"}}, r"known: julius, resampy, soxr_hq, torchaudio_kaiser"),
+    ({"resample": {"rate": 16000, "with": "kaiser"}}, r"known: julius, resampy, soxr_hq, torchaudio_hann, torchaudio_kaiser"),
 ])
 def test_bad_steps_are_refused_by_name(step, message):
     with pytest.raises(InputPathError, match=message):

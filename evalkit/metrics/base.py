@@ -320,3 +320,23 @@ def metric_instance(cls: type[Metric], name: str, section: str) -> type[Metric]:
         "__doc__": f"The {base} metric as {name!r} ({section}): {cls.__doc__ or ''}"})
     _INSTANCES[key] = sub
     return sub
+
+
+def window_problem(recipe: Mapping[str, Any], setting: str) -> str | None:
+    """What is wrong with a recipe's windows (``window_s``, ``hop_s``: seconds, set together or both null: the whole
+    clip), or None. A window or hop must be a number of seconds > 0 (``hop_s=-1`` ran minutes before a traceback;
+    ``0`` read as unset)."""
+    given = {k: recipe.get(k) for k in ("window_s", "hop_s")}
+    if (given["window_s"] is None) != (given["hop_s"] is None):
+        return f"{setting}.window_s and hop_s are set together (or both null: the whole clip)"
+    for k, v in given.items():
+        if v is None:
+            continue
+        try:
+            ok = float(v) > 0 and not isinstance(v, bool)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            return f"{setting}.{k}={v!r}: a window or hop is a number of seconds > 0 (or null for the whole clip)"
+    return None
+

@@ -42,7 +42,7 @@ import torch
 from evalkit.embeddings import build_embedder
 from evalkit.embeddings.shared import embed_shared, embedding_key
 from evalkit.errors import InputError
-from evalkit.metrics.base import Clip, ClipResult, Metric, MetricUnavailable, RunContext
+from evalkit.metrics.base import Clip, ClipResult, Metric, MetricUnavailable, RunContext, window_problem
 from evalkit.metrics.spec import MetricSpec
 from evalkit.registry import register_metric
 from evalkit.statistics.frechet import FrechetError, GaussianStats, covariance_rank, frechet_distance
@@ -84,8 +84,9 @@ def statistic_settings(r: Mapping[str, Any], name: str) -> tuple[str, type, floa
     if not fd_eps >= 0:
         raise FADError(f"metrics.{name}.fd_eps={r.get('fd_eps')!r}: the offset added to the covariances' diagonals "
                        f"when the trace term is not finite must be >= 0")
-    if bool(r.get("window_s")) != bool(r.get("hop_s")):
-        raise FADError(f"metrics.{name}.window_s and hop_s are set together (or both null: the whole clip)")
+    problem = window_problem(r, f"metrics.{name}")
+    if problem:
+        raise FADError(problem)
     if r.get("pairing", "paired") not in PAIRINGS:
         raise FADError(f"metrics.{name}.pairing={r.get('pairing')!r}: expected one of {', '.join(PAIRINGS)}")
     return stats_mode, EMBEDDING_DTYPES[dtype], fd_eps
@@ -127,8 +128,8 @@ class FAD(Metric):
         self.embedder.network  # noqa: B018  (load now: a broken checkpoint stops the run before any scoring)
         self.dim = self.embedder.dim
         rate = self.embedder.sample_rate
-        self.window = int(round(float(r["window_s"]) * rate)) if r.get("window_s") else None
-        self.hop = int(round(float(r["hop_s"]) * rate)) if r.get("hop_s") else None
+        self.window = int(round(float(r["window_s"]) * rate)) if r.get("window_s") is not None else None
+        self.hop = int(round(float(r["hop_s"]) * rate)) if r.get("hop_s") is not None else None
         unit = int(getattr(self.embedder, "min_samples", 1))
         if self.window is not None and self.window < unit:
             raise FADError(f"metrics.{name}.window_s={r['window_s']}: {self.window} samples at {rate} Hz, shorter "

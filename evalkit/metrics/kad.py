@@ -37,7 +37,7 @@ import torch
 from evalkit.embeddings import build_embedder
 from evalkit.embeddings.shared import embed_shared, embedding_key
 from evalkit.errors import InputError
-from evalkit.metrics.base import Clip, ClipResult, Metric, MetricUnavailable, RunContext
+from evalkit.metrics.base import Clip, ClipResult, Metric, MetricUnavailable, RunContext, window_problem
 from evalkit.metrics.spec import MetricSpec
 from evalkit.registry import register_metric
 from evalkit.statistics.kernel import KernelSettings, kad_with_clips
@@ -103,13 +103,14 @@ class KAD(Metric):
             raise KADError(f"metrics.kad.embedding_dtype={self.embedding_dtype!r}: expected float32 or float16 "
                            f"(kadtk stores float16: ModelLoader.get_embedding)")
         self.per_clip_values = bool(r.get("per_clip", True))
-        if bool(r.get("window_s")) != bool(r.get("hop_s")):
-            raise KADError("metrics.kad.window_s and hop_s are set together (or both null: the whole clip)")
+        problem = window_problem(r, "metrics.kad")
+        if problem:
+            raise KADError(problem)
         self.embedder = build_embedder(r, "metrics.kad", self.device)
         self.embedder.network  # noqa: B018  (load now: a broken checkpoint stops the run before any scoring)
         rate = self.embedder.sample_rate
-        self.window = int(round(float(r["window_s"]) * rate)) if r.get("window_s") else None
-        self.hop = int(round(float(r["hop_s"]) * rate)) if r.get("hop_s") else None
+        self.window = int(round(float(r["window_s"]) * rate)) if r.get("window_s") is not None else None
+        self.hop = int(round(float(r["hop_s"]) * rate)) if r.get("hop_s") is not None else None
         self.window_pad = bool(r.get("window_pad"))
         unit = int(getattr(self.embedder, "min_samples", 1))
         if self.window is not None and self.window < unit:
