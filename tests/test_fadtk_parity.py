@@ -268,7 +268,7 @@ def test_vggish_protocol_from_the_command_line_is_fadtks(tmp_path, monkeypatch):
     the PCA itself. One file is 0.6 s: fadtk pads it to 1 s (enforce_min_len), and so does the protocol."""
     from fadtk.model_loader import VGGishModel
 
-    from tests import test_fad_reference as tv
+    from references import google_fad as tv
 
     gen, ref = user_folders(tmp_path, 7, 19.0, music=False)
     sf.write(str(gen / "c007.wav"), (0.2 * np.sin(np.arange(26460) * 0.05)).astype(np.float32), 44100)
