@@ -340,3 +340,27 @@ def test_a_folder_run_is_compared_with_a_generation_run_on_what_scores_the_audio
             "weights): audio from a model with random weights only shows that the pipeline runs, so a change between "
             "the two says nothing about either model") in out
     assert "backbone random_weights" not in out  # the same backbones: only the generators differ
+
+
+def test_skipped_clips_and_unused_tolerances_are_said(tmp_path, capsys):
+    """A run whose silent or NaN clips were skipped passed a FAD check with nothing said; a misspelt ``--tol fda=5%``
+    set nothing and said nothing. Both are warnings now (markdown and stderr), the verdicts unchanged."""
+    import json
+
+    from evalkit.report.compare import main
+
+    a = run(tmp_path, "a")
+    b = run(tmp_path, "b")
+    summary = json.loads((b / "summary.json").read_text())
+    summary["n_skipped"] = (summary.get("n_skipped") or 0) + 1
+    summary["metrics"]["fad"]["n_clips"] = summary["metrics"]["fad"]["n_clips"] - 1
+    (b / "summary.json").write_text(json.dumps(summary))
+    code = main([str(a), str(b), "--tol", "fda=5%"])
+    out, err = capsys.readouterr()
+    assert code in (0, 1)
+    assert "the current run skipped 1 clips" in err and "the current run skipped 1 clips" in out
+    assert f"fad {summary['metrics']['fad']['n_clips']} < {summary['metrics']['fad']['n_clips'] + 1}" in err
+    assert "--tol for fda matches no metric of either run" in err
+    main([str(a), str(a)])
+    out, err = capsys.readouterr()
+    assert "skipped" not in err and "match no metric" not in err

@@ -68,6 +68,13 @@ def test_run_matches_its_recordings(name, tmp_path, music_dir):
             assert not bad, f"{file} {name}: per-clip {col} differs ({how}) at {bad[:3]}"
             checked += len(values)
     assert checked > 0
+    if name == "demo":  # the CI example's committed baseline stays comparable with the demo as it runs today
+        from evalkit.report.compare import compare_paths, load_tolerances
+
+        root = Path(__file__).resolve().parents[1]
+        cmp = compare_paths(root / "examples" / "baseline" / "summary.json", out,
+                            load_tolerances(root / "examples" / "tolerances.yaml"))  # raises if refused
+        assert not cmp.failed and not cmp.warnings, (cmp.failed, cmp.warnings)
 
 
 def test_tolerance_catches_a_recipe_change():

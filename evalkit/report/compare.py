@@ -372,8 +372,30 @@ def compare_summaries(
             notes.append(f"{name} missing in the current run: {_why_none(c)}")
         rows.append(Row(name, bv, cv, _direction(c, b), t, v))
     notes += _run_notes(baseline, current)
-    return Comparison(baseline_name, current_name, rows, notes, reference_set_warnings(baseline, current),
-                      (run_label(baseline), run_label(current)))
+    warnings = reference_set_warnings(baseline, current) + coverage_warnings(baseline, current)
+    return Comparison(baseline_name, current_name, rows, notes, warnings, (run_label(baseline), run_label(current)))
+
+
+def coverage_warnings(baseline: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """A run that scored fewer clips, or skipped more (silent, NaN, unreadable clips: ``n_skipped``), than its
+    baseline: its numbers cover other clips, which a tolerance alone would not show (a model that starts producing
+    silence passed a FAD check)."""
+    out = []
+    nb, nc = baseline.get("n_clips"), current.get("n_clips")
+    sb, sc = baseline.get("n_skipped") or 0, current.get("n_skipped") or 0
+    if isinstance(nb, int) and isinstance(nc, int) and nc < nb:
+        out.append(f"the current run scored {nc} clips, the baseline {nb}: its numbers cover fewer clips")
+    if sc > sb:
+        out.append(f"the current run skipped {sc} clips (the baseline {sb}): the audit kept them from the metrics "
+                   f"(silent, non-finite, unreadable, ...; summary.json skip_reasons names each)")
+    bmet, cmet = metric_entries(baseline.get("metrics") or {}), metric_entries(current.get("metrics") or {})
+    fewer = [f"{m} {c.get('n_clips')} < {bmet[m].get('n_clips')}" for m, c in cmet.items()
+             if isinstance(c, Mapping) and isinstance(bmet.get(m), Mapping)
+             and isinstance(c.get("n_clips"), int) and isinstance(bmet[m].get("n_clips"), int)
+             and c["n_clips"] < bmet[m]["n_clips"]]
+    if fewer:
+        out.append(f"clips each number covers, current < baseline: {', '.join(fewer)}")
+    return out
 
 
 def run_label(summary: Mapping[str, Any]) -> str:
@@ -503,6 +525,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.out:
             _write(args.out, text)
         return EXIT_REFUSED
+    names = [r.metric for r in cmp.rows]
+    unused = sorted(set(flag_tol) - {"default"} - set(names))
+    if unused:  # a misspelt --tol fda=5% set nothing and said nothing (a tolerances file may list more metrics)
+        cmp.warnings.append(f"--tol for {', '.join(unused)} matches no metric of either run (they have "
+                            f"{', '.join(names)}): check the spelling")
     text = to_markdown(cmp)
     print(text, end="")
     for w in cmp.warnings:
