@@ -173,7 +173,7 @@ def test_the_readme_demo_and_folder_mode_commands_run_offline_as_written(tmp_pat
 
 
 def test_typos_exit_2_with_the_choices_and_ctrl_c_is_not_a_traceback(tmp_path):
-    for args, msg in ((["metrics=[fadd]"], "metrics=fadd: no such choice; known: aesthetics, chroma, clap, fad, kad, kld, mauve, stereo"),
+    for args, msg in ((["metrics=[fadd]"], "metrics=fadd: no such choice; known: aesthetics, chroma, clap, clap_score, fad, fd_openl3, kad, kl_passt, kld, mauve, stable-audio-metrics, stereo"),
                       (["model=stereo-mediumm"], "model=stereo-mediumm: no such choice"),
                       (["+metrics.kld.pad_chunk=true"], "did you mean metrics.kld.pad_chunks?")):
         p = cli(*args, f"hydra.run.dir={tmp_path / 'o'}")

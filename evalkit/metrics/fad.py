@@ -145,9 +145,7 @@ class FAD(Metric):
             self.add_state(f"{side}_sum_outer", (self.dim, self.dim))
             self.add_state(f"n_{side}_skipped", ())
             self.add_state(f"n_{side}_single", ())  # clips with one embedding (stats: online)
-        if self.embedder.name != CARD_EMBEDDING and type(self).spec.section == "card":
-            # not the card's column: evalkit's own table, the embedding named (an instance such as fd_openl3 keeps
-            # its own name and table)
+        if self.embedder.name != CARD_EMBEDDING and type(self).spec.section == "card":  # own table, embedding named
             self.spec = dataclasses.replace(type(self).spec, card_column=None, section="beyond-the-card",
                                             label=f"FAD ({self.embedder.name})")
         self.reference_stats_path: str | None = str(r["reference_stats"]) if r.get("reference_stats") else None
