@@ -38,6 +38,10 @@ class Prompt:
     id: str
     caption: str
     reference_id: str | None = None
+    #: False when an earlier prompt of the run (in its sha1 order) has the same reference: a protocol that scores a
+    #: folder of distinct reference files (``references: distinct``) counts that file once, with its first prompt
+    #: (:func:`mark_reference_owners`; Song Describer: several captions of one track)
+    owns_reference: bool = True
 
     @property
     def ref_key(self) -> str:
@@ -56,6 +60,32 @@ def select(prompts: Sequence[Prompt], limit: int | None) -> list[Prompt]:
     if int(limit) < 1:
         raise PromptError(f"dataset.limit={limit}: must be a positive number of prompts (or null for all)")
     return ordered[: int(limit)]
+
+
+def mark_reference_owners(prompts: Sequence[Prompt]) -> list[Prompt]:
+    """The prompts, each reference's first prompt (in the given order: the run's sha1 order) marked as its owner and
+    the others ``owns_reference=False``. Done once on the whole selection before it is split into batches and ranks,
+    so which clip counts a shared reference does not depend on sharding or resuming."""
+    from dataclasses import replace
+
+    seen: set[str] = set()
+    out = []
+    for p in prompts:
+        out.append(p if p.ref_key not in seen else replace(p, owns_reference=False))
+        seen.add(p.ref_key)
+    return out
+
+
+def load_song_describer(path: str | None, subset: str = "all", subset_file: str | None = None) -> list[Prompt]:
+    """Song Describer (:mod:`evalkit.data.song_describer`): one prompt per caption, id ``caption_id``, reference
+    ``track_id``. :class:`PromptError` names the setting that cannot work."""
+    from evalkit.data.song_describer import SongDescriberError, load_rows
+
+    try:
+        rows = load_rows(path, subset, subset_file)
+    except SongDescriberError as exc:
+        raise PromptError(str(exc)) from None
+    return validate([Prompt(cid, cap, tid) for cid, tid, cap in rows], f"dataset.path={path}", unit="table row")
 
 
 def validate(prompts: Iterable[Prompt], source: str, lines: Sequence[int] | None = None,
@@ -276,6 +306,8 @@ def load_prompts(cfg) -> list[Prompt]:
     if name == "musiccaps":
         prompts = load_musiccaps(cfg.get("path"), cfg.get("subset", "all"), cfg.get("split", "train"),
                                  subset_file=cfg.get("subset_file"), exclude=list(cfg.get("exclude") or ()))
+    elif name == "song-describer":
+        prompts = load_song_describer(cfg.get("path"), cfg.get("subset", "all"), cfg.get("subset_file"))
     elif name == "prompts":
         if not cfg.get("path"):
             raise PromptError("dataset=prompts needs dataset.path=FILE (.txt, .csv or .jsonl)")
@@ -285,5 +317,5 @@ def load_prompts(cfg) -> list[Prompt]:
     elif name == "folder":
         prompts = load_folder_prompts(cfg.get("dir"), cfg.get("captions"))
     else:
-        raise PromptError(f"dataset={name!r}: expected musiccaps, prompts, folder or demo")
-    return select(prompts, cfg.get("limit"))
+        raise PromptError(f"dataset={name!r}: expected musiccaps, song-describer, prompts, folder or demo")
+    return mark_reference_owners(select(prompts, cfg.get("limit")))

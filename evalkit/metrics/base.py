@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from evalkit.audit import AuditSettings
+from evalkit.errors import InputError
 from evalkit.input_path import InputPath, Prepared
 from evalkit.metrics.spec import MetricSpec, RunContext, rename_key
 
@@ -60,6 +61,10 @@ class Clip:
     #: the files it was decoded from (named in skip reasons), when there are files
     path: str | None = None
     reference_path: str | None = None
+    #: False when another clip of the run has the same reference file and counts it (``Prompt.owns_reference``): a
+    #: protocol with ``references: distinct`` leaves this clip's reference out of its reference set
+    #: (:meth:`Metric.counts_reference`); a paired metric still compares the clip with it
+    reference_counted: bool = True
     memo: dict = field(default_factory=dict, repr=False, compare=False)
     keep: frozenset = field(default_factory=frozenset, repr=False, compare=False)
 
@@ -95,6 +100,10 @@ def _flags(p: Prepared) -> dict[str, dict[str, str]]:
     return {side: {f: a.flags[f] for f in a.names} for side, a in p.audits.items() if a.names}
 
 
+#: a recipe's ``references``: how prompts that share a reference file count it (:meth:`Metric.counts_reference`)
+REFERENCE_SETS = ("per_prompt", "distinct")
+
+
 class Metric:
     """Base class: state handling, merging, the empty-compute rule, the input path. Subclasses set ``spec`` and
     implement ``update`` and ``_compute``; one that reads audio builds its path with :meth:`build_input`.
@@ -107,6 +116,9 @@ class Metric:
     def __init__(self, recipe: Mapping[str, Any], device: str | torch.device = "cpu",
                  context: RunContext | None = None) -> None:
         self.recipe = dict(recipe)
+        if self.recipe.get("references", "per_prompt") not in REFERENCE_SETS:
+            raise InputError(f"metrics.{self.spec.name}.references={self.recipe['references']!r}: expected one of "
+                             f"{', '.join(REFERENCE_SETS)}")
         self.device = torch.device(device)
         self.context = context or RunContext()
         self.audit = AuditSettings.from_config(self.context.audit)
@@ -276,6 +288,13 @@ class Metric:
         """Whether a clip is scored only with its reference (True for every metric that uses reference audio, but a
         Fréchet protocol that compares two sets of clips: :attr:`evalkit.metrics.fad.FAD.requires_pairs`)."""
         return self.uses_reference_audio
+
+    def counts_reference(self, clip: Clip) -> bool:
+        """Whether the clip's reference joins this metric's reference set. ``references`` of the recipe:
+        ``per_prompt`` (default; audiocraft writes each sample's reference: a file two prompts share counts twice) or
+        ``distinct`` (a tool that scores a folder of reference files counts each file once: the clip whose prompt
+        owns the reference counts it, :attr:`Clip.reference_counted`); checked when the metric is built."""
+        return self.recipe.get("references", "per_prompt") == "per_prompt" or clip.reference_counted
 
     def write_reference_artifacts(self, folder: Path) -> list[Path]:
         """Files describing the reference side that later runs can reuse (FAD: its statistics). Default: none."""

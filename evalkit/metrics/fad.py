@@ -209,8 +209,8 @@ class FAD(Metric):
             res = self.result(p, {"fad_windows": 0, **({"fad_ref_windows": 0} if self.uses_reference_audio else {})})
             reasons = []
             sides = [("gen", "generated", p.generated, clip.path)]
-            if self.uses_reference_audio and p.reference is not None:  # unpaired: a clip may come without one
-                sides.append(("ref", "reference", p.reference, clip.reference_path))
+            if self.uses_reference_audio and p.reference is not None and self.counts_reference(clip):
+                sides.append(("ref", "reference", p.reference, clip.reference_path))  # unpaired: may have none
             for side, what, s, path in sides:
                 x = self._side_input(side, what, s, path)
                 if isinstance(x, str):

@@ -149,7 +149,9 @@ class KAD(Metric):
                 continue
             res = self.result(p, {"kad_windows": 0, "kad_ref_windows": 0})
             reasons = []
-            for side, what, s in (("gen", "generated", p.generated), ("ref", "reference", p.reference)):
+            sides = [("gen", "generated", p.generated)] + ([("ref", "reference", p.reference)]
+                                                           if self.counts_reference(clip) else [])
+            for side, what, s in sides:
                 x = s.wav.reshape(-1) if s.wav.shape[0] == 1 else s.wav.mean(0)
                 if x.shape[-1] < self.min_samples:
                     reasons.append(f"{what} audio too short for one {self.embedder.name} "

@@ -103,7 +103,9 @@ class Mauve(Metric):
                 results[clip.id] = self.skip("; ".join(short))
                 continue
             results[clip.id] = self.result(p, {})
-            items += [(clip, "gen", p.generated.wav.reshape(-1)), (clip, "ref", p.reference.wav.reshape(-1))]
+            items.append((clip, "gen", p.generated.wav.reshape(-1)))
+            if self.counts_reference(clip):
+                items.append((clip, "ref", p.reference.wav.reshape(-1)))
         if not items:
             return results
         for (clip, side, _), e in zip(items, embed_shared(self.embedder, self.key, items)):
@@ -119,9 +121,11 @@ class Mauve(Metric):
 
     def _compute(self) -> dict[str, float]:
         p, q = ((self.kept or {}).get(c) or {} for c in self.kept_arrays())
-        if len(p) != self.count("n_clips") or len(q) != self.count("n_clips"):
-            raise MetricUnavailable(f"{len(p)} generated and {len(q)} reference vector sets for "
-                                    f"{self.count('n_clips')} scored clips: the run folder's embeddings/ lacks some "
+        have = [sum(len(v) for v in d.values()) for d in (p, q)]
+        if len(p) != self.count("n_clips") or have != [self.count("gen_vectors"), self.count("ref_vectors")]:
+            raise MetricUnavailable(f"{have[0]} generated and {have[1]} reference vectors kept for "
+                                    f"{self.count('n_clips')} scored clips ({self.count('gen_vectors')} and "
+                                    f"{self.count('ref_vectors')} scored): the run folder's embeddings/ lacks some "
                                     f"(keep_arrays)")
         gen, ref = np.concatenate([p[k] for k in sorted(p)]), np.concatenate([q[k] for k in sorted(q)])
         try:

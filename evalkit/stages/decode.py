@@ -90,4 +90,5 @@ def decode_clip(prompt: Prompt, gen_row: Mapping[str, Any], reference_path: Path
         row["skip_reason"] = f"generated {path}: {gen_audit.reason(blocking)}"
         return None, row
     return Clip(prompt.id, prompt.caption, wav, sr, ref, rsr, model_channels=settings.model_channels, path=str(path),
-                reference_path=str(reference_path) if reference_path else None), row
+                reference_path=str(reference_path) if reference_path else None,
+                reference_counted=prompt.owns_reference), row

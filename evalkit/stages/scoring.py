@@ -92,7 +92,8 @@ class ScoreCache:
                              "backbone": m.describe(), "input": m.input.key if m.input else None,
                              "audit": vars(m.audit), "evalkit": _evalkit_version()}, sort_keys=True, default=str).encode())
         for c in clips:
-            h.update(json.dumps([c.id, c.caption, c.sample_rate, c.reference_sr, c.model_channels]).encode())
+            h.update(json.dumps([c.id, c.caption, c.sample_rate, c.reference_sr, c.model_channels,
+                                 c.reference_counted]).encode())
             h.update(c.audio.detach().cpu().float().contiguous().numpy().tobytes())
             if c.reference is not None:
                 h.update(c.reference.detach().cpu().float().contiguous().numpy().tobytes())
@@ -223,7 +224,7 @@ class _LazyFingerprints:
     def _item(self, p) -> list:
         row = self.gen_rows[p.id]
         return [p.id, p.caption, self._sha(row.get("audio_path")), row.get("generation_skipped"),
-                self._sha(self.inputs.references.get(p.ref_key))]
+                self._sha(self.inputs.references.get(p.ref_key))] + ([] if p.owns_reference else ["shared reference"])
 
     def warm(self, prompt) -> None:
         self._item(prompt)
