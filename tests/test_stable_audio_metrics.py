@@ -152,3 +152,24 @@ def test_reference_probabilities_need_one_row_per_clip(tmp_path):
     p = cli("model=folder", f"model.dir={gen}", "metrics=[kld]", f"metrics.kld.reference_probabilities={pkl}",
             "backbone_weights=random", "backbone_size=tiny", f"hydra.run.dir={tmp_path / 'o'}")
     assert p.returncode == 2 and "one row per 640000-sample chunk" in p.stderr, p.stderr[-2000:]
+
+
+def test_mono_clips_explain_fd_openl3s_half_rank():
+    """FD_openl3 gives a mono file to its stereo embedder as two equal channels (stable-audio-metrics' "fake stereo"):
+    that side's covariance has rank at most half the 2 x 512 (here 2 x 16) dimensions. The warning says so and why,
+    instead of blaming repeated or stationary audio; the stereo side of the same size is full rank and not warned."""
+    from evalkit.metrics.base import Clip
+    from evalkit.metrics.fad import FAD
+    from evalkit.spec import recipe_from_files
+
+    m = FAD(recipe_from_files("fad", "stable-audio-metrics", model_size="tiny", checkpoint="random", random_seed=0,
+                              backbone_weights="random", postprocess="none"))
+    g = torch.Generator().manual_seed(0)
+    m.update([Clip(f"c{i}", "", 0.1 * torch.randn(1, 44100 * 6, generator=g), 44100,
+                   0.1 * torch.randn(2, 44100 * 6, generator=g), 44100) for i in range(4)])
+    values = m.compute()
+    assert m.dim == 32 and values["n_gen_windows"] == values["n_ref_windows"] == 48
+    assert len(m.warnings) == 1, m.warnings
+    assert m.warnings[0].startswith("the generated side's covariance has rank 16 < 32 (48 embeddings)")
+    assert "4 of its clips are mono, given to the 2-channel openl3-mel256-music embedder as 2 equal channels" \
+        in m.warnings[0] and "stationary" not in m.warnings[0]

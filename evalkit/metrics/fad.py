@@ -145,6 +145,7 @@ class FAD(Metric):
             self.add_state(f"{side}_sum_outer", (self.dim, self.dim))
             self.add_state(f"n_{side}_skipped", ())
             self.add_state(f"n_{side}_single", ())  # clips with one embedding (stats: online)
+            self.add_state(f"n_{side}_copied", ())  # clips a multi-channel embedder saw with equal channels (mono)
         if self.embedder.name != CARD_EMBEDDING and type(self).spec.section == "card":  # own table, embedding named
             self.spec = dataclasses.replace(type(self).spec, card_column=None, section="beyond-the-card",
                                             label=f"FAD ({self.embedder.name})")
@@ -218,6 +219,8 @@ class FAD(Metric):
                     self.state[f"n_{side}_skipped"] += 1
                     continue
                 items.append((clip, side, self.windows(x)))
+                if x.dim() == 2 and x.shape[0] > 1 and bool((x == x[:1]).all()):
+                    self.state[f"n_{side}_copied"] += 1
                 if side == "gen":
                     self.state["n_clips"] += 1
             if reasons:
@@ -314,17 +317,27 @@ class FAD(Metric):
                 f"{single['gen']} generated and {single['ref']} reference clips gave one embedding each: fadtk's "
                 f"calculate_embd_statistics_online makes its statistics NaN for such a file (np.cov of one frame); "
                 f"evalkit counts its within-clip scatter as 0")
-        for side, sigma, n in (("generated", sigma_g, gen.n), ("reference", sigma_r, n_ref)):
+        for side, key, sigma, n in (("generated", "gen", sigma_g, gen.n), ("reference", "ref", sigma_r, n_ref)):
             rank = covariance_rank(sigma)
             if rank < self.dim:
                 self.warnings.append(
                     f"the {side} side's covariance has rank {rank} < {self.dim} ({n} embeddings): its embeddings span "
-                    f"too few directions (repeated or stationary audio?), so this FAD exists but is not comparable "
+                    f"too few directions ({self._few_directions(key)}), so this FAD exists but is not comparable "
                     f"with FADs of full-rank sets")
         fad = frechet_distance(mu_g, sigma_g, mu_r, sigma_r, eps=self.fd_eps,
                                warnings=self.warnings)
         skipped = {f"n_{s}_skipped": int(round(float(self.state[f"n_{s}_skipped"]))) for s in ("gen", "ref")}
         return {"fad": float(fad), "n_gen_windows": int(gen.n), "n_ref_windows": int(n_ref), **skipped}
+
+    def _few_directions(self, side: str) -> str:
+        """The likely cause of a rank-deficient side: mono clips a multi-channel embedder sees as equal channels
+        (each embedding's channel blocks equal: rank at most dim / channels), else repeated or stationary audio."""
+        copied, c = self.count(f"n_{side}_copied"), int(self.embedder.channels or 1)
+        if copied:
+            return (f"{copied} of its clips are mono, given to the {c}-channel {self.embedder.name} embedder as "
+                    f"{c} equal channels, as the protocol does: their embeddings' channel blocks are equal, so those "
+                    f"clips span at most {self.dim // c} directions; score stereo clips, or expect this with mono ones")
+        return "repeated or stationary audio?"
 
     def describe(self) -> dict[str, Any]:
         return {"protocol": self.recipe.get("protocol", ""), **self.embedder.describe(),
