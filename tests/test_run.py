@@ -82,6 +82,23 @@ def test_another_config_in_the_same_folder_is_refused(demo_run):
         run(cfg(*FAST, "metrics=[chroma]", "dataset.limit=3", "seed=7"), out)
 
 
+def test_a_first_try_that_stopped_on_its_input_does_not_lock_the_folder(tmp_path):
+    """A run that stopped on its input (here a caption table that is not there) left only its config: the corrected
+    command takes the folder without overwrite=true. A folder with work in it is still refused (test above)."""
+    gen = tmp_path / "gen"
+    for k in ("c1", "c2"):
+        save_audio(gen / f"{k}.wav", synth_clip(k, 32000, 1.0, channels=2), 32000)
+    out = tmp_path / "out"
+    base = ("model=folder", f"model.dir={gen}", f"reference.dir={gen}", "metrics=[stereo]", "progress=false")
+    with pytest.raises(Exception, match="no_such.csv"):
+        run(cfg(*base, f"dataset.captions={tmp_path / 'no_such.csv'}"), out)
+    assert (out / "config.yaml").exists() and not (out / "summary.json").exists()
+    s = run(cfg(*base), out)
+    assert s["n_clips"] == 2 and (out / "summary.json").exists()
+    with pytest.raises(RunError, match="differs in"):  # now it holds work: another config is refused again
+        run(cfg(*base, "seed=3"), out)
+
+
 def test_folder_mode_with_a_missing_reference(tmp_path):
     gen, ref = tmp_path / "gen", tmp_path / "ref"
     prompts = tmp_path / "p.csv"

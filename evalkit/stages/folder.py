@@ -146,6 +146,15 @@ def _lock(path: Path) -> tuple[int | None, str | None]:
     return fd, None
 
 
+def holds_work(out_dir: Path) -> bool:
+    """Whether an earlier run left anything of value in ``out_dir``: a file in one of :data:`RUN_SUBFOLDERS` or a
+    summary. A first try that stopped on its input (a missing table, a typo) leaves only its config: the corrected
+    command may then take the folder without ``overwrite=true``."""
+    if (out_dir / "summary.json").exists() or (out_dir / "clips.parquet").exists():
+        return True
+    return any(p.is_file() for sub in RUN_SUBFOLDERS if (out_dir / sub).is_dir() for p in (out_dir / sub).rglob("*"))
+
+
 def claim(spec: RunSpec, out_dir: Path, dist) -> None:
     """Make ``out_dir`` this run's folder (see the module doc). Rank 0 only writes."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -165,7 +174,10 @@ def claim(spec: RunSpec, out_dir: Path, dist) -> None:
                     shutil.rmtree(out_dir / sub)
         else:
             diff = spec.identity_diff(old)
-            if diff:
+            if diff and not holds_work(out_dir):
+                log.info("%s held the config of a run that finished nothing (no audio, scores or summary; it differs "
+                         "in: %s): this run takes the folder", out_dir, ", ".join(diff[:8]))
+            elif diff:
                 raise RunError(
                     f"{out_dir} holds a run of another config (differs in: {', '.join(diff[:8])}). Resuming would "
                     f"mix two runs. Use a new folder (hydra.run.dir=...) or overwrite=true to start afresh.")
