@@ -317,27 +317,11 @@ class FAD(Metric):
                 f"{single['gen']} generated and {single['ref']} reference clips gave one embedding each: fadtk's "
                 f"calculate_embd_statistics_online makes its statistics NaN for such a file (np.cov of one frame); "
                 f"evalkit counts its within-clip scatter as 0")
-        for side, key, sigma, n in (("generated", "gen", sigma_g, gen.n), ("reference", "ref", sigma_r, n_ref)):
-            rank = covariance_rank(sigma)
-            if rank < self.dim:
-                self.warnings.append(
-                    f"the {side} side's covariance has rank {rank} < {self.dim} ({n} embeddings): its embeddings span "
-                    f"too few directions ({self._few_directions(key)}), so this FAD exists but is not comparable "
-                    f"with FADs of full-rank sets")
+        self.warnings += rank_warnings(self, {"gen": (sigma_g, gen.n), "ref": (sigma_r, n_ref)})
         fad = frechet_distance(mu_g, sigma_g, mu_r, sigma_r, eps=self.fd_eps,
                                warnings=self.warnings)
         skipped = {f"n_{s}_skipped": int(round(float(self.state[f"n_{s}_skipped"]))) for s in ("gen", "ref")}
         return {"fad": float(fad), "n_gen_windows": int(gen.n), "n_ref_windows": int(n_ref), **skipped}
-
-    def _few_directions(self, side: str) -> str:
-        """The likely cause of a rank-deficient side: mono clips a multi-channel embedder sees as equal channels
-        (each embedding's channel blocks equal: rank at most dim / channels), else repeated or stationary audio."""
-        copied, c = self.count(f"n_{side}_copied"), int(self.embedder.channels or 1)
-        if copied:
-            return (f"{copied} of its clips are mono, given to the {c}-channel {self.embedder.name} embedder as "
-                    f"{c} equal channels, as the protocol does: their embeddings' channel blocks are equal, so those "
-                    f"clips span at most {self.dim // c} directions; score stereo clips, or expect this with mono ones")
-        return "repeated or stationary audio?"
 
     def describe(self) -> dict[str, Any]:
         return {"protocol": self.recipe.get("protocol", ""), **self.embedder.describe(),
@@ -370,6 +354,26 @@ class FAD(Metric):
         if self._ref_file is not None:
             raise FADError(f"the reference statistics came from {self.reference_stats_path}; nothing new to export")
         return write_reference_stats(path, self._stats("ref"), self.stats_identity())
+
+
+def rank_warnings(fad: "FAD", sides: Mapping[str, tuple[np.ndarray, int]]) -> list[str]:
+    """A warning for each side (``{"gen"|"ref": (covariance, embeddings)}``) whose covariance is rank-deficient,
+    with the likely cause: mono clips a multi-channel embedder saw as equal channels (each embedding's channel blocks
+    equal: rank at most dim / channels; the ``n_<side>_copied`` count), else repeated or stationary audio."""
+    out = []
+    for side, (sigma, n) in sides.items():
+        rank = covariance_rank(sigma)
+        if rank >= fad.dim:
+            continue
+        copied, c = fad.count(f"n_{side}_copied"), int(fad.embedder.channels or 1)
+        why = (f"{copied} of its clips are mono, given to the {c}-channel {fad.embedder.name} embedder as {c} equal "
+               f"channels, as the protocol does: their embeddings' channel blocks are equal, so those clips span at "
+               f"most {fad.dim // c} directions; score stereo clips, or expect this with mono ones") if copied else \
+            "repeated or stationary audio?"
+        out.append(f"the {'generated' if side == 'gen' else 'reference'} side's covariance has rank {rank} < "
+                   f"{fad.dim} ({n} embeddings): its embeddings span too few directions ({why}), so this FAD exists "
+                   f"but is not comparable with FADs of full-rank sets")
+    return out
 
 
 def peer_differences(fad: "FAD", tool: str) -> list[str]:
