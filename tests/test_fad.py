@@ -118,7 +118,7 @@ def test_registry_config_and_describe(make, fad_recipes):
     d = m.describe()
     assert d["protocol"] == "audiocraft" and d["random_weights"] is True and d["checkpoint_sha256"] is None
     assert d["checkpoint"] == "random:vggish-10086976.pth" and m.uses_reference_audio is True
-    assert (m.window, m.hop, m.embedder.sample_rate) == (16000, 8000, 16000)
+    assert (m.win.window, m.win.hop, m.embedder.sample_rate) == (16000, 8000, 16000)
 
 
 def test_audiocraft_recipe_matches_google_numpy_pipeline(make, music_dir, tmp_path):

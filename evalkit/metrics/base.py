@@ -359,3 +359,55 @@ def window_problem(recipe: Mapping[str, Any], setting: str) -> str | None:
             return f"{setting}.{k}={v!r}: a window or hop is a number of seconds > 0 (or null for the whole clip)"
     return None
 
+
+@dataclass(frozen=True)
+class Windows:
+    """A Fréchet or kernel protocol's windows (``window_s``, ``hop_s``, ``window_pad`` of its recipe) at its embedder's
+    rate, in samples: ``window``/``hop`` (None: the whole clip is one input), ``pad`` (a window starting every hop until
+    the end, the last ones zero-padded: fadtk's CLAP loaders) and ``min_samples`` (the fewest samples that give one
+    embedding). FAD and KAD cut the same windows, so a run asking for both embeds them once."""
+
+    window: int | None
+    hop: int | None
+    pad: bool
+    min_samples: int
+
+    @classmethod
+    def from_recipe(cls, recipe: Mapping[str, Any], embedder, setting: str, error: type = InputError) -> "Windows":
+        """``error`` (the metric's own) names ``setting`` for windows :func:`window_problem` refuses and for a window
+        shorter than one input of ``embedder``."""
+        problem = window_problem(recipe, setting)
+        if problem:
+            raise error(problem)
+        rate = embedder.sample_rate
+        window, hop = (int(round(float(recipe[k]) * rate)) if recipe.get(k) is not None else None
+                       for k in ("window_s", "hop_s"))
+        unit = int(getattr(embedder, "min_samples", 1))
+        if window is not None and window < unit:
+            raise error(f"{setting}.window_s={recipe['window_s']}: {window} samples at {rate} Hz, shorter than one "
+                        f"{embedder.name} input ({unit} samples)")
+        pad = bool(recipe.get("window_pad"))
+        return cls(window, hop, pad, 1 if pad else (window or unit))
+
+    @property
+    def key(self) -> list:
+        """The windows' part of the clip memo's embedding key (:func:`evalkit.embeddings.shared.embedding_key`)."""
+        return [self.window, self.hop, self.pad]
+
+    def cut(self, x: torch.Tensor) -> torch.Tensor:
+        """``[T]`` (or ``[C, T]``) -> ``[N, window]`` (``[N, C, window]``), or ``x`` itself without windows: full windows
+        every ``hop`` (``range(0, T - window + 1, hop)``: Google's FAD), or with ``pad`` a window starting every
+        ``hop`` until the end, the last ones zero-padded (``range(0, T, hop)``: fadtk's CLAP loaders)."""
+        if not self.window:
+            return x
+        if not self.pad:
+            return x.unfold(-1, self.window, self.hop).movedim(-2, 0)
+        padded = torch.nn.functional.pad(x, (0, self.window))
+        return torch.stack([padded[..., s:s + self.window] for s in range(0, x.shape[-1], self.hop)])
+
+    def too_short(self, n: int, embedder, what: str) -> str | None:
+        """Why ``n`` samples of ``what`` give no embedding, or None."""
+        if n >= self.min_samples:
+            return None
+        return (f"{what} audio too short for one {embedder.name} {'window' if self.window else 'input'}: {n} samples "
+                f"at {embedder.sample_rate} Hz, needs {self.min_samples}")

@@ -42,7 +42,7 @@ import torch
 from evalkit.embeddings import build_embedder
 from evalkit.embeddings.shared import embed_shared, embedding_key
 from evalkit.errors import InputError
-from evalkit.metrics.base import Clip, ClipResult, Metric, MetricUnavailable, RunContext, window_problem
+from evalkit.metrics.base import Clip, ClipResult, Metric, MetricUnavailable, RunContext, Windows, window_problem
 from evalkit.metrics.spec import MetricSpec
 from evalkit.registry import register_metric
 from evalkit.statistics.frechet import FrechetError, GaussianStats, covariance_rank, frechet_distance
@@ -127,18 +127,10 @@ class FAD(Metric):
         self.embedder = build_embedder(r, f"metrics.{name}", self.device)
         self.embedder.network  # noqa: B018  (load now: a broken checkpoint stops the run before any scoring)
         self.dim = self.embedder.dim
-        rate = self.embedder.sample_rate
-        self.window = int(round(float(r["window_s"]) * rate)) if r.get("window_s") is not None else None
-        self.hop = int(round(float(r["hop_s"]) * rate)) if r.get("hop_s") is not None else None
-        unit = int(getattr(self.embedder, "min_samples", 1))
-        if self.window is not None and self.window < unit:
-            raise FADError(f"metrics.{name}.window_s={r['window_s']}: {self.window} samples at {rate} Hz, shorter "
-                           f"than one {self.embedder.name} input ({unit} samples)")
-        #: the fewest samples (at the embedder's rate) that give one embedding
-        self.min_samples = 1 if r.get("window_pad") else (self.window or unit)
-        self.build_input(rate, self.embedder.band_hz, self.embedder.channels)
+        self.win = Windows.from_recipe(r, self.embedder, f"metrics.{name}", FADError)
+        self.build_input(self.embedder.sample_rate, self.embedder.band_hz, self.embedder.channels)
         #: the clip memo's key of these embeddings (another metric with the same embedder, path, windows reuses them)
-        self.key = embedding_key(self.embedder, self.input.key, [self.window, self.hop, bool(r.get("window_pad"))])
+        self.key = embedding_key(self.embedder, self.input.key, self.win.key)
         for side in ("gen", "ref"):
             self.add_state(f"{side}_n", ())
             self.add_state(f"{side}_sum", (self.dim,))
@@ -218,7 +210,7 @@ class FAD(Metric):
                     reasons.append(x)
                     self.state[f"n_{side}_skipped"] += 1
                     continue
-                items.append((clip, side, self.windows(x)))
+                items.append((clip, side, self.win.cut(x)))
                 if x.dim() == 2 and x.shape[0] > 1 and bool((x == x[:1]).all()):
                     self.state[f"n_{side}_copied"] += 1
                 if side == "gen":
@@ -245,10 +237,7 @@ class FAD(Metric):
         if s is None or s.error:
             return f"{what}{' ' + path if path else ''}: {s.error if s else 'no audio'}"
         x = self.embedder_input(s.wav)
-        if x.shape[-1] < self.min_samples:
-            return (f"{what} audio too short for one {self.embedder.name} {'window' if self.window else 'input'}: "
-                    f"{x.shape[-1]} samples at {self.embedder.sample_rate} Hz, needs {self.min_samples}")
-        return x
+        return self.win.too_short(x.shape[-1], self.embedder, what) or x
 
     def embedder_input(self, wav: torch.Tensor) -> torch.Tensor:
         """A side ``[C, T]`` as the embedder takes it: ``[T]`` for a one-channel embedder (the mean over channels
@@ -261,18 +250,6 @@ class FAD(Metric):
             raise FADError(f"metrics.{self.name}: the {self.embedder.name} embedding takes {c} channels, the input "
                            f"path gives {wav.shape[0]}: add `channels: embedder` to the protocol's input path")
         return wav
-
-    def windows(self, x: torch.Tensor) -> torch.Tensor:
-        """``[T]`` (or ``[C, T]``) -> the protocol's windows ``[N, window]`` (``[N, C, window]``), or ``x`` itself
-        without windows: full windows every ``hop`` (``range(0, T - window + 1, hop)``: Google's FAD), or with
-        ``window_pad`` a window starting every ``hop`` until the end, the last ones zero-padded (``range(0, T,
-        hop)``: fadtk's CLAP loaders)."""
-        if not self.window:
-            return x
-        if not self.recipe.get("window_pad"):
-            return x.unfold(-1, self.window, self.hop).movedim(-2, 0)
-        padded = torch.nn.functional.pad(x, (0, self.window))
-        return torch.stack([padded[..., s:s + self.window] for s in range(0, x.shape[-1], self.hop)])
 
     def stored(self, e: np.ndarray) -> np.ndarray:
         """The embeddings as the protocol stores them (:func:`stored_as`)."""
@@ -335,7 +312,7 @@ class FAD(Metric):
         ident = {"metric": self.spec.name, "protocol": str(self.recipe.get("protocol", "")),
                  "embedding": {k: e.get(k) for k in ("embedding", "checkpoint_sha256", "random_weights", "random_seed",
                                                      "model_size", "constants")},
-                 "input": self.input.describe(), "windows": [self.window, self.hop]}
+                 "input": self.input.describe(), "windows": [self.win.window, self.win.hop]}
         if self.recipe.get("window_pad"):  # (keys added only when set: files written before them stay readable)
             ident["window_pad"] = True
         if self.stats_mode != "pooled" or self.embedding_dtype is not np.float32:

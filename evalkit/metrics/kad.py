@@ -37,7 +37,7 @@ import torch
 from evalkit.embeddings import build_embedder
 from evalkit.embeddings.shared import embed_shared, embedding_key
 from evalkit.errors import InputError
-from evalkit.metrics.base import Clip, ClipResult, Metric, MetricUnavailable, RunContext, window_problem
+from evalkit.metrics.base import Clip, ClipResult, Metric, MetricUnavailable, RunContext, Windows, window_problem
 from evalkit.metrics.spec import MetricSpec
 from evalkit.registry import register_metric
 from evalkit.statistics.kernel import KernelSettings, kad_with_clips
@@ -104,21 +104,13 @@ class KAD(Metric):
                            f"(kadtk stores float16: ModelLoader.get_embedding)")
         self.per_clip_values = bool(r.get("per_clip", True))
         problem = window_problem(r, "metrics.kad")
-        if problem:
+        if problem:  # before the embedder loads
             raise KADError(problem)
         self.embedder = build_embedder(r, "metrics.kad", self.device)
         self.embedder.network  # noqa: B018  (load now: a broken checkpoint stops the run before any scoring)
-        rate = self.embedder.sample_rate
-        self.window = int(round(float(r["window_s"]) * rate)) if r.get("window_s") is not None else None
-        self.hop = int(round(float(r["hop_s"]) * rate)) if r.get("hop_s") is not None else None
-        self.window_pad = bool(r.get("window_pad"))
-        unit = int(getattr(self.embedder, "min_samples", 1))
-        if self.window is not None and self.window < unit:
-            raise KADError(f"metrics.kad.window_s={r['window_s']}: {self.window} samples at {rate} Hz, shorter than "
-                           f"one {self.embedder.name} input ({unit} samples)")
-        self.min_samples = 1 if self.window_pad else (self.window or unit)
-        self.build_input(rate, self.embedder.band_hz, self.embedder.channels)
-        self.key = embedding_key(self.embedder, self.input.key, [self.window, self.hop, self.window_pad])
+        self.win = Windows.from_recipe(r, self.embedder, "metrics.kad", KADError)
+        self.build_input(self.embedder.sample_rate, self.embedder.band_hz, self.embedder.channels)
+        self.key = embedding_key(self.embedder, self.input.key, self.win.key)
         if self.embedder.name != DEFAULT_EMBEDDING:  # the table names the embedding (as FAD's does)
             self.spec = dataclasses.replace(type(self).spec, label=f"KAD ({self.embedder.name})")
         for side in ("gen", "ref"):
@@ -153,13 +145,12 @@ class KAD(Metric):
                                                            if self.counts_reference(clip) else [])
             for side, what, s in sides:
                 x = s.wav.reshape(-1) if s.wav.shape[0] == 1 else s.wav.mean(0)
-                if x.shape[-1] < self.min_samples:
-                    reasons.append(f"{what} audio too short for one {self.embedder.name} "
-                                   f"{'window' if self.window else 'input'}: {x.shape[-1]} samples at "
-                                   f"{self.embedder.sample_rate} Hz, needs {self.min_samples}")
+                short = self.win.too_short(x.shape[-1], self.embedder, what)
+                if short:
+                    reasons.append(short)
                     self.state[f"n_{side}_skipped"] += 1
                     continue
-                items.append((clip, side, self.windows(x)))
+                items.append((clip, side, self.win.cut(x)))
                 if side == "gen":
                     self.state["n_clips"] += 1
             if reasons:
@@ -184,16 +175,6 @@ class KAD(Metric):
                 raise KADError(f"metrics.kad.embedding_dtype=float16: {self.embedder.name} embeddings overflow "
                                f"float16 (|x| > 65504)")
         return e
-
-    def windows(self, x: torch.Tensor) -> torch.Tensor:
-        """``[T]`` -> ``[N, window]`` full windows every ``hop`` (or, with ``window_pad``, a window every hop until the
-        end, zero-padded), or ``x`` itself without windows (the same windows as FAD's)."""
-        if not self.window:
-            return x
-        if not self.window_pad:
-            return x.unfold(-1, self.window, self.hop)
-        padded = torch.nn.functional.pad(x, (0, self.window))
-        return torch.stack([padded[s:s + self.window] for s in range(0, x.shape[-1], self.hop)])
 
     def _arrays(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """``(generated, reference)`` per-clip arrays: those the scoring stage handed over, else this instance's."""
