@@ -176,6 +176,10 @@ def test_fad_and_kad_embed_each_clip_side_once(tmp_path, monkeypatch):
     for side in ("gen", "ref"):
         fad, kad = run.clip_arrays(f"fad_{side}_emb"), run.clip_arrays(f"kad_{side}_emb")
         assert sorted(fad) == sorted(kad) and all(np.array_equal(fad[c], kad[c]) for c in fad)
+    from evalkit.report.table import card_table, collect_runs, to_markdown
+
+    md = to_markdown(card_table(collect_runs([run], n_boot=20)))
+    assert "| KAD ↓ |" in md and "| kad ↓ |" not in md  # its column is titled as papers write it
     seen.clear()
     evaluate([*common, "metrics=[fad,kad]", "metrics/kad=kadtk"], out_dir=tmp_path / "apart")
     assert len(seen) == 16

@@ -84,7 +84,7 @@ class KAD(Metric):
     spec = MetricSpec(
         name="kad", primary="kad", higher_is_better=False, card_column=None, decimals=3, tolerance="5%",
         per_clip=("kad", "kad_bandwidth", "kad_windows", "kad_ref_windows"), arrays=("kad_gen_emb", "kad_ref_emb"),
-        aggregate="kernel", needs_reference=True, min_clips=1, section="beyond-the-card",
+        aggregate="kernel", needs_reference=True, min_clips=1, section="beyond-the-card", label="KAD",
         description="Kernel Audio Distance (kadtk 1.1.0): unbiased MMD² between generated and reference embeddings "
                     "(VGGish by default), Gaussian kernel with the generated set's median pairwise distance as "
                     "bandwidth, ×100; per clip: kadtk's score_individual",
