@@ -21,6 +21,8 @@ def clap_recipe(*extra: str, **over) -> dict:
     """conf/metrics/clap.yaml with its audiocraft protocol file, resolved as the run does, shrunken random model; the
     metric alone (``postprocess=none``: the solver's post-processing is tested through the command line)."""
     over = {"model_size": "tiny", "checkpoint": "random", **over}
+    if over["checkpoint"] != "random":  # the tests' own files, not the released one whose sha256 the embedding pins
+        over.setdefault("checkpoint_sha256", None)
     recipe = metric_recipe("clap", [f"metrics.clap.{k}={'null' if v is None else v}" for k, v in over.items()]
                            + ["postprocess=none", *extra])
     recipe["backbone_weights"] = "random" if recipe["checkpoint"] == "random" else "released"
@@ -281,6 +283,7 @@ def test_states_merge_by_addition(metric):
 
 def test_checkpoint_file_is_loaded_and_described(tmp_path):
     from evalkit.embeddings.clap import ClapError, build_clap_hf
+    from evalkit.embeddings.weights import CheckpointError
     from evalkit.io import sha256_file
     from evalkit.metrics.clap import ClapScore
 
@@ -290,6 +293,10 @@ def test_checkpoint_file_is_loaded_and_described(tmp_path):
 
     path = tmp_path / "tiny_clap.pt"
     torch.save({"epoch": 15, "state_dict": to_laion_layout(source)}, path)
+    # by default a checkpoint file must be the released one (conf/embeddings/clap-laion-music.yaml pins its sha256)
+    with pytest.raises(CheckpointError,
+                       match=r"does not start with fae3e9c087f2909c.*pinned by metrics\.clap\.checkpoint_sha256"):
+        ClapScore(clap_recipe(checkpoint=str(path), tokenizer="tiny", checkpoint_sha256="pinned"))
     m = ClapScore(clap_recipe(checkpoint=str(path), tokenizer="tiny"))
     d = m.describe()
     assert (d["checkpoint"], d["checkpoint_sha256"], d["random_weights"]) == ("tiny_clap.pt", sha256_file(path), False)

@@ -302,6 +302,17 @@ def test_runs_of_another_recipe_or_generation_are_not_compared():
     assert any("generation: duration differs (baseline 10.0, current 2.0)" in r for r in reasons)
     assert check_compatible(base, copy.deepcopy(base)) == []
     assert "seed" not in base["settings"]["generation"]
+    # a digest pinned since the baseline (the embedder's checkpoint_sha256: where weights come from and how they are
+    # checked) is not another recipe: the weights used are compared as the metric's own checkpoint_sha256
+    pinned = copy.deepcopy(base)
+    assert base["metrics"]["clap"]["recipe"]["embedder"]["checkpoint_sha256"] is None
+    pinned["metrics"]["clap"]["recipe"]["embedder"]["checkpoint_sha256"] = "fae3e9c0" + "0" * 56
+    assert check_compatible(base, pinned) == []
+    pinned["metrics"]["clap"]["recipe"]["embedder"]["max_samples"] = 240000  # a constant of the embedding is
+    assert check_compatible(base, pinned) == [  # named inside its block
+        "clap recipe embedder: max_samples differs (baseline 480000, current 240000): another recipe, not a regression"]
+    pinned["metrics"]["clap"]["checkpoint_sha256"] = "f" * 64  # another weights file is another measurement
+    assert any("clap: backbone checkpoint (checkpoint_sha256) differs" in r for r in check_compatible(base, pinned))
 
 
 def test_a_folder_run_is_compared_with_a_generation_run_on_what_scores_the_audio(tmp_path, capsys):
