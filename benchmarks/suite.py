@@ -45,7 +45,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from suite_parts.common import best, load_average  # noqa: E402
 
-METRICS = ("fad", "kld", "clap", "chroma", "kad", "aesthetics", "mauve", "fad_encodec")
+#: part -> its class in ``suite_parts/<part>.py``
+PARTS = {"fad": "FadPart", "kld": "KldPart", "clap": "ClapPart", "chroma": "ChromaPart", "kad": "KadPart",
+         "aesthetics": "AestheticsPart", "mauve": "MauvePart", "fad_encodec": "FadEncodecPart"}
+METRICS = tuple(PARTS)
 #: default rounds per metric on a CPU: KLD (64 inputs through the 20 s PaSST) and aesthetics (WavLM Base+, ~3 s per
 #: 10 s chunk) take minutes per contender
 ROUNDS = {"fad": 3, "kld": 1, "clap": 2, "chroma": 5, "kad": 3, "aesthetics": 1, "mauve": 3, "fad_encodec": 3}
@@ -55,9 +58,7 @@ def build_part(name: str, clips, tmp: Path, args):
     import importlib
 
     mod = importlib.import_module(f"suite_parts.{name}")
-    cls = {"fad": "FadPart", "kld": "KldPart", "clap": "ClapPart", "chroma": "ChromaPart", "kad": "KadPart",
-           "aesthetics": "AestheticsPart", "mauve": "MauvePart", "fad_encodec": "FadEncodecPart"}[name]
-    return getattr(mod, cls)(clips, tmp, args.size, args.batch.get(name), args.device)
+    return getattr(mod, PARTS[name])(clips, tmp, args.size, args.batch.get(name), args.device)
 
 
 def run_rounds(part, rounds: int) -> dict[str, list]:
@@ -88,9 +89,17 @@ def summarise(part, outcomes: dict[str, list], load_start: float | None) -> dict
         "load_average_start": load_start, "load_average_end": load_average(),
     }
     if ek.value is not None and ref.value is not None:
-        diff = abs(ek.value - ref.value)
-        row.update(abs_diff=diff, rel_diff=diff / max(abs(ref.value), 1e-30))
+        row.update(agreement(ek.value, ref.value))
+    if ek.values is not None and ref.values is not None:  # several metrics in one part: each one's, and the largest
+        row["values"] = {k: {"evalkit": v, "reference": ref.values[k], **agreement(v, ref.values[k])}
+                         for k, v in ek.values.items()}
+        row.update({d: max(v[d] for v in row["values"].values()) for d in ("abs_diff", "rel_diff")})
     return row
+
+
+def agreement(ours: float, theirs: float) -> dict[str, float]:
+    diff = abs(ours - theirs)
+    return {"abs_diff": diff, "rel_diff": diff / max(abs(theirs), 1e-30)}
 
 
 def environment(args) -> dict[str, Any]:
@@ -108,14 +117,14 @@ def environment(args) -> dict[str, Any]:
 
 
 def print_table(results: dict[str, Any]) -> None:
-    print(f"\n{'metric':7s} {'evalkit':>9s} {'reference':>10s} {'ratio':>7s} {'floor_fr':>8s} {'ref_floor_fr':>12s}"
+    print(f"\n{'metric':14s} {'evalkit':>9s} {'reference':>10s} {'ratio':>7s} {'floor_fr':>8s} {'ref_floor_fr':>12s}"
           f"  (clips/s; load {results.get('load_average_start')} -> {results.get('load_average_end')})")
     for name, r in results["metrics"].items():
         if "ratio" not in r:
-            print(f"{name:7s} {r.get('status')}")
+            print(f"{name:14s} {r.get('status')}")
             continue
         rff = r["reference_floor_fraction"]
-        print(f"{name:7s} {r['evalkit_clips_per_s']:9.2f} {r['reference_clips_per_s']:10.2f} {r['ratio']:6.2f}x "
+        print(f"{name:14s} {r['evalkit_clips_per_s']:9.2f} {r['reference_clips_per_s']:10.2f} {r['ratio']:6.2f}x "
               f"{r['floor_fraction']:8.2f} {rff if rff is None else round(rff, 2)!s:>12s}")
 
 
@@ -124,10 +133,10 @@ def parse_args(argv=None):
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--size", default="full", choices=["full", "tiny"])
     ap.add_argument("--only", default=",".join(METRICS),
-                    help="comma-separated metrics (fad,kld,clap,chroma,kad,aesthetics,mauve,fad_encodec)")
+                    help=f"comma-separated metrics ({','.join(METRICS)})")
     ap.add_argument("--clips", type=int, default=32, help="pairs of 10 s clips (1..36)")
-    ap.add_argument("--rounds", type=int, default=None, help="rounds per metric (default: fad 3, kld 1, clap 2, "
-                                                               "chroma 5, kad 3, aesthetics 1, mauve 3)")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help=f"rounds per metric (default: {', '.join(f'{k} {v}' for k, v in ROUNDS.items())})")
     ap.add_argument("--batch", default="", help="evalkit batch sizes, e.g. kld=1,clap=8 (default: the recipe's)")
     ap.add_argument("--json", default=None, help="write the results here (rewritten after every metric)")
     args = ap.parse_args(argv)
