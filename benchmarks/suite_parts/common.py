@@ -206,6 +206,25 @@ class Part:
         return Outcome(sum(r.replay() for r in self.recorders.values()))
 
 
+def enough_windows(clips, root: Path, dim: int, hop_s: float):
+    """``clips``, or files made longer (:func:`suite_parts.data.longer_files`, under ``root``) when its 10 s files
+    give fewer than 1.25 x ``dim`` windows (one every ``hop_s``) a side: a Fréchet distance's covariance needs at least
+    ``dim`` embeddings (evalkit refuses fewer), and a margin keeps it away from rank deficiency."""
+    from .data import longer_files
+
+    return longer_files(clips, root, 1.25 * dim * hop_s / len(clips.ids))
+
+
+def load_laion_clap(embedder, laion_model: torch.nn.Module) -> None:
+    """evalkit's LAION-CLAP embedder given laion's own model's tensors, converted by name as a released checkpoint is
+    (``ClapBackbone.load_weights``: the path of ``metrics.<m>.checkpoint=<file>``, its front-end tensors included)."""
+    net = embedder.network
+    embedder.backbone().load_weights(net, {k: v.detach().clone() for k, v in laion_model.state_dict().items()},
+                                     "suite")
+    net.front_end = net.front_end.to(embedder.device).eval()
+    embedder._clap = None  # rebuilt around the converted network on first use
+
+
 class ToolFolders:
     """Copies of the clip set's two folders for a tool that writes its caches beside the audio (fadtk and kadtk:
     ``convert/``, ``embeddings/``, ``stats/``); :meth:`clean` removes those before every round (the tool would reuse
