@@ -48,12 +48,12 @@ from suite_parts.common import best, load_average  # noqa: E402
 #: part -> its class in ``suite_parts/<part>.py``
 PARTS = {"fad": "FadPart", "kld": "KldPart", "clap": "ClapPart", "chroma": "ChromaPart", "kad": "KadPart",
          "aesthetics": "AestheticsPart", "mauve": "MauvePart", "fad_encodec": "FadEncodecPart",
-         "fad_clap_music": "FadClapMusicPart", "fad_panns": "FadPannsPart"}
+         "fad_clap_music": "FadClapMusicPart", "fad_panns": "FadPannsPart", "sam": "SamPart"}
 METRICS = tuple(PARTS)
-#: default rounds per metric on a CPU: KLD (64 inputs through the 20 s PaSST) and aesthetics (WavLM Base+, ~3 s per
-#: 10 s chunk) take minutes per contender
+#: default rounds per metric on a CPU: KLD (64 inputs through the 20 s PaSST), aesthetics (WavLM Base+, ~3 s per
+#: 10 s chunk) and sam (the 10 s PaSST, OpenL3 on 21 frames a channel, fusion CLAP) take minutes per contender
 ROUNDS = {"fad": 3, "kld": 1, "clap": 2, "chroma": 5, "kad": 3, "aesthetics": 1, "mauve": 3, "fad_encodec": 3,
-          "fad_clap_music": 2, "fad_panns": 3}
+          "fad_clap_music": 2, "fad_panns": 3, "sam": 1}
 
 
 def build_part(name: str, clips, tmp: Path, args):
