@@ -21,6 +21,8 @@ import torch
 AUDIT = {"skip": ["non_finite", "silent", "constant", "unreadable", "clamped"], "silent_below_dbfs": -70.0,
          "constant_below_dbfs": -70.0, "clamped_share": 0.01, "dc_offset_dbfs": -30.0, "duration_s": 10.0,
          "duration_tolerance_s": 0.05}
+#: the warm-up's input: at most the first 10 s of a file (the parts with longer files would embed minutes of audio)
+WARM_S = 10.0
 #: conf/postprocess/none.yaml: the audio as written, which is what the reference tools read (each part's recipe is
 #: composed with postprocess="none": its input path has no solver steps)
 POSTPROCESS_NONE = {"name": "none", "reference": [], "generated": []}
@@ -176,12 +178,14 @@ class Part:
         return len(self.clips.ids)
 
     def warm_evalkit(self) -> None:
-        """One update of every metric on the first generated file (as its own reference), then reset: untimed."""
+        """One update of every metric on the first generated file's first 10 s (as its own reference), then reset:
+        untimed."""
         from evalkit.audio import load_audio
         from evalkit.metrics.base import Clip
 
         cid = self.clips.ids[0]
         wav, sr = load_audio(self.clips.gen(cid))
+        wav = wav[..., :int(sr * WARM_S)]
         for m in self.metrics:
             m.update([Clip("warm", self.clips.captions[cid], wav, sr, wav, sr)])
             m.reset()
@@ -234,7 +238,7 @@ class ToolFolders:
     CACHES = ("convert", "embeddings", "stats", "kernel_stats")
 
     def __init__(self, clips, root: Path) -> None:
-        self.dirs = {}
+        self.root, self.dirs = root, {}
         for side, paths in (("gen", [clips.gen(c) for c in clips.ids]), ("ref", [clips.ref(c) for c in clips.ids])):
             self.dirs[side] = root / side
             self.dirs[side].mkdir(parents=True, exist_ok=True)
@@ -271,9 +275,14 @@ class ToolPart(Part):
         raise NotImplementedError
 
     def warm_up(self) -> None:
-        """One file each, untimed (oneDNN primitives, the resampler's kernel)."""
-        self.loader().cache_embedding_file(self.folders["gen"] / self.clips.gen(self.clips.ids[0]).name)
-        self.folders.clean()
+        """One 10 s file each, untimed (oneDNN primitives, the resampler's kernel)."""
+        from evalkit.audio import load_audio, save_audio
+
+        first = self.clips.gen(self.clips.ids[0])
+        wav, sr = load_audio(first)
+        warm = self.folders.root / "warm" / first.name
+        save_audio(warm, wav[..., :int(sr * WARM_S)], sr)
+        self.loader().cache_embedding_file(warm)
         self.warm_evalkit()
 
     def reference(self) -> Outcome:
