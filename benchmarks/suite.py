@@ -4,16 +4,22 @@
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/suite.py --only fad,chroma --clips 8 --rounds 1   # a quick look
 
 Per metric, three contenders on the same files (``suite_parts/data.py``: 32 pairs of 10 s music built from the
-shared clips), the same weights (random: speed does not depend on their values) and the same machine:
+shared clips; fad_clap_music and sam: those clips back to back in longer files, since a Fréchet distance on 512 or
+1024 dimensions needs more windows than 320 s a side give), the same weights (random: speed does not depend on their
+values) and the same machine:
 
 * ``reference``: the tool evalkit replaces, run its own way (FAD: the ``frechet_audio_distance`` package's
   ``score``; KLD: audiocraft's clip-by-clip loop on hear21passt's own wrapper; CLAP: laion_clap's ``CLAP_Module``
   per clip, audio then caption; chroma: one pair per update; KAD: kadtk's per-file embedding loop and
   ``calc_kernel_audio_distance``; aesthetics: audiobox-aesthetics' ``AesPredictor.forward`` per batch of 100 files;
-  MAUVE: mad-metric's featurize loop with VGGish for MERT, then ``mauve.compute_mauve``; fad_encodec: fadtk's
-  per-file ``cache_embedding_file`` loop and ``score`` for FAD on ``encodec-emb``), reading the files itself;
+  MAUVE: mad-metric's featurize loop with VGGish for MERT, then ``mauve.compute_mauve``; fad_encodec and
+  fad_clap_music: fadtk's per-file ``cache_embedding_file`` loop and ``score`` for FAD on ``encodec-emb`` and
+  ``clap-laion-music``; fad_panns: kadtk's per-file loop and ``KernelAudioDistance.score`` for KAD on
+  ``panns-cnn14-32k``; sam: stable-audio-metrics' ``openl3_fd``, ``passt_kld`` and ``clap_score`` loops for
+  ``metrics=stable-audio-metrics``), reading the files itself;
 * ``evalkit``: the run's scoring stage (``Scorer.score``: prefetching workers read, audit and prepare batch i+1 while
-  the metric updates on batch i) then ``compute()``, cold (no score cache);
+  the metric updates on batch i) then ``compute()``, cold (no score cache); sam: the preset's three metrics in one
+  stage, each file decoded once;
 * ``floor``: evalkit's backbone calls alone, on the same batches (recorded during its run, replayed back to back);
   for chroma, which has no network, the STFT + chroma filter bank.
 
