@@ -4,16 +4,22 @@
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/suite.py --only fad,chroma --clips 8 --rounds 1   # a quick look
 
 Per metric, three contenders on the same files (``suite_parts/data.py``: 32 pairs of 10 s music built from the
-shared clips), the same weights (random: speed does not depend on their values) and the same machine:
+shared clips; fad_clap_music and sam: those clips back to back in longer files, since a Fréchet distance on 512 or
+1024 dimensions needs more windows than 320 s a side give), the same weights (random: speed does not depend on their
+values) and the same machine:
 
 * ``reference``: the tool evalkit replaces, run its own way (FAD: the ``frechet_audio_distance`` package's
   ``score``; KLD: audiocraft's clip-by-clip loop on hear21passt's own wrapper; CLAP: laion_clap's ``CLAP_Module``
   per clip, audio then caption; chroma: one pair per update; KAD: kadtk's per-file embedding loop and
   ``calc_kernel_audio_distance``; aesthetics: audiobox-aesthetics' ``AesPredictor.forward`` per batch of 100 files;
-  MAUVE: mad-metric's featurize loop with VGGish for MERT, then ``mauve.compute_mauve``; fad_encodec: fadtk's
-  per-file ``cache_embedding_file`` loop and ``score`` for FAD on ``encodec-emb``), reading the files itself;
+  MAUVE: mad-metric's featurize loop with VGGish for MERT, then ``mauve.compute_mauve``; fad_encodec and
+  fad_clap_music: fadtk's per-file ``cache_embedding_file`` loop and ``score`` for FAD on ``encodec-emb`` and
+  ``clap-laion-music``; fad_panns: kadtk's per-file loop and ``KernelAudioDistance.score`` for KAD on
+  ``panns-cnn14-32k``; sam: stable-audio-metrics' ``openl3_fd``, ``passt_kld`` and ``clap_score`` loops for
+  ``metrics=stable-audio-metrics``), reading the files itself;
 * ``evalkit``: the run's scoring stage (``Scorer.score``: prefetching workers read, audit and prepare batch i+1 while
-  the metric updates on batch i) then ``compute()``, cold (no score cache);
+  the metric updates on batch i) then ``compute()``, cold (no score cache); sam: the preset's three metrics in one
+  stage, each file decoded once;
 * ``floor``: evalkit's backbone calls alone, on the same batches (recorded during its run, replayed back to back);
   for chroma, which has no network, the STFT + chroma filter bank.
 
@@ -45,19 +51,22 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from suite_parts.common import best, load_average  # noqa: E402
 
-METRICS = ("fad", "kld", "clap", "chroma", "kad", "aesthetics", "mauve", "fad_encodec")
-#: default rounds per metric on a CPU: KLD (64 inputs through the 20 s PaSST) and aesthetics (WavLM Base+, ~3 s per
-#: 10 s chunk) take minutes per contender
-ROUNDS = {"fad": 3, "kld": 1, "clap": 2, "chroma": 5, "kad": 3, "aesthetics": 1, "mauve": 3, "fad_encodec": 3}
+#: part -> its class in ``suite_parts/<part>.py``
+PARTS = {"fad": "FadPart", "kld": "KldPart", "clap": "ClapPart", "chroma": "ChromaPart", "kad": "KadPart",
+         "aesthetics": "AestheticsPart", "mauve": "MauvePart", "fad_encodec": "FadEncodecPart",
+         "fad_clap_music": "FadClapMusicPart", "fad_panns": "FadPannsPart", "sam": "SamPart"}
+METRICS = tuple(PARTS)
+#: default rounds per metric on a CPU: KLD (64 inputs through the 20 s PaSST), aesthetics (WavLM Base+, ~3 s per
+#: 10 s chunk) and sam (the 10 s PaSST, OpenL3 on 21 frames a channel, fusion CLAP) take minutes per contender
+ROUNDS = {"fad": 3, "kld": 1, "clap": 2, "chroma": 5, "kad": 3, "aesthetics": 1, "mauve": 3, "fad_encodec": 3,
+          "fad_clap_music": 2, "fad_panns": 3, "sam": 1}
 
 
 def build_part(name: str, clips, tmp: Path, args):
     import importlib
 
     mod = importlib.import_module(f"suite_parts.{name}")
-    cls = {"fad": "FadPart", "kld": "KldPart", "clap": "ClapPart", "chroma": "ChromaPart", "kad": "KadPart",
-           "aesthetics": "AestheticsPart", "mauve": "MauvePart", "fad_encodec": "FadEncodecPart"}[name]
-    return getattr(mod, cls)(clips, tmp, args.size, args.batch.get(name), args.device)
+    return getattr(mod, PARTS[name])(clips, tmp, args.size, args.batch.get(name), args.device)
 
 
 def run_rounds(part, rounds: int) -> dict[str, list]:
@@ -88,9 +97,17 @@ def summarise(part, outcomes: dict[str, list], load_start: float | None) -> dict
         "load_average_start": load_start, "load_average_end": load_average(),
     }
     if ek.value is not None and ref.value is not None:
-        diff = abs(ek.value - ref.value)
-        row.update(abs_diff=diff, rel_diff=diff / max(abs(ref.value), 1e-30))
+        row.update(agreement(ek.value, ref.value))
+    if ek.values is not None and ref.values is not None:  # several metrics in one part: each one's, and the largest
+        row["values"] = {k: {"evalkit": v, "reference": ref.values[k], **agreement(v, ref.values[k])}
+                         for k, v in ek.values.items()}
+        row.update({d: max(v[d] for v in row["values"].values()) for d in ("abs_diff", "rel_diff")})
     return row
+
+
+def agreement(ours: float, theirs: float) -> dict[str, float]:
+    diff = abs(ours - theirs)
+    return {"abs_diff": diff, "rel_diff": diff / max(abs(theirs), 1e-30)}
 
 
 def environment(args) -> dict[str, Any]:
@@ -108,14 +125,14 @@ def environment(args) -> dict[str, Any]:
 
 
 def print_table(results: dict[str, Any]) -> None:
-    print(f"\n{'metric':7s} {'evalkit':>9s} {'reference':>10s} {'ratio':>7s} {'floor_fr':>8s} {'ref_floor_fr':>12s}"
+    print(f"\n{'metric':14s} {'evalkit':>9s} {'reference':>10s} {'ratio':>7s} {'floor_fr':>8s} {'ref_floor_fr':>12s}"
           f"  (clips/s; load {results.get('load_average_start')} -> {results.get('load_average_end')})")
     for name, r in results["metrics"].items():
         if "ratio" not in r:
-            print(f"{name:7s} {r.get('status')}")
+            print(f"{name:14s} {r.get('status')}")
             continue
         rff = r["reference_floor_fraction"]
-        print(f"{name:7s} {r['evalkit_clips_per_s']:9.2f} {r['reference_clips_per_s']:10.2f} {r['ratio']:6.2f}x "
+        print(f"{name:14s} {r['evalkit_clips_per_s']:9.2f} {r['reference_clips_per_s']:10.2f} {r['ratio']:6.2f}x "
               f"{r['floor_fraction']:8.2f} {rff if rff is None else round(rff, 2)!s:>12s}")
 
 
@@ -124,10 +141,10 @@ def parse_args(argv=None):
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--size", default="full", choices=["full", "tiny"])
     ap.add_argument("--only", default=",".join(METRICS),
-                    help="comma-separated metrics (fad,kld,clap,chroma,kad,aesthetics,mauve,fad_encodec)")
+                    help=f"comma-separated metrics ({','.join(METRICS)})")
     ap.add_argument("--clips", type=int, default=32, help="pairs of 10 s clips (1..36)")
-    ap.add_argument("--rounds", type=int, default=None, help="rounds per metric (default: fad 3, kld 1, clap 2, "
-                                                               "chroma 5, kad 3, aesthetics 1, mauve 3)")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help=f"rounds per metric (default: {', '.join(f'{k} {v}' for k, v in ROUNDS.items())})")
     ap.add_argument("--batch", default="", help="evalkit batch sizes, e.g. kld=1,clap=8 (default: the recipe's)")
     ap.add_argument("--json", default=None, help="write the results here (rewritten after every metric)")
     args = ap.parse_args(argv)

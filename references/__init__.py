@@ -14,8 +14,12 @@ checkout, with the repository root on ``sys.path``.
 - :mod:`references.audiocraft_kld`: ``audiocraft/metrics/kld.py`` (PaSST label distributions, ``kl_divergence``) and
   hear21passt's ``get_basic_model`` around a given network;
 - :mod:`references.audiocraft_chroma`: ``audiocraft/metrics/chroma_cosinesim.py`` + ``modules/chroma.py``;
-- :mod:`references.stable_audio_metrics`: Stability-AI/stable-audio-metrics ``src/passt_kld.py``;
-- :mod:`references.kadtk`: kadtk 1.1.0's ``VGGishModel`` served given weights offline, and its audio path in memory;
+- :mod:`references.stable_audio_metrics`: Stability-AI/stable-audio-metrics ``src/passt_kld.py``, ``src/openl3_fd.py``
+  (on torchopenl3) and ``src/clap_score.py`` (on laion_clap);
+- :mod:`references.kadtk`: kadtk 1.1.0's ``VGGishModel`` served given weights offline, its ``PANNsModel`` around a
+  given ``Cnn14``, and its audio path in memory;
+- :mod:`references.fadtk`: fadtk 1.1.0's model loaders around given networks (EnCodec, LAION-CLAP), without their
+  checkpoint downloads;
 - :mod:`references.laion_clap`: laion_clap's own CLAP model built offline (the extra ``evalkit[reference]``).
 
 What each reference takes from evalkit is named in its module: model *weights* (random, seeded) and the shrunken

@@ -123,6 +123,25 @@ def build_clap(size: str = "full", amodel: str = "HTSAT-base", *, vocab_size: in
     return model.eval(), model_cfg
 
 
+def randomise(model: torch.nn.Module, seed: int) -> None:
+    """Trained-looking random weights, in place: every learnable tensor and statistic perturbed (not the frozen front
+    end, not index buffers/masks), ``bn0`` holding log-mel dB statistics as a trained one does (a freshly initialised
+    bn0, mean 0 and variance 1, makes every clip's embedding nearly the same)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for k, v in model.state_dict().items():
+            if not v.is_floating_point() or "_extractor." in k or k.endswith("attn_mask"):
+                continue
+            if k == "audio_branch.bn0.running_mean":  # log-mel dB statistics, as a trained bn0 holds
+                v.copy_(-45.0 + 5.0 * torch.randn(v.shape, generator=g))
+            elif k == "audio_branch.bn0.running_var":
+                v.copy_(150.0 + 50.0 * torch.rand(v.shape, generator=g))
+            elif k.endswith("running_var"):
+                v.copy_(0.5 + torch.rand(v.shape, generator=g))
+            else:
+                v.add_(0.02 * torch.randn(v.shape, generator=g))
+
+
 def load_clap_weights(model: torch.nn.Module, path, drop_keys=("text_branch.embeddings.position_ids",),
                       setting: str = "checkpoint", trust: bool = False) -> None:
     """Load a checkpoint strictly (as audiocraft does); a mismatch names the first differing keys."""

@@ -25,6 +25,7 @@ from evalkit.audio import convert_audio, load_audio
 from evalkit.embeddings.clap import (AUDIO_CFG, DROPPED_KEYS, SYNTHESISED_KEYS, ClapEmbedder, ClapError, HtsatLogMel,
                                     _convert, build_clap_hf, clap_config, convert_laion_state_dict, fit_to_length)
 from references.laion_clap_model import LaionEmbedder
+from references.laion_clap_model import randomise as _randomise
 from evalkit.embeddings.tokenizers import tiny_roberta_tokenizer
 from tests.conftest import MUSIC_DIR, REPO, have, needs_reference, reference_test, sine
 
@@ -76,23 +77,6 @@ def tok():
 # ---------------------------------------------------------------------------------------------------------------
 # The laion side: build, randomise, save as a laion checkpoint
 # ---------------------------------------------------------------------------------------------------------------
-def _randomise(model: torch.nn.Module, seed: int) -> None:
-    """Perturb every learnable tensor and statistic (not the frozen front end, not index buffers/masks)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for k, v in model.state_dict().items():
-            if not v.is_floating_point() or "_extractor." in k or k.endswith("attn_mask"):
-                continue
-            if k == "audio_branch.bn0.running_mean":  # log-mel dB statistics, as a trained bn0 holds
-                v.copy_(-45.0 + 5.0 * torch.randn(v.shape, generator=g))
-            elif k == "audio_branch.bn0.running_var":
-                v.copy_(150.0 + 50.0 * torch.rand(v.shape, generator=g))
-            elif k.endswith("running_var"):
-                v.copy_(0.5 + torch.rand(v.shape, generator=g))
-            else:
-                v.add_(0.02 * torch.randn(v.shape, generator=g))
-
-
 #: ClapModel key -> LAION-CLAP key, written out by hand (the inverse of evalkit's RENAMES / QKV), so a laion-format
 #: checkpoint can be made without laion_clap (numpy-2 environment) and the converter checked against it.
 _TO_LAION = [

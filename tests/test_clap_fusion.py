@@ -2,7 +2,7 @@
 transformers' ClapModel: the fusion input rules in closed form, the checkpoint layout, and parity with laion_clap's
 own ``CLAP(enable_fusion=True)`` + ``get_audio_features(data_truncating='fusion')`` on identical random weights
 (reference environment), then the ``clap_score`` metric from the command line against stable-audio-metrics'
-``clap_score`` loop (tests/sam_reference.py).
+``clap_score`` loop (references/stable_audio_metrics.py).
 
 Clips longer than 10 s: laion draws its three chunks from numpy's global generator (stable-audio-metrics never seeds
 it); the laion side is seeded with ``np.random.seed(fusion_seed)`` before each clip, which evalkit's per-clip
@@ -108,7 +108,7 @@ def test_audio_and_text_match_laion_fusion(size, antialias, inputs, tok, tmp_pat
     import torchvision
 
     from references.laion_clap_model import LaionEmbedder
-    from tests.sam_reference import clap_audio_embedding
+    from references.stable_audio_metrics import clap_audio_embedding
 
     model, cfg, path = laion_fusion(size, tmp_path, tok, seed=7)
     hf, info = build_clap_hf(size, checkpoint_path=path, amodel="HTSAT-tiny", enable_fusion=True)
@@ -141,7 +141,7 @@ def test_clap_score_from_the_command_line_equals_stable_audio_metrics(tmp_path, 
     (librosa.load(48 kHz, mono), peak -1 dB, int16 round trip, laion's fusion input, cosine with the caption, mean)
     on the same weights, numpy seeded per clip on the laion side."""
     from references.laion_clap_model import LaionEmbedder
-    from tests.sam_reference import clap_score
+    from references.stable_audio_metrics import clap_score
 
     model, cfg, path = laion_fusion("tiny", tmp_path, tok, seed=9)
     rng = np.random.default_rng(1)

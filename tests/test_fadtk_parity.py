@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -178,31 +177,14 @@ def _not_negligible(summary: dict, run: Path) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # encodec-emb (full size)
 # ---------------------------------------------------------------------------------------------------------------
-def to_encodec_layout(net: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """transformers' EncodecEncoder state dict -> encodec's ``SEANetEncoder`` (``model.<i>[...].conv.conv.*``,
-    ``weight_g``/``weight_v``), written by hand (the inverse of evalkit's conversion)."""
-    out = {}
-    for k, v in net.state_dict().items():
-        k = k.replace("parametrizations.weight.original0", "weight_g").replace("parametrizations.weight.original1",
-                                                                             "weight_v")
-        k = re.sub(r"^layers\.", "model.", k)
-        out[re.sub(r"\.conv\.(bias|weight_g|weight_v)$", r".conv.conv.\1", k)] = v.clone()
-    return out
-
-
 @needs_torchcodec
 def test_encodec_emb_from_the_command_line_is_fadtks(tmp_path):
     """Measured: every float16 embedding value identical, FAD to 1.5e-13 relative."""
-    from encodec import EncodecModel
-    from fadtk.model_loader import EncodecEmbModel
+    from references.fadtk import encodec_model
 
     gen, ref = user_folders(tmp_path, 5, 6.0)
     summary, run = run_cli(tmp_path, gen, ref, "encodec-emb", "backbone_size=full")
-    ml = EncodecEmbModel("24k")
-    ml.model = EncodecModel.encodec_model_24khz(pretrained=False)
-    ml.model.set_target_bandwidth(12)
-    ml.model.encoder.load_state_dict(to_encodec_layout(evalkit_network("encodec-emb", "full")), strict=True)
-    ml.model.eval()
+    ml = encodec_model(evalkit_network("encodec-emb", "full"))
     g, r = tool_copy(tmp_path, gen, ref, "fadtk")
     out = compare(summary, run, fadtk_score(ml, g, r), g, r, "encodec-emb")
     assert out["differing_share"] == 0.0 and out["rel"] <= 1e-9
@@ -239,13 +221,11 @@ def test_clap_laion_audio_and_music_from_the_command_line_are_fadtks(tmp_path):
     """Both protocols at tiny size from the same laion checkpoint (passed as ``metrics.fad.checkpoint``: the
     conversion to ClapModel is on the path). laion's CLAP and transformers' ClapModel compute the same function with
     other operation orders (<= 1e-7), so a few float16 values land on the neighbouring value."""
-    from fadtk.model_loader import CLAPLaionModel, ModelLoader
+    from references.fadtk import clap_laion_model
 
     gen, ref = user_folders(tmp_path, 7, 110.0)  # >= 693 and >= 515 ten-second windows
     path, module = laion_clap_checkpoint(tmp_path)
-    ml = CLAPLaionModel.__new__(CLAPLaionModel)  # its __init__ downloads the released checkpoint
-    ModelLoader.__init__(ml, "clap-laion-audio", 512, 48000)
-    ml.type, ml.model = "audio", module
+    ml = clap_laion_model(module, "audio")  # its __init__ (which downloads the released checkpoint) not run
     g, r = tool_copy(tmp_path, gen, ref, "fadtk")
     score = fadtk_score(ml, g, r)
     for protocol in ("clap-laion-audio", "clap-laion-music"):
@@ -341,15 +321,15 @@ def test_panns_from_the_command_line_is_kadtks(tmp_path):
     from fadtk.fad import calc_embd_statistics, calc_frechet_distance
     from kadtk.emb_loader import EmbeddingLoader
     from kadtk.fad import FrechetAudioDistance as KadtkFAD
-    from kadtk.model_loader import PANNsModel
+
+    from references.kadtk import panns_model
 
     gen, ref = user_folders(tmp_path, 70, 1.3, music=False)
     path, model = kadtk_cnn14_checkpoint(tmp_path)
     summary, run = run_cli(tmp_path, gen, ref, "panns-cnn14-32k", "backbone_size=tiny",
                            f"metrics.fad.checkpoint={path}", "metrics.kad.protocol=panns-cnn14-32k",
                            f"metrics.kad.checkpoint={path}", metrics="fad,kad")
-    ml = PANNsModel("cnn14-32k")
-    ml.model, ml.num_features = model, 64  # the tiny embedding (kadtk checks the width it was told)
+    ml = panns_model(model, 64)  # the tiny embedding (kadtk checks the width it was told)
     g, r = tool_copy(tmp_path, gen, ref, "kadtk")
     loader = EmbeddingLoader(ml, audio_load_worker=1, load_model=False)
     for d in (g, r):

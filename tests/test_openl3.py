@@ -1,8 +1,8 @@
 """OpenL3 (evalkit/embeddings/openl3.py) and FD_openl3 (conf/metrics/fad/stable-audio-metrics.yaml, the ``fd_openl3``
 metric): openl3's framing in closed form; the network and front end against torchopenl3 1.0.1's own class on
 identical random weights; the whole protocol, from the command line as a user types it, against stable-audio-metrics'
-``openl3_fd`` loop (tests/sam_reference.py) on files a user has (44.1 / 48 / 32 kHz, stereo, mono, three channels,
-quiet, shorter than a frame).
+``openl3_fd`` loop (references/stable_audio_metrics.py) on files a user has (44.1 / 48 / 32 kHz, stereo, mono, three
+channels, quiet, shorter than a frame).
 
 The reference network is torchopenl3's ``PytorchOpenl3`` (openl3 0.4.2, what stable-audio-metrics pins, is TensorFlow
 and cannot be installed here: README). Random weights are drawn for every parameter *and* every batch-norm statistic,
@@ -89,17 +89,9 @@ def test_stereo_is_left_then_right_and_mono_duplicates():
 def torchopenl3_model(size: str = "full"):
     """``PytorchOpenl3('music', 'mel256', 512)``; ``tiny``: its conv and batch-norm layers replaced by narrower ones
     (:data:`evalkit.embeddings.openl3.MODEL_SIZES`), its own forward unchanged."""
-    from torch import nn
-    from torchopenl3.models import PytorchOpenl3
+    from references.stable_audio_metrics import torchopenl3_model as build
 
-    m = PytorchOpenl3("music", "mel256", 512)
-    if size == "tiny":
-        c1, c2, c3, c4 = MODEL_SIZES["tiny"]
-        for i, (cin, cout) in enumerate([(1, c1), (c1, c1), (c1, c2), (c2, c2), (c2, c3), (c3, c3), (c3, c4)], 1):
-            setattr(m, f"conv2d_{i}", nn.Conv2d(cin, cout, (3, 3)))
-            setattr(m, f"batch_normalization_{i + 1}", nn.BatchNorm2d(cout, eps=0.001, momentum=0.99))
-        m.audio_embedding_layer = nn.Conv2d(c4, c4, (3, 3))
-    return m.eval()
+    return build(MODEL_SIZES["tiny"] if size == "tiny" else None)
 
 
 @reference_test("torchopenl3")
@@ -183,7 +175,7 @@ def test_fd_openl3_from_the_command_line_equals_stable_audio_metrics(tmp_path):
     ``openl3_fd(channels=2, samplingrate=44100, hop 0.5, batching=4)`` with torchopenl3 carrying the same weights;
     every clip counts on its own side (a generated clip without a reference too: the sets are unpaired), beside the
     card's KLD (paired: those clips skipped) in the same run."""
-    from tests import sam_reference as sam
+    from references import stable_audio_metrics as sam
 
     gen, ref = write_sets(tmp_path, n_gen=10, n_ref=8)  # c08, c09: no reference
     out = tmp_path / "run"

@@ -33,6 +33,7 @@ class ClipSet:
     root: Path
     ids: list[str]
     captions: dict[str, str]
+    seconds: float = 10.0  # each file's length
 
     @property
     def gen_dir(self) -> Path:
@@ -126,8 +127,36 @@ def build_clip_set(root: Path, n_clips: int = 32, music: Path = MUSIC) -> ClipSe
     return ClipSet(root, ids, captions)
 
 
+#: the circular shift of the j-th clip of a longer file: j x 0.37 s (no multiple of a window hop of 0.5 or 1 s for
+#: j < 100), so that a clip that comes back (fewer clips than the file needs) gives new windows
+SHIFT_S = 0.37
+
+
+def longer_files(clips: ClipSet, root: Path, seconds: float) -> ClipSet:
+    """The same ids, captions and formats with files of ``ceil(seconds / 10)`` clips each: file k of a side is clip k
+    of that side followed by clips k+1, k+2, ... (cyclically), the j-th circularly shifted by ``j * SHIFT_S``; the
+    pairs stay aligned (segment j of generated file k against segment j of reference file k). For the Fréchet
+    distances on embeddings wider than the 10 s files give windows: evalkit refuses a covariance of fewer embeddings
+    than dimensions (the full 32 pairs give 320 clap-laion-music windows for 512 dimensions and 672 OpenL3 frames
+    for 1024). Returns ``clips`` itself when its files are long enough."""
+    import math
+
+    from evalkit.audio import save_audio
+
+    per_file = math.ceil(seconds / SECONDS - 1e-9)
+    if per_file <= 1:
+        return clips
+    n = len(clips.ids)
+    for side, path in (("gen", clips.gen), ("ref", clips.ref)):
+        wavs = [_read(path(cid)) for cid in clips.ids]
+        for k, cid in enumerate(clips.ids):
+            parts = [wavs[(k + j) % n].roll(int(round(j * SHIFT_S * SR)), dims=-1) for j in range(per_file)]
+            save_audio(root / side / path(cid).name, torch.cat(parts, dim=-1), SR)
+    return ClipSet(root, list(clips.ids), dict(clips.captions), per_file * SECONDS)
+
+
 def describe() -> str:
     return __doc__.split("\n\n")[1].replace("\n", " ")
 
 
-__all__ = ["ClipSet", "build_clip_set", "describe", "SR", "SECONDS"]
+__all__ = ["ClipSet", "build_clip_set", "longer_files", "describe", "SR", "SECONDS"]
