@@ -111,29 +111,28 @@ def test_one_prompt_per_caption_its_track_the_reference(sdd):
 
 def test_bad_tables_and_settings_name_the_file_and_fix(sdd, tmp_path):
     root, table, nosinging, *_ = sdd
+    files = {"mc.csv": "ytid,caption\nabc,a song\n", "other.csv": "caption_id,track_id,caption\n99999,1,x\n",
+             "dup.csv": "caption_id,track_id,caption\n5,1,x\n5,2,y\n",
+             "notrack.csv": "caption_id,track_id,caption\n5,,x\n"}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    mine = f"dataset.path={table}"
+    cases = [  # (overrides, what the error must say)
+        ([f"dataset.path={tmp_path / 'nope.csv'}"], "no such file"),
+        ([f"dataset.path={tmp_path / 'mc.csv'}"], r"mc.csv: no column caption_id, track_id"),
+        ([mine, "dataset.subset=nosinging"], r"set dataset.subset_file=FILE.csv"),
+        ([mine, f"dataset.subset_file={nosinging}"], r"only read for dataset.subset=nosinging"),
+        ([mine, "dataset.subset=nosinging", f"dataset.subset_file={tmp_path / 'other.csv'}"],
+         r"1 caption_ids are not in .*99999"),
+        ([f"dataset.path={tmp_path / 'dup.csv'}"], r"table row 2 has a duplicate id '5'"),
+        ([f"dataset.path={tmp_path / 'notrack.csv'}"], r"row 2 \(caption_id '5'\) has no track_id"),
+        ([mine, "dataset.subset=balanced"], r"dataset=song-describer has all, nosinging"),
+    ]
     with pytest.raises(PromptError, match=r"set dataset.path=FILE.csv .*CC BY-SA"):
         load_prompts({"name": "song-describer", "path": None})
-    with pytest.raises(PromptError, match="no such file"):
-        load_prompts(_spec(f"dataset.path={tmp_path / 'nope.csv'}"))
-    (tmp_path / "mc.csv").write_text("ytid,caption\nabc,a song\n")
-    with pytest.raises(PromptError, match=r"mc.csv: no column caption_id, track_id"):
-        load_prompts(_spec(f"dataset.path={tmp_path / 'mc.csv'}"))
-    with pytest.raises(PromptError, match=r"set dataset.subset_file=FILE.csv"):
-        load_prompts(_spec(f"dataset.path={table}", "dataset.subset=nosinging"))
-    with pytest.raises(PromptError, match=r"only read for dataset.subset=nosinging"):
-        load_prompts(_spec(f"dataset.path={table}", f"dataset.subset_file={nosinging}"))
-    (tmp_path / "other.csv").write_text("caption_id,track_id,caption\n99999,1,x\n")
-    with pytest.raises(PromptError, match=r"1 caption_ids are not in .*99999"):
-        load_prompts(_spec(f"dataset.path={table}", "dataset.subset=nosinging",
-                           f"dataset.subset_file={tmp_path / 'other.csv'}"))
-    (tmp_path / "dup.csv").write_text("caption_id,track_id,caption\n5,1,x\n5,2,y\n")
-    with pytest.raises(PromptError, match=r"table row 2 has a duplicate id '5'"):
-        load_prompts(_spec(f"dataset.path={tmp_path / 'dup.csv'}"))
-    (tmp_path / "notrack.csv").write_text("caption_id,track_id,caption\n5,,x\n")
-    with pytest.raises(PromptError, match=r"row 2 \(caption_id '5'\) has no track_id"):
-        load_prompts(_spec(f"dataset.path={tmp_path / 'notrack.csv'}"))
-    with pytest.raises(PromptError, match=r"dataset=song-describer has all, nosinging"):
-        load_prompts(_spec(f"dataset.path={table}", "dataset.subset=balanced"))
+    for overrides, match in cases:
+        with pytest.raises(PromptError, match=match):
+            load_prompts(_spec(*overrides))
 
 
 def test_fd_counts_each_track_once_kl_pairs_every_caption(sdd):

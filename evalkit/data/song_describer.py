@@ -11,7 +11,8 @@ the examples name the generated folder) and its reference is the track (``refere
 the examples' ``reference_path_trackid`` folder). A track described by several captions is the reference of each of
 them (KL_passt pairs every caption with its track: the examples' ``reference_path_captionid`` folder of copies), and a
 protocol that scores a folder of distinct reference files (FD_openl3: ``openl3_fd(ref_path=reference_path_trackid)``,
-706 files) counts it once (``references: distinct`` in the protocol; :func:`evalkit.data.prompts.mark_reference_owners`).
+706 files) counts it once (``references: distinct`` in the protocol;
+:func:`evalkit.data.prompts.mark_reference_owners`).
 
 ``dataset.subset=nosinging`` keeps the captions of the user's copy of ``load/song_describer-nosinging.csv`` (586
 captions, the same columns; its ``caption_id`` column is the subset).

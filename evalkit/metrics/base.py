@@ -395,8 +395,8 @@ class Windows:
         return [self.window, self.hop, self.pad]
 
     def cut(self, x: torch.Tensor) -> torch.Tensor:
-        """``[T]`` (or ``[C, T]``) -> ``[N, window]`` (``[N, C, window]``), or ``x`` itself without windows: full windows
-        every ``hop`` (``range(0, T - window + 1, hop)``: Google's FAD), or with ``pad`` a window starting every
+        """``[T]`` (or ``[C, T]``) -> ``[N, window]`` (``[N, C, window]``), or ``x`` itself without windows: full
+        windows every ``hop`` (``range(0, T - window + 1, hop)``: Google's FAD), or with ``pad`` a window starting every
         ``hop`` until the end, the last ones zero-padded (``range(0, T, hop)``: fadtk's CLAP loaders)."""
         if not self.window:
             return x
