@@ -70,11 +70,14 @@ class SamPart(Part):
 
         self.openl3 = torchopenl3_model(MODEL_SIZES["tiny"] if size == "tiny" else None)
         self.openl3.load_state_dict(openl3.network.state_dict())
+        self.openl3.to(openl3.device)
         net = passt.network.net
-        with torch.no_grad():  # a random head gives near-uniform distributions and KLs of ~1e-4 (float32 noise)
+        with torch.no_grad():  # a random head gives near-uniform distributions and KLs at the float32 noise (~1e-4)
             net.head[1].weight.mul_(10.0)
             net.head_dist.weight.mul_(10.0)
         self.passt = passt_wrapper("base", net)[0].to(passt.device)
+        forward = self.passt.forward
+        self.passt.forward = lambda x: forward(x.to(passt.device))  # passt_kld hands it CPU tensors
         model, self.clap_cfg = build_clap(size, "HTSAT-tiny", vocab_size=len(clap.tokenizer) if size == "tiny" else None,
                                           seed=0, enable_fusion=True)
         randomise(model, 100)
