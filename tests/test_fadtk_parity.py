@@ -71,19 +71,19 @@ def _noise(rng, sr, seconds):
     return 0.3 * x * np.exp(-np.mod(np.arange(n) / sr, rng.uniform(0.2, 0.7)) * 4)
 
 
-def user_folders(tmp: Path, n: int, seconds: float, music: bool = True) -> tuple[Path, Path]:
+def user_folders(tmp: Path, n: int, seconds: float, music: bool = True, equal: bool = False) -> tuple[Path, Path]:
     """``n`` clips a side, named alike (evalkit's folder mode pairs a clip with the reference of its name; fadtk
     scores the two folders as sets). GEN: tonal clips, WAV at 44.1 kHz stereo (every third at 48 kHz mono); REF:
     noisy percussive clips, FLAC at 48 kHz mono, the last two the shared 32 kHz stereo music (10 s) when ``music``.
-    Lengths vary by +-10 %."""
+    Lengths vary by +-10 % (``equal``: GEN's are all ``seconds`` at 44.1 kHz, as a model's clips are)."""
     gen, ref = tmp / "gen", tmp / "ref"
     gen.mkdir(parents=True)
     ref.mkdir(parents=True)
     shared = sorted(MUSIC_DIR.glob("shared0*[0-9].flac"))[:2] if music else []
     for i in range(n):
         rng = np.random.default_rng(100 + i)
-        sr, ch = (48000, 1) if i % 3 == 2 else (44100, 2)
-        x = _tone(rng, sr, seconds * rng.uniform(0.9, 1.1))
+        sr, ch = (48000, 1) if i % 3 == 2 and not equal else (44100, 2)
+        x = _tone(rng, sr, seconds * (1.0 if equal else rng.uniform(0.9, 1.1)))
         sf.write(str(gen / f"c{i:03d}.wav"), np.stack([x * (1 - 0.3 * c) for c in range(ch)], 1).astype(np.float32),
                  sr, subtype="PCM_16")
         if i >= n - len(shared):
@@ -95,14 +95,16 @@ def user_folders(tmp: Path, n: int, seconds: float, music: bool = True) -> tuple
     return gen, ref
 
 
-def run_cli(tmp: Path, gen: Path, ref: Path, protocol: str, *extra: str, metrics: str = "fad") -> tuple[dict, Path]:
-    """``python -m evalkit`` as a user types it; returns (summary.json, run folder)."""
-    out = tmp / f"run-{protocol}"
+def run_cli(tmp: Path, gen: Path, ref: Path, protocol: str, *extra: str, metrics: str = "fad",
+            of: str = "fad") -> tuple[dict, Path]:
+    """``python -m evalkit`` as a user types it (``metrics.<of>.protocol=<protocol>``); returns (summary.json, run
+    folder)."""
+    out = tmp / f"run-{protocol}-{metrics.replace(',', '-')}"
     env = dict(os.environ, HF_HUB_OFFLINE="1", EVALKIT_OFFLINE="1", PYTHONPATH=str(REPO),
                EVALKIT_CACHE=str(tmp / "cache"))
     cmd = [sys.executable, "-m", "evalkit", "model=folder", f"model.dir={gen}", f"reference.dir={ref}",
            f"metrics=[{metrics}]",
-           f"metrics.fad.protocol={protocol}", "backbone_weights=random", *extra, f"hydra.run.dir={out}",
+           f"metrics.{of}.protocol={protocol}", "backbone_weights=random", *extra, f"hydra.run.dir={out}",
            "progress=false"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
@@ -364,6 +366,41 @@ def test_panns_from_the_command_line_is_kadtks(tmp_path):
                                               "cpu"))
     print("KAD panns-cnn14-32k", kad["value"], theirs, abs(kad["value"] - theirs) / abs(theirs))
     # measured 5.0e-7: kadtk sums dense float32 kernel matrices, evalkit float32 blocks in another order
+    assert kad["value"] == pytest.approx(theirs, rel=5e-6) and abs(theirs) > 1e-2
+
+
+@needs_torchcodec
+def test_kad_alone_on_panns_from_the_command_line_is_kadtks(tmp_path):
+    """`python -m evalkit ... metrics=[kad] metrics/kad=panns-cnn14-32k` alone (no FAD to share embeddings with) is
+    `python -m kadtk panns-cnn14-32k ref gen`: kadtk's EmbeddingLoader embeds one file per pass; so does evalkit (KAD's
+    conf once batched 128 files per pass, which moved float16 values one step from kadtk's)."""
+    from kadtk.emb_loader import EmbeddingLoader
+    from kadtk.kad import calc_kernel_audio_distance
+
+    from evalkit.report.rundir import load_run
+    from references.kadtk import panns_model
+
+    gen, ref = user_folders(tmp_path, 24, 1.3, music=False, equal=True)  # equal lengths: what a batched pass groups
+    path, model = kadtk_cnn14_checkpoint(tmp_path)
+    summary, run = run_cli(tmp_path, gen, ref, "panns-cnn14-32k", "backbone_size=tiny", f"metrics.kad.checkpoint={path}",
+                           metrics="kad", of="kad")
+    ml = panns_model(model, 64)
+    g, r = tool_copy(tmp_path, gen, ref, "kadtk")
+    loader = EmbeddingLoader(ml, audio_load_worker=1, load_model=False)
+    for d in (g, r):
+        for f in sorted(d.glob("*.*")):
+            loader.cache_embedding_file(f)
+    rec = load_run(run)
+    for side, d in (("gen", g), ("ref", r)):
+        ours = rec.clip_arrays(f"kad_{side}_emb")
+        theirs = {p.stem: np.load(p) for p in (d / "embeddings" / ml.name).glob("*.npy")}
+        assert sorted(ours) == sorted(theirs) and len(ours) == 24
+        assert all(np.array_equal(ours[k], theirs[k].astype(np.float32)) for k in ours), side
+    stacked = {d: np.concatenate([np.load(p) for p in sorted((d / "embeddings" / ml.name).glob("*.npy"))]) for d in (g, r)}
+    theirs = float(calc_kernel_audio_distance(torch.from_numpy(stacked[r]), torch.from_numpy(stacked[g]), (None, None),
+                                              "cpu"))
+    kad = summary["metrics"]["kad"]
+    print("KAD panns-cnn14-32k alone", kad["value"], theirs, abs(kad["value"] - theirs) / abs(theirs))
     assert kad["value"] == pytest.approx(theirs, rel=5e-6) and abs(theirs) > 1e-2
 
 

@@ -185,6 +185,53 @@ def test_fad_and_kad_embed_each_clip_side_once(tmp_path, monkeypatch):
     assert len(seen) == 16
 
 
+@pytest.mark.parametrize("embedding", ["vggish", "panns-cnn14-32k", "encodec-emb", "clap-laion-music",
+                                       "openl3-mel256-music"])
+def test_every_distance_runs_an_embedding_at_its_own_batch_size(embedding):
+    """FAD, KAD and MAUVE on one embedding give it the same inputs per forward pass: the embedding's own default
+    (PANNs and EnCodec one file per pass on a CPU, as fadtk and kadtk run them) unless the user sets one. A batched
+    pass moves float16 embeddings one step from the tools' (KAD's conf once set 128 for every embedding, so
+    `metrics=[kad] metrics/kad=panns-cnn14-32k` alone stopped equalling kadtk while `[fad,kad]` did)."""
+    from evalkit.embeddings import build_embedder
+    from evalkit.spec import metric_recipe
+
+    sizes = {}
+    for metric in ("fad", "kad", "mauve"):
+        recipe = metric_recipe(metric, [f"metrics.{metric}.embedding={embedding}", "backbone_weights=random",
+                                        "backbone_size=tiny"])
+        assert recipe["batch_size"] is None, (metric, recipe["batch_size"])
+        sizes[metric] = build_embedder(recipe, f"metrics.{metric}").batch_size
+    own = {"vggish": 128, "panns-cnn14-32k": 1, "encodec-emb": 1, "clap-laion-music": 8, "openl3-mel256-music": 32}
+    assert sizes == dict.fromkeys(sizes, own[embedding])
+    recipe = metric_recipe("kad", [f"metrics.kad.embedding={embedding}", "metrics.kad.batch_size=3",
+                                   "backbone_weights=random", "backbone_size=tiny"])
+    assert build_embedder(recipe, "metrics.kad").batch_size == 3  # the user's setting still wins
+
+
+def test_kad_alone_on_panns_embeds_as_fad_alone(tmp_path):
+    """`metrics=[kad] metrics/kad=panns-cnn14-32k` and `metrics=[fad] metrics/fad=panns-cnn14-32k` (each alone, so
+    nothing is shared) keep bit-identical embeddings of equal-length files, at full size (Cnn14's 80 M parameters, random
+    weights): a batched pass over them moves float32 values (and, with trained weights, float16 ones one step), as
+    KAD's old default of 128 inputs per pass did."""
+    from evalkit.report.rundir import load_run
+
+    write_clips(tmp_path / "gen", range(100, 106), 32000, 1, 1.5, 0.5)
+    write_clips(tmp_path / "ref", range(0, 6), 44100, 2, 1.5, 0.7)
+    common = ["model=folder", f"model.dir={tmp_path / 'gen'}", f"reference.dir={tmp_path / 'ref'}",
+              "backbone_weights=random", "backbone_size=full", "cache.scores=false", "progress=false"]
+    # float32 embeddings: random weights give small outputs whose float16 roundings hide the batching (measured:
+    # 1 vs 6 files per pass differ in ~600 of 2048 float32 values, by <= 6e-9)
+    evaluate([*common, "metrics=[kad]", "metrics/kad=panns-cnn14-32k", "metrics.kad.embedding_dtype=float32"],
+             out_dir=tmp_path / "kad")
+    evaluate([*common, "metrics=[fad]", "metrics/fad=panns-cnn14-32k", "metrics.fad.embedding_dtype=float32"],
+             out_dir=tmp_path / "fad")
+    kad, fad = load_run(tmp_path / "kad"), load_run(tmp_path / "fad")
+    for side in ("gen", "ref"):
+        a, b = kad.clip_arrays(f"kad_{side}_emb"), fad.clip_arrays(f"fad_{side}_emb")
+        assert sorted(a) == sorted(b) and len(a) == 6
+        assert all(np.array_equal(a[c], b[c]) for c in a), side
+
+
 def test_kad_audiocraft_protocol_has_fads_input_path():
     from evalkit.spec import recipe_from_files
 
