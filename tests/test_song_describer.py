@@ -113,7 +113,11 @@ def test_bad_tables_and_settings_name_the_file_and_fix(sdd, tmp_path):
     root, table, nosinging, *_ = sdd
     files = {"mc.csv": "ytid,caption\nabc,a song\n", "other.csv": "caption_id,track_id,caption\n99999,1,x\n",
              "dup.csv": "caption_id,track_id,caption\n5,1,x\n5,2,y\n",
-             "notrack.csv": "caption_id,track_id,caption\n5,,x\n"}
+             "notrack.csv": "caption_id,track_id,caption\n5,,x\n",
+             "zero.csv": "caption_id,track_id,caption\n5,1,x\n01001,2,y\n",
+             "nan.csv": "caption_id,track_id,caption\n5,1,x\nNaN,2,y\n",
+             "sci.csv": "caption_id,track_id,caption\n5,1.001e3,x\n",
+             "float.csv": "caption_id,track_id,caption\n5.0,1001.0,x\n6,7,y\n"}
     for name, text in files.items():
         (tmp_path / name).write_text(text)
     mine = f"dataset.path={table}"
@@ -127,7 +131,13 @@ def test_bad_tables_and_settings_name_the_file_and_fix(sdd, tmp_path):
         ([f"dataset.path={tmp_path / 'dup.csv'}"], r"table row 2 has a duplicate id '5'"),
         ([f"dataset.path={tmp_path / 'notrack.csv'}"], r"row 2 \(caption_id '5'\) has no track_id"),
         ([mine, "dataset.subset=balanced"], r"dataset=song-describer has all, nosinging"),
+        ([f"dataset.path={tmp_path / 'zero.csv'}"], r"row 3 has caption_id '01001': .*whole numbers"),
+        ([f"dataset.path={tmp_path / 'nan.csv'}"], r"row 3 has caption_id 'NaN'"),
+        ([f"dataset.path={tmp_path / 'sci.csv'}"], r"row 2 has track_id '1.001e3'"),
     ]
+    # what pandas writes for an int column with a blank elsewhere (5.0, 1001.0) still names the files 5 and 1001
+    assert {p.id: p.reference_id for p in load_prompts(_spec(f"dataset.path={tmp_path / 'float.csv'}"))} == {
+        "5": "1001", "6": "7"}
     with pytest.raises(PromptError, match=r"set dataset.path=FILE.csv .*CC BY-SA"):
         load_prompts({"name": "song-describer", "path": None})
     for overrides, match in cases:

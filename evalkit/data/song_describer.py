@@ -83,6 +83,13 @@ def load_rows(path, subset: str = "all", subset_file=None) -> list[tuple[str, st
         if not tid:
             raise SongDescriberError(f"dataset.path={path}: row {n} (caption_id {cid!r}) has no track_id: its "
                                      f"reference cannot be named")
+        for column, value in (("caption_id", cid), ("track_id", tid)):
+            if not value.isdigit() or value != str(int(value)):
+                raise SongDescriberError(
+                    f"dataset.path={path}: row {n} has {column} {value!r}: Song Describer's ids are whole numbers "
+                    f"without leading zeros (the files are named <caption_id>.<ext> and <track_id>.<ext>, as in "
+                    f"stable-audio-metrics' load/song_describer.csv); fix that cell (a spreadsheet may have written "
+                    f"it as text, a float or with a leading zero)")
     if SUBSETS[subset] is not None:
         if not subset_file:
             raise SongDescriberError(f"dataset.subset={subset} reads {SUBSETS[subset]}: set dataset.subset_file="
