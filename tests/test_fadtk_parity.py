@@ -193,6 +193,24 @@ def test_encodec_emb_from_the_command_line_is_fadtks(tmp_path):
     _not_negligible(summary, run)
 
 
+@needs_torchcodec
+def test_folders_whose_names_do_not_match_are_scored_as_fadtk_scores_them(tmp_path):
+    """fadtk scores two folders as sets: two references without a clip of their name and a clip without its reference
+    count as any other file (evalkit used to leave both out: the clip had no pair, the references no prompt)."""
+    from references.fadtk import encodec_model
+
+    gen, ref = user_folders(tmp_path, 7, 6.0)
+    for f in (gen / "c000.wav", gen / "c001.wav", ref / "c002.flac"):
+        f.unlink()
+    summary, run = run_cli(tmp_path, gen, ref, "encodec-emb", "backbone_size=full")
+    assert summary["metrics"]["fad"]["n_clips"] == 5 and summary["reference_only"]["n_files"] == 2
+    ml = encodec_model(evalkit_network("encodec-emb", "full"))
+    g, r = tool_copy(tmp_path, gen, ref, "fadtk")
+    out = compare(summary, run, fadtk_score(ml, g, r), g, r, "encodec-emb")
+    assert out["differing_share"] == 0.0 and out["rel"] <= 1e-9
+    _not_negligible(summary, run)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # clap-laion-audio, clap-laion-music (tiny: fadtk's recipe needs >= 512 ten-second windows per side)
 # ---------------------------------------------------------------------------------------------------------------

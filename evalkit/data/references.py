@@ -47,6 +47,33 @@ def list_audio_files(root: Path, setting: str) -> tuple[dict[str, Path], list[tu
     return paths, unusable
 
 
+#: the Song Describer release's suffix of a track file (``<track_id>.2min.mp3``, in two-digit subfolders)
+RELEASE_SUFFIX = ".2min"
+
+
+def flatten_command(root: Path, nested: bool = True) -> str:
+    """A shell line that links the clips of ``root`` (``nested``: of its subfolders) as ``<root>-flat/<id>.<ext>``,
+    the release's ``.2min`` suffix dropped."""
+    files = f"{root}/*/*.*" if nested else f"{root}/*{RELEASE_SUFFIX}.*"
+    return (f'mkdir -p "{root}-flat" && for f in "{root}"/{files[len(str(root)) + 1:]}; do b=$(basename "$f"); '
+            f'ln -s "$f" "{root}-flat/${{b/{RELEASE_SUFFIX}./.}}"; done')
+
+
+def nested_hint(root: Path) -> str:
+    """Why a folder without clips at its top may still hold them: audio in subfolders (the Song Describer release's
+    ``XX/<track_id>.2min.mp3``), with the line that lays them out flat; "" when there are none."""
+    try:
+        nested = next((p for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")
+                       for p in sorted(d.iterdir()) if p.suffix.lower() in AUDIO_EXTENSIONS), None)
+    except OSError:
+        return ""
+    if nested is None:
+        return ""
+    return (f"; its audio is in subfolders (e.g. {nested.relative_to(root)}, as the Song Describer release lays out "
+            f"XX/<track_id>.2min.mp3): evalkit reads <id>.<ext> directly in the folder, so link them flat "
+            f"(`{flatten_command(root)}`) and pass that folder")
+
+
 def id_key(clip_id: str) -> str:
     """The form in which clip ids are matched across files and tables: Unicode NFC. macOS writes file names
     decomposed (NFD: ``cafe\u0301``) while a typed caption table holds ``caf\u00e9``; both look the same."""
@@ -73,7 +100,8 @@ class ReferenceSet:
             raise ReferenceError(f"{setting}={root}: {problem}")
         paths, unusable = list_audio_files(root, setting)
         if not paths:
-            raise ReferenceError(f"{setting}={root}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) named <id>.<ext>")
+            raise ReferenceError(f"{setting}={root}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) named <id>.<ext>"
+                                 + nested_hint(root))
         return cls(root=root, paths=paths, unusable=unusable)
 
     @classmethod

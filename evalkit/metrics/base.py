@@ -68,6 +68,14 @@ class Clip:
     memo: dict = field(default_factory=dict, repr=False, compare=False)
     keep: frozenset = field(default_factory=frozenset, repr=False, compare=False)
 
+    @property
+    def reference_only(self) -> bool:
+        """No generated audio (``audio`` is None: the file is missing, unreadable, or kept from every metric by the
+        file audit; a failed generation), kept for its reference: a protocol that reads a folder of reference files
+        (:attr:`Metric.reads_reference_folder`) counts that file whatever became of the generated side, as the tool
+        reading the folder does. No other metric sees such a clip."""
+        return self.audio is None
+
 
 @dataclass
 class ClipResult:
@@ -102,6 +110,10 @@ def _flags(p: Prepared) -> dict[str, dict[str, str]]:
 
 #: a recipe's ``references``: how prompts that share a reference file count it (:meth:`Metric.counts_reference`)
 REFERENCE_SETS = ("per_prompt", "distinct")
+#: a recipe's ``pairing``: ``paired`` (a clip and its reference together, or neither: audiocraft writes pairs) or
+#: ``unpaired`` (each side counted on its own: a tool that scores two folders); only a metric comparing two sets of
+#: clips (:attr:`Metric.set_distance`: FAD, KAD, MAUVE) takes ``unpaired``
+PAIRINGS = ("paired", "unpaired")
 
 
 class Metric:
@@ -112,6 +124,9 @@ class Metric:
     policy, melody settings); the default is a plain run (mono view, the default audit)."""
 
     spec: ClassVar[MetricSpec]
+    #: whether the metric compares a set of generated clips with a set of references (FAD, KAD, MAUVE): only such a
+    #: metric can count each side on its own (``pairing: unpaired``, :meth:`counted_sides`)
+    set_distance: ClassVar[bool] = False
 
     def __init__(self, recipe: Mapping[str, Any], device: str | torch.device = "cpu",
                  context: RunContext | None = None) -> None:
@@ -119,6 +134,12 @@ class Metric:
         if self.recipe.get("references", "per_prompt") not in REFERENCE_SETS:
             raise InputError(f"metrics.{self.spec.name}.references={self.recipe['references']!r}: expected one of "
                              f"{', '.join(REFERENCE_SETS)}")
+        pairing = self.recipe.get("pairing", "paired")
+        if pairing not in PAIRINGS or (pairing == "unpaired" and not self.set_distance):
+            raise InputError(f"metrics.{self.spec.name}.pairing={pairing!r}: expected "
+                             + ("one of " + ", ".join(PAIRINGS) if self.set_distance else
+                                "paired (only a metric comparing two sets of clips - FAD, KAD, MAUVE - counts each "
+                                "side on its own)"))
         self.device = torch.device(device)
         self.context = context or RunContext()
         self.audit = AuditSettings.from_config(self.context.audit)
@@ -243,6 +264,8 @@ class Metric:
     def unusable(self, clip: Clip, p: Prepared) -> str | None:
         """Why this metric cannot score the pair (None when it can): no generated audio, no reference where one is
         needed, or a side that failed a step or carries a flag of the ``audit.skip`` policy."""
+        if clip.reference_only or (self.set_distance and not self.requires_pairs):
+            return None  # each side judged on its own (:meth:`counted_sides`)
         reasons = []
         if p.generated is None:
             return "no generated audio"
@@ -255,6 +278,23 @@ class Metric:
                 reasons.append(f"reference{' ' + clip.reference_path if clip.reference_path else ''}: "
                                f"{p.reference.error}")
         return "; ".join(reasons) or None
+
+    def counted_sides(self, clip: Clip, p: Prepared) -> tuple[list[tuple[str, str, Any]], list[tuple[str, str]]]:
+        """A set distance's sides of one prepared clip: ``([(side, what, Side)], [(side, reason)])`` with ``side``
+        ``"gen"`` / ``"ref"`` and ``what`` ``"generated"`` / ``"reference"``: the sides that join the sets, and why a
+        side that would does not (a failed step or a blocking audit flag, named with its file; no generated audio).
+        The generated side unless the clip is reference-only; the reference side when the metric uses reference
+        audio, the clip has one and counts it (:meth:`counts_reference`)."""
+        want = [] if clip.reference_only else [("gen", "generated", p.generated, clip.path)]
+        if self.uses_reference_audio and p.reference is not None and self.counts_reference(clip):
+            want.append(("ref", "reference", p.reference, clip.reference_path))
+        ok, failed = [], []
+        for side, what, s, path in want:
+            if s is None or s.error:
+                failed.append((side, f"{what}{' ' + path if path else ''}: {s.error if s else 'no audio'}"))
+            else:
+                ok.append((side, what, s))
+        return ok, failed
 
     def result(self, p: Prepared, values: Mapping[str, Any]) -> ClipResult:
         """A scored clip's result, with the flags its audit found (listed, not blocking)."""
@@ -285,9 +325,18 @@ class Metric:
 
     @property
     def requires_pairs(self) -> bool:
-        """Whether a clip is scored only with its reference (True for every metric that uses reference audio, but a
-        Fréchet protocol that compares two sets of clips: :attr:`evalkit.metrics.fad.FAD.requires_pairs`)."""
-        return self.uses_reference_audio
+        """Whether a clip is scored only with its reference: every metric that uses reference audio, but a set
+        distance with ``pairing: unpaired`` (a tool that scores two folders: a generated clip without its reference
+        still counts, and the other way round)."""
+        return self.uses_reference_audio and self.recipe.get("pairing", "paired") == "paired"
+
+    @property
+    def reads_reference_folder(self) -> bool:
+        """Whether the reference set is the run's distinct reference files, each counted once whatever became of the
+        generated clips (``references: distinct``: fadtk, kadtk, frechet-audio-distance, stable-audio-metrics, MAD
+        read a folder of references); the scoring stage then hands it the reference-only clips
+        (:attr:`Clip.reference_only`) of the prompts that own a reference."""
+        return self.uses_reference_audio and self.recipe.get("references", "per_prompt") == "distinct"
 
     def counts_reference(self, clip: Clip) -> bool:
         """Whether the clip's reference joins this metric's reference set. ``references`` of the recipe:

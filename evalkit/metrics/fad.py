@@ -42,7 +42,8 @@ import torch
 from evalkit.embeddings import build_embedder
 from evalkit.embeddings.shared import embed_shared, embedding_key
 from evalkit.errors import InputError
-from evalkit.metrics.base import Clip, ClipResult, Metric, MetricUnavailable, RunContext, Windows, window_problem
+from evalkit.metrics.base import (PAIRINGS, Clip, ClipResult, Metric, MetricUnavailable, RunContext, Windows,
+                                  window_problem)
 from evalkit.metrics.spec import MetricSpec
 from evalkit.registry import register_metric
 from evalkit.statistics.frechet import FrechetError, GaussianStats, covariance_rank, frechet_distance
@@ -62,10 +63,6 @@ EMBEDDING_DTYPES = {"float32": np.float32, "float16": np.float16}
 class FADError(InputError, ValueError):
     """A FAD setting that cannot work; the message names it and the fix."""
 
-
-#: ``pairing``: ``paired`` (a clip and its reference together, or neither: the card's audiocraft protocol) or
-#: ``unpaired`` (each side counted on its own: two sets of clips, stable-audio-metrics' folders)
-PAIRINGS = ("paired", "unpaired")
 
 
 def statistic_settings(r: Mapping[str, Any], name: str) -> tuple[str, type, float]:
@@ -108,6 +105,7 @@ def stored_as(e: np.ndarray, dtype: type, embedding: str) -> np.ndarray:
 
 @register_metric("fad")
 class FAD(Metric):
+    set_distance = True
     spec = MetricSpec(
         name="fad", primary="fad", higher_is_better=False, card_column="Frechet Audio Distance", decimals=2,
         tolerance="5%", per_clip=("fad_windows", "fad_ref_windows"), arrays=("fad_gen_emb", "fad_ref_emb"),
@@ -173,16 +171,6 @@ class FAD(Metric):
         """No reference audio is needed when the reference side comes from a statistics file (``reference.stats``)."""
         return not recipe.get("reference_stats")
 
-    def unusable(self, clip, p):
-        """Paired: the base rule (both sides usable). Unpaired: each side is judged on its own in :meth:`update`."""
-        return super().unusable(clip, p) if self.requires_pairs else None
-
-    @property
-    def requires_pairs(self) -> bool:
-        """``pairing: unpaired`` (two sets, as stable-audio-metrics scores two folders): a generated clip without a
-        reference, or whose reference cannot be read, still adds its generated side."""
-        return self.uses_reference_audio and self.recipe.get("pairing", "paired") == "paired"
-
     # -- the metric --------------------------------------------------------------------------------------------------
     def update(self, clips: Sequence[Clip]) -> dict[str, ClipResult]:
         """Embed both sides of every pair and add them to the statistics.
@@ -192,22 +180,26 @@ class FAD(Metric):
         ``save_embeddings``, the arrays ``fad_gen_emb`` / ``fad_ref_emb`` (float32 ``[frames, dim]``). A pair the
         audit or a missing reference keeps from the metric is skipped with the reason; a side too short for one
         embedding is skipped on its own (the other side still counts, as audiocraft writes each side's wav on its
-        own). Raises :class:`FrechetError` if the embedder returns non-finite embeddings."""
+        own). Unpaired (``pairing: unpaired``), each side is judged on its own; a reference-only clip
+        (:attr:`~evalkit.metrics.base.Clip.reference_only`, ``references: distinct``) adds its reference. Raises
+        :class:`FrechetError` if the embedder returns non-finite embeddings."""
         results: dict[str, ClipResult] = {}
         items: list[tuple[Clip, str, torch.Tensor]] = []  # (clip, side, input), generated before reference
         for clip, p, skipped in self.prepare(clips):
             if skipped is not None:  # the pair: counted in n_skipped
                 results[clip.id] = skipped
                 continue
-            res = self.result(p, {"fad_windows": 0, **({"fad_ref_windows": 0} if self.uses_reference_audio else {})})
-            reasons = []
-            sides = [("gen", "generated", p.generated, clip.path)]
-            if self.uses_reference_audio and p.reference is not None and self.counts_reference(clip):
-                sides.append(("ref", "reference", p.reference, clip.reference_path))  # unpaired: may have none
-            for side, what, s, path in sides:
-                x = self._side_input(side, what, s, path)
-                if isinstance(x, str):
-                    reasons.append(x)
+            res = self.result(p, {**({} if clip.reference_only else {"fad_windows": 0}),
+                                  **({"fad_ref_windows": 0} if self.uses_reference_audio else {})})
+            sides, failed = self.counted_sides(clip, p)  # unpaired: a side may be missing or fail on its own
+            reasons = [why for _, why in failed]
+            for side, _ in failed:
+                self.state[f"n_{side}_skipped"] += 1
+            for side, what, s in sides:
+                x = self.embedder_input(s.wav)
+                short = self.win.too_short(x.shape[-1], self.embedder, what)
+                if short:
+                    reasons.append(short)
                     self.state[f"n_{side}_skipped"] += 1
                     continue
                 items.append((clip, side, self.win.cut(x)))
@@ -230,14 +222,6 @@ class FAD(Metric):
             if self.save_embeddings:
                 results[clip.id].arrays[f"fad_{side}_emb"] = np.asarray(e, dtype=np.float32)
         return results
-
-    def _side_input(self, side: str, what: str, s, path: str | None) -> torch.Tensor | str:
-        """One side of a prepared clip as the embedder takes it, or why it adds nothing: no audio or a failed step
-        (unpaired only: prepare skips a paired protocol's pair), or too short for one embedding."""
-        if s is None or s.error:
-            return f"{what}{' ' + path if path else ''}: {s.error if s else 'no audio'}"
-        x = self.embedder_input(s.wav)
-        return self.win.too_short(x.shape[-1], self.embedder, what) or x
 
     def embedder_input(self, wav: torch.Tensor) -> torch.Tensor:
         """A side ``[C, T]`` as the embedder takes it: ``[T]`` for a one-channel embedder (the mean over channels

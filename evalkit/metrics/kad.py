@@ -81,6 +81,7 @@ class TorchPdist:
 
 @register_metric("kad")
 class KAD(Metric):
+    set_distance = True
     spec = MetricSpec(
         name="kad", primary="kad", higher_is_better=False, card_column=None, decimals=3, tolerance="5%",
         per_clip=("kad", "kad_bandwidth", "kad_windows", "kad_ref_windows"), arrays=("kad_gen_emb", "kad_ref_emb"),
@@ -132,17 +133,20 @@ class KAD(Metric):
         Per clip: ``kad_windows`` / ``kad_ref_windows`` (embeddings per side) and the arrays ``kad_gen_emb`` /
         ``kad_ref_emb`` (float32 ``[frames, dim]``, rounded through float16 with ``embedding_dtype: float16``). A
         pair the audit or a missing reference keeps from the metric is skipped with the reason; a side too short for
-        one embedding is skipped on its own. Raises :class:`KADError` for non-finite embeddings."""
+        one embedding is skipped on its own. Unpaired (``pairing: unpaired``), each side is judged on its own; a
+        reference-only clip (:attr:`~evalkit.metrics.base.Clip.reference_only`) adds its reference. Raises
+        :class:`KADError` for non-finite embeddings."""
         results: dict[str, ClipResult] = {}
         items: list[tuple[Clip, str, torch.Tensor]] = []
         for clip, p, skipped in self.prepare(clips):
             if skipped is not None:
                 results[clip.id] = skipped
                 continue
-            res = self.result(p, {"kad_windows": 0, "kad_ref_windows": 0})
-            reasons = []
-            sides = [("gen", "generated", p.generated)] + ([("ref", "reference", p.reference)]
-                                                           if self.counts_reference(clip) else [])
+            res = self.result(p, {**({} if clip.reference_only else {"kad_windows": 0}), "kad_ref_windows": 0})
+            sides, failed = self.counted_sides(clip, p)  # unpaired: a side may be missing or fail on its own
+            reasons = [why for _, why in failed]
+            for side, _ in failed:
+                self.state[f"n_{side}_skipped"] += 1
             for side, what, s in sides:
                 x = s.wav.reshape(-1) if s.wav.shape[0] == 1 else s.wav.mean(0)
                 short = self.win.too_short(x.shape[-1], self.embedder, what)

@@ -44,6 +44,7 @@ class MauveSettingError(InputError, ValueError):
 
 @register_metric("mauve")
 class Mauve(Metric):
+    set_distance = True
     spec = MetricSpec(
         name="mauve", primary="mauve", higher_is_better=True, card_column=None, decimals=3, tolerance="0.05",
         per_clip=("mauve_frames", "mauve_ref_frames"), arrays=("mauve_gen_emb", "mauve_ref_emb"), aggregate="none",
@@ -87,25 +88,29 @@ class Mauve(Metric):
     def update(self, clips: Sequence[Clip]) -> dict[str, ClipResult]:
         """Embed both sides of every pair (whole clips, one batched pass), pool each side's frames (``pool``) and
         keep the vectors as the arrays ``mauve_gen_emb`` / ``mauve_ref_emb`` (float32 ``[vectors, dim]``); per clip
-        ``mauve_frames`` / ``mauve_ref_frames`` (the embedder's frames pooled). A pair the audit keeps from the
-        metric, or with a side too short for one embedding, is skipped with the reason."""
+        ``mauve_frames`` / ``mauve_ref_frames`` (the embedder's frames pooled). Paired: a pair the audit keeps from
+        the metric, or with a side too short for one embedding, is skipped with the reason. Unpaired, and for a
+        reference-only clip (:attr:`~evalkit.metrics.base.Clip.reference_only`), each side counts on its own."""
         results: dict[str, ClipResult] = {}
         items: list[tuple[Clip, str, torch.Tensor]] = []
         for clip, p, skipped in self.prepare(clips):
             if skipped is not None:
                 results[clip.id] = skipped
                 continue
-            short = [f"{what} audio too short for one {self.embedder.name} embedding: {s.wav.shape[-1]} samples at "
-                     f"{self.embedder.sample_rate} Hz, needs {self.min_samples}"
-                     for what, s in (("generated", p.generated), ("reference", p.reference))
-                     if s.wav.shape[-1] < self.min_samples]
-            if short:
-                results[clip.id] = self.skip("; ".join(short))
+            sides, failed = self.counted_sides(clip, p)  # unpaired: a side may be missing or fail on its own
+            paired = self.requires_pairs and not clip.reference_only
+            looked = ([("gen", "generated", p.generated), ("ref", "reference", p.reference)] if paired else sides)
+            short = {side: f"{what} audio too short for one {self.embedder.name} embedding: {s.wav.shape[-1]} samples "
+                           f"at {self.embedder.sample_rate} Hz, needs {self.min_samples}"
+                     for side, what, s in looked if s.wav.shape[-1] < self.min_samples}
+            if short and paired:  # the pair
+                results[clip.id] = self.skip("; ".join(short.values()))
                 continue
-            results[clip.id] = self.result(p, {})
-            items.append((clip, "gen", p.generated.wav.reshape(-1)))
-            if self.counts_reference(clip):
-                items.append((clip, "ref", p.reference.wav.reshape(-1)))
+            reasons = [why for _, why in failed] + list(short.values())
+            res = results[clip.id] = self.result(p, {})
+            if reasons:
+                res.skipped = self.skip("; ".join(reasons)).skipped
+            items += [(clip, side, s.wav.reshape(-1)) for side, _, s in sides if side not in short]
         if not items:
             return results
         for (clip, side, _), e in zip(items, embed_shared(self.embedder, self.key, items)):

@@ -12,6 +12,10 @@ reference's. A file flag of the ``audit.skip`` policy (``unreadable``, ``non_fin
 or its reference (reference side) from every metric, with the reason. Everything else - each protocol's own input
 path (the solver's post-processing for the audiocraft protocols, resampling, channels, normalisation) and the audit of
 what each metric scores - happens per metric (:mod:`evalkit.input_path`), on the one decoded copy.
+
+A prompt whose generated clip cannot be scored but which owns its reference (``Prompt.owns_reference``) gives a
+reference-only clip when the scoring stage asks (``reference_only=True``: a protocol of the run reads a folder of
+references, ``references: distinct``): the reference set of such a protocol does not depend on the generated side.
 """
 from __future__ import annotations
 
@@ -58,8 +62,11 @@ def _record(row: dict[str, Any], prefix: str, audit: Audit | None) -> None:
 
 
 def decode_clip(prompt: Prompt, gen_row: Mapping[str, Any], reference_path: Path | None,
-                settings: DecodeSettings) -> tuple[Clip | None, dict[str, Any]]:
-    """The :class:`Clip` the metrics score, or None with ``row["skip_reason"]`` (see the module doc)."""
+                settings: DecodeSettings, reference_only: bool = False) -> tuple[Clip | None, dict[str, Any]]:
+    """The :class:`Clip` the metrics score, or None with ``row["skip_reason"]`` (see the module doc). With
+    ``reference_only`` (the prompt owns a reference that a protocol reading a folder of references counts), a clip
+    whose generated side cannot be scored is still returned, without audio, for its usable reference
+    (:attr:`Clip.reference_only`); ``row["skip_reason"]`` says why it has no generated audio."""
     row: dict[str, Any] = {"id": prompt.id, "skip_reason": None, "reference_problem": None,
                            "audio_path": gen_row.get("audio_path"),
                            "reference_path": str(reference_path) if reference_path else None}
@@ -73,7 +80,7 @@ def decode_clip(prompt: Prompt, gen_row: Mapping[str, Any], reference_path: Path
     if not path:
         _record(row, "", None)
         row["skip_reason"] = gen_row.get("generation_skipped") or "no generated audio"
-        return None, row
+        return _reference_only(prompt, ref, rsr, reference_path, settings) if reference_only else None, row
     try:
         wav, sr = load_audio(path, check_finite=False)
     except AudioError as exc:
@@ -88,7 +95,15 @@ def decode_clip(prompt: Prompt, gen_row: Mapping[str, Any], reference_path: Path
         blocking = ["unreadable"]  # whatever the policy: a file that cannot be read cannot be scored
     if blocking:
         row["skip_reason"] = f"generated {path}: {gen_audit.reason(blocking)}"
-        return None, row
+        return _reference_only(prompt, ref, rsr, reference_path, settings) if reference_only else None, row
     return Clip(prompt.id, prompt.caption, wav, sr, ref, rsr, model_channels=settings.model_channels, path=str(path),
                 reference_path=str(reference_path) if reference_path else None,
                 reference_counted=prompt.owns_reference), row
+
+
+def _reference_only(prompt: Prompt, ref, rsr: int | None, reference_path: Path | None,
+                    settings: DecodeSettings) -> Clip | None:
+    if ref is None:
+        return None
+    return Clip(prompt.id, prompt.caption, None, None, ref, rsr, model_channels=settings.model_channels,
+                reference_path=str(reference_path), reference_counted=True)

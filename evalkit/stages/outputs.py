@@ -11,6 +11,8 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
+
 from evalkit import io as eio
 from evalkit.metrics.base import Metric
 from evalkit.metrics.spec import metric_entries
@@ -108,8 +110,9 @@ def unused_files(inputs: Inputs, generator_unused: list[dict[str, str]], df) -> 
     unreadable clip or reference: why, e.g. a dangling link and its target)."""
     out = list(generator_unused)
     refs = inputs.references
+    counted = {p.id for p in inputs.reference_only}  # in the reference set of a folder-reading protocol
     out += [{"file": str(refs.paths[i]), "reason": "no prompt id (not in the prompt set)"}
-            for i in inputs.extra_reference_ids if i in refs.paths]
+            for i in inputs.extra_reference_ids if i in refs.paths and i not in counted]
     out += [{"file": str(p), "reason": why} for p, why in refs.unusable]
     for col, path_col, why_col in (("audit_flags", "audio_path", "skip_reason"),
                                    ("reference_audit_flags", "reference_path", "reference_problem")):
@@ -252,6 +255,8 @@ def write_outputs(spec: RunSpec, out_dir: Path, inputs: Inputs, generator, metri
     desc = {**generator.describe(), "generated": bool(generator.writes_audio)}  # folder mode: existing files
     summary = build_summary(spec, out_dir, inputs, desc, metrics, skipped_metrics, df,
                             generator.unused_files([p.id for p in inputs.prompts]))
+    if inputs.reference_only:
+        summary["reference_only"] = reference_only_block(inputs, metrics, score_rows)
     if any(m.clip_values for m in metrics.values()):
         rows = {cid: dict(row) for cid, row in score_rows.items()}
         for m in metrics.values():
@@ -266,6 +271,25 @@ def write_outputs(spec: RunSpec, out_dir: Path, inputs: Inputs, generator, metri
             except Exception as exc:  # too few clips for statistics: not a reason to lose the run
                 log.warning("could not write %s reference statistics: %s", m.name, exc)
     return summary
+
+
+def reference_only_block(inputs: Inputs, metrics: Mapping[str, Metric], score_rows) -> dict[str, Any]:
+    """``summary.json`` ``reference_only``: the reference files without a generated clip of their name that the
+    metrics reading the whole reference folder counted (:attr:`Inputs.reference_only`), each with its path, audit
+    flags, problem and what each of those metrics took from it (e.g. ``fd_openl3_ref_windows``)."""
+    names = [n for n, m in metrics.items() if m.reads_reference_folder]
+    keep = ("reference_path", "reference_audit_flags", "reference_problem")
+    files = {}
+    for p in inputs.reference_only:
+        row = score_rows.get(p.id, {})
+        entry = {k: row.get(k) for k in keep}
+        flags = entry["reference_audit_flags"]
+        entry["reference_audit_flags"] = [str(f) for f in flags] if flags is not None else []
+        entry.update({k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()
+                      if any(k.startswith(n + "_") for n in names) and v is not None and not (
+                          isinstance(v, (float, np.floating)) and v != v)})
+        files[p.id] = entry
+    return {"metrics": names, "n_files": len(files), "files": files}
 
 
 def _number(v: float) -> str:
@@ -298,6 +322,11 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     others = {r: n for r, n in (summary.get("skip_reasons") or {}).items() if not _is_audit_reason(r)}
     if others:
         lines.append("skipped for other reasons: " + "; ".join(f"{r} ({n})" for r, n in list(others.items())[:3]))
+    if summary.get("reference_only"):
+        ro = summary["reference_only"]
+        lines.append(f"reference files without a generated clip: {ro['n_files']}, counted in the reference set of "
+                     f"{', '.join(ro['metrics'])} as the tool reading the whole folder does (summary.json: "
+                     f"reference_only)")
     if summary.get("unused_files"):
         lines.append(f"unused files: {len(summary['unused_files'])} (summary.json: unused_files)")
     if summary.get("channel_view", "mono") != "mono":

@@ -94,7 +94,8 @@ class ScoreCache:
         for c in clips:
             h.update(json.dumps([c.id, c.caption, c.sample_rate, c.reference_sr, c.model_channels,
                                  c.reference_counted]).encode())
-            h.update(c.audio.detach().cpu().float().contiguous().numpy().tobytes())
+            h.update(c.audio.detach().cpu().float().contiguous().numpy().tobytes() if c.audio is not None
+                     else b"reference only")
             if c.reference is not None:
                 h.update(c.reference.detach().cpu().float().contiguous().numpy().tobytes())
         return h.hexdigest()
@@ -222,7 +223,7 @@ class _LazyFingerprints:
         return self.files.get(str(path)) if path else None
 
     def _item(self, p) -> list:
-        row = self.gen_rows[p.id]
+        row = self.gen_rows.get(p.id, {})  # none for a reference-only prompt (Inputs.reference_only)
         return [p.id, p.caption, self._sha(row.get("audio_path")), row.get("generation_skipped"),
                 self._sha(self.inputs.references.get(p.ref_key))] + ([] if p.owns_reference else ["shared reference"])
 
@@ -245,17 +246,29 @@ class Scorer:
         self.scores_dir, self.emb_dir = self.out / "scores", self.out / "embeddings"
         #: input-path points two or more metrics pass through: computed once per clip
         self.keep = frozenset(shared_prefixes([m.input for m in metrics.values() if m.input is not None]))
+        #: whether a metric counts every distinct reference whatever became of its generated clip (reference-only
+        #: clips are then decoded for the prompts that own a reference)
+        self.reference_folder = any(m.reads_reference_folder for m in metrics.values())
 
     def decode(self, prompt, gen_row, reference_path) -> tuple[Clip | None, dict[str, Any]]:
         """Stage 3 for one prompt, then every metric's input path on it (memoised on the clip), so the metrics find
         their inputs ready."""
-        clip, row = decode_clip(prompt, gen_row, reference_path, self.settings)
+        clip, row = decode_clip(prompt, gen_row, reference_path, self.settings,
+                                reference_only=self.reference_folder and prompt.owns_reference)
         if clip is not None:
             clip.keep = self.keep
             for m in self.metrics.values():
-                if m.input is not None and (clip.reference is not None or not m.requires_pairs):
+                if m.input is not None and self.takes(m, clip):
                     m.input.apply(clip, m.audit)
         return clip, row
+
+    @staticmethod
+    def takes(m: Metric, clip: Clip) -> bool:
+        """Whether metric ``m`` scores ``clip``: a paired metric needs the reference; a reference-only clip goes only
+        to a metric that reads a folder of references (:attr:`Metric.reads_reference_folder`)."""
+        if clip.reference_only:
+            return m.reads_reference_folder
+        return clip.reference is not None or not m.requires_pairs
 
     @property
     def state_path(self) -> Path:
@@ -264,14 +277,14 @@ class Scorer:
     def score(self, inputs: Inputs, gen_rows: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
         """Score every batch this rank owns (see the module doc); returns every clip's row (all ranks)."""
         bs = int(self.spec.metric_batch_size)
-        prompts = inputs.prompts
+        prompts = inputs.prompts + (inputs.reference_only if self.reference_folder else [])
         batches = [prompts[i:i + bs] for i in range(0, len(prompts), bs)]
         self.fingerprints = _LazyFingerprints(batches, gen_rows, inputs)
         done = self._load_state(len(batches))
         todo = [b for b in range(len(batches)) if b % self.dist.world == self.dist.rank
                 and not (b in done and self._rows_path(b).exists())]
         def prepare(p):
-            out = self.decode(p, gen_rows[p.id], inputs.references.get(p.ref_key))
+            out = self.decode(p, gen_rows.get(p.id, {}), inputs.references.get(p.ref_key))
             self.fingerprints.warm(p)  # the files were just read: hash them here, beside the metrics' work
             return out
 
@@ -317,10 +330,9 @@ class Scorer:
         found: dict[str, dict[str, dict[str, list]]] = {}  # clip id -> side -> flag -> [reason, metrics]
         verdicts: dict[str, list[str | None]] = {}  # clip id -> each metric's skip reason (None: scored)
         for name, m in self.metrics.items():
-            use_ref = m.requires_pairs
-            mclips = [c for c in clips if not use_ref or c.reference is not None]
+            mclips = [c for c in clips if self.takes(m, c)]
             for c in clips:
-                if use_ref and c.reference is None:
+                if not c.reference_only and not self.takes(m, c):
                     rows[c.id][m.spec.skip_column] = rows[c.id].get("reference_problem") or "no reference clip"
             if not mclips:
                 continue
