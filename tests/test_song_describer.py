@@ -117,9 +117,13 @@ def test_bad_tables_and_settings_name_the_file_and_fix(sdd, tmp_path):
              "zero.csv": "caption_id,track_id,caption\n5,1,x\n01001,2,y\n",
              "nan.csv": "caption_id,track_id,caption\n5,1,x\nNaN,2,y\n",
              "sci.csv": "caption_id,track_id,caption\n5,1.001e3,x\n",
-             "float.csv": "caption_id,track_id,caption\n5.0,1001.0,x\n6,7,y\n"}
+             "float.csv": "caption_id,track_id,caption\n5.0,1001.0,x\n6,7,y\n",
+             # a quoted caption over three lines and a blank line: errors name the line the row starts on
+             "lines.csv": 'caption_id,track_id,caption\n5,1,"one\ntwo\nthree"\n\n6,,x\n',
+             "duplines.csv": 'caption_id,track_id,caption\n5,1,"one\ntwo"\n6,2,y\n5,3,z\n'}
     for name, text in files.items():
         (tmp_path / name).write_text(text)
+    (tmp_path / "latin1.csv").write_bytes("caption_id,track_id,caption\n5,1,caf\u00e9 jazz\n".encode("latin-1"))
     mine = f"dataset.path={table}"
     cases = [  # (overrides, what the error must say)
         ([f"dataset.path={tmp_path / 'nope.csv'}"], "no such file"),
@@ -128,12 +132,15 @@ def test_bad_tables_and_settings_name_the_file_and_fix(sdd, tmp_path):
         ([mine, f"dataset.subset_file={nosinging}"], r"only read for dataset.subset=nosinging"),
         ([mine, "dataset.subset=nosinging", f"dataset.subset_file={tmp_path / 'other.csv'}"],
          r"1 caption_ids are not in .*99999"),
-        ([f"dataset.path={tmp_path / 'dup.csv'}"], r"table row 2 has a duplicate id '5'"),
-        ([f"dataset.path={tmp_path / 'notrack.csv'}"], r"row 2 \(caption_id '5'\) has no track_id"),
+        ([f"dataset.path={tmp_path / 'dup.csv'}"], r"line 3 has a duplicate id '5' \(first at line 2\)"),
+        ([f"dataset.path={tmp_path / 'notrack.csv'}"], r"line 2 \(caption_id '5'\) has no track_id"),
         ([mine, "dataset.subset=balanced"], r"dataset=song-describer has all, nosinging"),
-        ([f"dataset.path={tmp_path / 'zero.csv'}"], r"row 3 has caption_id '01001': .*whole numbers"),
-        ([f"dataset.path={tmp_path / 'nan.csv'}"], r"row 3 has caption_id 'NaN'"),
-        ([f"dataset.path={tmp_path / 'sci.csv'}"], r"row 2 has track_id '1.001e3'"),
+        ([f"dataset.path={tmp_path / 'zero.csv'}"], r"line 3 has caption_id '01001': .*whole numbers"),
+        ([f"dataset.path={tmp_path / 'nan.csv'}"], r"line 3 has caption_id 'NaN'"),
+        ([f"dataset.path={tmp_path / 'sci.csv'}"], r"line 2 has track_id '1.001e3'"),
+        ([f"dataset.path={tmp_path / 'latin1.csv'}"], r"not UTF-8 text \(line 2, byte 35: b'\\xe9'\); re-save it as UTF-8"),
+        ([f"dataset.path={tmp_path / 'lines.csv'}"], r"line 6 \(caption_id '6'\) has no track_id"),
+        ([f"dataset.path={tmp_path / 'duplines.csv'}"], r"line 5 has a duplicate id '5' \(first at line 2\)"),
     ]
     # what pandas writes for an int column with a blank elsewhere (5.0, 1001.0) still names the files 5 and 1001
     assert {p.id: p.reference_id for p in load_prompts(_spec(f"dataset.path={tmp_path / 'float.csv'}"))} == {
@@ -178,3 +185,69 @@ def test_shards_give_the_one_process_number(sdd):
     # the value: each rank's float64 sums added at the end, in another order than one process adds them (measured
     # 8e-11 relative here), the tolerance of tests/test_sharding.py
     assert two["metrics"]["fd_openl3"]["value"] == pytest.approx(one["metrics"]["fd_openl3"]["value"], rel=1e-9)
+
+
+def test_a_track_counts_whatever_became_of_the_clip_of_its_counting_caption(sdd, tmp_path):
+    """stable-audio-metrics reads the whole track folder: when the caption that counts a track (its first in the run's
+    order) has no clip, an unreadable one, or one the file audit keeps from scoring (a NaN sample), the track still
+    counts in FD_openl3's reference set - the full run's reference windows - and only the generated side loses the
+    clip. Before the fix these three tracks left the reference set (measured on other files: 247 -> 137 windows)."""
+    root, table, nosinging, gen, tracks, by_caption, by_owner, owners = sdd
+    gen2 = tmp_path / "gen"
+    shutil.copytree(gen, gen2)
+    first, second, third = (owners[t] for t in sorted(owners))
+    (gen2 / f"{first}.wav").unlink()
+    (gen2 / f"{second}.wav").write_bytes(b"RIFF, but not a wav file")
+    x, sr = sf.read(str(gen2 / f"{third}.wav"), dtype="float32", always_2d=True)
+    x[10, 0] = np.nan
+    sf.write(str(gen2 / f"{third}.wav"), x, sr, subtype="FLOAT")
+    args = ["dataset=song-describer", f"dataset.path={table}", f"reference.dir={tracks}", "metrics=[fd_openl3]"]
+    full, dfa = _run(tmp_path, "full", f"model.dir={gen}", *args)
+    part, df = _run(tmp_path, "part", f"model.dir={gen2}", *args)
+    a, b = full["metrics"]["fd_openl3"], part["metrics"]["fd_openl3"]
+    assert a["n_clips"] == 6 and b["n_clips"] == 3
+    assert b["values"]["n_ref_windows"] == a["values"]["n_ref_windows"]
+    for c in owners.values():
+        assert isinstance(df.loc[c, "skip_reason"], str), c
+        assert df.loc[c, "fd_openl3_ref_windows"] == dfa.loc[c, "fd_openl3_ref_windows"] > 0, c
+    # the number is stable-audio-metrics' on two folders: the three scored clips against the track-id folder (no
+    # name in common: every clip without its reference, every track a file no clip is named after)
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for c in set(CAPTIONS) - set(owners.values()):
+        shutil.copy(gen / f"{c}.wav", plain / f"{c}.wav")
+    two, _ = _run(tmp_path, "two-folders", f"model.dir={plain}", f"reference.dir={by_owner}", "metrics=[fd_openl3]")
+    c = two["metrics"]["fd_openl3"]
+    assert c["n_clips"] == 3 and c["values"]["n_ref_windows"] == a["values"]["n_ref_windows"]
+    assert b["value"] == pytest.approx(c["value"], rel=1e-9)
+
+
+def test_a_reference_folder_in_another_layout_is_refused_with_the_fix(sdd, tmp_path):
+    """The caption-id folder given for the track-id folder, the release's ``<track_id>.2min.<ext>`` names, its
+    two-digit subfolders: each refused before any work, saying what the folder holds and the line that fixes it;
+    the line given for the subfolders makes a folder the run reads."""
+    from evalkit.data.references import flatten_command
+    from evalkit.stages.inputs import load_inputs
+
+    root, table, nosinging, gen, tracks, by_caption, by_owner, owners = sdd
+    nested, release = tmp_path / "audio", tmp_path / "release"
+    (nested / "34").mkdir(parents=True)
+    release.mkdir()
+    for t in set(CAPTIONS.values()):
+        shutil.copy(tracks / f"{t}.wav", nested / "34" / f"{t}.2min.wav")
+        shutil.copy(tracks / f"{t}.wav", release / f"{t}.2min.wav")
+
+    def inputs(folder):
+        spec = RunSpec.from_overrides(["model=folder", f"model.dir={gen}", "dataset=song-describer",
+                                       f"dataset.path={table}", f"reference.dir={folder}", "metrics=[fd_openl3]"])
+        return load_inputs(spec, tmp_path / "run")
+
+    for folder, match in ((by_caption, r"6 files are named by prompt id .*track_id.* not the caption-id folder"),
+                          (release, r"3 files are named <id>\.2min\.<ext> .*ln -s"),
+                          (nested, r"in subfolders \(e\.g\. 34/100\d+\.2min\.wav.*ln -s")):
+        with pytest.raises(Exception, match=match):
+            inputs(folder)
+    for folder, nest in ((nested, True), (release, False)):
+        subprocess.run(["bash", "-c", flatten_command(folder, nested=nest)], check=True)
+        ins = inputs(f"{folder}-flat")
+        assert not ins.missing_reference_ids and len(ins.references.paths) == 3

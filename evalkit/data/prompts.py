@@ -85,23 +85,30 @@ def load_song_describer(path: str | None, subset: str = "all", subset_file: str 
         rows = load_rows(path, subset, subset_file)
     except SongDescriberError as exc:
         raise PromptError(str(exc)) from None
-    return validate([Prompt(cid, cap, tid) for cid, tid, cap in rows], f"dataset.path={path}", unit="table row")
+    return validate([Prompt(cid, cap, tid) for cid, tid, cap, _ in rows], f"dataset.path={path}",
+                    where=[w for *_, w in rows])
 
 
 def validate(prompts: Iterable[Prompt], source: str, lines: Sequence[int] | None = None,
-             unit: str = "row") -> list[Prompt]:
-    """The prompts, or a :class:`PromptError` naming ``source`` and the line (``lines[i]``: the file line of prompt
-    i; else its row number) of the first empty id, empty caption or duplicate id."""
+             unit: str = "row", where: Sequence[str] | None = None) -> list[Prompt]:
+    """The prompts, or a :class:`PromptError` naming ``source`` and the place of the first empty id, empty caption
+    or duplicate id: ``where[i]`` (e.g. ``line 7``) when given, else ``line lines[i]`` (the file line of prompt i),
+    else ``<unit> i+1``."""
     prompts = list(prompts)
-    where = (lambda i: f"line {lines[i]}") if lines is not None else (lambda i: f"{unit} {i + 1}")  # noqa: E731
+    if where is not None:
+        at = list(where)
+    elif lines is not None:
+        at = [f"line {n}" for n in lines]
+    else:
+        at = [f"{unit} {i + 1}" for i in range(len(prompts))]
     out, seen = [], {}
     for i, p in enumerate(prompts):
         if not p.id or not str(p.id).strip():
-            raise PromptError(f"{source}: {where(i)} has an empty id")
+            raise PromptError(f"{source}: {at[i]} has an empty id")
         if p.caption is None or not str(p.caption).strip():
-            raise PromptError(f"{source}: {where(i)} (id {p.id!r}) has an empty caption; fix or drop the row")
+            raise PromptError(f"{source}: {at[i]} (id {p.id!r}) has an empty caption; fix or drop the row")
         if p.id in seen:
-            raise PromptError(f"{source}: {where(i)} has a duplicate id {p.id!r} (first at {where(seen[p.id])}); ids "
+            raise PromptError(f"{source}: {at[i]} has a duplicate id {p.id!r} (first at {at[seen[p.id]]}); ids "
                               f"must be unique")
         seen[p.id] = i
         out.append(p)

@@ -56,7 +56,17 @@ def read_table(path, setting: str = "dataset.path", columns=COLUMNS):
         raise SongDescriberError(f"{setting}={path}: no such file")
     try:
         df = pd.read_csv(p, dtype=str, keep_default_na=False)
-    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+    except UnicodeDecodeError:  # a ValueError: before it
+        raw = p.read_bytes()
+        try:
+            raw.decode("utf-8")
+            where = ""
+        except UnicodeDecodeError as exc:
+            line = raw[:exc.start].count(b"\n") + 1
+            where = f" (line {line}, byte {exc.start}: {raw[exc.start:exc.start + 1]!r})"
+        raise SongDescriberError(f"{setting}={path}: not UTF-8 text{where}; re-save it as UTF-8 (stable-audio-metrics' "
+                                 f"table is UTF-8)") from None
+    except (ValueError, pd.errors.ParserError) as exc:
         raise SongDescriberError(f"{setting}={path}: not a readable CSV table ({type(exc).__name__}: {exc})") from None
     missing = [c for c in columns if c not in df.columns]
     if missing:
@@ -67,26 +77,49 @@ def read_table(path, setting: str = "dataset.path", columns=COLUMNS):
     return df
 
 
-def load_rows(path, subset: str = "all", subset_file=None) -> list[tuple[str, str, str]]:
-    """``(caption_id, track_id, caption)`` of every row of the table (``subset``: those whose ``caption_id`` is in
-    ``subset_file``), in the table's order. :class:`SongDescriberError` names the setting of an unknown subset, a
-    subset file for ``all``, a row without a track, or subset ids the table lacks."""
+def record_lines(path, n_rows: int) -> list[int] | None:
+    """The file line each of the table's ``n_rows`` data rows starts on (a quoted caption may span lines, blank lines
+    are skipped as ``pd.read_csv`` skips them), read with the ``csv`` module; None when its records do not match the
+    ``n_rows`` pandas read (errors then give the row's number instead)."""
+    import csv
+
+    starts, last = [], 0
+    try:
+        with open(Path(str(path)).expanduser(), newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            for record in reader:
+                start, last = last + 1, reader.line_num
+                if record and any(cell.strip() for cell in record):
+                    starts.append(start)
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    return starts[1:] if len(starts) == n_rows + 1 else None  # the header first
+
+
+def load_rows(path, subset: str = "all", subset_file=None) -> list[tuple[str, str, str, str]]:
+    """``(caption_id, track_id, caption, where)`` of every row of the table (``subset``: those whose ``caption_id``
+    is in ``subset_file``), in the table's order; ``where`` is ``line N`` (the file line the row starts on) or, when
+    the lines cannot be told, ``row N`` (data rows counted from 1). :class:`SongDescriberError` names the setting of
+    an unknown subset, a subset file for ``all``, a row without a track or with an id that cannot name a file, and
+    the line, or subset ids the table lacks."""
     if subset not in SUBSETS:
         raise SongDescriberError(f"dataset.subset={subset!r}: dataset=song-describer has {', '.join(SUBSETS)}")
     if SUBSETS[subset] is None and subset_file:
         raise SongDescriberError(f"dataset.subset_file={subset_file}: only read for dataset.subset="
                                  f"{'|'.join(k for k, v in SUBSETS.items() if v)} (here subset={subset})")
     df = read_table(path)
-    rows = [(_ids(c), _ids(t), str(cap).strip()) for c, t, cap in zip(df["caption_id"], df["track_id"],
-                                                                      df["caption"])]
-    for n, (cid, tid, _) in enumerate(rows, 2):
+    lines = record_lines(path, len(df))
+    where = [f"line {n}" for n in lines] if lines is not None else [f"row {i}" for i in range(1, len(df) + 1)]
+    rows = [(_ids(c), _ids(t), str(cap).strip(), w) for c, t, cap, w in zip(df["caption_id"], df["track_id"],
+                                                                           df["caption"], where)]
+    for cid, tid, _, w in rows:
         if not tid:
-            raise SongDescriberError(f"dataset.path={path}: row {n} (caption_id {cid!r}) has no track_id: its "
+            raise SongDescriberError(f"dataset.path={path}: {w} (caption_id {cid!r}) has no track_id: its "
                                      f"reference cannot be named")
         for column, value in (("caption_id", cid), ("track_id", tid)):
             if not value.isdigit() or value != str(int(value)):
                 raise SongDescriberError(
-                    f"dataset.path={path}: row {n} has {column} {value!r}: Song Describer's ids are whole numbers "
+                    f"dataset.path={path}: {w} has {column} {value!r}: Song Describer's ids are whole numbers "
                     f"without leading zeros (the files are named <caption_id>.<ext> and <track_id>.<ext>, as in "
                     f"stable-audio-metrics' load/song_describer.csv); fix that cell (a spreadsheet may have written "
                     f"it as text, a float or with a leading zero)")
