@@ -65,17 +65,22 @@ def folders(tmp_path_factory) -> Path:
     return root
 
 
-def _run(root: Path, name: str, gen: Path, metrics=METRICS, fad: str = "vggish") -> tuple[dict, pd.DataFrame]:
+def _not_json(name: str):
+    raise ValueError(f"summary.json holds {name}, which is not JSON")
+
+
+def _run(root: Path, name: str, gen: Path, metrics=METRICS, fad: str = "vggish",
+         ref: Path | None = None) -> tuple[dict, pd.DataFrame]:
     out = root / name
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     kad = ["metrics.kad.protocol=kadtk"] if "kad" in metrics else []
     p = subprocess.run([sys.executable, "-m", "evalkit", "model=folder", f"model.dir={gen}",
-                        f"reference.dir={root / 'ref'}", f"metrics=[{','.join(metrics)}]", f"metrics.fad.protocol={fad}",
-                        *kad, "backbone_weights=random", "backbone_size=tiny", "progress=false", "cache.scores=false",
+                        f"reference.dir={ref or root / 'ref'}", f"metrics=[{','.join(metrics)}]",
+                        *([f"metrics.fad.protocol={fad}"] if "fad" in metrics else []), *kad, "backbone_weights=random", "backbone_size=tiny", "progress=false", "cache.scores=false",
                         "metric_batch_size=5", f"hydra.run.dir={out}"],
                        cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
-    return json.loads((out / "summary.json").read_text()), pd.read_parquet(out / "clips.parquet").set_index("id")
+    return json.loads((out / "summary.json").read_text(), parse_constant=_not_json), pd.read_parquet(out / "clips.parquet").set_index("id")
 
 
 def test_each_side_is_its_folder_whatever_became_of_the_other(folders):
@@ -157,3 +162,27 @@ def test_a_failed_generation_keeps_its_reference_for_a_folder_protocol(tmp_path)
     res = folder.update([clip])["a"]
     assert res.skipped is None and set(res.values) == {"fad_ref_windows"} and res.values["fad_ref_windows"] == 2
     assert folder.count("n_clips") == 0 and folder.count("ref_n") == 2 and folder.count("n_skipped") == 0
+
+
+def test_an_unusable_or_nested_reference_file_is_named_and_not_counted(folders, tmp_path):
+    """An unreadable reference no clip is named after is listed as unusable, neither counted nor said to be; audio in
+    a subfolder is listed as unused with the reason; summary.json stays strict JSON (no NaN; counts as integers)."""
+    from evalkit.stages.outputs import format_summary
+
+    ref = tmp_path / "ref"
+    shutil.copytree(folders / "ref", ref)
+    (ref / "x03.wav").write_bytes(b"RIFF, but not a wav file")
+    (ref / "sub").mkdir()
+    shutil.copy(ref / "x01.wav", ref / "sub" / "x04.wav")
+    s, _ = _run(tmp_path, "bad-ref", folders / "clean", metrics=("fd_openl3",), ref=ref)
+    want, _ = _run(tmp_path, "good-ref", folders / "clean", metrics=("fd_openl3",))
+    assert s["metrics"]["fd_openl3"]["values"]["n_ref_windows"] == want["metrics"]["fd_openl3"]["values"][
+        "n_ref_windows"]
+    ro = s["reference_only"]
+    assert ro["n_files"] == 8 and ro["n_counted"] == 7  # c00..c04, x01, x02 counted; x03 not
+    assert "unreadable" in ro["files"]["x03"]["reference_problem"] and "x03" in s["unusable_references"]
+    assert all(type(f["fd_openl3_ref_windows"]) is int for i, f in ro["files"].items() if i != "x03")
+    assert all(f["reference_problem"] is None for i, f in ro["files"].items() if i != "x03")
+    assert "7 counted in the reference set of fd_openl3" in format_summary(s) and "1 unusable" in format_summary(s)
+    assert [u["reason"] for u in s["unused_files"] if u["file"].endswith("/sub")] == [
+        "a subfolder with 1 audio files: evalkit reads <id>.<ext> directly in reference.dir, not in subfolders"]

@@ -36,6 +36,12 @@ def list_audio_files(root: Path, setting: str) -> tuple[dict[str, Path], list[tu
     unusable: list[tuple[Path, str]] = []
     for p in sorted(root.iterdir()):
         dangling = p.is_symlink() and not p.exists()
+        if p.is_dir() and not p.name.startswith("."):
+            n = sum(1 for q in p.iterdir() if q.suffix.lower() in AUDIO_EXTENSIONS)
+            if n:  # never read, never silently: listed with the reason
+                unusable.append((p, f"a subfolder with {n} audio files: evalkit reads <id>.<ext> directly in "
+                                    f"{setting}, not in subfolders"))
+            continue
         if p.name.startswith(".") or not (p.is_file() or dangling) or p.name in NOT_CLIPS:
             continue
         if p.suffix.lower() not in AUDIO_EXTENSIONS:

@@ -256,7 +256,11 @@ def write_outputs(spec: RunSpec, out_dir: Path, inputs: Inputs, generator, metri
     summary = build_summary(spec, out_dir, inputs, desc, metrics, skipped_metrics, df,
                             generator.unused_files([p.id for p in inputs.prompts]))
     if inputs.reference_only:
-        summary["reference_only"] = reference_only_block(inputs, metrics, score_rows)
+        ro = summary["reference_only"] = reference_only_block(inputs, metrics, score_rows)
+        bad = {i: f["reference_problem"] for i, f in ro["files"].items() if f.get("reference_problem")}
+        if bad:  # unusable references, whether a clip is named after them or not
+            summary["unusable_references"] = {**(summary.get("unusable_references") or {}), **bad}
+            summary["n_unusable_reference"] = len(summary["unusable_references"])
     if any(m.clip_values for m in metrics.values()):
         rows = {cid: dict(row) for cid, row in score_rows.items()}
         for m in metrics.values():
@@ -285,11 +289,23 @@ def reference_only_block(inputs: Inputs, metrics: Mapping[str, Metric], score_ro
         entry = {k: row.get(k) for k in keep}
         flags = entry["reference_audit_flags"]
         entry["reference_audit_flags"] = [str(f) for f in flags] if flags is not None else []
-        entry.update({k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()
-                      if any(k.startswith(n + "_") for n in names) and v is not None and not (
-                          isinstance(v, (float, np.floating)) and v != v)})
-        files[p.id] = entry
-    return {"metrics": names, "n_files": len(files), "files": files}
+        entry.update({k: v for k, v in row.items() if any(k.startswith(n + "_") for n in names)})
+        files[p.id] = {k: _plain(k, v) for k, v in entry.items() if k == "reference_problem" or _plain(k, v) is not None}
+    counted = sorted(i for i, f in files.items() if not f.get("reference_problem"))
+    return {"metrics": names, "n_files": len(files), "n_counted": len(counted), "files": files}
+
+
+def _plain(key: str, v: Any) -> Any:
+    """A value of a rows table as JSON takes it: None for a missing one (pandas' NaN), an int for a count that the
+    table widened to float (a column with a gap), numpy scalars as Python's."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float):
+        if v != v:
+            return None
+        if v.is_integer() and key.endswith(("_windows", "_frames", "_vectors")):
+            return int(v)
+    return v
 
 
 def _number(v: float) -> str:
@@ -324,9 +340,10 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         lines.append("skipped for other reasons: " + "; ".join(f"{r} ({n})" for r, n in list(others.items())[:3]))
     if summary.get("reference_only"):
         ro = summary["reference_only"]
-        lines.append(f"reference files without a generated clip: {ro['n_files']}, counted in the reference set of "
-                     f"{', '.join(ro['metrics'])} as the tool reading the whole folder does (summary.json: "
-                     f"reference_only)")
+        unusable = ro["n_files"] - ro.get("n_counted", ro["n_files"])
+        lines.append(f"reference files without a generated clip: {ro.get('n_counted', ro['n_files'])} counted in the "
+                     f"reference set of {', '.join(ro['metrics'])} as the tool reading the whole folder does"
+                     + (f", {unusable} unusable" if unusable else "") + " (summary.json: reference_only)")
     if summary.get("unused_files"):
         lines.append(f"unused files: {len(summary['unused_files'])} (summary.json: unused_files)")
     if summary.get("channel_view", "mono") != "mono":
